@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "topiary_native",
+      "sources": ["topiary_native.c"],
+      "cflags_c": ["-std=gnu11", "-O3", "-fopenmp-simd", "-Wall", "-Wextra"],
+      "libraries": ["-lopenblas"]
+    }
+  ]
+}

@@ -1,0 +1,414 @@
+/*
+ * Topiary's native compute backend: a thin Node-API layer over OpenBLAS and LAPACK.
+ *
+ * Every exported function packs its arguments into a Job and returns a Promise. Large jobs run on
+ * the libuv thread pool (napi_async_work) while the typed arrays are kept alive by references;
+ * small ones (generation makes many) run immediately and return a settled promise, because a
+ * thread-pool round trip costs more than the work.
+ *
+ * src/backend/native.ts validates every size, stride and element type before calling in here, so
+ * this file trusts its arguments. All matrices are row-major.
+ */
+#define NAPI_VERSION 8
+#include <node_api.h>
+
+#include <cblas.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* LAPACK (Fortran ABI, exported by libopenblas). The trailing size_t is the hidden length of the
+ * character argument that gfortran-compiled routines expect. */
+void spotrf_(const char *uplo, const blasint *n, float *a, const blasint *lda, blasint *info, size_t uplo_len);
+void dpotrf_(const char *uplo, const blasint *n, double *a, const blasint *lda, blasint *info, size_t uplo_len);
+void spotri_(const char *uplo, const blasint *n, float *a, const blasint *lda, blasint *info, size_t uplo_len);
+void dpotri_(const char *uplo, const blasint *n, double *a, const blasint *lda, blasint *info, size_t uplo_len);
+
+/* Below this many floating-point operations a call runs synchronously on the calling thread. */
+#define SYNC_FLOP_THRESHOLD 2.0e6
+/* Query rows per attention block: keys beyond the block's last row are never touched. */
+#define ATTENTION_BLOCK_ROWS 128
+#define MAX_ARGS 13
+#define MAX_ARRAYS 4
+
+typedef struct Job Job;
+typedef void (*JobRun)(Job *job);
+
+struct Job {
+  JobRun run;
+  bool fp64;            /* element type of the (same-typed) arrays */
+  void *data[MAX_ARRAYS];
+  size_t lengths[MAX_ARRAYS];
+  double args[MAX_ARGS]; /* numeric arguments after the arrays, in call order */
+  bool returns_bool;     /* resolve with `ok` instead of undefined */
+  bool ok;
+  bool out_of_memory;
+  napi_ref refs[MAX_ARRAYS];
+  size_t array_count;
+  napi_deferred deferred;
+  napi_async_work work;
+};
+
+#define ARG_INT(job, i) ((blasint)(job)->args[i])
+
+/* ---------- numeric helpers ---------- */
+
+/* Row-major n×n: copy the upper triangle onto the lower one. */
+#define DEFINE_MIRROR(name, type)                                                                  \
+  static void name(type *a, blasint n) {                                                           \
+    for (blasint i = 1; i < n; i++)                                                                \
+      for (blasint j = 0; j < i; j++) a[(size_t)i * n + j] = a[(size_t)j * n + i];                  \
+  }
+DEFINE_MIRROR(mirror_upper_f32, float)
+DEFINE_MIRROR(mirror_upper_f64, double)
+
+/* Row-major n×n: zero the strict lower (keep_upper) or strict upper triangle. */
+#define DEFINE_ZERO_TRIANGLE(name, type)                                                           \
+  static void name(type *a, blasint n, bool keep_upper) {                                          \
+    for (blasint i = 0; i < n; i++)                                                                \
+      for (blasint j = 0; j < n; j++)                                                              \
+        if (keep_upper ? j < i : j > i) a[(size_t)i * n + j] = 0;                                  \
+  }
+DEFINE_ZERO_TRIANGLE(zero_triangle_f32, float)
+DEFINE_ZERO_TRIANGLE(zero_triangle_f64, double)
+
+/*
+ * exp(x) with ~2 ulp error for the x ≤ 0 that softmax and silu need (clamped to [-87, 88]), written
+ * branch-free so the loops calling it vectorize: x = n·ln2 + r with |r| ≤ ln2/2, exp(r) by a
+ * degree-6 polynomial, and 2^n built from the exponent bits. Rounding to n uses the 1.5·2^23
+ * trick, which needs no SSE4.1 instruction.
+ */
+static inline float fast_expf(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  const float round_magic = 12582912.0f; /* 1.5·2^23 */
+  const float n = (x * 1.44269504088896341f + round_magic) - round_magic;
+  const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723e-6f;
+  float p = 1.3888889e-3f;
+  p = p * r + 8.3333338e-3f;
+  p = p * r + 4.1666668e-2f;
+  p = p * r + 1.6666667e-1f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  union { int32_t i; float f; } two_to_n = { .i = ((int32_t)n + 127) << 23 };
+  return p * two_to_n.f;
+}
+
+/* Vector-width variants chosen at load time by the CPU; the default one is plain x86-64. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MULTIVERSION
+#endif
+
+/* Softmax of row[0:count] in place. The simd pragmas (-fopenmp-simd, no OpenMP runtime) allow the
+ * reductions to be reordered into vector lanes without -ffast-math. */
+MULTIVERSION static void softmax_in_place(float *row, blasint count) {
+  float max = row[0];
+#pragma omp simd reduction(max : max)
+  for (blasint j = 0; j < count; j++) max = row[j] > max ? row[j] : max;
+  float sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (blasint j = 0; j < count; j++) {
+    row[j] = fast_expf(row[j] - max);
+    sum += row[j];
+  }
+  const float inverse_sum = 1.0f / sum;
+#pragma omp simd
+  for (blasint j = 0; j < count; j++) row[j] *= inverse_sum;
+}
+
+MULTIVERSION static void swiglu_kernel(const float *gate, const float *up, float *out, size_t count) {
+  for (size_t i = 0; i < count; i++) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + fast_expf(-g)) * up[i];
+  }
+}
+
+/* ---------- the operations (run on a worker thread or inline) ---------- */
+
+static void run_gemm(Job *job) {
+  const blasint m = ARG_INT(job, 0), n = ARG_INT(job, 1), k = ARG_INT(job, 2);
+  const enum CBLAS_TRANSPOSE ta = job->args[3] ? CblasTrans : CblasNoTrans;
+  const enum CBLAS_TRANSPOSE tb = job->args[4] ? CblasTrans : CblasNoTrans;
+  const double alpha = job->args[5], beta = job->args[6];
+  const blasint lda = ARG_INT(job, 7), ldb = ARG_INT(job, 8), ldc = ARG_INT(job, 9);
+  if (job->fp64)
+    cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, job->data[0], lda, job->data[1], ldb, beta, job->data[2], ldc);
+  else
+    cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, (float)alpha, job->data[0], lda, job->data[1], ldb, (float)beta,
+                job->data[2], ldc);
+}
+
+static void run_syrk(Job *job) {
+  const blasint n = ARG_INT(job, 0), d = ARG_INT(job, 1);
+  float *h = job->data[1];
+  cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, d, n, (float)job->args[2], job->data[0], d, 1.0f, h, d);
+  mirror_upper_f32(h, d);
+}
+
+/* Row-major upper U (A = UᵀU) is, read column-major, the lower factor L = Uᵀ: LAPACK's 'L'. */
+static void run_cholesky(Job *job) {
+  const blasint n = ARG_INT(job, 0);
+  const bool upper = job->args[1] != 0;
+  const char uplo = upper ? 'L' : 'U';
+  blasint info = 0;
+  if (job->fp64) {
+    dpotrf_(&uplo, &n, job->data[0], &n, &info, 1);
+    if (info == 0) zero_triangle_f64(job->data[0], n, upper);
+  } else {
+    spotrf_(&uplo, &n, job->data[0], &n, &info, 1);
+    if (info == 0) zero_triangle_f32(job->data[0], n, upper);
+  }
+  job->ok = info == 0;
+}
+
+/* Factor and invert in LAPACK's column-major lower triangle (= row-major upper), then mirror. */
+static void run_invert_spd(Job *job) {
+  const blasint n = ARG_INT(job, 0);
+  const char uplo = 'L';
+  blasint info = 0;
+  if (job->fp64) {
+    dpotrf_(&uplo, &n, job->data[0], &n, &info, 1);
+    if (info == 0) dpotri_(&uplo, &n, job->data[0], &n, &info, 1);
+    if (info == 0) mirror_upper_f64(job->data[0], n);
+  } else {
+    spotrf_(&uplo, &n, job->data[0], &n, &info, 1);
+    if (info == 0) spotri_(&uplo, &n, job->data[0], &n, &info, 1);
+    if (info == 0) mirror_upper_f32(job->data[0], n);
+  }
+  job->ok = info == 0;
+}
+
+static void run_triangular_solve(Job *job) {
+  const blasint n = ARG_INT(job, 0), nrhs = ARG_INT(job, 1);
+  const enum CBLAS_UPLO uplo = job->args[2] ? CblasUpper : CblasLower;
+  const enum CBLAS_TRANSPOSE trans = job->args[3] ? CblasTrans : CblasNoTrans;
+  if (job->fp64)
+    cblas_dtrsm(CblasRowMajor, CblasLeft, uplo, trans, CblasNonUnit, n, nrhs, 1.0, job->data[0], n, job->data[1], nrhs);
+  else
+    cblas_strsm(CblasRowMajor, CblasLeft, uplo, trans, CblasNonUnit, n, nrhs, 1.0f, job->data[0], n, job->data[1], nrhs);
+}
+
+/*
+ * For each window and head, in blocks of query rows [r0, r1): scores = scale·Q[r0:r1]·K[0:r1]ᵀ,
+ * causal softmax per row, out[r0:r1] = P·V[0:r1]. Heads are strided views into the packed rows.
+ */
+static void run_causal_attention(Job *job) {
+  const float *q = job->data[0], *k = job->data[1], *v = job->data[2];
+  float *out = job->data[3];
+  const blasint windows = ARG_INT(job, 0), seq_len = ARG_INT(job, 1), num_heads = ARG_INT(job, 2);
+  const blasint num_kv_heads = ARG_INT(job, 3), head_dim = ARG_INT(job, 4);
+  const float scale = (float)job->args[5];
+  const blasint q_width = num_heads * head_dim, kv_width = num_kv_heads * head_dim;
+  const blasint heads_per_kv = num_heads / num_kv_heads;
+  const blasint block_rows = seq_len < ATTENTION_BLOCK_ROWS ? seq_len : ATTENTION_BLOCK_ROWS;
+  float *scores = malloc(sizeof(float) * (size_t)block_rows * (size_t)seq_len);
+  if (!scores) {
+    job->out_of_memory = true;
+    return;
+  }
+  for (blasint w = 0; w < windows; w++) {
+    const size_t window_row = (size_t)w * seq_len;
+    for (blasint h = 0; h < num_heads; h++) {
+      const float *q_head = q + window_row * q_width + (size_t)h * head_dim;
+      const float *k_head = k + window_row * kv_width + (size_t)(h / heads_per_kv) * head_dim;
+      const float *v_head = v + window_row * kv_width + (size_t)(h / heads_per_kv) * head_dim;
+      float *out_head = out + window_row * q_width + (size_t)h * head_dim;
+      for (blasint r0 = 0; r0 < seq_len; r0 += block_rows) {
+        const blasint rows = r0 + block_rows <= seq_len ? block_rows : seq_len - r0;
+        const blasint keys = r0 + rows; /* ld of `scores` */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, head_dim, scale, q_head + (size_t)r0 * q_width,
+                    q_width, k_head, kv_width, 0.0f, scores, keys);
+        for (blasint i = 0; i < rows; i++) {
+          float *row = scores + (size_t)i * keys;
+          const blasint visible = r0 + i + 1;
+          softmax_in_place(row, visible);
+          memset(row + visible, 0, sizeof(float) * (size_t)(keys - visible));
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, head_dim, keys, 1.0f, scores, keys, v_head,
+                    kv_width, 0.0f, out_head + (size_t)r0 * q_width, q_width);
+      }
+    }
+  }
+  free(scores);
+}
+
+static void run_swiglu(Job *job) { swiglu_kernel(job->data[0], job->data[1], job->data[2], job->lengths[0]); }
+
+/* ---------- Node-API plumbing ---------- */
+
+#define NAPI_CALL(env, call)                                                                       \
+  do {                                                                                             \
+    if ((call) != napi_ok) {                                                                       \
+      napi_throw_error((env), NULL, "topiary_native: Node-API call failed: " #call);               \
+      return NULL;                                                                                 \
+    }                                                                                              \
+  } while (0)
+
+static void free_job(napi_env env, Job *job) {
+  for (size_t i = 0; i < job->array_count; i++) napi_delete_reference(env, job->refs[i]);
+  if (job->work) napi_delete_async_work(env, job->work);
+  free(job);
+}
+
+static void settle(napi_env env, Job *job) {
+  napi_value value;
+  if (job->out_of_memory) {
+    napi_value message;
+    napi_create_string_utf8(env, "topiary_native: out of memory", NAPI_AUTO_LENGTH, &message);
+    napi_create_error(env, NULL, message, &value);
+    napi_reject_deferred(env, job->deferred, value);
+  } else {
+    if (job->returns_bool) napi_get_boolean(env, job->ok, &value);
+    else napi_get_undefined(env, &value);
+    napi_resolve_deferred(env, job->deferred, value);
+  }
+  free_job(env, job);
+}
+
+static void execute_job(napi_env env, void *data) {
+  (void)env;
+  Job *job = data;
+  job->run(job);
+}
+
+static void complete_job(napi_env env, napi_status status, void *data) {
+  (void)status; /* cancellation is never requested */
+  settle(env, data);
+}
+
+/*
+ * The common entry: arguments are `array_count` typed arrays followed by numbers/booleans.
+ * Returns the promise; runs inline when `flops` is below the threshold.
+ */
+static napi_value start_job(napi_env env, napi_callback_info info, size_t array_count, JobRun run, bool returns_bool,
+                            double (*count_flops)(const Job *)) {
+  size_t argc = MAX_ARRAYS + MAX_ARGS;
+  napi_value argv[MAX_ARRAYS + MAX_ARGS];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  Job *job = calloc(1, sizeof(Job));
+  if (!job) {
+    napi_throw_error(env, NULL, "topiary_native: out of memory");
+    return NULL;
+  }
+  job->run = run;
+  job->returns_bool = returns_bool;
+  for (size_t i = 0; i < array_count; i++) {
+    napi_typedarray_type type;
+    napi_value buffer;
+    size_t offset;
+    if (napi_get_typedarray_info(env, argv[i], &type, &job->lengths[i], &job->data[i], &buffer, &offset) != napi_ok) {
+      free_job(env, job);
+      napi_throw_type_error(env, NULL, "topiary_native: expected a typed array");
+      return NULL;
+    }
+    job->fp64 = type == napi_float64_array;
+    napi_create_reference(env, argv[i], 1, &job->refs[i]);
+    job->array_count = i + 1;
+  }
+  for (size_t i = array_count; i < argc && i - array_count < MAX_ARGS; i++) {
+    napi_valuetype type;
+    napi_typeof(env, argv[i], &type);
+    if (type == napi_boolean) {
+      bool flag;
+      napi_get_value_bool(env, argv[i], &flag);
+      job->args[i - array_count] = flag;
+    } else {
+      napi_get_value_double(env, argv[i], &job->args[i - array_count]);
+    }
+  }
+  napi_value promise;
+  NAPI_CALL(env, napi_create_promise(env, &job->deferred, &promise));
+  if (count_flops(job) < SYNC_FLOP_THRESHOLD) {
+    job->run(job);
+    settle(env, job);
+    return promise;
+  }
+  napi_value name;
+  NAPI_CALL(env, napi_create_string_utf8(env, "topiary_native", NAPI_AUTO_LENGTH, &name));
+  NAPI_CALL(env, napi_create_async_work(env, NULL, name, execute_job, complete_job, job, &job->work));
+  NAPI_CALL(env, napi_queue_async_work(env, job->work));
+  return promise;
+}
+
+static double gemm_flops(const Job *job) { return 2.0 * job->args[0] * job->args[1] * job->args[2]; }
+static double syrk_flops(const Job *job) { return job->args[0] * job->args[1] * job->args[1]; }
+static double cube_flops(const Job *job) { return job->args[0] * job->args[0] * job->args[0] / 3.0; }
+static double solve_flops(const Job *job) { return job->args[0] * job->args[0] * job->args[1]; }
+static double attention_flops(const Job *job) {
+  /* two products of 2·seqLen·seqLen·headDim per window and head, each about half done (causal) */
+  return job->args[0] * job->args[2] * job->args[1] * job->args[1] * job->args[4];
+}
+static double elementwise_flops(const Job *job) { return 10.0 * (double)job->lengths[0]; }
+
+static napi_value gemm(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 3, run_gemm, false, gemm_flops);
+}
+static napi_value syrk(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 2, run_syrk, false, syrk_flops);
+}
+static napi_value cholesky(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 1, run_cholesky, true, cube_flops);
+}
+static napi_value invert_spd(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 1, run_invert_spd, true, cube_flops);
+}
+static napi_value triangular_solve(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 2, run_triangular_solve, false, solve_flops);
+}
+static napi_value causal_attention(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 4, run_causal_attention, false, attention_flops);
+}
+static napi_value swiglu(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 3, run_swiglu, false, elementwise_flops);
+}
+
+static napi_value set_threads(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t threads = 1;
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  NAPI_CALL(env, napi_get_value_int32(env, argv[0], &threads));
+  openblas_set_num_threads(threads);
+  return NULL;
+}
+
+static napi_value get_threads(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value result;
+  NAPI_CALL(env, napi_create_int32(env, openblas_get_num_threads(), &result));
+  return result;
+}
+
+static napi_value library_info(napi_env env, napi_callback_info info) {
+  (void)info;
+  char text[512];
+  snprintf(text, sizeof text, "%s (core %s)", openblas_get_config(), openblas_get_corename());
+  napi_value result;
+  NAPI_CALL(env, napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &result));
+  return result;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  const napi_property_descriptor functions[] = {
+      {"gemm", NULL, gemm, NULL, NULL, NULL, napi_default, NULL},
+      {"syrk", NULL, syrk, NULL, NULL, NULL, napi_default, NULL},
+      {"cholesky", NULL, cholesky, NULL, NULL, NULL, napi_default, NULL},
+      {"invertSpd", NULL, invert_spd, NULL, NULL, NULL, napi_default, NULL},
+      {"triangularSolve", NULL, triangular_solve, NULL, NULL, NULL, napi_default, NULL},
+      {"causalAttention", NULL, causal_attention, NULL, NULL, NULL, napi_default, NULL},
+      {"swiglu", NULL, swiglu, NULL, NULL, NULL, napi_default, NULL},
+      {"setThreads", NULL, set_threads, NULL, NULL, NULL, napi_default, NULL},
+      {"getThreads", NULL, get_threads, NULL, NULL, NULL, napi_default, NULL},
+      {"info", NULL, library_info, NULL, NULL, NULL, napi_default, NULL},
+  };
+  NAPI_CALL(env, napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions));
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Everything a fresh machine needs before Topiary runs: OpenBLAS (Debian's libopenblas-dev), the
+# npm dependencies, the native addon, the TypeScript build, and the SmolLM2-135M model file.
+# Each step is skipped when already done, so running it again is cheap.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
+
+if ! dpkg -s libopenblas-dev >/dev/null 2>&1; then
+  step "installing Debian's libopenblas-dev (BLAS/LAPACK for the native backend)"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev >/dev/null
+  elif command -v sudo >/dev/null; then
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev >/dev/null
+  else
+    echo "setup: libopenblas-dev is missing and this user cannot install it; ask an administrator to run: apt-get install libopenblas-dev" >&2
+    exit 1
+  fi
+fi
+
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  step "installing npm dependencies (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+addon=native/build/Release/topiary_native.node
+if [ ! -f "$addon" ] || [ -n "$(find native -maxdepth 1 -newer "$addon" -type f)" ]; then
+  step "building the native backend (node-gyp, offline against local Node headers)"
+  # Node's own headers ship with Debian/NodeSource packages under <prefix>/include/node; point
+  # node-gyp there so it never tries to download them.
+  nodedir="$(dirname "$(dirname "$(command -v node)")")"
+  [ -f "$nodedir/include/node/node_api.h" ] || nodedir="$(npm config get nodedir)"
+  npx node-gyp rebuild --directory native --nodedir="$nodedir" --loglevel=error >&2
+fi
+
+step "compiling TypeScript"
+npx tsc -p tsconfig.json
+
+bash scripts/fetch-smollm2.sh >/dev/null

@@ -1,0 +1,209 @@
+import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { TopiaryError } from '../util/errors.js';
+import type { AttentionOptions, Backend, BackendInfo, FloatArray, GemmOptions } from './backend.js';
+
+/**
+ * The functions native/topiary_native.c exports: typed arrays first, then numbers and booleans.
+ * They trust their arguments completely (sizes, strides, matching element types): every check
+ * happens here first. Each returns a promise, already settled when the call was small enough to
+ * run on the calling thread.
+ */
+interface NativeAddon {
+  gemm(
+    a: FloatArray, b: FloatArray, c: FloatArray,
+    m: number, n: number, k: number, transA: boolean, transB: boolean,
+    alpha: number, beta: number, lda: number, ldb: number, ldc: number,
+  ): Promise<void>;
+  syrk(x: Float32Array, h: Float32Array, n: number, d: number, alpha: number): Promise<void>;
+  cholesky(a: FloatArray, n: number, upper: boolean): Promise<boolean>;
+  invertSpd(a: FloatArray, n: number): Promise<boolean>;
+  triangularSolve(t: FloatArray, b: FloatArray, n: number, nrhs: number, upper: boolean, transpose: boolean): Promise<void>;
+  causalAttention(
+    q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array,
+    windows: number, seqLen: number, numHeads: number, numKvHeads: number, headDim: number, scale: number,
+  ): Promise<void>;
+  swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void>;
+  setThreads(threads: number): void;
+  getThreads(): number;
+  /** OpenBLAS build configuration and the core kernel chosen at run time. */
+  info(): string;
+}
+
+const ADDON_RELATIVE_PATH = path.join('native', 'build', 'Release', 'topiary_native.node');
+
+/** The addon lives in the package root; this module runs from src/backend (tsx) or dist/src/backend. */
+function findAddon(): string | undefined {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const candidate = path.join(dir, ADDON_RELATIVE_PATH);
+    if (fs.existsSync(candidate)) return candidate;
+    const parent = path.dirname(dir);
+    if (parent === dir) return undefined;
+    dir = parent;
+  }
+}
+
+/** Loads the addon, or says why it could not be loaded. */
+export function loadNativeBackend(): { backend: NativeBackend; reason?: undefined } | { backend?: undefined; reason: string } {
+  const addonPath = findAddon();
+  if (!addonPath) return { reason: `${ADDON_RELATIVE_PATH} has not been built` };
+  try {
+    const addon = createRequire(import.meta.url)(addonPath) as NativeAddon;
+    return { backend: new NativeBackend(addon) };
+  } catch (error) {
+    return { reason: `${addonPath} failed to load: ${(error as Error).message}` };
+  }
+}
+
+function fail(operation: string, problem: string): never {
+  throw new TopiaryError(`backend ${operation}: ${problem}`);
+}
+
+function checkDimensions(operation: string, dims: Record<string, number>): void {
+  for (const [name, value] of Object.entries(dims)) {
+    if (!Number.isSafeInteger(value) || value < 0) fail(operation, `${name} must be a non-negative integer, got ${value}`);
+  }
+}
+
+function checkFloatArray(operation: string, name: string, array: unknown): asserts array is FloatArray {
+  if (!(array instanceof Float32Array) && !(array instanceof Float64Array)) {
+    fail(operation, `${name} must be a Float32Array or Float64Array`);
+  }
+}
+
+function checkFloat32(operation: string, arrays: Record<string, unknown>): void {
+  for (const [name, array] of Object.entries(arrays)) {
+    if (!(array instanceof Float32Array)) fail(operation, `${name} must be a Float32Array`);
+  }
+}
+
+function checkSameType(operation: string, arrays: Record<string, FloatArray>): void {
+  const entries = Object.entries(arrays);
+  for (const [name, array] of entries) {
+    checkFloatArray(operation, name, array);
+    if (array.constructor !== entries[0][1].constructor) {
+      fail(operation, `${name} is a ${array.constructor.name} but ${entries[0][0]} is a ${entries[0][1].constructor.name}`);
+    }
+  }
+}
+
+/** A rows×cols matrix stored with row stride ld must fit inside the array. */
+function checkMatrix(operation: string, name: string, array: FloatArray, rows: number, cols: number, ld: number): void {
+  checkDimensions(operation, { [`ld${name}`]: ld });
+  if (ld < Math.max(1, cols)) fail(operation, `leading dimension of ${name} (${ld}) is smaller than its width ${cols}`);
+  const needed = rows === 0 || cols === 0 ? 0 : (rows - 1) * ld + cols;
+  if (array.length < needed) {
+    fail(operation, `${name} has ${array.length} elements but a ${rows}×${cols} matrix with row stride ${ld} needs ${needed}`);
+  }
+}
+
+function checkFiniteScalar(operation: string, name: string, value: number): void {
+  if (!Number.isFinite(value)) fail(operation, `${name} must be a finite number, got ${value}`);
+}
+
+/** The OpenBLAS-backed backend; construct it through `getBackend()`. */
+export class NativeBackend implements Backend {
+  constructor(private readonly addon: NativeAddon) {}
+
+  get info(): BackendInfo {
+    return { name: 'native', threads: this.addon.getThreads(), library: this.addon.info() };
+  }
+
+  setThreads(threads: number): void {
+    if (!Number.isSafeInteger(threads) || threads < 1) fail('setThreads', `thread count must be a positive integer, got ${threads}`);
+    this.addon.setThreads(threads);
+  }
+
+  gemm<T extends FloatArray>(a: T, b: T, c: T, options: GemmOptions): Promise<void> {
+    const { m, n, k, transA = false, transB = false, alpha = 1, beta = 0 } = options;
+    const lda = options.lda ?? Math.max(1, transA ? m : k);
+    const ldb = options.ldb ?? Math.max(1, transB ? k : n);
+    const ldc = options.ldc ?? Math.max(1, n);
+    checkDimensions('gemm', { m, n, k });
+    checkSameType('gemm', { a, b, c });
+    checkFiniteScalar('gemm', 'alpha', alpha);
+    checkFiniteScalar('gemm', 'beta', beta);
+    checkMatrix('gemm', 'A', a, transA ? k : m, transA ? m : k, lda);
+    checkMatrix('gemm', 'B', b, transB ? n : k, transB ? k : n, ldb);
+    checkMatrix('gemm', 'C', c, m, n, ldc);
+    if (m === 0 || n === 0) return Promise.resolve();
+    return this.addon.gemm(a, b, c, m, n, k, transA, transB, alpha, beta, lda, ldb, ldc);
+  }
+
+  syrk(x: Float32Array, n: number, d: number, h: Float32Array, alpha = 1): Promise<void> {
+    checkDimensions('syrk', { n, d });
+    checkFloat32('syrk', { x, h });
+    checkFiniteScalar('syrk', 'alpha', alpha);
+    checkMatrix('syrk', 'X', x, n, d, Math.max(1, d));
+    checkMatrix('syrk', 'H', h, d, d, Math.max(1, d));
+    if (n === 0 || d === 0) return Promise.resolve();
+    return this.addon.syrk(x, h, n, d, alpha);
+  }
+
+  cholesky(a: FloatArray, n: number, uplo: 'upper' | 'lower'): Promise<boolean> {
+    this.checkSquare('cholesky', a, n);
+    if (uplo !== 'upper' && uplo !== 'lower') fail('cholesky', `uplo must be 'upper' or 'lower', got ${String(uplo)}`);
+    if (n === 0) return Promise.resolve(true);
+    return this.addon.cholesky(a, n, uplo === 'upper');
+  }
+
+  invertSpd(a: FloatArray, n: number): Promise<boolean> {
+    this.checkSquare('invertSpd', a, n);
+    if (n === 0) return Promise.resolve(true);
+    return this.addon.invertSpd(a, n);
+  }
+
+  triangularSolve(
+    t: FloatArray,
+    b: FloatArray,
+    n: number,
+    nrhs: number,
+    uplo: 'upper' | 'lower',
+    transpose: boolean,
+  ): Promise<void> {
+    checkDimensions('triangularSolve', { n, nrhs });
+    checkSameType('triangularSolve', { t, b });
+    if (uplo !== 'upper' && uplo !== 'lower') fail('triangularSolve', `uplo must be 'upper' or 'lower', got ${String(uplo)}`);
+    checkMatrix('triangularSolve', 'T', t, n, n, Math.max(1, n));
+    checkMatrix('triangularSolve', 'B', b, n, nrhs, Math.max(1, nrhs));
+    if (n === 0 || nrhs === 0) return Promise.resolve();
+    return this.addon.triangularSolve(t, b, n, nrhs, uplo === 'upper', transpose);
+  }
+
+  causalAttention(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, options: AttentionOptions): Promise<void> {
+    const { windows, seqLen, numHeads, numKvHeads, headDim, scale } = options;
+    checkDimensions('causalAttention', { windows, seqLen, numHeads, numKvHeads, headDim });
+    checkFloat32('causalAttention', { q, k, v, out });
+    checkFiniteScalar('causalAttention', 'scale', scale);
+    if (numKvHeads === 0 || numHeads % numKvHeads !== 0) {
+      fail('causalAttention', `numHeads (${numHeads}) must be a multiple of numKvHeads (${numKvHeads})`);
+    }
+    const rows = windows * seqLen;
+    const qWidth = numHeads * headDim;
+    const kvWidth = numKvHeads * headDim;
+    checkMatrix('causalAttention', 'q', q, rows, qWidth, Math.max(1, qWidth));
+    checkMatrix('causalAttention', 'k', k, rows, kvWidth, Math.max(1, kvWidth));
+    checkMatrix('causalAttention', 'v', v, rows, kvWidth, Math.max(1, kvWidth));
+    checkMatrix('causalAttention', 'out', out, rows, qWidth, Math.max(1, qWidth));
+    if (rows === 0 || qWidth === 0) return Promise.resolve();
+    return this.addon.causalAttention(q, k, v, out, windows, seqLen, numHeads, numKvHeads, headDim, scale);
+  }
+
+  swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void> {
+    checkFloat32('swiglu', { gate, up, out });
+    if (up.length !== gate.length || out.length !== gate.length) {
+      fail('swiglu', `gate, up and out must have the same length (got ${gate.length}, ${up.length}, ${out.length})`);
+    }
+    if (gate.length === 0) return Promise.resolve();
+    return this.addon.swiglu(gate, up, out);
+  }
+
+  private checkSquare(operation: string, a: FloatArray, n: number): void {
+    checkDimensions(operation, { n });
+    checkFloatArray(operation, 'a', a);
+    checkMatrix(operation, 'A', a, n, n, Math.max(1, n));
+  }
+}

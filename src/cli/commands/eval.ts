@@ -1,0 +1,48 @@
+import { describeBackend } from '../../backend/index.js';
+import { parseCorpusSpec, describeCorpus, evaluationText } from '../../data/corpora.js';
+import { resolveDataDir } from '../../data/datadir.js';
+import { perplexity } from '../../eval/perplexity.js';
+import { loadModel } from '../../model/load.js';
+import { Progress } from '../progress.js';
+
+export interface EvalArgs {
+  model: string;
+  dataset: string;
+  seqlen: number;
+  maxWindows?: number;
+  dataDir?: string;
+  json: boolean;
+}
+
+export async function evalCommand(args: EvalArgs): Promise<void> {
+  const corpus = parseCorpusSpec(args.dataset);
+  const dataDir = corpus.kind === 'text' ? '' : resolveDataDir(args.dataDir);
+  const model = await loadModel(args.model);
+  const tokenizer = model.tokenizer;
+  const progress = new Progress(`perplexity ${describeCorpus(corpus)}`);
+  const tokenizeStart = performance.now();
+  const tokens = tokenizer.encode(evaluationText(corpus, dataDir));
+  const tokenizeSeconds = (performance.now() - tokenizeStart) / 1000;
+  const result = await perplexity(model, tokens, {
+    seqlen: args.seqlen,
+    ...(args.maxWindows !== undefined ? { maxWindows: args.maxWindows } : {}),
+    onProgress: (done, total, running) => progress.update(done, total, `ppl ${running.toFixed(3)}`),
+  });
+  progress.done();
+  model.source.close();
+  const report = {
+    model: args.model,
+    dataset: describeCorpus(corpus),
+    ...result,
+    tokenizeSeconds,
+    backend: describeBackend(),
+  };
+  if (args.json) {
+    process.stdout.write(JSON.stringify(report) + '\n');
+  } else {
+    process.stdout.write(
+      `${describeCorpus(corpus)} perplexity ${result.perplexity.toFixed(4)} ` +
+        `(seqlen ${result.seqlen}, ${result.windows} windows, ${result.tokens} predicted tokens, ${result.seconds.toFixed(1)} s)\n`,
+    );
+  }
+}

@@ -1,0 +1,86 @@
+import { loadModel } from '../../model/load.js';
+import type { CausalLM } from '../../model/decoder.js';
+
+export interface ModelSummary {
+  path: string;
+  format: string;
+  architecture: string;
+  modelType: string;
+  layers: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  vocabSize: number;
+  context: number;
+  ropeTheta: number;
+  ropeScaling: string;
+  tiedEmbeddings: boolean;
+  parameters: number;
+  dtypes: Record<string, number>;
+  tokenizer: string;
+}
+
+export function summarize(model: CausalLM): ModelSummary {
+  const { config, source } = model;
+  let parameters = 0;
+  const dtypes: Record<string, number> = {};
+  for (const name of source.tensorNames()) {
+    const count = source.shape(name).reduce((a, b) => a * b, 1);
+    parameters += count;
+    const dtype = source.dtype(name);
+    dtypes[dtype] = (dtypes[dtype] ?? 0) + count;
+  }
+  const tokenizer = source.tokenizer;
+  return {
+    path: source.path,
+    format: source.format,
+    architecture: model.spec.hfArchitectures[config.modelType] ?? config.modelType,
+    modelType: config.modelType,
+    layers: config.numLayers,
+    hiddenSize: config.hiddenSize,
+    intermediateSize: config.intermediateSize,
+    heads: config.numHeads,
+    kvHeads: config.numKvHeads,
+    headDim: config.headDim,
+    vocabSize: config.vocabSize,
+    context: config.maxPositionEmbeddings,
+    ropeTheta: config.ropeTheta,
+    ropeScaling: config.ropeScaling.type,
+    tiedEmbeddings: config.tieWordEmbeddings,
+    parameters,
+    dtypes,
+    tokenizer: 'missing' in tokenizer ? `none (${tokenizer.missing})` : `${tokenizer.source}, ${tokenizer.vocabSize} tokens`,
+  };
+}
+
+export async function inspectCommand(modelPath: string, json: boolean): Promise<void> {
+  const model = await loadModel(modelPath);
+  const summary = summarize(model);
+  model.source.close();
+  if (json) {
+    process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
+    return;
+  }
+  const dtypes = Object.entries(summary.dtypes)
+    .map(([dtype, count]) => `${dtype} ${((100 * count) / summary.parameters).toFixed(1)}%`)
+    .join(', ');
+  const lines: [string, string][] = [
+    ['model', summary.path],
+    ['format', summary.format],
+    ['architecture', `${summary.architecture} (${summary.modelType})`],
+    ['layers', String(summary.layers)],
+    ['hidden size', String(summary.hiddenSize)],
+    ['MLP size', String(summary.intermediateSize)],
+    ['heads', `${summary.heads} query, ${summary.kvHeads} key/value, head dim ${summary.headDim}`],
+    ['vocabulary', String(summary.vocabSize)],
+    ['context', String(summary.context)],
+    ['RoPE', `theta ${summary.ropeTheta}, scaling ${summary.ropeScaling}`],
+    ['embeddings', summary.tiedEmbeddings ? 'tied to the LM head' : 'separate LM head'],
+    ['parameters', `${summary.parameters.toLocaleString('en-US')} (${(summary.parameters / 1e6).toFixed(1)} M)`],
+    ['dtypes', dtypes],
+    ['tokenizer', summary.tokenizer],
+  ];
+  for (const [key, value] of lines) process.stdout.write(`${key.padEnd(14)}${value}\n`);
+}

@@ -1,0 +1,67 @@
+import type { SparsityTarget } from '../../prune/method.js';
+import { describeTarget, pruneModel, type PruneSettings } from '../../prune/run.js';
+import { UsageError } from '../../util/errors.js';
+import { Progress } from '../progress.js';
+
+/** `--sparsity 0.5` or `--pattern 2:4`, exactly one of them. */
+export function parseTarget(sparsity: unknown, pattern: unknown): SparsityTarget {
+  if ((sparsity === undefined) === (pattern === undefined)) throw new UsageError('give exactly one of --sparsity P or --pattern N:M');
+  if (sparsity !== undefined) {
+    const value = Number(sparsity);
+    if (!Number.isFinite(value) || value < 0 || value >= 1) throw new UsageError(`--sparsity must be a number in [0, 1), got "${String(sparsity)}"`);
+    return { kind: 'unstructured', sparsity: value };
+  }
+  const match = /^(\d+):(\d+)$/.exec(String(pattern));
+  if (!match) throw new UsageError(`--pattern must look like N:M (e.g. 2:4), got "${String(pattern)}"`);
+  const n = Number(match[1]);
+  const m = Number(match[2]);
+  if (n <= 0 || n >= m) throw new UsageError(`--pattern ${n}:${m}: need 0 < N < M`);
+  return { kind: 'nm', n, m };
+}
+
+/** `--option a=0.5 --option blocksize=64`: numbers and booleans are converted, the rest kept as text. */
+export function parseMethodOptions(entries: readonly string[], permute: boolean): Record<string, number | boolean | string> {
+  const options: Record<string, number | boolean | string> = {};
+  for (const entry of entries) {
+    const eq = entry.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--option expects KEY=VALUE, got "${entry}"`);
+    const key = entry.slice(0, eq);
+    const raw = entry.slice(eq + 1);
+    options[key] = raw === 'true' ? true : raw === 'false' ? false : raw !== '' && Number.isFinite(Number(raw)) ? Number(raw) : raw;
+  }
+  if (permute) options.permute = true;
+  return options;
+}
+
+export async function pruneCommand(settings: Omit<PruneSettings, 'onEvent'>, json: boolean): Promise<void> {
+  const progress = new Progress(`prune ${settings.method} ${describeTarget(settings.target)}`);
+  const summary = await pruneModel({
+    ...settings,
+    onEvent(event) {
+      switch (event.kind) {
+        case 'calibration':
+          for (const note of event.notes) progress.log(`calibration: ${note}`);
+          break;
+        case 'resumed':
+          progress.log(`resumed: ${event.layers} finished layer(s) replayed from the checkpoint`);
+          break;
+        case 'stage':
+          progress.update(event.layer, event.layers, `layer ${event.layer + 1}: ${event.stage} ${event.done}/${event.total}`);
+          break;
+        case 'layer-done':
+          progress.update(event.report.layer + 1, event.layers, `layer ${event.report.layer + 1} took ${event.report.seconds.toFixed(1)} s`);
+          break;
+      }
+    },
+  });
+  progress.done();
+  if (json) {
+    process.stdout.write(JSON.stringify(summary) + '\n');
+  } else {
+    process.stdout.write(
+      `pruned ${summary.layers} layers with ${summary.method} (${summary.target}): sparsity ${(summary.sparsity * 100).toFixed(2)}% ` +
+        `of the pruned matrices, ${summary.seconds.toFixed(1)} s, peak memory ${summary.peak_rss_mb} MiB\n` +
+        `wrote ${summary.out} (model.safetensors, config.json, topiary.json)\n`,
+    );
+  }
+}

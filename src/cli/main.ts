@@ -1,0 +1,194 @@
+#!/usr/bin/env node
+/**
+ * The `topiary` command: argument parsing and error reporting only; every command is a thin call
+ * into the library.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { getBackend } from '../backend/index.js';
+import { TopiaryError, UsageError } from '../util/errors.js';
+import { evalCommand } from './commands/eval.js';
+import { generateCommand } from './commands/generate.js';
+import { inspectCommand } from './commands/inspect.js';
+import { parseMethodOptions, parseTarget, pruneCommand } from './commands/prune.js';
+import { METHODS } from '../prune/methods/index.js';
+import type { LinearRole } from '../model/architectures/index.js';
+
+const USAGE = () => `Usage: topiary <command> [options]
+
+Commands:
+  inspect PATH [--json]
+      Architecture, sizes, parameter count, dtypes and format of a model
+      (Hugging Face folder, .gguf file, or llama2.c checkpoint).
+  generate --model PATH --prompt TEXT [--max-new-tokens N] [--temperature T] [--seed S]
+      Generate text (temperature 0 = greedy).
+  eval --model PATH --dataset wikitext2|c4|text:FILE [--seqlen N] [--max-windows K]
+       [--data-dir DIR] [--json]
+      Perplexity over non-overlapping windows of N tokens (default 2048).
+
+  prune --model PATH --method NAME (--sparsity P | --pattern N:M) --out DIR
+        [--permute] [--calib c4|wikitext2|text:FILE] [--nsamples N] [--seqlen L]
+        [--seed S] [--layers q,k,v,o,gate,up,down] [--option KEY=VALUE ...]
+        [--batch-windows B] [--dtype F32|F16|BF16] [--resume] [--json]
+      Layer-wise pruning without retraining; writes a Hugging Face folder
+      (config.json, model.safetensors, tokenizer) and topiary.json to DIR.
+      Methods: ${METHODS.map((m) => m.name).join(', ')}.
+      Method options: ria a=0.5 (exponent of the activation norm), perRow=true;
+      sparsegpt/apt blocksize=128 damp=0.01 fp64=true.
+      Defaults: --calib c4 --nsamples 128 --seqlen min(2048, context) --seed 0.
+
+Common options:
+  --threads N    BLAS threads (default: all cores)
+  --data-dir DIR data folder (default: $TOPIARY_DATA_DIR, else ../shared/data beside the checkout)
+  -h, --help     this help
+`;
+
+const COMMON: ParseArgsConfig['options'] = {
+  threads: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  json: { type: 'boolean' },
+  'data-dir': { type: 'string' },
+};
+
+function parse(args: string[], options: ParseArgsConfig['options']) {
+  try {
+    return parseArgs({ args, options: { ...COMMON, ...options }, allowPositionals: true, strict: true });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
+function integer(value: unknown, flag: string, fallback?: number, min = 1): number {
+  if (value === undefined) {
+    if (fallback === undefined) throw new UsageError(`${flag} is required`);
+    return fallback;
+  }
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed < min) throw new UsageError(`${flag} must be an integer ≥ ${min}, got "${String(value)}"`);
+  return parsed;
+}
+
+function number(value: unknown, flag: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const parsed = Number(value);
+  if (!Number.isFinite(parsed)) throw new UsageError(`${flag} must be a number, got "${String(value)}"`);
+  return parsed;
+}
+
+function required(value: unknown, flag: string): string {
+  if (typeof value !== 'string' || value === '') throw new UsageError(`${flag} is required`);
+  return value;
+}
+
+async function run(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  if (!command || command === '-h' || command === '--help' || command === 'help') {
+    process.stdout.write(USAGE());
+    return;
+  }
+  const commands: Record<string, () => Promise<void>> = {
+    async inspect() {
+      const { values, positionals } = parse(rest, {});
+      if (positionals.length !== 1) throw new UsageError('inspect takes one model path');
+      await inspectCommand(positionals[0]!, values.json === true);
+    },
+    async generate() {
+      const { values } = parse(rest, {
+        model: { type: 'string' },
+        prompt: { type: 'string' },
+        'max-new-tokens': { type: 'string' },
+        temperature: { type: 'string' },
+        seed: { type: 'string' },
+      });
+      applyThreads(values.threads);
+      await generateCommand({
+        model: required(values.model, '--model'),
+        prompt: typeof values.prompt === 'string' ? values.prompt : '',
+        maxNewTokens: integer(values['max-new-tokens'], '--max-new-tokens', 64),
+        temperature: number(values.temperature, '--temperature', 0),
+        seed: integer(values.seed, '--seed', 0, 0),
+      });
+    },
+    async eval() {
+      const { values } = parse(rest, {
+        model: { type: 'string' },
+        dataset: { type: 'string' },
+        seqlen: { type: 'string' },
+        'max-windows': { type: 'string' },
+      });
+      applyThreads(values.threads);
+      await evalCommand({
+        model: required(values.model, '--model'),
+        dataset: typeof values.dataset === 'string' ? values.dataset : 'wikitext2',
+        seqlen: integer(values.seqlen, '--seqlen', 2048, 2),
+        ...(values['max-windows'] !== undefined ? { maxWindows: integer(values['max-windows'], '--max-windows') } : {}),
+        ...(typeof values['data-dir'] === 'string' ? { dataDir: values['data-dir'] } : {}),
+        json: values.json === true,
+      });
+    },
+    async prune() {
+      const { values } = parse(rest, {
+        model: { type: 'string' },
+        method: { type: 'string' },
+        sparsity: { type: 'string' },
+        pattern: { type: 'string' },
+        permute: { type: 'boolean' },
+        calib: { type: 'string' },
+        nsamples: { type: 'string' },
+        seqlen: { type: 'string' },
+        seed: { type: 'string' },
+        layers: { type: 'string' },
+        option: { type: 'string', multiple: true },
+        'batch-windows': { type: 'string' },
+        dtype: { type: 'string' },
+        out: { type: 'string' },
+        resume: { type: 'boolean' },
+      });
+      applyThreads(values.threads);
+      const dtype = typeof values.dtype === 'string' ? values.dtype.toUpperCase() : 'F32';
+      if (dtype !== 'F32' && dtype !== 'F16' && dtype !== 'BF16') throw new UsageError(`--dtype must be F32, F16 or BF16, got "${dtype}"`);
+      await pruneCommand(
+        {
+          model: required(values.model, '--model'),
+          method: required(values.method, '--method'),
+          target: parseTarget(values.sparsity, values.pattern),
+          methodOptions: parseMethodOptions((values.option as string[] | undefined) ?? [], values.permute === true),
+          ...(typeof values.layers === 'string' ? { roles: values.layers.split(',').map((s) => s.trim()) as LinearRole[] } : {}),
+          calibration: {
+            corpus: typeof values.calib === 'string' ? values.calib : 'c4',
+            nsamples: integer(values.nsamples, '--nsamples', 128),
+            ...(values.seqlen !== undefined ? { seqlen: integer(values.seqlen, '--seqlen', undefined, 2) } : {}),
+            seed: integer(values.seed, '--seed', 0, 0),
+          },
+          ...(typeof values['data-dir'] === 'string' ? { dataDir: values['data-dir'] } : {}),
+          out: required(values.out, '--out'),
+          resume: values.resume === true,
+          batchWindows: integer(values['batch-windows'], '--batch-windows', 4),
+          dtype,
+        },
+        values.json === true,
+      );
+    },
+  };
+  const handler = commands[command];
+  if (!handler) throw new UsageError(`unknown command "${command}" (try: topiary --help)`);
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(USAGE());
+    return;
+  }
+  await handler();
+}
+
+function applyThreads(value: unknown): void {
+  if (value !== undefined) getBackend().setThreads(integer(value, '--threads'));
+}
+
+run(process.argv.slice(2)).catch((error: unknown) => {
+  if (error instanceof TopiaryError) {
+    process.stderr.write(`topiary: ${error.message}\n`);
+    process.exitCode = error.exitCode;
+    return;
+  }
+  // Anything else is a bug in Topiary, not bad input: say so, with the stack for the report.
+  process.stderr.write(`topiary: internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exitCode = 70;
+});

@@ -1,0 +1,72 @@
+/**
+ * Writes a model as a Hugging Face folder that `transformers` loads: config.json,
+ * model.safetensors, and the tokenizer when one can be carried over. Tensors are streamed one at
+ * a time from where they live (the source file, or a pruned layer's checkpoint), so memory stays
+ * bounded by the largest tensor.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { writeSafetensors, type TensorToWrite } from '../formats/safetensors.js';
+import { toHfConfig } from '../model/config.js';
+import type { CausalLM } from '../model/decoder.js';
+import { writeFileAtomic } from '../util/atomic.js';
+import { TopiaryError } from '../util/errors.js';
+
+export type ExportDtype = 'F32' | 'F16' | 'BF16';
+
+export interface ExportOptions {
+  dtype: ExportDtype;
+  /** Supplies a replaced tensor (e.g. a pruned weight) by canonical name, or undefined to read it from the source. */
+  override: (name: string) => (() => Float32Array) | undefined;
+}
+
+/** The tokenizer files to carry over, by file name. */
+function tokenizerFiles(model: CausalLM): Record<string, string> {
+  const source = model.source;
+  if (source.format === 'safetensors') {
+    const files: Record<string, string> = {};
+    for (const name of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model', 'generation_config.json']) {
+      const file = path.join(source.path, name);
+      if (fs.existsSync(file)) files[name] = fs.readFileSync(file, 'utf8');
+    }
+    return files;
+  }
+  const tokenizer = source.tokenizer;
+  if (!('missing' in tokenizer) && tokenizer.toHuggingFace) {
+    const { tokenizer: json, config } = tokenizer.toHuggingFace();
+    return { 'tokenizer.json': JSON.stringify(json), 'tokenizer_config.json': JSON.stringify(config, null, 2) };
+  }
+  if (source.format === 'llama2c') {
+    const bin = path.join(path.dirname(source.path), 'tokenizer.bin');
+    if (fs.existsSync(bin)) return { 'tokenizer.bin': fs.readFileSync(bin, 'latin1') };
+  }
+  return {};
+}
+
+export function exportHfFolder(model: CausalLM, outDir: string, options: ExportOptions): { files: string[]; bytes: number } {
+  fs.mkdirSync(outDir, { recursive: true });
+  const architecture = model.spec.hfArchitectures[model.config.modelType];
+  if (!architecture) throw new TopiaryError(`no Hugging Face class known for model_type "${model.config.modelType}"`);
+  const tensors: TensorToWrite[] = model.source
+    .tensorNames()
+    .filter((name) => !(model.config.tieWordEmbeddings && name === `${model.spec.lmHead}.weight`))
+    .map((name) => ({
+      name,
+      shape: model.source.shape(name),
+      dtype: options.dtype,
+      data: options.override(name) ?? (() => model.source.read(name)),
+    }));
+  const modelFile = path.join(outDir, 'model.safetensors');
+  writeSafetensors(modelFile, tensors, { format: 'pt' });
+  const written = [modelFile];
+  const config = { ...toHfConfig(model.config, architecture), torch_dtype: { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[options.dtype] };
+  const configFile = path.join(outDir, 'config.json');
+  writeFileAtomic(configFile, (tmp) => fs.writeFileSync(tmp, JSON.stringify(config, null, 2) + '\n'));
+  written.push(configFile);
+  for (const [name, content] of Object.entries(tokenizerFiles(model))) {
+    const file = path.join(outDir, name);
+    writeFileAtomic(file, (tmp) => fs.writeFileSync(tmp, content, name === 'tokenizer.bin' ? 'latin1' : 'utf8'));
+    written.push(file);
+  }
+  return { files: written, bytes: written.reduce((sum, file) => sum + fs.statSync(file).size, 0) };
+}

@@ -1,0 +1,365 @@
+/**
+ * safetensors: an 8-byte little-endian header length, a JSON header naming each tensor's dtype,
+ * shape and [begin, end) byte range in the data area, then the data area. Reading is lazy (only the
+ * header at open); writing streams tensor by tensor. A folder is either sharded
+ * (`model.safetensors.index.json` mapping tensor names to shard files) or holds `model.safetensors`.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { TopiaryError } from '../util/errors.js';
+import { writeFileAtomic } from '../util/atomic.js';
+import type { TensorInfo, TensorStore } from './tensors.js';
+import {
+  bfloat16BitsToFloat,
+  describeFsError,
+  floatToBfloat16Bits,
+  floatToHalfBits,
+  halfBitsToFloat,
+  openReadOnly,
+  product,
+  readExactly,
+  readFloat32,
+} from './binary.js';
+
+/** Bytes per element of every dtype the format defines; only the float ones can be read as weights. */
+const DTYPE_SIZES: Readonly<Record<string, number>> = {
+  F64: 8, F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1,
+  I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1,
+};
+const READABLE_DTYPES = ['F32', 'F16', 'BF16', 'F64'];
+/** The reference implementation's limit: a larger header is a corrupt or hostile file. */
+export const MAX_HEADER_BYTES = 100_000_000;
+export const INDEX_FILE = 'model.safetensors.index.json';
+export const SINGLE_FILE = 'model.safetensors';
+
+interface Entry extends TensorInfo {
+  /** Absolute position of the tensor's first byte in its file. */
+  position: number;
+}
+
+/** One .safetensors file: its parsed header, and a descriptor opened on the first read. */
+class SafetensorsFile {
+  private fd: number | undefined;
+
+  private constructor(
+    readonly file: string,
+    readonly entries: Map<string, Entry>,
+    readonly metadata: Record<string, string>,
+  ) {}
+
+  static open(file: string): SafetensorsFile {
+    const { fd, size } = openReadOnly(file);
+    try {
+      const { entries, metadata } = parseHeader(fd, size, file);
+      return new SafetensorsFile(file, entries, metadata);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  read(entry: Entry): Float32Array {
+    this.fd ??= openReadOnly(this.file).fd;
+    const count = product(entry.shape);
+    switch (entry.dtype) {
+      case 'F32':
+        return readFloat32(this.fd, entry.position, count, this.file);
+      case 'F16':
+      case 'BF16': {
+        const bits = new Uint16Array(count);
+        readExactly(this.fd, new Uint8Array(bits.buffer), entry.position, this.file);
+        return entry.dtype === 'F16' ? halfBitsToFloat(bits) : bfloat16BitsToFloat(bits);
+      }
+      case 'F64': {
+        const wide = new Float64Array(count);
+        readExactly(this.fd, new Uint8Array(wide.buffer), entry.position, this.file);
+        return Float32Array.from(wide);
+      }
+      default:
+        throw new TopiaryError(
+          `tensor "${entry.name}" has dtype ${entry.dtype}; only ${READABLE_DTYPES.join(', ')} tensors can be read as weights`,
+          this.file,
+        );
+    }
+  }
+
+  close(): void {
+    if (this.fd !== undefined) fs.closeSync(this.fd);
+    this.fd = undefined;
+  }
+}
+
+function parseHeader(fd: number, fileSize: number, file: string): { entries: Map<string, Entry>; metadata: Record<string, string> } {
+  const fail = (message: string): never => {
+    throw new TopiaryError(`not a valid safetensors file: ${message}`, file);
+  };
+  if (fileSize < 8) fail(`only ${fileSize} bytes, too short for the 8-byte header length`);
+  const lengthBytes = Buffer.alloc(8);
+  readExactly(fd, lengthBytes, 0, file);
+  const headerLength = lengthBytes.readBigUInt64LE(0);
+  if (headerLength > BigInt(MAX_HEADER_BYTES)) fail(`header length ${headerLength} is over the ${MAX_HEADER_BYTES}-byte limit`);
+  const headerBytes = Number(headerLength);
+  if (8 + headerBytes > fileSize) fail(`header length ${headerBytes} runs past the end of the ${fileSize}-byte file`);
+  const raw = Buffer.alloc(headerBytes);
+  readExactly(fd, raw, 8, file);
+  let header: unknown;
+  try {
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(raw));
+  } catch (error) {
+    fail(`header is not valid UTF-8 JSON (${(error as Error).message})`);
+  }
+  if (!isPlainObject(header)) return fail('header is not a JSON object');
+
+  const dataStart = 8 + headerBytes;
+  const dataSize = fileSize - dataStart;
+  const entries = new Map<string, Entry>();
+  const ranges: { name: string; begin: number; end: number }[] = [];
+  let metadata: Record<string, string> = {};
+  for (const [name, value] of Object.entries(header)) {
+    if (name === '__metadata__') {
+      metadata = parseMetadata(value, fail);
+      continue;
+    }
+    if (!isPlainObject(value)) return fail(`entry "${name}" is not an object`);
+    const { dtype, shape, data_offsets: offsets } = value;
+    if (typeof dtype !== 'string' || !Object.hasOwn(DTYPE_SIZES, dtype)) return fail(`tensor "${name}" has unknown dtype ${JSON.stringify(dtype)}`);
+    if (!Array.isArray(shape) || !shape.every(isCount)) return fail(`tensor "${name}" has an invalid shape ${JSON.stringify(shape)}`);
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount) || offsets[0] > offsets[1]) {
+      return fail(`tensor "${name}" has invalid data_offsets ${JSON.stringify(offsets)}`);
+    }
+    const [begin, end] = offsets as [number, number];
+    if (end > dataSize) fail(`tensor "${name}" ends at byte ${end} of a ${dataSize}-byte data area`);
+    const elements = product(shape as number[]);
+    const expectedBytes = elements * DTYPE_SIZES[dtype];
+    if (!Number.isSafeInteger(expectedBytes) || expectedBytes !== end - begin) {
+      fail(`tensor "${name}" of shape [${shape.join(', ')}] and dtype ${dtype} needs ${expectedBytes} bytes, but its offsets span ${end - begin}`);
+    }
+    entries.set(name, { name, dtype, shape: shape as number[], byteLength: end - begin, position: dataStart + begin });
+    ranges.push({ name, begin, end });
+  }
+
+  // As the reference implementation requires: tensors tile the data area exactly, no overlaps, no holes.
+  ranges.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let covered = 0;
+  for (const range of ranges) {
+    if (range.begin < covered) fail(`tensor "${range.name}" overlaps the tensor before it`);
+    if (range.begin > covered) fail(`bytes ${covered}..${range.begin} of the data area belong to no tensor`);
+    covered = range.end;
+  }
+  if (covered !== dataSize) fail(`the data area has ${dataSize} bytes but the tensors cover ${covered}`);
+  return { entries, metadata };
+}
+
+function parseMetadata(value: unknown, fail: (message: string) => never): Record<string, string> {
+  if (!isPlainObject(value)) return fail('__metadata__ is not an object');
+  for (const [key, item] of Object.entries(value)) {
+    if (typeof item !== 'string') fail(`__metadata__ value of "${key}" is not a string`);
+  }
+  return value as Record<string, string>;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function isCount(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+class SafetensorsStore implements TensorStore {
+  readonly format = 'safetensors' as const;
+  private closed = false;
+
+  constructor(
+    readonly path: string,
+    readonly metadata: Record<string, unknown>,
+    private readonly files: SafetensorsFile[],
+    /** Tensor name -> the file that holds it (for shards, as the index's weight_map says). */
+    private readonly owners: Map<string, SafetensorsFile>,
+  ) {}
+
+  list(): TensorInfo[] {
+    return [...this.owners].map(([name, owner]) => publicInfo(owner.entries.get(name)!));
+  }
+
+  has(name: string): boolean {
+    return this.owners.has(name);
+  }
+
+  info(name: string): TensorInfo {
+    return publicInfo(this.entry(name).entry);
+  }
+
+  read(name: string): Float32Array {
+    if (this.closed) throw new TopiaryError(`cannot read "${name}": the tensor store was closed`, this.path);
+    const { owner, entry } = this.entry(name);
+    return owner.read(entry);
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const file of this.files) file.close();
+  }
+
+  private entry(name: string): { owner: SafetensorsFile; entry: Entry } {
+    const owner = this.owners.get(name);
+    if (!owner) throw new TopiaryError(`no tensor named "${name}"`, this.path);
+    return { owner, entry: owner.entries.get(name)! };
+  }
+}
+
+function publicInfo(entry: Entry): TensorInfo {
+  return { name: entry.name, dtype: entry.dtype, shape: [...entry.shape], byteLength: entry.byteLength };
+}
+
+/** Opens a .safetensors file, or a folder holding a sharded index or a single model.safetensors. */
+export function openSafetensors(target: string): TensorStore {
+  let isFolder: boolean;
+  try {
+    isFolder = fs.statSync(target).isDirectory();
+  } catch (error) {
+    throw new TopiaryError(describeFsError(error, 'cannot open'), target);
+  }
+  if (!isFolder) return singleFileStore(target, target);
+  const indexPath = path.join(target, INDEX_FILE);
+  if (fs.existsSync(indexPath)) return shardedStore(target, indexPath);
+  const singlePath = path.join(target, SINGLE_FILE);
+  if (fs.existsSync(singlePath)) return singleFileStore(target, singlePath);
+  throw new TopiaryError(`folder has neither ${INDEX_FILE} nor ${SINGLE_FILE}`, target);
+}
+
+function singleFileStore(storePath: string, file: string): TensorStore {
+  const opened = SafetensorsFile.open(file);
+  const owners = new Map([...opened.entries.keys()].map((name) => [name, opened]));
+  return new SafetensorsStore(storePath, { ...opened.metadata }, [opened], owners);
+}
+
+function shardedStore(folder: string, indexPath: string): TensorStore {
+  const fail = (message: string): never => {
+    throw new TopiaryError(`invalid shard index: ${message}`, indexPath);
+  };
+  let index: unknown;
+  try {
+    index = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
+  } catch (error) {
+    fail(`not readable JSON (${(error as Error).message})`);
+  }
+  if (!isPlainObject(index) || !isPlainObject(index.weight_map)) return fail('no "weight_map" object');
+  const shards = new Map<string, SafetensorsFile>();
+  const owners = new Map<string, SafetensorsFile>();
+  try {
+    for (const [name, shardName] of Object.entries(index.weight_map)) {
+      // Shards must sit in the folder itself: an index must not point readers anywhere else.
+      if (typeof shardName !== 'string' || shardName !== path.basename(shardName) || shardName === '..' || shardName === '.') {
+        fail(`tensor "${name}" maps to ${JSON.stringify(shardName)}, which is not a file name in the folder`);
+      }
+      let shard = shards.get(shardName as string);
+      if (!shard) {
+        shard = SafetensorsFile.open(path.join(folder, shardName as string));
+        shards.set(shardName as string, shard);
+      }
+      if (!shard.entries.has(name)) fail(`tensor "${name}" is not in its shard ${shardName}`);
+      owners.set(name, shard);
+    }
+  } catch (error) {
+    for (const shard of shards.values()) shard.close();
+    throw error;
+  }
+  const shardMetadata = Object.assign({}, ...[...shards.values()].map((shard) => shard.metadata));
+  const indexMetadata = isPlainObject(index.metadata) ? index.metadata : {};
+  return new SafetensorsStore(folder, { ...shardMetadata, ...indexMetadata }, [...shards.values()], owners);
+}
+
+export interface TensorToWrite {
+  name: string;
+  /** Row-major (PyTorch) shape; product(shape) must equal data.length. */
+  shape: number[];
+  /**
+   * The values, or a function producing them when the tensor's turn comes: with functions, only
+   * one tensor is in memory at a time however large the model.
+   */
+  data: Float32Array | (() => Float32Array);
+  /** Stored type; the default F32 is lossless, F16/BF16 round to nearest even. */
+  dtype?: 'F32' | 'F16' | 'BF16';
+}
+
+/** Elements converted per write when narrowing to 16 bits, so memory stays bounded for huge tensors. */
+const CONVERT_CHUNK = 1 << 20;
+
+/**
+ * Writes tensors (in the given order) to a .safetensors file atomically, streaming each tensor's
+ * bytes instead of building the whole file in memory.
+ */
+export function writeSafetensors(file: string, tensors: TensorToWrite[], metadata?: Record<string, string>): void {
+  // No prototype, so a tensor named like an Object method (or __proto__) is just a key.
+  const header: Record<string, unknown> = Object.create(null);
+  if (metadata) {
+    for (const [key, value] of Object.entries(metadata)) {
+      if (typeof value !== 'string') throw new TopiaryError(`metadata value of "${key}" must be a string`, file);
+    }
+    header.__metadata__ = metadata;
+  }
+  let offset = 0;
+  for (const tensor of tensors) {
+    const dtype = tensor.dtype ?? 'F32';
+    if (!tensor.name || tensor.name === '__metadata__' || Object.hasOwn(header, tensor.name)) {
+      throw new TopiaryError(`cannot write tensor named ${JSON.stringify(tensor.name)}: empty, reserved or duplicate`, file);
+    }
+    if (!['F32', 'F16', 'BF16'].includes(dtype)) throw new TopiaryError(`cannot write tensor "${tensor.name}" as ${dtype}`, file);
+    if (!tensor.shape.every(isCount) || (typeof tensor.data !== 'function' && product(tensor.shape) !== tensor.data.length)) {
+      throw new TopiaryError(`tensor "${tensor.name}" has shape [${tensor.shape.join(', ')}] but ${valueCount(tensor)} values`, file);
+    }
+    const byteLength = product(tensor.shape) * DTYPE_SIZES[dtype];
+    header[tensor.name] = { dtype, shape: tensor.shape, data_offsets: [offset, offset + byteLength] };
+    offset += byteLength;
+  }
+  let json = JSON.stringify(header);
+  // Pad with spaces so the data area starts 8-byte aligned, as the reference writer does.
+  json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
+  const headerBytes = Buffer.from(json, 'utf8');
+  const lengthBytes = Buffer.alloc(8);
+  lengthBytes.writeBigUInt64LE(BigInt(headerBytes.length));
+
+  try {
+    writeFileAtomic(file, (tmp) => {
+      const fd = fs.openSync(tmp, 'w');
+      try {
+        writeAll(fd, lengthBytes);
+        writeAll(fd, headerBytes);
+        for (const tensor of tensors) writeTensorData(fd, tensor, file);
+      } finally {
+        fs.closeSync(fd);
+      }
+    });
+  } catch (error) {
+    if (error instanceof TopiaryError) throw error;
+    throw new TopiaryError(describeFsError(error, 'cannot write'), file);
+  }
+}
+
+function valueCount(tensor: TensorToWrite): string {
+  return typeof tensor.data === 'function' ? 'a lazy' : String(tensor.data.length);
+}
+
+function writeTensorData(fd: number, tensor: TensorToWrite, file: string): void {
+  const data = typeof tensor.data === 'function' ? tensor.data() : tensor.data;
+  if (data.length !== product(tensor.shape)) {
+    throw new TopiaryError(`tensor "${tensor.name}" has shape [${tensor.shape.join(', ')}] but ${data.length} values`, file);
+  }
+  const dtype = tensor.dtype ?? 'F32';
+  if (dtype === 'F32') {
+    writeAll(fd, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    return;
+  }
+  const narrow = dtype === 'F16' ? floatToHalfBits : floatToBfloat16Bits;
+  const bits = new Uint16Array(Math.min(CONVERT_CHUNK, data.length));
+  for (let start = 0; start < data.length; start += CONVERT_CHUNK) {
+    const chunk = data.subarray(start, Math.min(start + CONVERT_CHUNK, data.length));
+    const out = bits.subarray(0, chunk.length);
+    narrow(chunk, out);
+    writeAll(fd, new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
+  }
+}
+
+function writeAll(fd: number, bytes: Uint8Array): void {
+  for (let done = 0; done < bytes.length; ) done += fs.writeSync(fd, bytes, done, bytes.length - done);
+}

@@ -1,0 +1,28 @@
+/**
+ * What every weight format reader provides: the tensors of a file (or sharded folder) by name,
+ * read lazily, one at a time, dequantized to fp32. Readers know bytes, not architectures: names
+ * are the file's own (GGUF's `blk.0.attn_q.weight`, HF's `model.layers.0...`).
+ */
+export interface TensorInfo {
+  name: string;
+  /** The stored type: 'F32', 'F16', 'BF16', 'Q4_1', ... */
+  dtype: string;
+  /** Row-major (PyTorch) order: a linear layer's weight is [out, in]. GGUF's ne[] reversed. */
+  shape: number[];
+  /** Bytes the tensor occupies in its file. */
+  byteLength: number;
+}
+
+export interface TensorStore {
+  readonly format: 'safetensors' | 'gguf' | 'llama2c';
+  /** The file or folder the tensors come from (for error messages and reports). */
+  readonly path: string;
+  /** Metadata: GGUF key/values, safetensors `__metadata__`, llama2.c header fields. */
+  readonly metadata: Record<string, unknown>;
+  list(): TensorInfo[];
+  has(name: string): boolean;
+  info(name: string): TensorInfo;
+  /** Reads one tensor and converts it to fp32. Throws TopiaryError naming the file on any problem. */
+  read(name: string): Float32Array;
+  close(): void;
+}

@@ -1,0 +1,292 @@
+/**
+ * One pre-norm decoder for every architecture described in ./architectures: RMSNorm, RoPE,
+ * grouped-query causal attention, SwiGLU MLP, optional biases, tied or untied head. Per-layer
+ * sizes come from the weights, so layers may differ (structured pruning).
+ *
+ * Hidden states are [rows, hidden] row-major where rows = windows × seqLen: a batch of equal-length
+ * token windows, each attending only within itself. The pruning pipeline calls `embed`,
+ * `runLayer` and `head` directly; `logits` and `windowNll` chain them for evaluation.
+ */
+import type { Backend } from '../backend/backend.js';
+import type { Tokenizer } from '../tokenizers/tokenizer.js';
+import { TopiaryError } from '../util/errors.js';
+import { INPUT_GROUPS, LINEAR_ROLES, type ArchitectureSpec, type LinearRole } from './architectures/index.js';
+import type { ModelConfig } from './config.js';
+import { applyRope, inverseFrequencies, ropeTable, type RopeTable } from './rope.js';
+import type { ModelSource } from './sources.js';
+
+export interface Linear {
+  /** [outFeatures, inFeatures] row-major. */
+  weight: Float32Array;
+  bias?: Float32Array;
+  outFeatures: number;
+  inFeatures: number;
+}
+
+export interface DecoderLayer {
+  attentionNorm: Float32Array;
+  mlpNorm: Float32Array;
+  linears: Record<LinearRole, Linear>;
+}
+
+/**
+ * Sees the input of each group of linear layers that share it (q/k/v, o, gate/up, down), as the
+ * forward pass reaches it: `input` is [rows, cols]. Statistics for pruning are gathered here.
+ */
+export type InputObserver = (roles: readonly LinearRole[], input: Float32Array, rows: number, cols: number) => Promise<void> | void;
+
+function rmsNorm(x: Float32Array, rows: number, cols: number, weight: Float32Array, eps: number, out: Float32Array): void {
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    let sumSquares = 0;
+    for (let c = 0; c < cols; c++) sumSquares += x[base + c]! * x[base + c]!;
+    const scale = 1 / Math.sqrt(sumSquares / cols + eps);
+    for (let c = 0; c < cols; c++) out[base + c] = weight[c]! * Math.fround(x[base + c]! * scale);
+  }
+}
+
+function addBias(y: Float32Array, rows: number, bias: Float32Array): void {
+  const cols = bias.length;
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    for (let c = 0; c < cols; c++) y[base + c] += bias[c]!;
+  }
+}
+
+export class CausalLM {
+  readonly config: ModelConfig;
+  private readonly layers: (DecoderLayer | undefined)[];
+  private embedding?: Float32Array;
+  private finalNorm?: Float32Array;
+  private readonly invFreq: Float32Array;
+  private rope?: RopeTable;
+
+  constructor(
+    readonly source: ModelSource,
+    readonly spec: ArchitectureSpec,
+    readonly backend: Backend,
+  ) {
+    this.config = source.config;
+    this.layers = new Array<DecoderLayer | undefined>(this.config.numLayers).fill(undefined);
+    this.invFreq = inverseFrequencies(this.config);
+  }
+
+  get tokenizer(): Tokenizer {
+    const tokenizer = this.source.tokenizer;
+    if ('missing' in tokenizer) throw new TopiaryError(`no tokenizer: ${tokenizer.missing}`, this.source.path);
+    return tokenizer;
+  }
+
+  get numLayers(): number {
+    return this.layers.length;
+  }
+
+  /** Canonical name of a linear layer, e.g. 'model.layers.3.mlp.down_proj'. */
+  linearName(layer: number, role: LinearRole): string {
+    return `${this.spec.layerPrefix(layer)}${this.spec.linears[role]}`;
+  }
+
+  private readTensor(name: string, expectedShape?: number[]): Float32Array {
+    const shape = this.source.shape(name);
+    if (expectedShape && (shape.length !== expectedShape.length || shape.some((d, i) => d !== expectedShape[i]))) {
+      throw new TopiaryError(`tensor "${name}" has shape [${shape}], expected [${expectedShape}]`, this.source.path);
+    }
+    return this.source.read(name);
+  }
+
+  /** Reads one decoder layer's weights from the source (they stay cached until released). */
+  layer(index: number): DecoderLayer {
+    const cached = this.layers[index];
+    if (cached) return cached;
+    const { hiddenSize, headDim } = this.config;
+    const prefix = this.spec.layerPrefix(index);
+    const linears = {} as Record<LinearRole, Linear>;
+    for (const role of LINEAR_ROLES) {
+      const name = `${prefix}${this.spec.linears[role]}`;
+      const shape = this.source.shape(`${name}.weight`);
+      if (shape.length !== 2) throw new TopiaryError(`tensor "${name}.weight" should be 2-D, has shape [${shape}]`, this.source.path);
+      const [outFeatures, inFeatures] = shape as [number, number];
+      const biasName = `${name}.bias`;
+      linears[role] = {
+        weight: this.readTensor(`${name}.weight`),
+        outFeatures,
+        inFeatures,
+        ...(this.source.has(biasName) ? { bias: this.readTensor(biasName, [outFeatures]) } : {}),
+      };
+    }
+    const { q, k, v, o, gate, up, down } = linears;
+    const consistent =
+      q.inFeatures === hiddenSize && k.inFeatures === hiddenSize && v.inFeatures === hiddenSize &&
+      q.outFeatures % headDim === 0 && k.outFeatures % headDim === 0 && v.outFeatures === k.outFeatures &&
+      (q.outFeatures / headDim) % (k.outFeatures / headDim) === 0 &&
+      o.inFeatures === q.outFeatures && o.outFeatures === hiddenSize &&
+      gate.inFeatures === hiddenSize && up.inFeatures === hiddenSize && up.outFeatures === gate.outFeatures &&
+      down.inFeatures === gate.outFeatures && down.outFeatures === hiddenSize;
+    if (!consistent) {
+      throw new TopiaryError(`layer ${index} has inconsistent projection shapes for hidden size ${hiddenSize} and head_dim ${headDim}`, this.source.path);
+    }
+    const layer: DecoderLayer = {
+      attentionNorm: this.readTensor(`${prefix}${this.spec.attentionNorm}.weight`, [hiddenSize]),
+      mlpNorm: this.readTensor(`${prefix}${this.spec.mlpNorm}.weight`, [hiddenSize]),
+      linears,
+    };
+    this.layers[index] = layer;
+    return layer;
+  }
+
+  /** Replaces a layer's weights (after pruning). */
+  setLayer(index: number, layer: DecoderLayer): void {
+    this.layers[index] = layer;
+  }
+
+  /** Drops a cached layer so memory holds only the layers in use. */
+  releaseLayer(index: number): void {
+    this.layers[index] = undefined;
+  }
+
+  private embeddingMatrix(): Float32Array {
+    this.embedding ??= this.readTensor(`${this.spec.embedTokens}.weight`, [this.config.vocabSize, this.config.hiddenSize]);
+    return this.embedding;
+  }
+
+  private ropeFor(seqLen: number): RopeTable {
+    if (!this.rope || this.rope.seqLen < seqLen) this.rope = ropeTable(this.invFreq, seqLen);
+    return this.rope;
+  }
+
+  /** Hidden states of layer 0 for equal-length token windows: [windows·seqLen, hidden]. */
+  embed(windows: readonly (readonly number[])[]): Float32Array {
+    const d = this.config.hiddenSize;
+    const table = this.embeddingMatrix();
+    const seqLen = windows[0]?.length ?? 0;
+    const out = new Float32Array(windows.length * seqLen * d);
+    windows.forEach((tokens, w) => {
+      if (tokens.length !== seqLen) throw new TopiaryError('all windows in a batch must have the same length');
+      tokens.forEach((token, t) => {
+        if (!Number.isInteger(token) || token < 0 || token >= this.config.vocabSize) {
+          throw new TopiaryError(`token id ${token} is outside the vocabulary (size ${this.config.vocabSize})`);
+        }
+        out.set(table.subarray(token * d, (token + 1) * d), (w * seqLen + t) * d);
+      });
+    });
+    return out;
+  }
+
+  private async linear(x: Float32Array, rows: number, lin: Linear): Promise<Float32Array> {
+    const y = new Float32Array(rows * lin.outFeatures);
+    await this.backend.gemm(x, lin.weight, y, { m: rows, n: lin.outFeatures, k: lin.inFeatures, transB: true });
+    if (lin.bias) addBias(y, rows, lin.bias);
+    return y;
+  }
+
+  /**
+   * Runs decoder layer `index` on hidden states [windows·seqLen, hidden], updating them in place
+   * (the residual stream) and returning them. `observe` sees each linear group's input.
+   */
+  async runLayer(index: number, hidden: Float32Array, seqLen: number, observe?: InputObserver): Promise<Float32Array> {
+    const { hiddenSize: d, headDim, rmsNormEps } = this.config;
+    const rows = hidden.length / d;
+    const layer = this.layer(index);
+    const { q: qProj, k: kProj, v: vProj, o: oProj, gate, up, down } = layer.linears;
+    const numHeads = qProj.outFeatures / headDim;
+    const numKvHeads = kProj.outFeatures / headDim;
+    const [qkvGroup, oGroup, gateUpGroup, downGroup] = INPUT_GROUPS as [LinearRole[], LinearRole[], LinearRole[], LinearRole[]];
+
+    const normed = new Float32Array(rows * d);
+    rmsNorm(hidden, rows, d, layer.attentionNorm, rmsNormEps, normed);
+    await observe?.(qkvGroup, normed, rows, d);
+    const q = await this.linear(normed, rows, qProj);
+    const k = await this.linear(normed, rows, kProj);
+    const v = await this.linear(normed, rows, vProj);
+    const rope = this.ropeFor(seqLen);
+    applyRope(q, rows, numHeads, headDim, rope, seqLen);
+    applyRope(k, rows, numKvHeads, headDim, rope, seqLen);
+    const attention = new Float32Array(rows * numHeads * headDim);
+    await this.backend.causalAttention(q, k, v, attention, {
+      windows: rows / seqLen,
+      seqLen,
+      numHeads,
+      numKvHeads,
+      headDim,
+      scale: 1 / Math.sqrt(headDim),
+    });
+    await observe?.(oGroup, attention, rows, oProj.inFeatures);
+    const attentionOut = await this.linear(attention, rows, oProj);
+    for (let i = 0; i < hidden.length; i++) hidden[i] += attentionOut[i]!;
+
+    rmsNorm(hidden, rows, d, layer.mlpNorm, rmsNormEps, normed);
+    await observe?.(gateUpGroup, normed, rows, d);
+    const gated = await this.linear(normed, rows, gate);
+    const upOut = await this.linear(normed, rows, up);
+    await this.backend.swiglu(gated, upOut, gated);
+    await observe?.(downGroup, gated, rows, down.inFeatures);
+    const mlpOut = await this.linear(gated, rows, down);
+    for (let i = 0; i < hidden.length; i++) hidden[i] += mlpOut[i]!;
+    return hidden;
+  }
+
+  private headMatrix(): Float32Array {
+    const name = `${this.spec.lmHead}.weight`;
+    if (this.config.tieWordEmbeddings || !this.source.has(name)) return this.embeddingMatrix();
+    this.headWeight ??= this.readTensor(name, [this.config.vocabSize, this.config.hiddenSize]);
+    return this.headWeight;
+  }
+  private headWeight?: Float32Array;
+
+  /** Final norm and LM head on `rows` hidden states (a slice of the stream): logits [rows, vocab]. */
+  async head(hidden: Float32Array, rows: number): Promise<Float32Array> {
+    const { hiddenSize: d, vocabSize, rmsNormEps } = this.config;
+    this.finalNorm ??= this.readTensor(`${this.spec.finalNorm}.weight`, [d]);
+    const normed = new Float32Array(rows * d);
+    rmsNorm(hidden, rows, d, this.finalNorm, rmsNormEps, normed);
+    const logits = new Float32Array(rows * vocabSize);
+    await this.backend.gemm(normed, this.headMatrix(), logits, { m: rows, n: vocabSize, k: d, transB: true });
+    return logits;
+  }
+
+  /** Hidden states after the last layer for a batch of equal-length windows. */
+  async finalHidden(windows: readonly (readonly number[])[]): Promise<Float32Array> {
+    const seqLen = windows[0]?.length ?? 0;
+    const hidden = this.embed(windows);
+    for (let i = 0; i < this.numLayers; i++) await this.runLayer(i, hidden, seqLen);
+    return hidden;
+  }
+
+  /** Full logits [windows·seqLen, vocab] (for tests and generation; evaluation uses windowNll). */
+  async logits(windows: readonly (readonly number[])[]): Promise<Float32Array> {
+    const hidden = await this.finalHidden(windows);
+    return this.head(hidden, hidden.length / this.config.hiddenSize);
+  }
+
+  /**
+   * Sum of next-token negative log-likelihoods over each window (positions 1..T-1 predicted from
+   * the prefix), computed with the head applied in row chunks so a 2048×vocab logit matrix is
+   * never held at once.
+   */
+  async windowNll(windows: readonly (readonly number[])[], chunkRows = 256): Promise<{ nll: number; predicted: number }> {
+    const seqLen = windows[0]?.length ?? 0;
+    const d = this.config.hiddenSize;
+    const vocab = this.config.vocabSize;
+    const hidden = await this.finalHidden(windows);
+    let nll = 0;
+    let predicted = 0;
+    for (let w = 0; w < windows.length; w++) {
+      const tokens = windows[w]!;
+      for (let start = 0; start < seqLen - 1; start += chunkRows) {
+        const rows = Math.min(chunkRows, seqLen - 1 - start);
+        const offset = (w * seqLen + start) * d;
+        const logits = await this.head(hidden.subarray(offset, offset + rows * d), rows);
+        for (let r = 0; r < rows; r++) {
+          const row = logits.subarray(r * vocab, (r + 1) * vocab);
+          let max = -Infinity;
+          for (let j = 0; j < vocab; j++) if (row[j]! > max) max = row[j]!;
+          let sum = 0;
+          for (let j = 0; j < vocab; j++) sum += Math.exp(row[j]! - max);
+          nll += Math.log(sum) + max - row[tokens[start + r + 1]!]!;
+        }
+        predicted += rows;
+      }
+    }
+    return { nll, predicted };
+  }
+}

@@ -1,0 +1,290 @@
+/**
+ * Turns any supported model file into one canonical form: a ModelConfig plus tensors under
+ * Hugging Face names and layouts (q/k rows in the "rotate half" RoPE layout). Formats stay
+ * ignorant of architectures; this is the one place that maps a format's names to the model's.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { openGguf } from '../formats/gguf.js';
+import { openLlama2c } from '../formats/llama2c.js';
+import { openSafetensors } from '../formats/safetensors.js';
+import type { TensorStore } from '../formats/tensors.js';
+import { tokenizerFromGguf, tokenizerFromJson, tokenizerFromLlama2cBin } from '../tokenizers/load.js';
+import type { Tokenizer } from '../tokenizers/tokenizer.js';
+import { TopiaryError } from '../util/errors.js';
+import { parseHfConfig, type ModelConfig } from './config.js';
+
+export interface ModelSource {
+  format: 'safetensors' | 'gguf' | 'llama2c';
+  /** The file or folder the user named. */
+  path: string;
+  config: ModelConfig;
+  /** Where the config came from (config.json, or the model file itself), for error messages. */
+  configFile: string;
+  /** Canonical (Hugging Face) tensor names this source provides. */
+  tensorNames(): string[];
+  has(name: string): boolean;
+  shape(name: string): number[];
+  /** Stored dtype of a canonical tensor, for `inspect`. */
+  dtype(name: string): string;
+  read(name: string): Float32Array;
+  /** The tokenizer, or why there is none (the model can still run on token ids). */
+  tokenizer: Tokenizer | { missing: string };
+  close(): void;
+}
+
+interface Mapping {
+  storeName: string;
+  /** Converts interleaved-RoPE rows to rotate-half rows, for `heads` heads. */
+  unpermuteHeads?: number;
+}
+
+/**
+ * Rows of a q/k projection go from the interleaved layout (pairs 2i, 2i+1 rotate together: Meta,
+ * llama2.c, GGUF llama) to Hugging Face's layout (pairs i, i + headDim/2).
+ */
+function unpermuteRows(data: Float32Array, shape: number[], heads: number): Float32Array {
+  const rows = shape[0]!;
+  const cols = shape.length > 1 ? shape[1]! : 1;
+  const headDim = rows / heads;
+  const half = headDim / 2;
+  const out = new Float32Array(data.length);
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let s = 0; s < 2; s++) {
+        const from = (h * headDim + 2 * i + s) * cols;
+        const to = (h * headDim + s * half + i) * cols;
+        out.set(data.subarray(from, from + cols), to);
+      }
+    }
+  }
+  return out;
+}
+
+function mappedSource(
+  format: ModelSource['format'],
+  userPath: string,
+  configFile: string,
+  config: ModelConfig,
+  store: TensorStore,
+  mapping: Map<string, Mapping>,
+  tokenizer: ModelSource['tokenizer'],
+): ModelSource {
+  const lookup = (name: string): Mapping => {
+    const entry = mapping.get(name);
+    if (!entry) throw new TopiaryError(`the model has no tensor "${name}"`, userPath);
+    return entry;
+  };
+  return {
+    format,
+    path: userPath,
+    configFile,
+    config,
+    tokenizer,
+    tensorNames: () => [...mapping.keys()],
+    has: (name) => mapping.has(name),
+    shape: (name) => store.info(lookup(name).storeName).shape,
+    dtype: (name) => store.info(lookup(name).storeName).dtype,
+    read(name) {
+      const entry = lookup(name);
+      const data = store.read(entry.storeName);
+      return entry.unpermuteHeads ? unpermuteRows(data, store.info(entry.storeName).shape, entry.unpermuteHeads) : data;
+    },
+    close: () => store.close(),
+  };
+}
+
+function tryTokenizer(load: () => Tokenizer, what: string): ModelSource['tokenizer'] {
+  try {
+    return load();
+  } catch (error) {
+    if (error instanceof TopiaryError) return { missing: error.message };
+    throw new TopiaryError(`could not read the tokenizer: ${(error as Error).message}`, what);
+  }
+}
+
+function readJson(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    throw new TopiaryError('file not found or unreadable', file);
+  }
+  try {
+    const value: unknown = JSON.parse(text);
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('not an object');
+    return value as Record<string, unknown>;
+  } catch (error) {
+    throw new TopiaryError(`invalid JSON (${(error as Error).message})`, file);
+  }
+}
+
+function fromHfFolder(dir: string): ModelSource {
+  const configFile = path.join(dir, 'config.json');
+  if (!fs.existsSync(configFile)) throw new TopiaryError('not a model folder: config.json is missing', dir);
+  const config = parseHfConfig(readJson(configFile), configFile);
+  const store = openSafetensors(dir);
+  const mapping = new Map<string, Mapping>();
+  for (const info of store.list()) mapping.set(info.name, { storeName: info.name });
+  // tokenizer.bin is how models exported from llama2.c checkpoints carry their vocabulary.
+  const tokenizerFile = path.join(dir, 'tokenizer.json');
+  const llama2cTokenizer = path.join(dir, 'tokenizer.bin');
+  const tokenizer = fs.existsSync(tokenizerFile)
+    ? tryTokenizer(() => tokenizerFromJson(tokenizerFile), tokenizerFile)
+    : fs.existsSync(llama2cTokenizer)
+      ? tryTokenizer(() => tokenizerFromLlama2cBin(llama2cTokenizer, config.vocabSize), llama2cTokenizer)
+      : { missing: `no tokenizer.json in ${dir}` };
+  return mappedSource('safetensors', dir, configFile, config, store, mapping, tokenizer);
+}
+
+/** GGUF tensor names of the llama-family block, and their Hugging Face counterparts. */
+const GGUF_LAYER_NAMES: Record<string, string> = {
+  attn_norm: 'input_layernorm',
+  ffn_norm: 'post_attention_layernorm',
+  attn_q: 'self_attn.q_proj',
+  attn_k: 'self_attn.k_proj',
+  attn_v: 'self_attn.v_proj',
+  attn_output: 'self_attn.o_proj',
+  ffn_gate: 'mlp.gate_proj',
+  ffn_up: 'mlp.up_proj',
+  ffn_down: 'mlp.down_proj',
+};
+
+/** GGUF architectures we read, and whether llama.cpp stored their q/k rows interleaved. */
+const GGUF_ARCHITECTURES: Record<string, { modelType: string; interleavedRope: boolean }> = {
+  llama: { modelType: 'llama', interleavedRope: true },
+  mistral: { modelType: 'mistral', interleavedRope: true },
+  qwen2: { modelType: 'qwen2', interleavedRope: false },
+};
+
+function fromGguf(file: string): ModelSource {
+  const store = openGguf(file);
+  const meta = store.metadata;
+  const arch = String(meta['general.architecture'] ?? '');
+  const known = GGUF_ARCHITECTURES[arch];
+  if (!known) {
+    store.close();
+    throw new TopiaryError(`unsupported architecture "${arch}" (supported: ${Object.keys(GGUF_ARCHITECTURES).join(', ')})`, file);
+  }
+  const num = (key: string, fallback?: number): number => {
+    const value = meta[`${arch}.${key}`];
+    if (typeof value === 'number') return value;
+    if (typeof value === 'bigint') return Number(value);
+    if (fallback !== undefined) return fallback;
+    throw new TopiaryError(`GGUF metadata lacks "${arch}.${key}"`, file);
+  };
+  const numLayers = num('block_count');
+  const hiddenSize = num('embedding_length');
+  const numHeads = num('attention.head_count');
+  const numKvHeads = num('attention.head_count_kv', numHeads);
+  const tokens = meta['tokenizer.ggml.tokens'];
+  const mapping = new Map<string, Mapping>();
+  const add = (hfName: string, storeName: string, unpermuteHeads?: number) => {
+    if (store.has(storeName)) mapping.set(hfName, { storeName, ...(unpermuteHeads ? { unpermuteHeads } : {}) });
+  };
+  add('model.embed_tokens.weight', 'token_embd.weight');
+  add('model.norm.weight', 'output_norm.weight');
+  add('lm_head.weight', 'output.weight');
+  for (let layer = 0; layer < numLayers; layer++) {
+    for (const [ggufName, hfName] of Object.entries(GGUF_LAYER_NAMES)) {
+      for (const kind of ['weight', 'bias']) {
+        const heads = !known.interleavedRope ? undefined : ggufName === 'attn_q' ? numHeads : ggufName === 'attn_k' ? numKvHeads : undefined;
+        add(`model.layers.${layer}.${hfName}.${kind}`, `blk.${layer}.${ggufName}.${kind}`, heads);
+      }
+    }
+  }
+  if (store.has('rope_freqs.weight')) {
+    store.close();
+    throw new TopiaryError('GGUF files with a rope_freqs tensor (Llama 3.1 rope scaling) are not supported yet', file);
+  }
+  const embedShape = store.info('token_embd.weight').shape;
+  const config: ModelConfig = {
+    modelType: known.modelType,
+    hiddenSize,
+    intermediateSize: num('feed_forward_length'),
+    numLayers,
+    numHeads,
+    numKvHeads,
+    headDim: num('attention.key_length', hiddenSize / numHeads),
+    vocabSize: Array.isArray(tokens) ? tokens.length : embedShape[0]!,
+    rmsNormEps: num('attention.layer_norm_rms_epsilon', 1e-5),
+    ropeTheta: num('rope.freq_base', 10000),
+    ropeScaling: { type: 'none' },
+    maxPositionEmbeddings: num('context_length', 2048),
+    tieWordEmbeddings: !store.has('output.weight'),
+    bosTokenId: typeof meta['tokenizer.ggml.bos_token_id'] === 'number' ? (meta['tokenizer.ggml.bos_token_id'] as number) : undefined,
+    eosTokenId: typeof meta['tokenizer.ggml.eos_token_id'] === 'number' ? (meta['tokenizer.ggml.eos_token_id'] as number) : undefined,
+  };
+  const tokenizer = tryTokenizer(() => tokenizerFromGguf(meta), file);
+  return mappedSource('gguf', file, file, config, store, mapping, tokenizer);
+}
+
+function fromLlama2c(file: string): ModelSource {
+  const store = openLlama2c(file);
+  const meta = store.metadata as { dim: number; hiddenDim: number; nLayers: number; nHeads: number; nKvHeads: number; vocabSize: number; seqLen: number; sharedClassifier: boolean };
+  const mapping = new Map<string, Mapping>();
+  const add = (hfName: string, storeName: string, unpermuteHeads?: number) =>
+    mapping.set(hfName, { storeName, ...(unpermuteHeads ? { unpermuteHeads } : {}) });
+  add('model.embed_tokens.weight', 'tok_embeddings.weight');
+  add('model.norm.weight', 'norm.weight');
+  if (!meta.sharedClassifier) add('lm_head.weight', 'output.weight');
+  for (let layer = 0; layer < meta.nLayers; layer++) {
+    const hf = `model.layers.${layer}.`;
+    const l2 = `layers.${layer}.`;
+    add(`${hf}input_layernorm.weight`, `${l2}attention_norm.weight`);
+    add(`${hf}post_attention_layernorm.weight`, `${l2}ffn_norm.weight`);
+    add(`${hf}self_attn.q_proj.weight`, `${l2}attention.wq.weight`, meta.nHeads);
+    add(`${hf}self_attn.k_proj.weight`, `${l2}attention.wk.weight`, meta.nKvHeads);
+    add(`${hf}self_attn.v_proj.weight`, `${l2}attention.wv.weight`);
+    add(`${hf}self_attn.o_proj.weight`, `${l2}attention.wo.weight`);
+    add(`${hf}mlp.gate_proj.weight`, `${l2}feed_forward.w1.weight`);
+    add(`${hf}mlp.down_proj.weight`, `${l2}feed_forward.w2.weight`);
+    add(`${hf}mlp.up_proj.weight`, `${l2}feed_forward.w3.weight`);
+  }
+  const config: ModelConfig = {
+    modelType: 'llama',
+    hiddenSize: meta.dim,
+    intermediateSize: meta.hiddenDim,
+    numLayers: meta.nLayers,
+    numHeads: meta.nHeads,
+    numKvHeads: meta.nKvHeads,
+    headDim: meta.dim / meta.nHeads,
+    vocabSize: meta.vocabSize,
+    rmsNormEps: 1e-5,
+    ropeTheta: 10000,
+    ropeScaling: { type: 'none' },
+    maxPositionEmbeddings: meta.seqLen,
+    tieWordEmbeddings: meta.sharedClassifier,
+    bosTokenId: 1,
+    eosTokenId: 2,
+  };
+  const tokenizerFile = path.join(path.dirname(file), 'tokenizer.bin');
+  const tokenizer = fs.existsSync(tokenizerFile)
+    ? tryTokenizer(() => tokenizerFromLlama2cBin(tokenizerFile, meta.vocabSize), tokenizerFile)
+    : { missing: `no tokenizer.bin beside ${file}` };
+  return mappedSource('llama2c', file, file, config, store, mapping, tokenizer);
+}
+
+/** Opens a model: a Hugging Face folder, a .gguf file, or a llama2.c checkpoint. */
+export function openModelSource(modelPath: string): ModelSource {
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(modelPath);
+  } catch {
+    throw new TopiaryError('no such file or folder', modelPath);
+  }
+  if (stat.isDirectory()) return fromHfFolder(modelPath);
+  const head = Buffer.alloc(4);
+  const fd = fs.openSync(modelPath, 'r');
+  try {
+    fs.readSync(fd, head, 0, 4, 0);
+  } finally {
+    fs.closeSync(fd);
+  }
+  if (head.toString('latin1') === 'GGUF') return fromGguf(modelPath);
+  if (modelPath.endsWith('.safetensors')) {
+    return fromHfFolder(path.dirname(modelPath));
+  }
+  if (modelPath.endsWith('.bin')) return fromLlama2c(modelPath);
+  throw new TopiaryError('unrecognised model file (expected a Hugging Face folder, a .gguf file or a llama2.c .bin checkpoint)', modelPath);
+}

@@ -1,0 +1,116 @@
+import { Tokenizer as HfLibraryTokenizer } from '@huggingface/tokenizers';
+import type { Tokenizer } from './tokenizer.js';
+import { checkTokenIds } from './ids.js';
+
+/** The fields of a Hugging Face tokenizer_config.json this wrapper reads. */
+export interface TokenizerConfig {
+  add_bos_token?: boolean;
+  bos_token?: string | { content: string } | null;
+  eos_token?: string | { content: string } | null;
+  clean_up_tokenization_spaces?: boolean;
+  [key: string]: unknown;
+}
+
+export interface SpecialTokenIds {
+  bosId?: number;
+  eosId?: number;
+  addBos?: boolean;
+}
+
+/**
+ * A tokenizer.json run by the @huggingface/tokenizers library. BOS is our business, not the
+ * library's: encode() asks the library for the bare ids and prepends BOS itself, so callers can
+ * turn it on or off. By default BOS is added when tokenizer_config.json says add_bos_token, or
+ * (when it says nothing) when the file's post-processor adds it, as transformers does.
+ */
+export class HuggingFaceTokenizer implements Tokenizer {
+  readonly vocabSize: number;
+  readonly bosId: number | undefined;
+  readonly eosId: number | undefined;
+  private readonly library: HfLibraryTokenizer;
+  private readonly addBosByDefault: boolean;
+  private readonly cleanUpSpaces: boolean;
+
+  /** Throws the library's own error on a malformed tokenizer.json; callers wrap it with the file name. */
+  constructor(
+    private readonly tokenizerJson: object,
+    config: TokenizerConfig,
+    readonly source: string,
+    known: SpecialTokenIds = {},
+  ) {
+    const library = new HfLibraryTokenizer(withUnicodeDigits(tokenizerJson), config);
+    this.library = library;
+    let largestId = -1;
+    for (const id of library.get_vocab(true).values()) largestId = Math.max(largestId, id);
+    this.vocabSize = largestId + 1;
+
+    const templateBos = leadingTemplateToken(library);
+    this.bosId = known.bosId ?? idOf(library, config.bos_token) ?? templateBos;
+    this.eosId = known.eosId ?? idOf(library, config.eos_token);
+    this.addBosByDefault =
+      this.bosId !== undefined && (known.addBos ?? config.add_bos_token ?? templateBos === this.bosId);
+    // The library cleans up by default (" ." -> "."); transformers 5 does not, and a cleaned
+    // decode would not round-trip, so only a config that asks for it gets it.
+    this.cleanUpSpaces = config.clean_up_tokenization_spaces ?? false;
+  }
+
+  encode(text: string, options: { addBos?: boolean } = {}): number[] {
+    const ids = text.length === 0 ? [] : this.library.encode(text, { add_special_tokens: false }).ids;
+    const addBos = options.addBos ?? this.addBosByDefault;
+    return addBos && this.bosId !== undefined ? [this.bosId, ...ids] : ids;
+  }
+
+  toHuggingFace(): { tokenizer: Record<string, unknown>; config: Record<string, unknown> } {
+    const token = (id: number | undefined) => (id === undefined ? null : (this.library.id_to_token(id) ?? null));
+    return {
+      tokenizer: this.tokenizerJson as Record<string, unknown>,
+      config: {
+        add_bos_token: this.addBosByDefault,
+        bos_token: token(this.bosId),
+        eos_token: token(this.eosId),
+        clean_up_tokenization_spaces: this.cleanUpSpaces,
+        tokenizer_class: 'PreTrainedTokenizerFast',
+      },
+    };
+  }
+
+  decode(ids: number[]): string {
+    checkTokenIds(ids, this.vocabSize);
+    if (ids.length === 0) return '';
+    return this.library.decode(ids, { skip_special_tokens: true, clean_up_tokenization_spaces: this.cleanUpSpaces });
+  }
+}
+
+/**
+ * The tokenizer.json with each Digits pre-tokenizer written as the equivalent Split on \p{N}.
+ * The library's Digits matches JavaScript's ASCII-only \d, where the Rust library (and llama.cpp's
+ * \p{N} regex) split on every Unicode number, e.g. "½": "4 ½ months" would tokenize differently.
+ */
+function withUnicodeDigits<T extends object>(tokenizerJson: T): T {
+  const rewrite = (node: unknown): unknown => {
+    if (Array.isArray(node)) return node.map(rewrite);
+    if (typeof node !== 'object' || node === null) return node;
+    const record = node as Record<string, unknown>;
+    if (record.type === 'Digits') {
+      const pattern = record.individual_digits ? '\\p{N}' : '\\p{N}+';
+      return { type: 'Split', pattern: { Regex: pattern }, behavior: 'Isolated', invert: false };
+    }
+    return Object.fromEntries(Object.entries(record).map(([key, value]) => [key, rewrite(value)]));
+  };
+  const record = tokenizerJson as Record<string, unknown>;
+  return { ...tokenizerJson, pre_tokenizer: rewrite(record.pre_tokenizer) };
+}
+
+function idOf(library: HfLibraryTokenizer, token: TokenizerConfig['bos_token']): number | undefined {
+  if (token === undefined || token === null) return undefined;
+  return library.token_to_id(typeof token === 'string' ? token : token.content);
+}
+
+/** The token the file's post-processor puts before the text (e.g. Llama's <s>), if any. */
+function leadingTemplateToken(library: HfLibraryTokenizer): number | undefined {
+  const probe = 'a';
+  const bare: number[] = library.encode(probe, { add_special_tokens: false }).ids;
+  const templated: number[] = library.encode(probe, { add_special_tokens: true }).ids;
+  const textFollowsFirst = templated.length > bare.length && bare.every((id, i) => templated[i + 1] === id);
+  return textFollowsFirst ? templated[0] : undefined;
+}

@@ -1,0 +1,95 @@
+/**
+ * Bad input through the real command line: one clear line naming the file and the problem, a
+ * non-zero exit, and never a stack trace.
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { repoRoot, runCli, stories260K, tempDir } from './helpers.js';
+
+const tinyModel = path.join(repoRoot, 'test', 'fixtures', 'tiny', 'llama-gqa');
+
+function copyTiny(): string {
+  const dir = tempDir();
+  for (const file of fs.readdirSync(tinyModel)) fs.copyFileSync(path.join(tinyModel, file), path.join(dir, file));
+  return dir;
+}
+
+function expectCleanError(args: string[], fileMention: string, problem: RegExp): void {
+  const result = runCli(args);
+  assert.notEqual(result.status, 0, `expected failure, got success:\n${result.stdout}`);
+  const lines = result.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, `expected one line, got:\n${result.stderr}`);
+  assert.match(lines[0]!, /^topiary: /);
+  assert.ok(lines[0]!.includes(fileMention), `error should name ${fileMention}: ${lines[0]}`);
+  assert.match(lines[0]!, problem);
+  assert.doesNotMatch(result.stderr, /internal error|\n\s+at /);
+}
+
+test('missing model path', () => {
+  expectCleanError(['inspect', '/nonexistent/model.gguf'], '/nonexistent/model.gguf', /no such file/);
+});
+
+test('truncated safetensors', () => {
+  const dir = copyTiny();
+  const file = path.join(dir, 'model.safetensors');
+  const size = fs.statSync(file).size;
+  fs.truncateSync(file, Math.floor(size / 2));
+  expectCleanError(['inspect', dir], 'model.safetensors', /ends at byte \d+ of a \d+-byte data area/);
+});
+
+test('safetensors header that lies about its length', () => {
+  const dir = copyTiny();
+  const file = path.join(dir, 'model.safetensors');
+  const bytes = fs.readFileSync(file);
+  bytes.writeBigUInt64LE(BigInt(bytes.length * 4), 0);
+  fs.writeFileSync(file, bytes);
+  expectCleanError(['inspect', dir], 'model.safetensors', /header/i);
+});
+
+test('corrupt GGUF', () => {
+  const dir = tempDir();
+  const file = path.join(dir, 'broken.gguf');
+  const header = Buffer.alloc(64);
+  header.write('GGUF', 0, 'latin1');
+  header.writeUInt32LE(3, 4);
+  header.writeBigUInt64LE(1n << 40n, 8); // absurd tensor count
+  fs.writeFileSync(file, header);
+  expectCleanError(['inspect', file], 'broken.gguf', /tensor|count|file/i);
+});
+
+test('config missing a required field', () => {
+  const dir = copyTiny();
+  const configFile = path.join(dir, 'config.json');
+  const config = JSON.parse(fs.readFileSync(configFile, 'utf8')) as Record<string, unknown>;
+  delete config.hidden_size;
+  fs.writeFileSync(configFile, JSON.stringify(config));
+  expectCleanError(['inspect', dir], 'config.json', /hidden_size/);
+});
+
+test('unsupported architecture', () => {
+  const dir = copyTiny();
+  const configFile = path.join(dir, 'config.json');
+  const config = JSON.parse(fs.readFileSync(configFile, 'utf8')) as Record<string, unknown>;
+  config.model_type = 'gpt_neox';
+  fs.writeFileSync(configFile, JSON.stringify(config));
+  expectCleanError(['inspect', dir], 'config.json', /unsupported architecture "gpt_neox"/);
+});
+
+test('missing tokenizer when text is needed', () => {
+  expectCleanError(['generate', '--model', tinyModel, '--prompt', 'hello'], tinyModel, /tokenizer/);
+});
+
+test('llama2.c checkpoint whose size does not match its header', () => {
+  const dir = tempDir();
+  const file = path.join(dir, 'model.bin');
+  fs.writeFileSync(file, fs.readFileSync(stories260K).subarray(0, 5000));
+  expectCleanError(['inspect', file], 'model.bin', /implies 1056540 bytes, but the file has 5000/);
+});
+
+test('usage errors exit with status 2', () => {
+  const result = runCli(['eval', '--model', tinyModel, '--seqlen', 'abc']);
+  assert.equal(result.status, 2);
+  assert.match(result.stderr, /^topiary: --seqlen must be an integer/);
+});

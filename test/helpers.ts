@@ -1,0 +1,39 @@
+/** Shared test helpers: where the data and models are, and running the CLI as a user would. */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+export const testDataDir = path.resolve(process.env.TOPIARY_DATA_DIR ?? path.join(repoRoot, '..', 'shared', 'data'));
+
+export const stories260K = path.join(testDataDir, 'models', 'stories260K', 'checkpoint_legacy.bin');
+
+/** SmolLM2-135M (Q4_1 GGUF) as fetched by scripts/fetch-smollm2.sh, or undefined if absent. */
+export function smolLM2Path(): string | undefined {
+  const file = path.join(process.env.TOPIARY_CACHE ?? path.join(os.homedir(), '.cache', 'topiary'), 'SmolLM2-135M-Instruct.Q4_1.gguf');
+  return fs.existsSync(file) ? file : undefined;
+}
+
+export function tempDir(prefix = 'topiary-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+export interface CliResult {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `topiary ARGS` from the TypeScript sources (no build step needed). */
+export function runCli(args: string[], env: Record<string, string> = {}): CliResult {
+  const result = spawnSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src', 'cli', 'main.ts'), ...args], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+    env: { ...process.env, TOPIARY_DATA_DIR: testDataDir, ...env },
+    timeout: 600_000,
+  });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
