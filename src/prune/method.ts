@@ -55,6 +55,8 @@ export interface UnstructuredMethod {
   readonly name: string;
   /** One-line description for `--help`. */
   readonly description: string;
+  /** The method options it understands (`--option KEY=VALUE`); anything else is refused. */
+  readonly optionNames: readonly string[];
   /** Statistics of each pruned linear layer's input the method needs (may be empty). */
   readonly needs: readonly StatKind[];
   /** Null if the method can produce this target with these options, else the reason it cannot. */

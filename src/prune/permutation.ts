@@ -61,6 +61,9 @@ export function parsePermutationOptions(options: MethodOptions): PermutationOpti
   };
 }
 
+/** The options that control permutation, accepted by every method that supports it. */
+export const PERMUTATION_OPTION_NAMES = ['permute', 'permuteBlock', 'permuteRounds'] as const;
+
 /**
  * The reason a method cannot honour its permutation options for this target, or null. A method
  * without permutation support passes its name as `refusingMethod` to refuse `permute` outright.

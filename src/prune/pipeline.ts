@@ -64,6 +64,11 @@ export interface PipelineOptions {
 /** Refuses impossible requests before any work: bad targets, widths N:M can't divide, unsupported combinations. */
 export function validateRequest(model: CausalLM, options: Pick<PipelineOptions, 'method' | 'target' | 'methodOptions' | 'roles'>): void {
   validateTarget(options.target);
+  const unknown = Object.keys(options.methodOptions).filter((key) => !options.method.optionNames.includes(key));
+  if (unknown.length > 0) {
+    const accepted = options.method.optionNames.length > 0 ? `it accepts ${options.method.optionNames.join(', ')}` : 'it takes no options';
+    throw new UsageError(`${options.method.name} does not understand ${unknown.map((key) => `"${key}"`).join(', ')} (${accepted})`);
+  }
   const reason = options.method.unsupported(options.target, options.methodOptions);
   if (reason) throw new UsageError(`${options.method.name}: ${reason}`);
   if (options.roles.length === 0) throw new UsageError('no linear layers selected for pruning');

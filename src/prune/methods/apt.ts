@@ -56,6 +56,7 @@ type MethodOptions = Readonly<Record<string, number | boolean | string>>;
 
 export const apt: UnstructuredMethod = {
   name: 'apt',
+  optionNames: ['blocksize', 'exact', 'damp', 'fp64'],
   description: 'APT: remove each block\'s weights jointly by their exact joint loss, compensating in all free columns',
   needs: ['gram'],
   unsupported(target, options) {

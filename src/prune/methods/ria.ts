@@ -9,7 +9,7 @@
  */
 import { applyMask, booleanOption, measureSparsity, numberOption, validateTarget } from '../masks.js';
 import type { UnstructuredMethod } from '../method.js';
-import { chooseMask, parsePermutationOptions, permutationUnsupported } from '../permutation.js';
+import { chooseMask, parsePermutationOptions, permutationUnsupported, PERMUTATION_OPTION_NAMES } from '../permutation.js';
 import { UsageError } from '../../util/errors.js';
 import { requireSqNorm } from './wanda.js';
 
@@ -60,6 +60,7 @@ export function riaScores(
 
 export const ria: UnstructuredMethod = {
   name: 'ria',
+  optionNames: ['a', 'perRow', ...PERMUTATION_OPTION_NAMES],
   description: 'relative importance × activation^a (a=0.5; options perRow, permute for N:M)',
   needs: ['sqNorm'],
   unsupported(target, options) {

@@ -29,6 +29,7 @@ type MethodOptions = Readonly<Record<string, number | boolean | string>>;
 
 export const sparsegpt: UnstructuredMethod = {
   name: 'sparsegpt',
+  optionNames: ['blocksize', 'damp', 'fp64'],
   description: 'SparseGPT: remove weights column by column, compensating through the inverse Hessian',
   needs: ['gram'],
   unsupported: secondOrderUnsupported,
