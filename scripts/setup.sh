@@ -37,4 +37,10 @@ fi
 step "compiling TypeScript"
 npx tsc -p tsconfig.json
 
+# The Python side (transformers, PyTorch) is the reference the tests compare against.
+if ! python3 -c "import torch, transformers, safetensors, gguf" >/dev/null 2>&1; then
+  step "installing the Python reference stack (requirements-dev.txt: torch CPU, transformers)"
+  python3 -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt >&2
+fi
+
 bash scripts/fetch-smollm2.sh >/dev/null

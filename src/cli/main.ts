@@ -7,6 +7,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { getBackend } from '../backend/index.js';
 import { TopiaryError, UsageError } from '../util/errors.js';
 import { evalCommand } from './commands/eval.js';
+import { tasksEvalCommand } from './commands/tasks-eval.js';
 import { generateCommand } from './commands/generate.js';
 import { inspectCommand } from './commands/inspect.js';
 import { parseMethodOptions, parseTarget, pruneCommand } from './commands/prune.js';
@@ -24,6 +25,11 @@ Commands:
   eval --model PATH --dataset wikitext2|c4|text:FILE [--seqlen N] [--max-windows K]
        [--data-dir DIR] [--json]
       Perplexity over non-overlapping windows of N tokens (default 2048).
+  eval --model PATH --tasks arc_easy,piqa,...|all [--limit N] [--out FILE] [--data-dir DIR] [--json]
+      Zero-shot accuracy scored as lm-evaluation-harness does (acc, acc_norm, stderr). Tasks:
+      boolq, piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa, rte, social_iqa.
+      --limit N scores N items spread evenly through each file; --out writes the JSON result
+      (name it RUN_DIR/eval-tasks.json for topiary report).
 
   prune --model PATH --method NAME (--sparsity P | --pattern N:M) --out DIR
         [--permute] [--calib c4|wikitext2|text:FILE] [--nsamples N] [--seqlen L]
@@ -114,8 +120,22 @@ async function run(argv: string[]): Promise<void> {
         dataset: { type: 'string' },
         seqlen: { type: 'string' },
         'max-windows': { type: 'string' },
+        tasks: { type: 'string' },
+        limit: { type: 'string' },
+        out: { type: 'string' },
       });
       applyThreads(values.threads);
+      if (typeof values.tasks === 'string') {
+        await tasksEvalCommand({
+          model: required(values.model, '--model'),
+          tasks: values.tasks,
+          ...(values.limit !== undefined ? { limit: integer(values.limit, '--limit') } : {}),
+          ...(typeof values['data-dir'] === 'string' ? { dataDir: values['data-dir'] } : {}),
+          ...(typeof values.out === 'string' ? { out: values.out } : {}),
+          json: values.json === true,
+        });
+        return;
+      }
       await evalCommand({
         model: required(values.model, '--model'),
         dataset: typeof values.dataset === 'string' ? values.dataset : 'wikitext2',

@@ -94,6 +94,8 @@ export interface ScoreStats {
   batches: number;
   /** Tokens run through the model, padding included. */
   tokens: number;
+  /** Of those, right-padding added to even out a batch. */
+  paddingTokens: number;
 }
 
 /**
@@ -122,13 +124,21 @@ async function scoreInputs(model: CausalLM, inputs: readonly ScoredInput[], opti
 
   const { hiddenSize: d, vocabSize } = model.config;
   const logLikelihoods = new Float64Array(inputs.length);
-  const stats: ScoreStats = { forwards: hosts.length, batches: 0, tokens: 0 };
+  const stats: ScoreStats = { forwards: hosts.length, batches: 0, tokens: 0, paddingTokens: 0 };
   let done = 0;
   for (let start = 0; start < hosts.length; ) {
+    // Grow the batch while it fits the token budget and padding stays under 1/8 of its tokens.
     const seqLen = inputs[hosts[start]!]!.input.length;
-    const count = Math.max(1, Math.min(hosts.length - start, Math.floor(batchTokens / seqLen)));
-    const batch = hosts.slice(start, start + count);
-    start += count;
+    let end = start + 1;
+    let padding = 0;
+    while (end < hosts.length && (end - start + 1) * seqLen <= batchTokens) {
+      const extra = seqLen - inputs[hosts[end]!]!.input.length;
+      if ((padding + extra) * 8 > (end - start + 1) * seqLen) break;
+      padding += extra;
+      end++;
+    }
+    const batch = hosts.slice(start, end);
+    start = end;
     const windows = batch.map((h) => {
       const input = inputs[h]!.input;
       return input.length === seqLen ? input : [...input, ...new Array<number>(seqLen - input.length).fill(input[input.length - 1]!)];
@@ -136,6 +146,7 @@ async function scoreInputs(model: CausalLM, inputs: readonly ScoredInput[], opti
     const hidden = await model.finalHidden(windows);
     stats.batches++;
     stats.tokens += windows.length * seqLen;
+    stats.paddingTokens += padding;
 
     // Gather the rows that predict continuation tokens, one span per request, for one head GEMM.
     const spans: { request: number; firstRow: number; rows: number }[] = [];
@@ -239,8 +250,18 @@ export function taskMetrics(items: readonly TaskItem[], scores: readonly (readon
 }
 
 export interface EvaluateTaskOptions extends ScoreOptions {
-  /** Score only the first N items (the harness's --limit). */
+  /** Score N items spread evenly through the file (see spreadSample). */
   limit?: number;
+}
+
+/**
+ * `limit` items at evenly spaced positions (every total/limit-th, from the first), or all of them.
+ * Unlike the harness's --limit (the first N) so that files sorted by label still give a fair
+ * sample: the BoolQ file holds its 1,237 "true" items first.
+ */
+export function spreadSample<T>(items: readonly T[], limit?: number): T[] {
+  if (limit === undefined || limit >= items.length) return [...items];
+  return Array.from({ length: limit }, (_, i) => items[Math.floor((i * items.length) / limit)]!);
 }
 
 /** Scores the loaded items of `task` on `model` (the first `limit` of them). */
@@ -251,9 +272,9 @@ export async function evaluateItems(
   options: EvaluateTaskOptions = {},
 ): Promise<TaskResult> {
   const started = performance.now();
-  const items = loaded.items.slice(0, options.limit ?? loaded.items.length);
+  const items = spreadSample(loaded.items, options.limit);
   const maxLength = model.config.maxPositionEmbeddings;
-  const skipped = loaded.skipped.filter((skip) => options.limit === undefined || skip.index < options.limit);
+  const skipped = [...loaded.skipped];
   const scoredItems: TaskItem[] = [];
   const inputs: ScoredInput[] = [];
   let truncated = 0;

@@ -1,0 +1,25 @@
+"""Logits of a Hugging Face folder computed by transformers (fp32, CPU), for parity tests.
+
+Usage: python3 scripts/hf_logits.py MODEL_DIR TOKENS_JSON
+TOKENS_JSON is a list of equal-length windows of token ids; prints {"logits": [...]} (flat,
+windows x seqlen x vocab) as JSON on stdout.
+"""
+import json
+import sys
+
+import torch
+from transformers import AutoModelForCausalLM
+
+
+def main() -> None:
+    model_dir, tokens = sys.argv[1], json.loads(sys.argv[2])
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.tensor(tokens, dtype=torch.long)).logits
+    json.dump({"logits": logits.flatten().tolist()}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

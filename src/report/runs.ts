@@ -1,0 +1,191 @@
+/**
+ * Reading run folders for `topiary report` and `topiary compare`. A run folder holds any of:
+ * - topiary.json, written by `topiary prune` (method, target, settings, per-layer reports);
+ * - eval*.json files: the JSON of `topiary eval --json` — perplexity ({dataset, perplexity, …}) or
+ *   zero-shot ({kind: 'zero-shot', tasks: […]}, what `eval --tasks … --out RUN/eval-tasks.json` writes).
+ * A folder with eval results but no topiary.json is a dense model: the baseline.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { TaskResult } from '../eval/zeroshot.js';
+import { TopiaryError } from '../util/errors.js';
+
+export interface MatrixRecord {
+  /** Short role name: q, k, v, o, gate, up, down. */
+  role: string;
+  rows: number;
+  cols: number;
+  sparsity: number;
+  relativeError: number;
+  seconds: number;
+}
+
+export interface LayerRecord {
+  layer: number;
+  seconds: number;
+  statisticsSeconds: number;
+  pruneSeconds: number;
+  forwardSeconds: number;
+  matrices: MatrixRecord[];
+}
+
+export interface PruneRecord {
+  method: string;
+  target: string;
+  sparsity: number;
+  seconds: number;
+  peakRssMb: number | undefined;
+  settings: Record<string, unknown>;
+  environment: Record<string, unknown>;
+  layers: LayerRecord[];
+}
+
+export interface PerplexityRecord {
+  dataset: string;
+  perplexity: number;
+  seqlen?: number;
+  windows?: number;
+  seconds?: number;
+}
+
+export interface Run {
+  dir: string;
+  label: string;
+  baseline: boolean;
+  prune?: PruneRecord;
+  perplexities: PerplexityRecord[];
+  tasks: TaskResult[];
+  /** Files the results came from (for the report's settings section). */
+  files: string[];
+}
+
+type Json = Record<string, unknown>;
+
+function readJson(file: string): Json {
+  let value: unknown;
+  try {
+    value = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (error) {
+    throw new TopiaryError(`not readable JSON: ${(error as Error).message}`, file);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new TopiaryError('should hold a JSON object', file);
+  return value as Json;
+}
+
+function num(json: Json, key: string, file: string): number {
+  const value = json[key];
+  if (typeof value !== 'number' || !Number.isFinite(value)) throw new TopiaryError(`field "${key}" should be a number, found ${JSON.stringify(value)}`, file);
+  return value;
+}
+
+function obj(json: Json, key: string, file: string): Json {
+  const value = json[key];
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new TopiaryError(`field "${key}" should be an object`, file);
+  return value as Json;
+}
+
+function list(json: Json, key: string, file: string): Json[] {
+  const value = json[key];
+  if (!Array.isArray(value) || value.some((v) => typeof v !== 'object' || v === null)) throw new TopiaryError(`field "${key}" should be an array of objects`, file);
+  return value as Json[];
+}
+
+/** "model.layers.3.self_attn.q_proj" → "q". */
+export function roleOf(matrixName: string): string {
+  const last = matrixName.replace(/\.weight$/, '').split('.').pop() ?? matrixName;
+  return last.replace(/_proj$/, '');
+}
+
+function parsePruneRecord(file: string): PruneRecord {
+  const json = readJson(file);
+  if (json.command !== 'prune') throw new TopiaryError('is not a topiary prune record (command should be "prune")', file);
+  const summary = obj(json, 'summary', file);
+  const layers = list(json, 'layers', file).map((layer) => ({
+    layer: num(layer, 'layer', file),
+    seconds: num(layer, 'seconds', file),
+    statisticsSeconds: num(layer, 'statisticsSeconds', file),
+    pruneSeconds: num(layer, 'pruneSeconds', file),
+    forwardSeconds: num(layer, 'forwardSeconds', file),
+    matrices: list(layer, 'matrices', file).map((m) => ({
+      role: roleOf(String(m.name)),
+      rows: num(m, 'rows', file),
+      cols: num(m, 'cols', file),
+      sparsity: num(m, 'sparsity', file),
+      relativeError: num(m, 'relativeError', file),
+      seconds: num(m, 'seconds', file),
+    })),
+  }));
+  return {
+    method: String(summary.method),
+    target: String(summary.target),
+    sparsity: num(summary, 'sparsity', file),
+    seconds: num(summary, 'seconds', file),
+    peakRssMb: typeof summary.peak_rss_mb === 'number' ? summary.peak_rss_mb : undefined,
+    settings: obj(json, 'settings', file),
+    environment: typeof json.environment === 'object' && json.environment !== null ? (json.environment as Json) : {},
+    layers,
+  };
+}
+
+function parseTaskResults(json: Json, file: string): TaskResult[] {
+  return list(json, 'tasks', file).map((task) => {
+    if (typeof task.task !== 'string' || typeof task.n !== 'number' || typeof task.metrics !== 'object' || task.metrics === null) {
+      throw new TopiaryError('a zero-shot task result lacks task, n or metrics', file);
+    }
+    return task as unknown as TaskResult;
+  });
+}
+
+/** Reads one run folder; `baseline` marks it the dense reference. */
+export function readRun(dir: string, baseline = false): Run {
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new TopiaryError('run folder not found', dir);
+  const pruneFile = path.join(dir, 'topiary.json');
+  const prune = fs.existsSync(pruneFile) ? parsePruneRecord(pruneFile) : undefined;
+  const evalFiles = fs
+    .readdirSync(dir)
+    .filter((name) => /^eval.*\.json$/.test(name))
+    .sort()
+    .map((name) => path.join(dir, name));
+  const perplexities: PerplexityRecord[] = [];
+  const tasks: TaskResult[] = [];
+  for (const file of evalFiles) {
+    const json = readJson(file);
+    if (json.kind === 'zero-shot') {
+      tasks.push(...parseTaskResults(json, file));
+    } else if (typeof json.dataset === 'string' && typeof json.perplexity === 'number') {
+      perplexities.push({
+        dataset: json.dataset,
+        perplexity: json.perplexity,
+        ...(typeof json.seqlen === 'number' ? { seqlen: json.seqlen } : {}),
+        ...(typeof json.windows === 'number' ? { windows: json.windows } : {}),
+        ...(typeof json.seconds === 'number' ? { seconds: json.seconds } : {}),
+      });
+    } else {
+      throw new TopiaryError('not a topiary eval result (expected the JSON of `topiary eval --json`, perplexity or --tasks)', file);
+    }
+  }
+  if (!prune && evalFiles.length === 0) throw new TopiaryError('holds neither topiary.json nor eval*.json results', dir);
+  const label = prune ? `${prune.method} ${prune.target}` : 'dense';
+  return { dir, label, baseline: baseline || !prune, prune, perplexities, tasks, files: [...(prune ? [pruneFile] : []), ...evalFiles] };
+}
+
+/**
+ * Reads the run folders, the baseline first: `--baseline DIR` if given, else the first folder
+ * without topiary.json. Labels are made unique by adding the folder name where two runs share one.
+ */
+export function readRuns(dirs: readonly string[], baselineDir?: string): Run[] {
+  if (dirs.length === 0 && !baselineDir) throw new TopiaryError('give at least one run folder');
+  const runs = dirs.map((dir) => readRun(dir));
+  if (baselineDir) {
+    runs.forEach((run) => (run.baseline = false));
+    runs.unshift(readRun(baselineDir, true));
+  } else {
+    const first = runs.findIndex((run) => run.baseline);
+    runs.forEach((run, i) => (run.baseline = i === first));
+    if (first > 0) runs.unshift(...runs.splice(first, 1));
+  }
+  for (const run of runs) {
+    if (runs.filter((other) => other.label === run.label).length > 1) run.label = `${run.label} (${path.basename(path.resolve(run.dir))})`;
+  }
+  return runs;
+}
