@@ -129,6 +129,17 @@ MULTIVERSION static void swiglu_kernel(const float *gate, const float *up, float
   }
 }
 
+/* log Σ exp(row[j]) over row[0:count], stable (shifted by the maximum). */
+MULTIVERSION static double log_sum_exp(const float *row, blasint count) {
+  float max = row[0];
+#pragma omp simd reduction(max : max)
+  for (blasint j = 0; j < count; j++) max = row[j] > max ? row[j] : max;
+  float sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (blasint j = 0; j < count; j++) sum += fast_expf(row[j] - max);
+  return (double)max + log((double)sum);
+}
+
 /* ---------- the operations (run on a worker thread or inline) ---------- */
 
 static void run_gemm(Job *job) {
@@ -236,6 +247,19 @@ static void run_causal_attention(Job *job) {
     }
   }
   free(scores);
+}
+
+/* out[r] = log softmax(logits[r, :])[targets[r]]: the log-likelihood of each row's target token. */
+static void run_token_log_probs(Job *job) {
+  const float *logits = job->data[0];
+  const int32_t *targets = job->data[1];
+  double *out = job->data[2];
+  const blasint vocab = ARG_INT(job, 0);
+  const size_t rows = job->lengths[1];
+  for (size_t r = 0; r < rows; r++) {
+    const float *row = logits + r * (size_t)vocab;
+    out[r] = (double)row[targets[r]] - log_sum_exp(row, vocab);
+  }
 }
 
 static void run_swiglu(Job *job) { swiglu_kernel(job->data[0], job->data[1], job->data[2], job->lengths[0]); }
@@ -364,6 +388,9 @@ static napi_value triangular_solve(napi_env env, napi_callback_info info) {
 static napi_value causal_attention(napi_env env, napi_callback_info info) {
   return start_job(env, info, 4, run_causal_attention, false, attention_flops);
 }
+static napi_value token_log_probs(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 3, run_token_log_probs, false, elementwise_flops);
+}
 static napi_value swiglu(napi_env env, napi_callback_info info) {
   return start_job(env, info, 3, run_swiglu, false, elementwise_flops);
 }
@@ -403,6 +430,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"triangularSolve", NULL, triangular_solve, NULL, NULL, NULL, napi_default, NULL},
       {"causalAttention", NULL, causal_attention, NULL, NULL, NULL, napi_default, NULL},
       {"swiglu", NULL, swiglu, NULL, NULL, NULL, napi_default, NULL},
+      {"tokenLogProbs", NULL, token_log_probs, NULL, NULL, NULL, napi_default, NULL},
       {"setThreads", NULL, set_threads, NULL, NULL, NULL, napi_default, NULL},
       {"getThreads", NULL, get_threads, NULL, NULL, NULL, napi_default, NULL},
       {"info", NULL, library_info, NULL, NULL, NULL, napi_default, NULL},

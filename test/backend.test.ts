@@ -283,6 +283,31 @@ describe('causalAttention and swiglu: native matches reference', { skip: nativeS
   });
 });
 
+describe('tokenLogProbs', () => {
+  test('reference: log softmax at the target, by hand', async () => {
+    const out = new Float64Array(2);
+    await reference.tokenLogProbs(new Float32Array([0, 0, Math.log(2), 5, 5, 5]), new Int32Array([2, 0]), 3, out);
+    assert.ok(Math.abs(out[0] - Math.log(2 / 4)) < 1e-7);
+    assert.ok(Math.abs(out[1] - Math.log(1 / 3)) < 1e-7);
+  });
+
+  test('native matches reference on vocabulary-sized rows with large logits', { skip: nativeSkip }, async () => {
+    const rng = createRng(11);
+    const rows = 37;
+    const vocab = 49152 + 5;
+    const logits = randomArray(rng, rows * vocab, Float32Array).map((value) => value * 20);
+    logits[3] = 1e4; // one dominating logit: the max-shift must hold
+    const targets = Int32Array.from({ length: rows }, () => rng.int(vocab));
+    targets[0] = 3;
+    const expected = new Float64Array(rows);
+    const actual = new Float64Array(rows);
+    await reference.tokenLogProbs(logits, targets, vocab, expected);
+    await native!.tokenLogProbs(logits, targets, vocab, actual);
+    for (let r = 0; r < rows; r++) assert.ok(Math.abs(actual[r] - expected[r]) <= 1e-4 * Math.max(1, Math.abs(expected[r])), `row ${r}: ${actual[r]} vs ${expected[r]}`);
+    assert.throws(() => native!.tokenLogProbs(logits, new Int32Array([vocab]), vocab, actual), TopiaryError);
+  });
+});
+
 describe('native argument validation', { skip: nativeSkip }, () => {
   test('a too-short array is a TopiaryError naming the operand', () => {
     assert.throws(

@@ -84,6 +84,12 @@ export interface Backend {
    */
   causalAttention(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, options: AttentionOptions): Promise<void>;
 
+  /**
+   * Log-likelihood of each row's target: out[r] = log softmax(logits[r, :])[targets[r]] for
+   * logits [targets.length, vocab]. Perplexity and zero-shot scoring read only these.
+   */
+  tokenLogProbs(logits: Float32Array, targets: Int32Array, vocab: number, out: Float64Array): Promise<void>;
+
   /** out[i] = silu(gate[i])·up[i]; out may alias gate. */
   swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void>;
 }

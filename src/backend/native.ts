@@ -26,6 +26,7 @@ interface NativeAddon {
     windows: number, seqLen: number, numHeads: number, numKvHeads: number, headDim: number, scale: number,
   ): Promise<void>;
   swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void>;
+  tokenLogProbs(logits: Float32Array, targets: Int32Array, out: Float64Array, vocab: number): Promise<void>;
   setThreads(threads: number): void;
   getThreads(): number;
   /** OpenBLAS build configuration and the core kernel chosen at run time. */
@@ -98,6 +99,18 @@ function checkMatrix(operation: string, name: string, array: FloatArray, rows: n
   if (array.length < needed) {
     fail(operation, `${name} has ${array.length} elements but a ${rows}×${cols} matrix with row stride ${ld} needs ${needed}`);
   }
+}
+
+function checkTokenLogProbs(logits: Float32Array, targets: Int32Array, vocab: number, out: Float64Array): void {
+  const operation = 'tokenLogProbs';
+  checkDimensions(operation, { vocab });
+  checkFloat32(operation, { logits });
+  if (!(targets instanceof Int32Array)) fail(operation, 'targets must be an Int32Array');
+  if (!(out instanceof Float64Array)) fail(operation, 'out must be a Float64Array');
+  if (vocab === 0 && targets.length > 0) fail(operation, 'vocab must be positive');
+  if (logits.length < targets.length * vocab) fail(operation, `logits hold ${logits.length} values, need ${targets.length}×${vocab}`);
+  if (out.length < targets.length) fail(operation, `out holds ${out.length} values, need ${targets.length}`);
+  for (const target of targets) if (target < 0 || target >= vocab) fail(operation, `target ${target} is outside [0, ${vocab})`);
 }
 
 function checkFiniteScalar(operation: string, name: string, value: number): void {
@@ -190,6 +203,12 @@ export class NativeBackend implements Backend {
     checkMatrix('causalAttention', 'out', out, rows, qWidth, Math.max(1, qWidth));
     if (rows === 0 || qWidth === 0) return Promise.resolve();
     return this.addon.causalAttention(q, k, v, out, windows, seqLen, numHeads, numKvHeads, headDim, scale);
+  }
+
+  tokenLogProbs(logits: Float32Array, targets: Int32Array, vocab: number, out: Float64Array): Promise<void> {
+    checkTokenLogProbs(logits, targets, vocab, out);
+    if (targets.length === 0) return Promise.resolve();
+    return this.addon.tokenLogProbs(logits, targets, out, vocab);
   }
 
   swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void> {

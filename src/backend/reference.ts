@@ -148,6 +148,17 @@ export class ReferenceBackend implements Backend {
     }
   }
 
+  async tokenLogProbs(logits: Float32Array, targets: Int32Array, vocab: number, out: Float64Array): Promise<void> {
+    for (let r = 0; r < targets.length; r++) {
+      const row = logits.subarray(r * vocab, (r + 1) * vocab);
+      let max = -Infinity;
+      for (const value of row) if (value > max) max = value;
+      let sum = 0;
+      for (const value of row) sum += Math.exp(value - max);
+      out[r] = row[targets[r]] - max - Math.log(sum);
+    }
+  }
+
   async swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void> {
     for (let i = 0; i < gate.length; i++) {
       const g = gate[i];

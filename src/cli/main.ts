@@ -8,6 +8,8 @@ import { getBackend } from '../backend/index.js';
 import { TopiaryError, UsageError } from '../util/errors.js';
 import { evalCommand } from './commands/eval.js';
 import { tasksEvalCommand } from './commands/tasks-eval.js';
+import { reportCommand } from './commands/report.js';
+import { compareCommand } from './commands/compare.js';
 import { generateCommand } from './commands/generate.js';
 import { inspectCommand } from './commands/inspect.js';
 import { parseMethodOptions, parseTarget, pruneCommand } from './commands/prune.js';
@@ -30,6 +32,12 @@ Commands:
       boolq, piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa, rte, social_iqa.
       --limit N scores N items spread evenly through each file; --out writes the JSON result
       (name it RUN_DIR/eval-tasks.json for topiary report).
+  report RUN_DIR... --out report.html [--baseline DIR]
+      One self-contained HTML page comparing runs (folders written by prune, with eval*.json
+      results — the JSON of eval --json/--out); a folder with only eval results is the dense
+      baseline.
+  compare RUN_DIR... [--baseline DIR] [--json]
+      The report's results table in the terminal.
 
   prune --model PATH --method NAME (--sparsity P | --pattern N:M) --out DIR
         [--permute] [--calib c4|wikitext2|text:FILE] [--nsamples N] [--seqlen L]
@@ -144,6 +152,18 @@ async function run(argv: string[]): Promise<void> {
         ...(typeof values['data-dir'] === 'string' ? { dataDir: values['data-dir'] } : {}),
         json: values.json === true,
       });
+    },
+    async report() {
+      const { values, positionals } = parse(rest, { out: { type: 'string' }, baseline: { type: 'string' } });
+      reportCommand({
+        runs: positionals,
+        out: required(values.out, '--out'),
+        ...(typeof values.baseline === 'string' ? { baseline: values.baseline } : {}),
+      });
+    },
+    async compare() {
+      const { values, positionals } = parse(rest, { baseline: { type: 'string' } });
+      compareCommand({ runs: positionals, ...(typeof values.baseline === 'string' ? { baseline: values.baseline } : {}), json: values.json === true });
     },
     async prune() {
       const { values } = parse(rest, {

@@ -172,8 +172,22 @@ export class CausalLM {
     return out;
   }
 
-  private async linear(x: Float32Array, rows: number, lin: Linear): Promise<Float32Array> {
-    const y = new Float32Array(rows * lin.outFeatures);
+  /**
+   * A reusable buffer per purpose, grown on demand: the forward pass would otherwise allocate
+   * (and the garbage collector reclaim) tens of megabytes per layer.
+   */
+  private scratch(purpose: string, length: number): Float32Array {
+    let buffer = this.scratchBuffers.get(purpose);
+    if (!buffer || buffer.length < length) {
+      buffer = new Float32Array(length);
+      this.scratchBuffers.set(purpose, buffer);
+    }
+    return buffer.subarray(0, length);
+  }
+  private readonly scratchBuffers = new Map<string, Float32Array>();
+
+  private async linear(x: Float32Array, rows: number, lin: Linear, purpose: string): Promise<Float32Array> {
+    const y = this.scratch(purpose, rows * lin.outFeatures);
     await this.backend.gemm(x, lin.weight, y, { m: rows, n: lin.outFeatures, k: lin.inFeatures, transB: true });
     if (lin.bias) addBias(y, rows, lin.bias);
     return y;
@@ -181,7 +195,8 @@ export class CausalLM {
 
   /**
    * Runs decoder layer `index` on hidden states [windows·seqLen, hidden], updating them in place
-   * (the residual stream) and returning them. `observe` sees each linear group's input.
+   * (the residual stream) and returning them. `observe` sees each linear group's input; the
+   * arrays it is given are reused afterwards, so it must not keep them.
    */
   async runLayer(index: number, hidden: Float32Array, seqLen: number, observe?: InputObserver): Promise<Float32Array> {
     const { hiddenSize: d, headDim, rmsNormEps } = this.config;
@@ -192,16 +207,16 @@ export class CausalLM {
     const numKvHeads = kProj.outFeatures / headDim;
     const [qkvGroup, oGroup, gateUpGroup, downGroup] = INPUT_GROUPS as [LinearRole[], LinearRole[], LinearRole[], LinearRole[]];
 
-    const normed = new Float32Array(rows * d);
+    const normed = this.scratch('normed', rows * d);
     rmsNorm(hidden, rows, d, layer.attentionNorm, rmsNormEps, normed);
     await observe?.(qkvGroup, normed, rows, d);
-    const q = await this.linear(normed, rows, qProj);
-    const k = await this.linear(normed, rows, kProj);
-    const v = await this.linear(normed, rows, vProj);
+    const q = await this.linear(normed, rows, qProj, 'q');
+    const k = await this.linear(normed, rows, kProj, 'k');
+    const v = await this.linear(normed, rows, vProj, 'v');
     const rope = this.ropeFor(seqLen);
     applyRope(q, rows, numHeads, headDim, rope, seqLen);
     applyRope(k, rows, numKvHeads, headDim, rope, seqLen);
-    const attention = new Float32Array(rows * numHeads * headDim);
+    const attention = this.scratch('attention', rows * numHeads * headDim);
     await this.backend.causalAttention(q, k, v, attention, {
       windows: rows / seqLen,
       seqLen,
@@ -211,16 +226,16 @@ export class CausalLM {
       scale: 1 / Math.sqrt(headDim),
     });
     await observe?.(oGroup, attention, rows, oProj.inFeatures);
-    const attentionOut = await this.linear(attention, rows, oProj);
+    const attentionOut = await this.linear(attention, rows, oProj, 'residual');
     for (let i = 0; i < hidden.length; i++) hidden[i] += attentionOut[i]!;
 
     rmsNorm(hidden, rows, d, layer.mlpNorm, rmsNormEps, normed);
     await observe?.(gateUpGroup, normed, rows, d);
-    const gated = await this.linear(normed, rows, gate);
-    const upOut = await this.linear(normed, rows, up);
+    const gated = await this.linear(normed, rows, gate, 'gate');
+    const upOut = await this.linear(normed, rows, up, 'up');
     await this.backend.swiglu(gated, upOut, gated);
     await observe?.(downGroup, gated, rows, down.inFeatures);
-    const mlpOut = await this.linear(gated, rows, down);
+    const mlpOut = await this.linear(gated, rows, down, 'residual');
     for (let i = 0; i < hidden.length; i++) hidden[i] += mlpOut[i]!;
     return hidden;
   }
@@ -276,14 +291,10 @@ export class CausalLM {
         const rows = Math.min(chunkRows, seqLen - 1 - start);
         const offset = (w * seqLen + start) * d;
         const logits = await this.head(hidden.subarray(offset, offset + rows * d), rows);
-        for (let r = 0; r < rows; r++) {
-          const row = logits.subarray(r * vocab, (r + 1) * vocab);
-          let max = -Infinity;
-          for (let j = 0; j < vocab; j++) if (row[j]! > max) max = row[j]!;
-          let sum = 0;
-          for (let j = 0; j < vocab; j++) sum += Math.exp(row[j]! - max);
-          nll += Math.log(sum) + max - row[tokens[start + r + 1]!]!;
-        }
+        const targets = Int32Array.from(tokens.slice(start + 1, start + 1 + rows));
+        const logProbs = new Float64Array(rows);
+        await this.backend.tokenLogProbs(logits, targets, vocab, logProbs);
+        for (const value of logProbs) nll -= value;
         predicted += rows;
       }
     }

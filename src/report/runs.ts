@@ -184,8 +184,7 @@ export function readRuns(dirs: readonly string[], baselineDir?: string): Run[] {
     runs.forEach((run, i) => (run.baseline = i === first));
     if (first > 0) runs.unshift(...runs.splice(first, 1));
   }
-  for (const run of runs) {
-    if (runs.filter((other) => other.label === run.label).length > 1) run.label = `${run.label} (${path.basename(path.resolve(run.dir))})`;
-  }
+  const shared = new Set(runs.map((run) => run.label).filter((label, i, all) => all.indexOf(label) !== i));
+  for (const run of runs) if (shared.has(run.label)) run.label = `${run.label} (${path.basename(path.resolve(run.dir))})`;
   return runs;
 }

@@ -1,0 +1,19 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { buildReportHtml } from '../../report/html.js';
+import { readRuns } from '../../report/runs.js';
+import { writeFileAtomic } from '../../util/atomic.js';
+
+export interface ReportArgs {
+  runs: string[];
+  baseline?: string;
+  out: string;
+}
+
+export function reportCommand(args: ReportArgs): void {
+  const runs = readRuns(args.runs, args.baseline);
+  const html = buildReportHtml(runs);
+  const out = path.resolve(args.out);
+  writeFileAtomic(out, (tmp) => fs.writeFileSync(tmp, html));
+  process.stdout.write(`wrote ${out} (${runs.length} run${runs.length === 1 ? '' : 's'}, ${(html.length / 1024).toFixed(0)} KiB)\n`);
+}
