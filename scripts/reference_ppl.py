@@ -65,13 +65,20 @@ def main() -> None:
     parser.add_argument("--max-windows", type=int, default=None, help="evaluate only the first K windows")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--text", type=Path, default=None, help="default: $TOPIARY_DATA_DIR/wikitext2/wiki.test.raw")
+    parser.add_argument(
+        "--tokens", type=Path, default=None,
+        help="a JSON list of token ids to use instead of tokenizing the text (compares the model alone, on Topiary's tokens)",
+    )
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
     raw_file = args.text or data_dir() / "wikitext2" / "wiki.test.raw"
-    tokenizer = load_tokenizer(args.model)
-    ids = torch.tensor(tokenizer(wikitext2_test_text(raw_file)).input_ids, dtype=torch.long)
+    if args.tokens is not None:
+        ids = torch.tensor(json.loads(args.tokens.read_text()), dtype=torch.long)
+    else:
+        tokenizer = load_tokenizer(args.model)
+        ids = torch.tensor(tokenizer(wikitext2_test_text(raw_file)).input_ids, dtype=torch.long)
     available = ids.numel() // args.seqlen
     window_count = available if args.max_windows is None else min(args.max_windows, available)
     if window_count == 0:

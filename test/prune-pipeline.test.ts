@@ -63,6 +63,7 @@ for (const method of METHODS) {
         checkpointDir: dir,
         fingerprint: label,
         resume: false,
+        errorWindows: 6,
       });
       assert.equal(reports.length, model.numLayers);
       for (const report of reports) {
@@ -105,6 +106,7 @@ test('pipeline: second-order methods reconstruct better than Wanda on the same l
       checkpointDir: tempDir(),
       fingerprint: name,
       resume: false,
+      errorWindows: 8,
     });
     // The first layer sees identical inputs in every run, so its errors compare method to method.
     errors[name] = reports[0]!.matrices.reduce((sum, m) => sum + m.relativeError, 0);

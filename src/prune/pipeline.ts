@@ -25,7 +25,7 @@ export interface MatrixReport {
   cols: number;
   /** Fraction of exact zeros after pruning. */
   sparsity: number;
-  /** ‖X(W − Ŵ)ᵀ‖² / ‖XWᵀ‖² on the calibration inputs the pruned layer sees. */
+  /** ‖X(W − Ŵ)ᵀ‖² / ‖XWᵀ‖² on the inputs the pruned layer sees, over the first `errorWindows` calibration windows. */
   relativeError: number;
   seconds: number;
   method: Record<string, number | string | boolean | number[]>;
@@ -58,6 +58,8 @@ export interface PipelineOptions {
   /** Identifies the run's settings; a checkpoint made with other settings is refused on resume. */
   fingerprint: string;
   resume: boolean;
+  /** Windows on which each pruned matrix's output error is measured (the first ones). */
+  errorWindows: number;
   onEvent?: (event: PipelineEvent) => void;
 }
 
@@ -143,11 +145,11 @@ export async function pruneLayerwise(model: CausalLM, windows: readonly (readonl
     chunks.push(Array.from({ length: Math.min(batchWindows, windows.length - start) }, (_, i) => start + i));
   }
   /** Runs layer `layer` over every chunk of windows, advancing `hidden` in place. */
-  const forward = async (layer: number, stage: 'statistics' | 'forward' | 'replay', observe?: InputObserver) => {
+  const forward = async (layer: number, stage: 'statistics' | 'forward' | 'replay', observe?: (chunk: readonly number[]) => InputObserver | undefined) => {
+    const batch = new Float32Array(Math.min(batchWindows, windows.length) * seqLen * d);
     for (const [done, chunk] of chunks.entries()) {
-      const batch = new Float32Array(chunk.length * seqLen * d);
       chunk.forEach((w, i) => batch.set(hidden[w]!, i * seqLen * d));
-      await model.runLayer(layer, batch, seqLen, observe);
+      await model.runLayer(layer, batch.subarray(0, chunk.length * seqLen * d), seqLen, observe?.(chunk));
       if (stage !== 'statistics') chunk.forEach((w, i) => hidden[w]!.set(batch.subarray(i * seqLen * d, (i + 1) * seqLen * d)));
       emit({ kind: 'stage', layer, layers: model.numLayers, stage, done: done + 1, total: chunks.length });
     }
@@ -179,7 +181,7 @@ export async function pruneLayerwise(model: CausalLM, windows: readonly (readonl
         const shared = new StatsAccumulator(dense.linears[selected[0]!].inFeatures, statKinds, model.backend);
         for (const role of selected) accumulators.set(role, shared);
       }
-      await forward(layer, 'statistics', async (group, input, rows) => {
+      await forward(layer, 'statistics', () => async (group, input, rows) => {
         const accumulator = accumulators.get(group.find((role) => pruned.has(role))!);
         await accumulator?.add(input, rows);
       });
@@ -221,12 +223,13 @@ export async function pruneLayerwise(model: CausalLM, windows: readonly (readonl
     const pruneSeconds = (performance.now() - pruneStart) / 1000;
 
     // 3. The pruned layer produces the next layer's inputs; each pruned matrix's output error is
-    //    measured on the inputs it now sees.
+    //    measured on the inputs it now sees, in the first `errorWindows` windows (two extra GEMMs
+    //    per matrix: on every window they would cost more than the forward pass itself).
     const forwardStart = performance.now();
     const errorEnergy = new Map<LinearRole, number>();
     const denseEnergy = new Map<LinearRole, number>();
     model.setLayer(layer, { ...dense, linears });
-    await forward(layer, 'forward', async (group, input, rows) => {
+    await forward(layer, 'forward', (chunk) => chunk[0]! >= options.errorWindows ? undefined : async (group, input, rows) => {
       for (const role of group) {
         if (!pruned.has(role)) continue;
         const lin = dense.linears[role];

@@ -31,6 +31,8 @@ export interface PruneSettings {
   resume: boolean;
   /** Windows per forward chunk (activation memory); default 4. */
   batchWindows?: number;
+  /** Calibration windows on which each matrix's output error is measured; default 8. */
+  errorWindows?: number;
   /** Stored dtype of the exported weights; default F32. */
   dtype?: ExportDtype;
   onEvent?: (event: PipelineEvent | { kind: 'calibration'; windows: number; notes: string[] }) => void;
@@ -94,6 +96,7 @@ export async function pruneModel(settings: PruneSettings): Promise<PruneSummary>
     checkpointDir,
     fingerprint,
     resume: settings.resume,
+    errorWindows: settings.errorWindows ?? 8,
     ...(settings.onEvent ? { onEvent: settings.onEvent } : {}),
   });
 
@@ -146,6 +149,7 @@ export async function pruneModel(settings: PruneSettings): Promise<PruneSummary>
       roles,
       calibration: calibrationSettings,
       batchWindows,
+      errorWindows: settings.errorWindows ?? 8,
       dtype: settings.dtype ?? 'F32',
       resumed: settings.resume,
     },

@@ -25,7 +25,7 @@ export interface Comparison {
   rows: { run: Run; cells: Cell[] }[];
 }
 
-const MEAN = 'mean accuracy';
+const MEAN = 'mean';
 
 function taskOrder(name: string): number {
   const i = TASKS.findIndex((task) => task.name === name);
