@@ -4,7 +4,7 @@
       "target_name": "topiary_native",
       "sources": ["topiary_native.c"],
       "cflags_c": ["-std=gnu11", "-O3", "-fopenmp-simd", "-Wall", "-Wextra"],
-      "libraries": ["-lopenblas"]
+      "libraries": ["-lopenblas", "-lpthread"]
     }
   ]
 }

@@ -14,6 +14,8 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,8 +31,6 @@ void dpotri_(const char *uplo, const blasint *n, double *a, const blasint *lda, 
 
 /* Below this many floating-point operations a call runs synchronously on the calling thread. */
 #define SYNC_FLOP_THRESHOLD 2.0e6
-/* Query rows per attention block: keys beyond the block's last row are never touched. */
-#define ATTENTION_BLOCK_ROWS 128
 #define MAX_ARGS 13
 #define MAX_ARRAYS 4
 
@@ -205,48 +205,95 @@ static void run_triangular_solve(Job *job) {
     cblas_strsm(CblasRowMajor, CblasLeft, uplo, trans, CblasNonUnit, n, nrhs, 1.0f, job->data[0], n, job->data[1], nrhs);
 }
 
+static double attention_flops(const Job *job) {
+  /* two products of 2·seqLen·seqLen·headDim per window and head, each about half done (causal) */
+  return job->args[0] * job->args[2] * job->args[1] * job->args[1] * job->args[4];
+}
+
 /*
- * For each window and head, in blocks of query rows [r0, r1): scores = scale·Q[r0:r1]·K[0:r1]ᵀ,
- * causal softmax per row, out[r0:r1] = P·V[0:r1]. Heads are strided views into the packed rows.
+ * Causal attention. Work is split into tasks of (window, head, block of ATTENTION_BLOCK query
+ * rows): scores = scale·Q[r0:r1]·K[0:r1]ᵀ (keys after the block's last row are never touched),
+ * causal softmax per row, out[r0:r1] = P·V[0:r1], heads being strided views into the packed rows.
+ * These GEMMs are too small for OpenBLAS's own threading to pay off, so the tasks are spread over
+ * our threads instead (latest, largest query blocks first) with OpenBLAS single-threaded
+ * meanwhile; nothing else calls BLAS while a job runs.
  */
-static void run_causal_attention(Job *job) {
-  const float *q = job->data[0], *k = job->data[1], *v = job->data[2];
-  float *out = job->data[3];
-  const blasint windows = ARG_INT(job, 0), seq_len = ARG_INT(job, 1), num_heads = ARG_INT(job, 2);
-  const blasint num_kv_heads = ARG_INT(job, 3), head_dim = ARG_INT(job, 4);
-  const float scale = (float)job->args[5];
-  const blasint q_width = num_heads * head_dim, kv_width = num_kv_heads * head_dim;
-  const blasint heads_per_kv = num_heads / num_kv_heads;
-  const blasint block_rows = seq_len < ATTENTION_BLOCK_ROWS ? seq_len : ATTENTION_BLOCK_ROWS;
-  float *scores = malloc(sizeof(float) * (size_t)block_rows * (size_t)seq_len);
-  if (!scores) {
-    job->out_of_memory = true;
-    return;
+#define ATTENTION_BLOCK 128
+
+typedef struct {
+  const float *q, *k, *v;
+  float *out;
+  blasint seq_len, num_heads, head_dim, q_width, kv_width, heads_per_kv, q_blocks;
+  long pairs, tasks;
+  float scale;
+  atomic_long next;
+} AttentionPlan;
+
+static void attention_task(const AttentionPlan *plan, long task, float *scores) {
+  const blasint hd = plan->head_dim;
+  const long pair = task % plan->pairs;
+  const blasint q_block = plan->q_blocks - 1 - (blasint)(task / plan->pairs);
+  const blasint window = (blasint)(pair / plan->num_heads), head = (blasint)(pair % plan->num_heads);
+  const size_t window_row = (size_t)window * plan->seq_len;
+  const float *q = plan->q + window_row * plan->q_width + (size_t)head * hd;
+  const float *k = plan->k + window_row * plan->kv_width + (size_t)(head / plan->heads_per_kv) * hd;
+  const float *v = plan->v + window_row * plan->kv_width + (size_t)(head / plan->heads_per_kv) * hd;
+  float *out = plan->out + window_row * plan->q_width + (size_t)head * hd;
+  const blasint r0 = q_block * ATTENTION_BLOCK;
+  const blasint rows = r0 + ATTENTION_BLOCK <= plan->seq_len ? ATTENTION_BLOCK : plan->seq_len - r0;
+  const blasint keys = r0 + rows; /* also the leading dimension of `scores` */
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, plan->scale, q + (size_t)r0 * plan->q_width,
+              plan->q_width, k, plan->kv_width, 0.0f, scores, keys);
+  for (blasint i = 0; i < rows; i++) {
+    float *row = scores + (size_t)i * keys;
+    const blasint visible = r0 + i + 1;
+    softmax_in_place(row, visible);
+    memset(row + visible, 0, sizeof(float) * (size_t)(keys - visible));
   }
-  for (blasint w = 0; w < windows; w++) {
-    const size_t window_row = (size_t)w * seq_len;
-    for (blasint h = 0; h < num_heads; h++) {
-      const float *q_head = q + window_row * q_width + (size_t)h * head_dim;
-      const float *k_head = k + window_row * kv_width + (size_t)(h / heads_per_kv) * head_dim;
-      const float *v_head = v + window_row * kv_width + (size_t)(h / heads_per_kv) * head_dim;
-      float *out_head = out + window_row * q_width + (size_t)h * head_dim;
-      for (blasint r0 = 0; r0 < seq_len; r0 += block_rows) {
-        const blasint rows = r0 + block_rows <= seq_len ? block_rows : seq_len - r0;
-        const blasint keys = r0 + rows; /* ld of `scores` */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, head_dim, scale, q_head + (size_t)r0 * q_width,
-                    q_width, k_head, kv_width, 0.0f, scores, keys);
-        for (blasint i = 0; i < rows; i++) {
-          float *row = scores + (size_t)i * keys;
-          const blasint visible = r0 + i + 1;
-          softmax_in_place(row, visible);
-          memset(row + visible, 0, sizeof(float) * (size_t)(keys - visible));
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, head_dim, keys, 1.0f, scores, keys, v_head,
-                    kv_width, 0.0f, out_head + (size_t)r0 * q_width, q_width);
-      }
-    }
-  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, scores, keys, v, plan->kv_width, 0.0f,
+              out + (size_t)r0 * plan->q_width, plan->q_width);
+}
+
+static void *attention_worker(void *argument) {
+  AttentionPlan *plan = argument;
+  float *scores = malloc(sizeof(float) * ATTENTION_BLOCK * (size_t)plan->seq_len);
+  if (!scores) return NULL;
+  for (long task; (task = atomic_fetch_add(&plan->next, 1)) < plan->tasks;) attention_task(plan, task, scores);
   free(scores);
+  return plan;
+}
+
+static void run_causal_attention(Job *job) {
+  AttentionPlan plan = {
+      .q = job->data[0], .k = job->data[1], .v = job->data[2], .out = job->data[3],
+      .seq_len = ARG_INT(job, 1), .num_heads = ARG_INT(job, 2), .head_dim = ARG_INT(job, 4),
+      .scale = (float)job->args[5],
+  };
+  const blasint windows = ARG_INT(job, 0), num_kv_heads = ARG_INT(job, 3);
+  plan.q_width = plan.num_heads * plan.head_dim;
+  plan.kv_width = num_kv_heads * plan.head_dim;
+  plan.heads_per_kv = plan.num_heads / num_kv_heads;
+  plan.q_blocks = (plan.seq_len + ATTENTION_BLOCK - 1) / ATTENTION_BLOCK;
+  plan.pairs = (long)windows * plan.num_heads;
+  plan.tasks = plan.pairs * plan.q_blocks;
+  atomic_init(&plan.next, 0);
+  const int blas_threads = openblas_get_num_threads();
+  int threads = blas_threads;
+  if (threads < 1 || attention_flops(job) < SYNC_FLOP_THRESHOLD) threads = 1;
+  if (threads > plan.tasks) threads = (int)plan.tasks;
+  if (threads > 64) threads = 64;
+  openblas_set_num_threads(1);
+  pthread_t helpers[64];
+  int started = 0;
+  while (started < threads - 1 && pthread_create(&helpers[started], NULL, attention_worker, &plan) == 0) started++;
+  bool ok = attention_worker(&plan) != NULL;
+  for (int i = 0; i < started; i++) {
+    void *result;
+    pthread_join(helpers[i], &result);
+    ok = ok && result != NULL;
+  }
+  openblas_set_num_threads(blas_threads);
+  if (!ok) job->out_of_memory = true;
 }
 
 /* out[r] = log softmax(logits[r, :])[targets[r]]: the log-likelihood of each row's target token. */
@@ -364,10 +411,6 @@ static double gemm_flops(const Job *job) { return 2.0 * job->args[0] * job->args
 static double syrk_flops(const Job *job) { return job->args[0] * job->args[1] * job->args[1]; }
 static double cube_flops(const Job *job) { return job->args[0] * job->args[0] * job->args[0] / 3.0; }
 static double solve_flops(const Job *job) { return job->args[0] * job->args[0] * job->args[1]; }
-static double attention_flops(const Job *job) {
-  /* two products of 2·seqLen·seqLen·headDim per window and head, each about half done (causal) */
-  return job->args[0] * job->args[2] * job->args[1] * job->args[1] * job->args[4];
-}
 static double elementwise_flops(const Job *job) { return 10.0 * (double)job->lengths[0]; }
 
 static napi_value gemm(napi_env env, napi_callback_info info) {

@@ -137,8 +137,8 @@ function fromHfFolder(dir: string): ModelSource {
   return mappedSource('safetensors', dir, configFile, config, store, mapping, tokenizer);
 }
 
-/** GGUF tensor names of the llama-family block, and their Hugging Face counterparts. */
-const GGUF_LAYER_NAMES: Record<string, string> = {
+/** GGUF tensor names of the llama-family block, and their Hugging Face counterparts (also used by the GGUF writer). */
+export const GGUF_LAYER_NAMES: Record<string, string> = {
   attn_norm: 'input_layernorm',
   ffn_norm: 'post_attention_layernorm',
   attn_q: 'self_attn.q_proj',
@@ -155,6 +155,8 @@ const GGUF_ARCHITECTURES: Record<string, { modelType: string; interleavedRope: b
   llama: { modelType: 'llama', interleavedRope: true },
   mistral: { modelType: 'mistral', interleavedRope: true },
   qwen2: { modelType: 'qwen2', interleavedRope: false },
+  // The LLaMA block with per-layer head counts and MLP widths: how structurally pruned models are stored.
+  deci: { modelType: 'llama', interleavedRope: true },
 };
 
 function fromGguf(file: string): ModelSource {
@@ -175,8 +177,19 @@ function fromGguf(file: string): ModelSource {
   };
   const numLayers = num('block_count');
   const hiddenSize = num('embedding_length');
-  const numHeads = num('attention.head_count');
-  const numKvHeads = num('attention.head_count_kv', numHeads);
+  /** A hyper-parameter that may be one number or one per layer (llama.cpp accepts both). */
+  const perLayer = (key: string, fallback?: number[]): number[] => {
+    const value = meta[`${arch}.${key}`];
+    if (!Array.isArray(value)) return value === undefined && fallback ? fallback : new Array<number>(numLayers).fill(num(key));
+    if (value.length !== numLayers || !value.every((v) => typeof v === 'number' && Number.isInteger(v) && v >= 0)) {
+      throw new TopiaryError(`GGUF metadata "${arch}.${key}" should hold ${numLayers} non-negative integers`, file);
+    }
+    return value as number[];
+  };
+  const headsPerLayer = perLayer('attention.head_count');
+  const kvHeadsPerLayer = perLayer('attention.head_count_kv', headsPerLayer);
+  const numHeads = Math.max(...headsPerLayer);
+  const numKvHeads = Math.max(...kvHeadsPerLayer);
   const tokens = meta['tokenizer.ggml.tokens'];
   const mapping = new Map<string, Mapping>();
   const add = (hfName: string, storeName: string, unpermuteHeads?: number) => {
@@ -188,7 +201,7 @@ function fromGguf(file: string): ModelSource {
   for (let layer = 0; layer < numLayers; layer++) {
     for (const [ggufName, hfName] of Object.entries(GGUF_LAYER_NAMES)) {
       for (const kind of ['weight', 'bias']) {
-        const heads = !known.interleavedRope ? undefined : ggufName === 'attn_q' ? numHeads : ggufName === 'attn_k' ? numKvHeads : undefined;
+        const heads = !known.interleavedRope ? undefined : ggufName === 'attn_q' ? headsPerLayer[layer] : ggufName === 'attn_k' ? kvHeadsPerLayer[layer] : undefined;
         add(`model.layers.${layer}.${hfName}.${kind}`, `blk.${layer}.${ggufName}.${kind}`, heads);
       }
     }
@@ -201,7 +214,7 @@ function fromGguf(file: string): ModelSource {
   const config: ModelConfig = {
     modelType: known.modelType,
     hiddenSize,
-    intermediateSize: num('feed_forward_length'),
+    intermediateSize: Math.max(...perLayer('feed_forward_length')),
     numLayers,
     numHeads,
     numKvHeads,

@@ -27,7 +27,7 @@ tr.baseline td { background: #f3f7fb; }
 .run { border: 1px solid #e4e4e4; border-radius: 6px; padding: 8px 16px 16px; margin: 16px 0; }
 table.settings td, table.settings th { text-align: left; font-size: 12px; }
 code { font-size: 12px; }
-label.toggle { font-size: 12px; color: #444; margin-left: 12px; }
+label.toggle { font-size: 12px; color: #444; }
 `;
 
 /** Shows acc_norm instead of acc in the table where a task reports it. */
@@ -90,7 +90,11 @@ function sparsityCharts(comparison: Comparison): string[] {
     const baseValue = base?.cells[c]!.value;
     const points = [...byMethod.values()].reduce((n, p) => n + p.length, 0) + (baseValue !== undefined ? 1 : 0);
     if (points < 2 || byMethod.size === 0) return;
-    const series: Series[] = [...byMethod].map(([name, pts]) => ({ name, points: pts }));
+    // Unstructured series start from the dense model at sparsity 0; N:M runs stay single points.
+    const series: Series[] = [...byMethod].map(([name, pts]) => ({
+      name,
+      points: baseValue !== undefined && !name.includes(':') ? [[0, baseValue], ...pts] : pts,
+    }));
     const perplexity = column.kind === 'perplexity';
     charts.push(
       lineChart({
@@ -209,7 +213,8 @@ export function buildReportHtml(runs: readonly Run[], generatedAt = new Date()):
 <h2>Results</h2>
 <p class="meta">Differences are against the baseline (perplexity: lower is better; accuracy in percentage points, higher is better).
 Accuracies are lm-evaluation-harness acc; hover a cell for its standard error${limits.length ? ` · items per task: ${esc(limits.join(', '))}` : ''}.
-${hasNorm ? '<label class="toggle"><input type="checkbox" id="show-norm"> show acc_norm where the task reports it</label>' : ''}</p>
+</p>
+${hasNorm ? '<p><label class="toggle"><input type="checkbox" id="show-norm"> show acc_norm instead of acc where the task reports it</label></p>' : ''}
 ${resultsTable(comparison)}
 ${charts.length ? `<h2>Against sparsity</h2><div class="charts">${charts.join('')}</div>` : ''}
 ${pruned.length ? `<h2>Layers, matrices and times</h2>${pruned.map((run) => runSection(run, errors)).join('\n')}` : ''}

@@ -40,30 +40,31 @@ export interface HeatmapSpec {
 }
 
 export function heatmap(spec: HeatmapSpec): string {
-  const cell = 22;
-  const left = 52;
+  const cellW = 36;
+  const cellH = Math.max(12, Math.min(22, Math.floor(540 / Math.max(1, spec.rowLabels.length))));
+  const left = 58;
   const top = 34;
-  const width = left + spec.columnLabels.length * cell + 90;
-  const height = top + spec.rowLabels.length * cell + 10;
+  const width = Math.max(left + spec.columnLabels.length * cellW + 90, left + spec.title.length * 6.4);
+  const height = top + spec.rowLabels.length * cellH + 10;
   const parts: string[] = [];
   parts.push(`<text x="${left}" y="12" font-weight="600">${escapeXml(spec.title)}</text>`);
   spec.columnLabels.forEach((label, c) => {
-    parts.push(`<text x="${left + c * cell + cell / 2}" y="${top - 6}" text-anchor="middle">${escapeXml(label)}</text>`);
+    parts.push(`<text x="${left + c * cellW + cellW / 2}" y="${top - 6}" text-anchor="middle">${escapeXml(label)}</text>`);
   });
   spec.rowLabels.forEach((label, r) => {
-    parts.push(`<text x="${left - 6}" y="${top + r * cell + cell / 2 + 4}" text-anchor="end">${escapeXml(label)}</text>`);
+    parts.push(`<text x="${left - 6}" y="${top + r * cellH + cellH / 2 + 4}" text-anchor="end">${escapeXml(label)}</text>`);
     spec.columnLabels.forEach((column, c) => {
       const value = spec.values[r]?.[c];
       const fill = value === undefined ? '#eee' : viridis(spec.scale(value));
       const tip = `${label} ${column}: ${value === undefined ? 'not pruned' : spec.format(value)}`;
       parts.push(
-        `<rect class="cell" x="${left + c * cell}" y="${top + r * cell}" width="${cell - 1}" height="${cell - 1}" fill="${fill}"><title>${escapeXml(tip)}</title></rect>`,
+        `<rect class="cell" x="${left + c * cellW}" y="${top + r * cellH}" width="${cellW - 1}" height="${cellH - 1}" fill="${fill}"><title>${escapeXml(tip)}</title></rect>`,
       );
     });
   });
   // Colour bar with ticks.
-  const barX = left + spec.columnLabels.length * cell + 16;
-  const barHeight = Math.max(60, spec.rowLabels.length * cell - 2);
+  const barX = left + spec.columnLabels.length * cellW + 16;
+  const barHeight = Math.max(60, spec.rowLabels.length * cellH - 2);
   const steps = 24;
   for (let s = 0; s < steps; s++) {
     parts.push(`<rect x="${barX}" y="${top + barHeight - ((s + 1) * barHeight) / steps}" width="12" height="${barHeight / steps + 0.5}" fill="${viridis((s + 0.5) / steps)}"/>`);
@@ -102,6 +103,20 @@ function niceTicks(min: number, max: number, count: number): number[] {
   return ticks;
 }
 
+/** 1-2-5 ticks per decade between lo and hi (only powers of ten when the range spans many decades). */
+function logTicks(lo: number, hi: number): number[] {
+  const decades = Math.log10(hi / lo);
+  const mantissas = decades > 3 ? [1] : decades > 1 ? [1, 2, 5] : [1, 1.5, 2, 3, 5, 7];
+  const ticks: number[] = [];
+  for (let e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e++) {
+    for (const m of mantissas) {
+      const t = m * 10 ** e;
+      if (t >= lo && t <= hi) ticks.push(t);
+    }
+  }
+  return ticks;
+}
+
 export function lineChart(spec: LineChartSpec): string {
   const width = 560;
   const height = 320;
@@ -126,7 +141,7 @@ export function lineChart(spec: LineChartSpec): string {
     parts.push(`<line x1="${sx(x)}" x2="${sx(x)}" y1="${margin.top}" y2="${margin.top + plotH}" stroke="#eee"/>`);
     parts.push(`<text x="${sx(x)}" y="${margin.top + plotH + 14}" text-anchor="middle">${escapeXml(spec.formatX(x))}</text>`);
   }
-  const yTicks = spec.logY ? niceTicks(yMin, yMax, 5).map((t) => 10 ** t) : niceTicks(yMin, yMax, 5);
+  const yTicks = spec.logY ? logTicks(10 ** yMin, 10 ** yMax) : niceTicks(yMin, yMax, 5);
   for (const y of yTicks) {
     parts.push(`<line x1="${margin.left}" x2="${margin.left + plotW}" y1="${sy(y)}" y2="${sy(y)}" stroke="#eee"/>`);
     parts.push(`<text x="${margin.left - 6}" y="${sy(y) + 4}" text-anchor="end">${escapeXml(spec.formatY(y))}</text>`);

@@ -3,6 +3,7 @@ import { parseCorpusSpec, describeCorpus, evaluationText } from '../../data/corp
 import { resolveDataDir } from '../../data/datadir.js';
 import { perplexity } from '../../eval/perplexity.js';
 import { loadModel } from '../../model/load.js';
+import { peakRssMb } from '../../util/run-info.js';
 import { Progress } from '../progress.js';
 
 export interface EvalArgs {
@@ -35,6 +36,7 @@ export async function evalCommand(args: EvalArgs): Promise<void> {
     dataset: describeCorpus(corpus),
     ...result,
     tokenizeSeconds,
+    peak_rss_mb: peakRssMb(),
     backend: describeBackend(),
   };
   if (args.json) {

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# `npm run bench`: every benchmark, each printing a table and writing JSON under bench/results/.
+# They state the machine, thread count, load average and the OpenBLAS kernel that ran. Speed is
+# measured here, never asserted in tests. Extra arguments go to bench/prune.ts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== GEMM and factorisations through the backend (bench/gemm.ts)"
+node --import tsx bench/gemm.ts
+echo
+echo "== Prefill: Topiary vs PyTorch, and eval's peak memory (bench/prefill.ts)"
+node --import tsx bench/prefill.ts
+echo
+echo "== Pruning: Topiary vs a minimal PyTorch Wanda/SparseGPT on the same windows (bench/prune.ts)"
+node --import tsx bench/prune.ts "$@"
