@@ -14,6 +14,8 @@ import { generateCommand } from './commands/generate.js';
 import { inspectCommand } from './commands/inspect.js';
 import { parseMethodOptions, parseTarget, pruneCommand } from './commands/prune.js';
 import { METHODS } from '../prune/methods/index.js';
+import { isStructuredMethod, STRUCTURED_METHODS } from '../prune/structured/index.js';
+import { pruneStructuredCommand } from './commands/prune-structured.js';
 import type { LinearRole } from '../model/architectures/index.js';
 
 const USAGE = () => `Usage: topiary <command> [options]
@@ -49,6 +51,13 @@ Commands:
       Method options: ria a=0.5 (exponent of the activation norm), perRow=true;
       sparsegpt/apt blocksize=128 damp=0.01 fp64=true.
       Defaults: --calib c4 --nsamples 128 --seqlen min(2048, context) --seed 0.
+  prune --model PATH --method ${STRUCTURED_METHODS.map((m) => m.name).join('|')} --ratio R --out DIR
+        [--calib ...] [--nsamples N] [--seqlen L] [--seed S] [--option KEY=VALUE ...] [--dtype F32|F16]
+      Structured pruning: removes the fraction R of the decoder-layer parameters as whole kv
+      groups (a kv head with its query heads), MLP channels and (comp) layers. Writes a Hugging
+      Face folder when every layer keeps the same shapes and no bias was added, else DIR/model.gguf
+      (per-layer head counts; llama.cpp runs it). Options: flap metric=wifv|ifv|wifn
+      structure=al-am|ul-um; comp layers=0.25 damp=0.01 tune=scales|refit|none.
 
 Common options:
   --threads N    BLAS threads (default: all cores)
@@ -171,6 +180,7 @@ async function run(argv: string[]): Promise<void> {
         method: { type: 'string' },
         sparsity: { type: 'string' },
         pattern: { type: 'string' },
+        ratio: { type: 'string' },
         permute: { type: 'boolean' },
         calib: { type: 'string' },
         nsamples: { type: 'string' },
@@ -186,10 +196,37 @@ async function run(argv: string[]): Promise<void> {
       applyThreads(values.threads);
       const dtype = typeof values.dtype === 'string' ? values.dtype.toUpperCase() : 'F32';
       if (dtype !== 'F32' && dtype !== 'F16' && dtype !== 'BF16') throw new UsageError(`--dtype must be F32, F16 or BF16, got "${dtype}"`);
+      const methodName = required(values.method, '--method');
+      if (isStructuredMethod(methodName)) {
+        if (values.sparsity !== undefined || values.pattern !== undefined) throw new UsageError(`${methodName} is structured: give --ratio R, not --sparsity/--pattern`);
+        if (values.resume === true) throw new UsageError(`${methodName}: structured methods do not checkpoint, so --resume is not available`);
+        if (values.ratio === undefined) throw new UsageError(`${methodName} needs --ratio R (the fraction of decoder parameters to remove)`);
+        await pruneStructuredCommand(
+          {
+            model: required(values.model, '--model'),
+            method: methodName,
+            ratio: number(values.ratio, '--ratio', 0),
+            methodOptions: parseMethodOptions((values.option as string[] | undefined) ?? [], false),
+            calibration: {
+              corpus: typeof values.calib === 'string' ? values.calib : 'c4',
+              nsamples: integer(values.nsamples, '--nsamples', 128),
+              ...(values.seqlen !== undefined ? { seqlen: integer(values.seqlen, '--seqlen', undefined, 2) } : {}),
+              seed: integer(values.seed, '--seed', 0, 0),
+            },
+            ...(typeof values['data-dir'] === 'string' ? { dataDir: values['data-dir'] } : {}),
+            out: required(values.out, '--out'),
+            batchWindows: integer(values['batch-windows'], '--batch-windows', 4),
+            dtype,
+          },
+          values.json === true,
+        );
+        return;
+      }
+      if (values.ratio !== undefined) throw new UsageError(`--ratio is for the structured methods (${STRUCTURED_METHODS.map((m) => m.name).join(', ')})`);
       await pruneCommand(
         {
           model: required(values.model, '--model'),
-          method: required(values.method, '--method'),
+          method: methodName,
           target: parseTarget(values.sparsity, values.pattern),
           methodOptions: parseMethodOptions((values.option as string[] | undefined) ?? [], values.permute === true),
           ...(typeof values.layers === 'string' ? { roles: values.layers.split(',').map((s) => s.trim()) as LinearRole[] } : {}),
@@ -221,6 +258,12 @@ async function run(argv: string[]): Promise<void> {
 function applyThreads(value: unknown): void {
   if (value !== undefined) getBackend().setThreads(integer(value, '--threads'));
 }
+
+// Output piped into `head` and the like: a closed pipe ends the command quietly.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(0);
+  throw error;
+});
 
 run(process.argv.slice(2)).catch((error: unknown) => {
   if (error instanceof TopiaryError) {

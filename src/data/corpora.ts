@@ -58,6 +58,11 @@ export function evaluationText(spec: CorpusSpec, dataDir: string): string {
   }
 }
 
+/** SparseGPT's and Wanda's C4 evaluation stops after 256 windows; other corpora are used whole. */
+export function defaultEvaluationWindows(spec: CorpusSpec): number | undefined {
+  return spec.kind === 'c4' ? 256 : undefined;
+}
+
 export function readTextFile(file: string): string {
   try {
     return fs.readFileSync(file, 'utf8');

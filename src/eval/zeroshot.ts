@@ -19,7 +19,8 @@
  * - Inputs are sorted by length and packed into batches of equal-length windows for one
  *   `finalHidden` call each; shorter inputs are right-padded, which cannot change their hidden
  *   states because attention is causal.
- * - The LM head runs only on the rows that predict continuation tokens, gathered into one GEMM.
+ * - The LM head runs only on the rows that predict continuation tokens, gathered from the whole
+ *   batch (in chunks of 256 rows), and the backend's tokenLogProbs reads just the target entries.
  *
  * Contexts of multi-token choices are recomputed per choice, as in the harness: sharing them needs
  * a prefix (KV) cache the model does not offer.
@@ -61,10 +62,13 @@ interface ScoredInput {
   truncated: boolean;
 }
 
-function modelInput(encoded: EncodedRequest, maxLength: number): ScoredInput | undefined {
-  const { continuation } = encoded;
-  if (continuation.length === 0 || continuation.length > maxLength) return undefined;
-  const all = [...encoded.context, ...continuation];
+/** The model's input for a request, or why it cannot be scored. */
+function modelInput(encoded: EncodedRequest, maxLength: number): ScoredInput | string {
+  const { context, continuation } = encoded;
+  if (context.length === 0) return 'a context has no tokens to predict from';
+  if (continuation.length === 0) return 'a continuation has no tokens of its own';
+  if (continuation.length > maxLength) return `a continuation is longer than the model's context (${maxLength} tokens)`;
+  const all = [...context, ...continuation];
   const window = all.slice(-(maxLength + 1));
   return { input: window.slice(0, -1), continuation, truncated: window.length < all.length };
 }
@@ -80,6 +84,9 @@ function isPrefix(short: readonly number[], long: readonly number[]): boolean {
   for (let i = 0; i < short.length; i++) if (short[i] !== long[i]) return false;
   return true;
 }
+
+/** Rows per LM-head call: 256 × a 49k vocabulary is 50 MB of logits. */
+const HEAD_CHUNK_ROWS = 256;
 
 export interface ScoreOptions {
   /** Upper bound on padded tokens per forward batch (memory and cache size); default 2048. */
@@ -159,19 +166,24 @@ async function scoreInputs(model: CausalLM, inputs: readonly ScoredInput[], opti
       }
     });
     const gathered = new Float32Array(totalRows * d);
+    const targets = new Int32Array(totalRows);
     let row = 0;
     for (const span of spans) {
       gathered.set(hidden.subarray(span.firstRow * d, (span.firstRow + span.rows) * d), row * d);
+      targets.set(inputs[span.request]!.continuation, row);
       row += span.rows;
     }
-    const logits = await model.head(gathered, totalRows);
+    // The head in row chunks, so a big batch never holds a rows × vocab logit matrix at once.
+    const logProbs = new Float64Array(totalRows);
+    for (let first = 0; first < totalRows; first += HEAD_CHUNK_ROWS) {
+      const rows = Math.min(HEAD_CHUNK_ROWS, totalRows - first);
+      const logits = await model.head(gathered.subarray(first * d, (first + rows) * d), rows);
+      await model.backend.tokenLogProbs(logits, targets.subarray(first, first + rows), vocabSize, logProbs.subarray(first, first + rows));
+    }
     row = 0;
     for (const span of spans) {
-      const continuation = inputs[span.request]!.continuation;
       let sum = 0;
-      for (let r = 0; r < span.rows; r++, row++) {
-        sum += logSoftmaxAt(logits.subarray(row * vocabSize, (row + 1) * vocabSize), continuation[r]!);
-      }
+      for (let r = 0; r < span.rows; r++) sum += logProbs[row++]!;
       logLikelihoods[span.request] = sum;
     }
     done += spans.length;
@@ -180,21 +192,12 @@ async function scoreInputs(model: CausalLM, inputs: readonly ScoredInput[], opti
   return { logLikelihoods, stats };
 }
 
-/** log softmax(row)[token], in float64. */
-function logSoftmaxAt(row: Float32Array, token: number): number {
-  let max = -Infinity;
-  for (let j = 0; j < row.length; j++) if (row[j]! > max) max = row[j]!;
-  let sum = 0;
-  for (let j = 0; j < row.length; j++) sum += Math.exp(row[j]! - max);
-  return row[token]! - max - Math.log(sum);
-}
-
 /** Log-likelihood of each (context, continuation) request, tokenized and truncated as the harness does. */
 export async function logLikelihoods(model: CausalLM, requests: readonly TaskRequest[], options: ScoreOptions = {}): Promise<number[]> {
   const maxLength = model.config.maxPositionEmbeddings;
   const inputs = requests.map((request, i) => {
     const input = modelInput(encodeRequest(model.tokenizer, request), maxLength);
-    if (!input) throw new TopiaryError(`request ${i}: its continuation is empty or longer than the model's context (${maxLength} tokens)`);
+    if (typeof input === 'string') throw new TopiaryError(`request ${i} cannot be scored: ${input}`);
     return input;
   });
   return [...(await scoreInputs(model, inputs, options)).logLikelihoods];
@@ -280,13 +283,15 @@ export async function evaluateItems(
   let truncated = 0;
   for (const item of items) {
     const itemInputs = item.requests.map((request) => modelInput(encodeRequest(model.tokenizer, request), maxLength));
-    if (itemInputs.some((input) => input === undefined)) {
-      skipped.push({ index: item.index, reason: `a continuation is empty or longer than the model's context (${maxLength} tokens)` });
+    const problem = itemInputs.find((input): input is string => typeof input === 'string');
+    if (problem !== undefined) {
+      skipped.push({ index: item.index, reason: problem });
       continue;
     }
-    if (itemInputs.some((input) => input!.truncated)) truncated++;
+    const scorable = itemInputs as ScoredInput[];
+    if (scorable.some((input) => input.truncated)) truncated++;
     scoredItems.push(item);
-    inputs.push(...(itemInputs as ScoredInput[]));
+    inputs.push(...scorable);
   }
   const { logLikelihoods: lls, stats } = await scoreInputs(model, inputs, options);
   let offset = 0;

@@ -1,5 +1,5 @@
 import { describeBackend } from '../../backend/index.js';
-import { parseCorpusSpec, describeCorpus, evaluationText } from '../../data/corpora.js';
+import { defaultEvaluationWindows, describeCorpus, evaluationText, parseCorpusSpec } from '../../data/corpora.js';
 import { resolveDataDir } from '../../data/datadir.js';
 import { perplexity } from '../../eval/perplexity.js';
 import { loadModel } from '../../model/load.js';
@@ -26,7 +26,7 @@ export async function evalCommand(args: EvalArgs): Promise<void> {
   const tokenizeSeconds = (performance.now() - tokenizeStart) / 1000;
   const result = await perplexity(model, tokens, {
     seqlen: args.seqlen,
-    ...(args.maxWindows !== undefined ? { maxWindows: args.maxWindows } : {}),
+    maxWindows: args.maxWindows ?? defaultEvaluationWindows(corpus),
     onProgress: (done, total, running) => progress.update(done, total, `ppl ${running.toFixed(3)}`),
   });
   progress.done();

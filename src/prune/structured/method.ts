@@ -1,0 +1,62 @@
+/**
+ * The interface between the structured pipeline and a structured method. The pipeline owns the
+ * layer loop, the statistics of the two inputs that decide what a unit is worth (the attention
+ * output feeding o_proj, the MLP activation feeding down_proj), the choice of how many units each
+ * layer loses, the slicing and the export. A method only (1) scores the units of a layer and
+ * (2) says how the output projections compensate for the removed inputs.
+ */
+import type { Backend } from '../../backend/backend.js';
+import type { DecoderLayer, Linear } from '../../model/decoder.js';
+import type { LinearStats, StatKind } from '../method.js';
+import type { MethodOptions } from '../pipeline.js';
+import type { KeptUnits, LayerGeometry } from './geometry.js';
+
+export interface LayerContext {
+  layer: number;
+  weights: DecoderLayer;
+  geometry: LayerGeometry;
+  /** Statistics of o_proj's input (the attention heads' outputs). Always includes 'moments'. */
+  attention: LinearStats;
+  /** Statistics of down_proj's input (the MLP channels). Always includes 'moments'. */
+  mlp: LinearStats;
+  backend: Backend;
+  options: MethodOptions;
+}
+
+/** Importance of every unit of a layer: higher is kept first. */
+export interface UnitScores {
+  groups: Float64Array;
+  channels: Float64Array;
+}
+
+/** One output projection after compensation, and what the compensation did (for topiary.json). */
+export interface Compensated {
+  linear: Linear;
+  report: Record<string, number | string>;
+}
+
+export interface StructuredMethod {
+  readonly name: string;
+  readonly description: string;
+  readonly optionNames: readonly string[];
+  /** Statistics needed on the o_proj / down_proj inputs beyond 'moments' (which is always gathered). */
+  needs(options: MethodOptions): readonly StatKind[];
+  /**
+   * 'global': every layer is scored on the dense model first and the units of all layers compete
+   * for the budget (scores must then compare across layers); 'uniform': every layer loses the same
+   * share, each layer scored on the inputs produced by the already-pruned layers before it.
+   */
+  allocation(options: MethodOptions): 'global' | 'uniform';
+  /** Share of the target removed by dropping whole layers (COMP's coarse stage), 0 for none. */
+  layerShare(options: MethodOptions): number;
+  /** Null if the options are valid, else why not. */
+  invalidOptions(options: MethodOptions): string | null;
+  score(context: LayerContext): Promise<UnitScores>;
+  /**
+   * o_proj or down_proj restricted to the `kept` input columns, compensated for the removed ones.
+   * Called only when something was removed from that projection's input.
+   */
+  compensate(context: LayerContext, projection: 'o' | 'down', kept: readonly number[]): Promise<Compensated>;
+}
+
+export type { KeptUnits };

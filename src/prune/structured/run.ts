@@ -1,0 +1,154 @@
+/**
+ * Structured `prune` as a library call: load the model, refuse impossible requests, draw the
+ * calibration windows, run the structured pipeline, export the smaller model and write
+ * topiary.json. The export is a Hugging Face folder when every layer keeps the same shapes and no
+ * bias was added (transformers' LlamaConfig has neither per-layer sizes nor an o/down-only bias),
+ * otherwise DIR/model.gguf, which llama.cpp runs (see src/export/gguf-writer.ts).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { drawCalibration } from '../../data/calibration.js';
+import { describeCorpus, parseCorpusSpec } from '../../data/corpora.js';
+import { resolveDataDir } from '../../data/datadir.js';
+import { exportGguf } from '../../export/gguf-writer.js';
+import { exportHfFolder, type ExportDtype } from '../../export/hf-folder.js';
+import { CausalLM } from '../../model/decoder.js';
+import { loadModel } from '../../model/load.js';
+import { writeFileAtomic } from '../../util/atomic.js';
+import { UsageError } from '../../util/errors.js';
+import { environmentInfo, peakRssMb } from '../../util/run-info.js';
+import type { MethodOptions } from '../pipeline.js';
+import { structuredMethodByName } from './index.js';
+import { pruneStructured, type StructuredEvent } from './pipeline.js';
+import { prunedSource } from './pruned-source.js';
+
+export interface StructuredPruneSettings {
+  model: string;
+  method: string;
+  ratio: number;
+  methodOptions: MethodOptions;
+  calibration: { corpus: string; nsamples: number; seqlen?: number; seed: number };
+  dataDir?: string;
+  out: string;
+  batchWindows?: number;
+  /** F32 (default) or F16 weights; BF16 is written as F16 in GGUF. */
+  dtype?: ExportDtype;
+  onEvent?: (event: StructuredEvent | { kind: 'calibration'; windows: number; notes: string[] }) => void;
+}
+
+export interface StructuredSummary {
+  method: string;
+  ratio: number;
+  achievedRatio: number;
+  paramsBefore: number;
+  paramsAfter: number;
+  layersRemoved: number;
+  format: 'safetensors' | 'gguf';
+  seconds: number;
+  peak_rss_mb: number;
+  out: string;
+  bytes: number;
+}
+
+export function validateStructuredRequest(methodName: string, ratio: number, options: MethodOptions): void {
+  const method = structuredMethodByName(methodName);
+  if (!(ratio >= 0 && ratio < 1)) throw new UsageError(`--ratio must be a number in [0, 1), got ${ratio}`);
+  const unknown = Object.keys(options).filter((key) => !method.optionNames.includes(key));
+  if (unknown.length > 0) {
+    const accepted = method.optionNames.length > 0 ? `it accepts ${method.optionNames.join(', ')}` : 'it takes no options';
+    throw new UsageError(`${method.name} does not understand ${unknown.map((key) => `"${key}"`).join(', ')} (${accepted})`);
+  }
+  const reason = method.invalidOptions(options);
+  if (reason) throw new UsageError(`${method.name}: ${reason}`);
+}
+
+export async function pruneModelStructured(settings: StructuredPruneSettings): Promise<StructuredSummary> {
+  const started = performance.now();
+  validateStructuredRequest(settings.method, settings.ratio, settings.methodOptions);
+  const method = structuredMethodByName(settings.method);
+  const corpus = parseCorpusSpec(settings.calibration.corpus);
+  const model = await loadModel(settings.model);
+  const seqlen = settings.calibration.seqlen ?? Math.min(2048, model.config.maxPositionEmbeddings);
+  if (seqlen > model.config.maxPositionEmbeddings) {
+    throw new UsageError(`--seqlen ${seqlen} exceeds the model's context (${model.config.maxPositionEmbeddings})`);
+  }
+  const dataDir = corpus.kind === 'text' ? '' : resolveDataDir(settings.dataDir);
+  const calibrationSettings = { corpus: describeCorpus(corpus), nsamples: settings.calibration.nsamples, seqlen, seed: settings.calibration.seed };
+  const calibration = drawCalibration(model.tokenizer, { ...calibrationSettings, corpus }, dataDir);
+  settings.onEvent?.({ kind: 'calibration', windows: calibration.windows.length, notes: calibration.notes });
+  const batchWindows = settings.batchWindows ?? 4;
+
+  const result = await pruneStructured(model, calibration.windows, {
+    method,
+    ratio: settings.ratio,
+    methodOptions: settings.methodOptions,
+    batchWindows,
+    ...(settings.onEvent ? { onEvent: settings.onEvent } : {}),
+  });
+
+  const out = path.resolve(settings.out);
+  fs.mkdirSync(out, { recursive: true });
+  const smaller = new CausalLM(prunedSource(model.source, model.spec, result.keptLayers, result.pruned), model.spec, model.backend);
+  const layers = [...result.pruned.values()];
+  const first = layers[0]!.linears;
+  const uniform = layers.every(
+    (l) => l.linears.q.outFeatures === first.q.outFeatures && l.linears.k.outFeatures === first.k.outFeatures && l.linears.gate.outFeatures === first.gate.outFeatures,
+  );
+  const hasAddedBias = layers.some((l) => Object.values(l.linears).some((lin) => lin.bias));
+  const dtype = settings.dtype ?? 'F32';
+  let format: StructuredSummary['format'];
+  let files: string[];
+  if (uniform && !hasAddedBias) {
+    format = 'safetensors';
+    files = exportHfFolder(smaller, out, { dtype, override: () => undefined }).files;
+  } else {
+    format = 'gguf';
+    const file = path.join(out, 'model.gguf');
+    exportGguf(smaller, file, { dtype: dtype === 'F32' ? 'F32' : 'F16', name: `${path.basename(settings.model)} ${method.name} ${settings.ratio}` });
+    files = [file];
+  }
+  const bytes = files.reduce((sum, file) => sum + fs.statSync(file).size, 0);
+
+  const summary: StructuredSummary = {
+    method: method.name,
+    ratio: settings.ratio,
+    achievedRatio: result.achievedRatio,
+    paramsBefore: result.paramsBefore,
+    paramsAfter: result.paramsAfter,
+    layersRemoved: model.numLayers - result.keptLayers.length,
+    format,
+    seconds: (performance.now() - started) / 1000,
+    peak_rss_mb: peakRssMb(),
+    out,
+    bytes,
+  };
+  const record = {
+    command: 'prune',
+    structured: true,
+    summary,
+    settings: {
+      model: path.resolve(settings.model),
+      method: method.name,
+      ratio: settings.ratio,
+      ratioDefinition: 'fraction of the parameters of the decoder layers (projections, norms, biases) removed; embeddings and head untouched',
+      methodOptions: settings.methodOptions,
+      calibration: calibrationSettings,
+      batchWindows,
+      dtype: format === 'gguf' && dtype !== 'F32' ? 'F16' : dtype,
+    },
+    calibration: {
+      windows: calibration.windows.length,
+      notes: calibration.notes,
+      documents: calibration.documents,
+      documentsLongerThanWindow: calibration.longDocuments,
+      corpusTokens: calibration.corpusTokens,
+    },
+    environment: environmentInfo(model.backend),
+    output: { format, files: files.map((file) => path.basename(file)), bytes },
+    keptLayers: result.keptLayers,
+    layers: result.outcomes,
+  };
+  writeFileAtomic(path.join(out, 'topiary.json'), (tmp) => fs.writeFileSync(tmp, JSON.stringify(record, null, 1) + '\n'));
+  model.source.close();
+  return summary;
+}
