@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { openGguf } from '../src/formats/gguf.js';
 import { GGML_TYPES, dequantize } from '../src/formats/ggml-quants.js';
 import { TopiaryError } from '../src/util/errors.js';
-import { repoRoot, smolLM2Path, tempDir } from './helpers.js';
+import { assertTopiaryError, repoRoot, smolLM2Path, tempDir } from './helpers.js';
 
 const fixtures = path.join(repoRoot, 'test', 'fixtures', 'formats');
 
@@ -145,15 +145,6 @@ class GgufBuilder {
     fs.writeFileSync(file, Buffer.concat(this.parts));
     return file;
   }
-}
-
-function assertTopiaryError(fn: () => unknown, file: string, pattern: RegExp): void {
-  assert.throws(fn, (error: unknown) => {
-    assert.ok(error instanceof TopiaryError, `expected a TopiaryError, got ${String(error)}`);
-    assert.ok(error.message.startsWith(`${file}: `), `message names the file: ${error.message}`);
-    assert.match(error.message, pattern);
-    return true;
-  });
 }
 
 test('bad GGUF input gives one clear TopiaryError naming the file', () => {

@@ -5,20 +5,11 @@ import * as path from 'node:path';
 import { openLlama2c } from '../src/formats/llama2c.js';
 import { openTensors } from '../src/formats/open.js';
 import { TopiaryError } from '../src/util/errors.js';
-import { tempDir, testDataDir } from './helpers.js';
+import { assertTopiaryError, tempDir, testDataDir } from './helpers.js';
 
 const modelDir = path.join(testDataDir, 'models', 'stories260K');
 const legacyFile = path.join(modelDir, 'checkpoint_legacy.bin');
 const v1File = path.join(modelDir, 'checkpoint_v1.bin');
-
-function assertTopiaryError(fn: () => unknown, file: string, pattern: RegExp): void {
-  assert.throws(fn, (error: unknown) => {
-    assert.ok(error instanceof TopiaryError, `expected a TopiaryError, got ${String(error)}`);
-    assert.ok(error.message.startsWith(`${file}: `), `message names the file: ${error.message}`);
-    assert.match(error.message, pattern);
-    return true;
-  });
-}
 
 test('stories260K: legacy and version-1 files hold identical tensors', () => {
   const legacy = openLlama2c(legacyFile);

@@ -7,7 +7,7 @@ import { openSafetensors, writeSafetensors, type TensorToWrite } from '../src/fo
 import { openTensors } from '../src/formats/open.js';
 import { TopiaryError } from '../src/util/errors.js';
 import { createRng } from '../src/util/random.js';
-import { repoRoot, tempDir } from './helpers.js';
+import { assertTopiaryError, repoRoot, tempDir } from './helpers.js';
 
 const fixtures = path.join(repoRoot, 'test', 'fixtures', 'formats');
 
@@ -25,15 +25,6 @@ const pythonFixture: { metadata: Record<string, string>; tensors: PythonTensor[]
 
 const fromBits = (bits: number[]) => new Float32Array(new Uint32Array(bits).buffer);
 const toBits = (values: Float32Array) => [...new Uint32Array(values.buffer, values.byteOffset, values.length)];
-
-function assertTopiaryError(fn: () => unknown, file: string, pattern: RegExp): void {
-  assert.throws(fn, (error: unknown) => {
-    assert.ok(error instanceof TopiaryError, `expected a TopiaryError, got ${String(error)}`);
-    assert.ok(error.message.startsWith(`${file}: `), `message names the file: ${error.message}`);
-    assert.match(error.message, pattern);
-    return true;
-  });
-}
 
 /** A safetensors file from a literal header object and data-area size (for headers that lie). */
 function writeRaw(file: string, header: unknown, dataBytes: number, headerText = JSON.stringify(header)): string {

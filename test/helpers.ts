@@ -1,9 +1,11 @@
 /** Shared test helpers: where the data and models are, and running the CLI as a user would. */
+import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { TopiaryError } from '../src/util/errors.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -36,4 +38,14 @@ export function runCli(args: string[], env: Record<string, string> = {}): CliRes
     timeout: 600_000,
   });
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+/** Asserts that `fn` throws a TopiaryError whose message starts with `file: ` and matches `pattern`. */
+export function assertTopiaryError(fn: () => unknown, file: string, pattern: RegExp): void {
+  assert.throws(fn, (error: unknown) => {
+    assert.ok(error instanceof TopiaryError, `expected a TopiaryError, got ${String(error)}`);
+    assert.ok(error.message.startsWith(`${file}: `), `message names the file: ${error.message}`);
+    assert.match(error.message, pattern);
+    return true;
+  });
 }
