@@ -49,7 +49,7 @@ interface Cell {
   permute: boolean;
 }
 const GRID: Cell[] = [];
-for (const method of ['magnitude', 'wanda', 'sparsegpt', 'ria', 'apt']) {
+for (const method of ['wanda', 'ria', 'sparsegpt', 'magnitude', 'apt']) {
   for (const target of (values.targets ?? '0.5,2:4,4:8').split(',')) {
     GRID.push({ method, target, permute: false });
     if ((method === 'wanda' || method === 'ria') && target !== '0.5') GRID.push({ method, target, permute: true });

@@ -21,11 +21,6 @@ function l2(values: ArrayLike<number>): number {
   return Math.sqrt(sum);
 }
 
-/** The projection without the removed input columns, nothing added. */
-export function dropColumns(lin: Linear, kept: readonly number[]): Linear {
-  return selectColumns(lin, kept);
-}
-
 /**
  * FLAP: the removed inputs are replaced by their calibration means, which is a constant the bias
  * absorbs: b += W[:, removed] · mean(X_removed).

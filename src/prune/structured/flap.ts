@@ -11,7 +11,6 @@
  * model (as in the authors' code), and each removed channel's mean is folded into the bias.
  * Variance is the unbiased sample variance over all calibration tokens.
  */
-import { UsageError } from '../../util/errors.js';
 import { biasCompensation } from './compensation.js';
 import type { LayerContext, StructuredMethod } from './method.js';
 import { columnSums, groupScores, standardize } from './scores.js';
@@ -56,7 +55,6 @@ export const flap: StructuredMethod = {
   },
   async score(context) {
     const metric = option(context.options, 'metric', 'wifv');
-    if (!(METRICS as readonly string[]).includes(metric)) throw new UsageError(`flap: unknown metric "${metric}"`);
     const attention = standardize(channelMetric(context, 'o', metric));
     return { groups: groupScores(context.geometry, attention, 'mean'), channels: standardize(channelMetric(context, 'down', metric)) };
   },

@@ -3,8 +3,7 @@
  * k, v rows and o columns; an MLP channel: its gate and up rows and down column). No calibration
  * statistics decide anything; no compensation. Every layer loses the same share.
  */
-import { dropColumns } from './compensation.js';
-import { groupChannels } from './geometry.js';
+import { groupChannels, selectColumns } from './geometry.js';
 import type { StructuredMethod } from './method.js';
 import { columnSums, rowSums } from './scores.js';
 
@@ -35,6 +34,6 @@ export const magnitudeSp: StructuredMethod = {
     return { groups, channels };
   },
   async compensate({ weights }, projection, kept) {
-    return { linear: dropColumns(weights.linears[projection], kept), report: {} };
+    return { linear: selectColumns(weights.linears[projection], kept), report: {} };
   },
 };

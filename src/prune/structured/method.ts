@@ -9,7 +9,7 @@ import type { Backend } from '../../backend/backend.js';
 import type { DecoderLayer, Linear } from '../../model/decoder.js';
 import type { LinearStats, StatKind } from '../method.js';
 import type { MethodOptions } from '../pipeline.js';
-import type { KeptUnits, LayerGeometry } from './geometry.js';
+import type { LayerGeometry } from './geometry.js';
 
 export interface LayerContext {
   layer: number;
@@ -58,5 +58,3 @@ export interface StructuredMethod {
    */
   compensate(context: LayerContext, projection: 'o' | 'down', kept: readonly number[]): Promise<Compensated>;
 }
-
-export type { KeptUnits };

@@ -20,8 +20,8 @@ import type { CausalLM, DecoderLayer, Linear } from '../../model/decoder.js';
 import { StatsAccumulator } from '../stats.js';
 import type { LinearStats, StatKind } from '../method.js';
 import type { MethodOptions } from '../pipeline.js';
-import { biasCompensation, dropColumns } from './compensation.js';
-import { keptAttentionChannels, layerGeometry, layerParams, linearParams, shrinkLayer, type KeptUnits } from './geometry.js';
+import { biasCompensation } from './compensation.js';
+import { keptAttentionChannels, layerGeometry, layerParams, linearParams, selectColumns, shrinkLayer, type KeptUnits, type LayerGeometry } from './geometry.js';
 import type { Compensated, LayerContext, StructuredMethod, UnitScores } from './method.js';
 import { selectGlobal, selectUniform } from './select.js';
 
@@ -75,6 +75,13 @@ function sourceLayerParams(model: CausalLM, layer: number): number {
     .tensorNames()
     .filter((name) => name.startsWith(prefix))
     .reduce((sum, name) => sum + model.source.shape(name).reduce((a, b) => a * b, 1), 0);
+}
+
+/** A layer's geometry from the source's tensor shapes (no weights read). */
+function sourceGeometry(model: CausalLM, layer: number): LayerGeometry {
+  const rows = (role: 'q' | 'k' | 'gate') => model.source.shape(`${model.linearName(layer, role)}.weight`)[0]!;
+  const { hiddenSize: hidden, headDim } = model.config;
+  return { hidden, headDim, groups: rows('k') / headDim, groupSize: rows('q') / rows('k'), channels: rows('gate') };
 }
 
 function cosineRows(a: Float32Array, b: Float32Array, rows: number, cols: number): number {
@@ -205,7 +212,7 @@ export async function pruneStructured(model: CausalLM, windows: readonly (readon
         compensation[projection] = result.report;
       }
       const stats = projection === 'o' ? context.attention : context.mlp;
-      const variants = [dropColumns(lin, cols), biasCompensation(lin, cols, stats).linear, outputs[projection]];
+      const variants = [selectColumns(lin, cols), biasCompensation(lin, cols, stats).linear, outputs[projection]];
       meters[projection] = new ErrorMeter(lin, cols, variants);
     }
     const pruned = shrinkLayer(dense, g, kept, outputs);
@@ -250,7 +257,7 @@ export async function pruneStructured(model: CausalLM, windows: readonly (readon
 
   if (method.allocation(methodOptions) === 'global') {
     embedAll();
-    const candidates: { layer: number; stats: { attention: LinearStats; mlp: LinearStats }; scores: UnitScores; geometry: ReturnType<typeof layerGeometry> }[] = [];
+    const candidates: { layer: number; stats: { attention: LinearStats; mlp: LinearStats }; scores: UnitScores; geometry: LayerGeometry }[] = [];
     for (let layer = 0; layer < numLayers; layer++) {
       const dense = model.layer(layer);
       const stats = await gatherStats(layer, dense, true);
@@ -291,12 +298,7 @@ export async function pruneStructured(model: CausalLM, windows: readonly (readon
     }
     const droppedParams = [...dropped].reduce((sum, layer) => sum + paramsPerLayer[layer]!, 0);
     let keptLinear = 0;
-    for (let layer = 0; layer < numLayers; layer++) {
-      if (dropped.has(layer)) continue;
-      const shapes = (role: 'q' | 'k' | 'gate') => model.source.shape(`${model.linearName(layer, role)}.weight`);
-      const g = { hidden: d, headDim: model.config.headDim, groups: shapes('k')[0]! / model.config.headDim, groupSize: shapes('q')[0]! / shapes('k')[0]!, channels: shapes('gate')[0]! };
-      keptLinear += linearParams(g);
-    }
+    for (let layer = 0; layer < numLayers; layer++) if (!dropped.has(layer)) keptLinear += linearParams(sourceGeometry(model, layer));
     const layerRatio = Math.min(0.999, Math.max(0, (ratio * paramsBefore - droppedParams) / Math.max(keptLinear, 1)));
     embedAll();
     for (let layer = 0; layer < numLayers; layer++) {

@@ -4,7 +4,7 @@
  * sum over its channels. Every layer loses the same share, each layer scored on the inputs of the
  * already-pruned layers before it (as the paper's code does); no compensation.
  */
-import { dropColumns } from './compensation.js';
+import { selectColumns } from './geometry.js';
 import type { LayerContext, StructuredMethod } from './method.js';
 import { columnSums, groupScores } from './scores.js';
 
@@ -27,6 +27,6 @@ export const wandaSp: StructuredMethod = {
     return { groups: groupScores(context.geometry, wandaColumnScores(context, 'o'), 'sum'), channels: wandaColumnScores(context, 'down') };
   },
   async compensate({ weights }, projection, kept) {
-    return { linear: dropColumns(weights.linears[projection], kept), report: {} };
+    return { linear: selectColumns(weights.linears[projection], kept), report: {} };
   },
 };
