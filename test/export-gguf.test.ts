@@ -5,6 +5,7 @@
  * per-layer head counts and o/down biases — agreeing with Topiary's logits and NLL.
  */
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import type { Token } from 'node-llama-cpp';
@@ -150,7 +151,11 @@ test('llama.cpp runs the dense SmolLM2 re-exported as F32 GGUF and agrees with T
   const file = path.join(tempDir(), 'smol-dense.gguf');
   exportGguf(model, file, { dtype: 'F32' });
   const tokens = model.tokenizer.encode(' = Robert Boulter = Robert Boulter is an English film, television and theatre actor. He had a guest-starring role').slice(0, 24);
-  await assertLlamaCppAgrees(lib, file, tokens);
+  try {
+    await assertLlamaCppAgrees(lib, file, tokens);
+  } finally {
+    fs.rmSync(file, { force: true });
+  }
 });
 
 test('llama.cpp runs a FLAP-pruned SmolLM2 (per-layer heads and widths, o/down biases) and agrees with Topiary', { skip }, async (t) => {
@@ -163,5 +168,9 @@ test('llama.cpp runs a FLAP-pruned SmolLM2 (per-layer heads and widths, o/down b
   const file = path.join(tempDir(), 'smol-flap.gguf');
   assert.equal(exportGguf(smaller, file, { dtype: 'F16' }).architecture, 'deci');
   const tokens = model.tokenizer.encode(' The game began development in 2010 , carrying over a large portion of the work done on Valkyria Chronicles II').slice(0, 24);
-  await assertLlamaCppAgrees(lib, file, tokens);
+  try {
+    await assertLlamaCppAgrees(lib, file, tokens);
+  } finally {
+    fs.rmSync(file, { force: true });
+  }
 });
