@@ -5,7 +5,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openGguf } from '../src/formats/gguf.js';
 import { GGML_TYPES, dequantize } from '../src/formats/ggml-quants.js';
-import { TopiaryError } from '../src/util/errors.js';
 import { assertTopiaryError, repoRoot, smolLM2Path, tempDir } from './helpers.js';
 
 const fixtures = path.join(repoRoot, 'test', 'fixtures', 'formats');

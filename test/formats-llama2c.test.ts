@@ -4,7 +4,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openLlama2c } from '../src/formats/llama2c.js';
 import { openTensors } from '../src/formats/open.js';
-import { TopiaryError } from '../src/util/errors.js';
 import { assertTopiaryError, tempDir, testDataDir } from './helpers.js';
 
 const modelDir = path.join(testDataDir, 'models', 'stories260K');

@@ -5,7 +5,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openSafetensors, writeSafetensors, type TensorToWrite } from '../src/formats/safetensors.js';
 import { openTensors } from '../src/formats/open.js';
-import { TopiaryError } from '../src/util/errors.js';
 import { createRng } from '../src/util/random.js';
 import { assertTopiaryError, repoRoot, tempDir } from './helpers.js';
 
