@@ -13,10 +13,14 @@
  * function, tokenizer and settings, hence the same windows.
  *
  *   node --import tsx bench/prune.ts [MODEL] [--nsamples 128] [--seqlen 2048] [--seed 0]
- *        [--eval-seqlen 2048] [--max-windows 8] [--all] [--keep] [--work DIR]
+ *        [--eval-seqlen 2048] [--max-windows 8] [--threads N] [--all] [--keep] [--work DIR]
  *
  * MODEL defaults to SmolLM2-135M (scripts/fetch-smollm2.sh). Sequence lengths default to
- * min(2048, the model's context). --all adds Topiary-only rows for magnitude, ria and apt.
+ * min(2048, the model's context). --threads N gives both sides N threads (default: each its own
+ * default, all cores). PyTorch runs with OMP_WAIT_POLICY=PASSIVE unless the caller sets it: with
+ * OpenMP's default spin-waiting, torch on cores shared with other jobs ran 30-50× slower (measured
+ * on the 2-core machine at load 7-10), which would flatter Topiary. --all adds Topiary-only rows
+ * for magnitude, ria and apt.
  * Writes bench/results/prune.json (or --results FILE).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -39,6 +43,7 @@ const { values, positionals } = parseArgs({
     seed: { type: 'string', default: '0' },
     'eval-seqlen': { type: 'string' },
     'max-windows': { type: 'string', default: '8' },
+    threads: { type: 'string' },
     all: { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
     work: { type: 'string' },
@@ -50,6 +55,8 @@ const modelPath = positionals[0] ?? execFileSync('bash', [path.join(root, 'scrip
 const nsamples = Number(values.nsamples);
 const seed = Number(values.seed);
 const maxWindows = Number(values['max-windows']);
+const threadFlags = values.threads === undefined ? [] : ['--threads', values.threads];
+const torchEnvironment = { ...process.env, OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? 'PASSIVE' };
 const workDir = values.work ?? fs.mkdtempSync(path.join(os.tmpdir(), 'topiary-bench-prune-'));
 fs.mkdirSync(workDir, { recursive: true });
 
@@ -75,10 +82,10 @@ interface ProcessRun {
 }
 
 /** Runs a child process that prints one JSON object as its last stdout line. */
-function runJson(command: string, args: string[]): ProcessRun {
+function runJson(command: string, args: string[], env = process.env): ProcessRun {
   const loadAverage1min = Number(os.loadavg()[0]!.toFixed(2));
   const started = performance.now();
-  const result = spawnSync(command, args, { cwd: root, encoding: 'utf8', maxBuffer: 1 << 26 });
+  const result = spawnSync(command, args, { cwd: root, env, encoding: 'utf8', maxBuffer: 1 << 26 });
   const wallSeconds = (performance.now() - started) / 1000;
   if (result.status !== 0) throw new Error(`${command} ${args.join(' ')} failed:\n${result.stderr}`);
   const lastLine = result.stdout.trim().split('\n').at(-1)!;
@@ -89,11 +96,11 @@ const topiary = (...args: string[]) => runJson(process.execPath, ['--import', 't
 
 function topiaryPrune(model: string, method: string, flags: string[], out: string, calibrationSeqlen: number, samples = nsamples): ProcessRun {
   const calibration = ['--calib', 'c4', '--nsamples', String(samples), '--seqlen', String(calibrationSeqlen), '--seed', String(seed)];
-  return topiary('prune', '--model', model, '--method', method, ...flags, ...calibration, '--out', out, '--json');
+  return topiary('prune', '--model', model, '--method', method, ...flags, ...calibration, ...threadFlags, '--out', out, '--json');
 }
 
 function perplexity(model: string, evalSeqlen: number): number {
-  const run = topiary('eval', '--model', model, '--dataset', 'wikitext2', '--seqlen', String(evalSeqlen), '--max-windows', String(maxWindows), '--json');
+  const run = topiary('eval', '--model', model, '--dataset', 'wikitext2', '--seqlen', String(evalSeqlen), '--max-windows', String(maxWindows), ...threadFlags, '--json');
   return run.report.perplexity as number;
 }
 
@@ -144,7 +151,7 @@ for (const method of COMPARED_METHODS) {
     process.stderr.write(` ${ours.seconds.toFixed(1)} s; pytorch…`);
     const torchScript = path.join(root, 'bench', 'torch_prune.py');
     const theirs = pruneAndEvaluate(
-      (out) => runJson('python3', [torchScript, denseDir, windowsFile, '--method', method, ...target.flags, '--out', out]),
+      (out) => runJson('python3', [torchScript, denseDir, windowsFile, '--method', method, ...target.flags, ...threadFlags, '--out', out], torchEnvironment),
       path.join(workDir, `torch-${name}`),
       evalSeqlen,
     );
@@ -199,6 +206,8 @@ const results = {
   benchmark: 'prune',
   model: path.resolve(modelPath),
   calibration: { corpus: 'c4', nsamples, seqlen, seed, notes: calibration.notes },
+  threads: values.threads ?? 'each side its default',
+  torchOmpWaitPolicy: torchEnvironment.OMP_WAIT_POLICY,
   evaluation: { dataset: 'wikitext2', seqlen: evalSeqlen, maxWindows, densePerplexity, denseCopyPerplexity },
   machine,
   loadAverage1minAtEnd: Number(os.loadavg()[0]!.toFixed(2)),

@@ -142,12 +142,38 @@ MULTIVERSION static double log_sum_exp(const float *row, blasint count) {
 
 /* ---------- the operations (run on a worker thread or inline) ---------- */
 
+/*
+ * One row times a matrix (decoding a token): a matrix-vector product. OpenBLAS 0.3.21's sgemm
+ * copies B into its packed layout even for one row, which more than doubles the memory traffic of
+ * a product that is nothing but a stream over B; gemv reads B once. Its row of A is strided when A
+ * is transposed. BLAS gemv may read y when beta is 0, so y is cleared first (gemm's contract).
+ */
+static void run_gemv_row(Job *job, blasint n, blasint k, bool trans_a, bool trans_b, double alpha, double beta,
+                         blasint lda, blasint ldb) {
+  const blasint incx = trans_a ? lda : 1;
+  /* op(B) = B (stored k×n) multiplies x from the left: y = Bᵀx; op(B) = Bᵀ (stored n×k): y = Bx. */
+  const enum CBLAS_TRANSPOSE trans = trans_b ? CblasNoTrans : CblasTrans;
+  const blasint rows = trans_b ? n : k, cols = trans_b ? k : n;
+  if (job->fp64) {
+    if (beta == 0) memset(job->data[2], 0, sizeof(double) * (size_t)n);
+    cblas_dgemv(CblasRowMajor, trans, rows, cols, alpha, job->data[1], ldb, job->data[0], incx, beta, job->data[2], 1);
+  } else {
+    if (beta == 0) memset(job->data[2], 0, sizeof(float) * (size_t)n);
+    cblas_sgemv(CblasRowMajor, trans, rows, cols, (float)alpha, job->data[1], ldb, job->data[0], incx, (float)beta,
+                job->data[2], 1);
+  }
+}
+
 static void run_gemm(Job *job) {
   const blasint m = ARG_INT(job, 0), n = ARG_INT(job, 1), k = ARG_INT(job, 2);
   const enum CBLAS_TRANSPOSE ta = job->args[3] ? CblasTrans : CblasNoTrans;
   const enum CBLAS_TRANSPOSE tb = job->args[4] ? CblasTrans : CblasNoTrans;
   const double alpha = job->args[5], beta = job->args[6];
   const blasint lda = ARG_INT(job, 7), ldb = ARG_INT(job, 8), ldc = ARG_INT(job, 9);
+  if (m == 1 && k > 0) {
+    run_gemv_row(job, n, k, ta == CblasTrans, tb == CblasTrans, alpha, beta, lda, ldb);
+    return;
+  }
   if (job->fp64)
     cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, job->data[0], lda, job->data[1], ldb, beta, job->data[2], ldc);
   else
@@ -206,14 +232,16 @@ static void run_triangular_solve(Job *job) {
 }
 
 static double attention_flops(const Job *job) {
-  /* two products of 2·seqLen·seqLen·headDim per window and head, each about half done (causal) */
-  return job->args[0] * job->args[2] * job->args[1] * job->args[1] * job->args[4];
+  /* per window and head: seqLen query rows × (past + seqLen/2) visible keys on average × 2·headDim */
+  const double seq_len = job->args[1], past = job->args[6];
+  return job->args[0] * job->args[2] * seq_len * (2.0 * past + seq_len) * job->args[4];
 }
 
 /*
  * Causal attention. Work is split into tasks of (window, head, block of ATTENTION_BLOCK query
- * rows): scores = scale·Q[r0:r1]·K[0:r1]ᵀ (keys after the block's last row are never touched),
- * causal softmax per row, out[r0:r1] = P·V[0:r1], heads being strided views into the packed rows.
+ * rows): scores = scale·Q[r0:r1]·K[0:past+r1]ᵀ (keys after the block's last row are never touched),
+ * causal softmax per row, out[r0:r1] = P·V[0:past+r1], heads being strided views into the packed
+ * rows. `past` keys precede the queries (a KV cache): query row i sits at position past + i.
  * These GEMMs are too small for OpenBLAS's own threading to pay off, so the tasks are spread over
  * our threads instead (latest, largest query blocks first) with OpenBLAS single-threaded
  * meanwhile; nothing else calls BLAS while a job runs.
@@ -223,7 +251,7 @@ static double attention_flops(const Job *job) {
 typedef struct {
   const float *q, *k, *v;
   float *out;
-  blasint seq_len, num_heads, head_dim, q_width, kv_width, heads_per_kv, q_blocks;
+  blasint seq_len, past, num_heads, head_dim, q_width, kv_width, heads_per_kv, q_blocks;
   long pairs, tasks;
   float scale;
   atomic_long next;
@@ -235,18 +263,19 @@ static void attention_task(const AttentionPlan *plan, long task, float *scores) 
   const blasint q_block = plan->q_blocks - 1 - (blasint)(task / plan->pairs);
   const blasint window = (blasint)(pair / plan->num_heads), head = (blasint)(pair % plan->num_heads);
   const size_t window_row = (size_t)window * plan->seq_len;
+  const size_t window_key_row = (size_t)window * (plan->past + plan->seq_len);
   const float *q = plan->q + window_row * plan->q_width + (size_t)head * hd;
-  const float *k = plan->k + window_row * plan->kv_width + (size_t)(head / plan->heads_per_kv) * hd;
-  const float *v = plan->v + window_row * plan->kv_width + (size_t)(head / plan->heads_per_kv) * hd;
+  const float *k = plan->k + window_key_row * plan->kv_width + (size_t)(head / plan->heads_per_kv) * hd;
+  const float *v = plan->v + window_key_row * plan->kv_width + (size_t)(head / plan->heads_per_kv) * hd;
   float *out = plan->out + window_row * plan->q_width + (size_t)head * hd;
   const blasint r0 = q_block * ATTENTION_BLOCK;
   const blasint rows = r0 + ATTENTION_BLOCK <= plan->seq_len ? ATTENTION_BLOCK : plan->seq_len - r0;
-  const blasint keys = r0 + rows; /* also the leading dimension of `scores` */
+  const blasint keys = plan->past + r0 + rows; /* also the leading dimension of `scores` */
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, plan->scale, q + (size_t)r0 * plan->q_width,
               plan->q_width, k, plan->kv_width, 0.0f, scores, keys);
   for (blasint i = 0; i < rows; i++) {
     float *row = scores + (size_t)i * keys;
-    const blasint visible = r0 + i + 1;
+    const blasint visible = plan->past + r0 + i + 1;
     softmax_in_place(row, visible);
     memset(row + visible, 0, sizeof(float) * (size_t)(keys - visible));
   }
@@ -256,7 +285,7 @@ static void attention_task(const AttentionPlan *plan, long task, float *scores) 
 
 static void *attention_worker(void *argument) {
   AttentionPlan *plan = argument;
-  float *scores = malloc(sizeof(float) * ATTENTION_BLOCK * (size_t)plan->seq_len);
+  float *scores = malloc(sizeof(float) * ATTENTION_BLOCK * (size_t)(plan->past + plan->seq_len));
   if (!scores) return NULL;
   for (long task; (task = atomic_fetch_add(&plan->next, 1)) < plan->tasks;) attention_task(plan, task, scores);
   free(scores);
@@ -267,7 +296,7 @@ static void run_causal_attention(Job *job) {
   AttentionPlan plan = {
       .q = job->data[0], .k = job->data[1], .v = job->data[2], .out = job->data[3],
       .seq_len = ARG_INT(job, 1), .num_heads = ARG_INT(job, 2), .head_dim = ARG_INT(job, 4),
-      .scale = (float)job->args[5],
+      .scale = (float)job->args[5], .past = ARG_INT(job, 6),
   };
   const blasint windows = ARG_INT(job, 0), num_kv_heads = ARG_INT(job, 3);
   plan.q_width = plan.num_heads * plan.head_dim;

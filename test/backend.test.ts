@@ -128,6 +128,8 @@ describe('gemm: native matches reference', { skip: nativeSkip }, () => {
     { label: 'leading dims wider than the matrices, offset views', m: 19, n: 23, k: 31, padA: 5, padB: 3, padC: 7, offset: 11, beta: 1 },
     { label: 'transposed strided views', m: 29, n: 17, k: 11, transA: true, transB: true, padA: 2, padB: 9, padC: 1, offset: 3 },
     { label: 'k = 0 scales C by beta', m: 3, n: 4, k: 0, beta: 2 },
+    { label: 'one row (matrix-vector path) against a transposed weight', m: 1, n: 300, k: 129, transB: true },
+    { label: 'one row of a transposed, strided A, padded B, alpha/beta', m: 1, n: 53, k: 37, transA: true, padA: 4, padB: 3, offset: 2, alpha: 0.5, beta: -1.5 },
     { label: 'large enough to run asynchronously', m: 200, n: 300, k: 150, transB: true },
   ];
   for (const precision of precisions) {
@@ -154,6 +156,18 @@ describe('gemm: native matches reference', { skip: nativeSkip }, () => {
       });
     }
   }
+
+  test('one row with beta = 0 ignores NaN already in C', async () => {
+    const rng = createRng(78);
+    const [n, k] = [40, 33];
+    const a = randomArray(rng, k, Float32Array);
+    const b = randomArray(rng, n * k, Float32Array);
+    const cNative = new Float32Array(n).fill(Number.NaN);
+    const cReference = new Float32Array(n);
+    await native!.gemm(a, b, cNative, { m: 1, n, k, transB: true });
+    await reference.gemm(a, b, cReference, { m: 1, n, k, transB: true });
+    assertClose(cNative, cReference, 2e-5, 'C');
+  });
 
   test('concurrent asynchronous calls give the same results as sequential ones', async () => {
     const rng = createRng(77);
@@ -246,6 +260,35 @@ for (const { name, backend, skip } of backendsUnderTest()) {
   });
 }
 
+describe('causalAttention with a KV cache', () => {
+  for (const { name, backend, skip } of backendsUnderTest()) {
+    test(`${name}: the last rows of a full pass equal those rows attending to the earlier keys as a cache`, { skip }, async () => {
+      const [seqLen, past, numHeads, numKvHeads, headDim] = [9, 6, 4, 2, 8];
+      const rng = createRng(23);
+      const q = randomArray(rng, seqLen * numHeads * headDim, Float32Array);
+      const k = randomArray(rng, seqLen * numKvHeads * headDim, Float32Array);
+      const v = randomArray(rng, seqLen * numKvHeads * headDim, Float32Array);
+      const shape = { windows: 1, numHeads, numKvHeads, headDim, scale: 0.3 };
+      const full = new Float32Array(q.length);
+      await backend!.causalAttention(q, k, v, full, { ...shape, seqLen });
+      const tailRows = seqLen - past;
+      const tail = new Float32Array(tailRows * numHeads * headDim);
+      await backend!.causalAttention(q.subarray(past * numHeads * headDim), k, v, tail, { ...shape, seqLen: tailRows, pastLength: past });
+      assertClose(tail, full.subarray(past * numHeads * headDim), 1e-6, 'cached rows');
+    });
+  }
+
+  test('native: k and v must hold the cached rows too', { skip: nativeSkip }, () => {
+    const options = { windows: 1, seqLen: 2, pastLength: 3, numHeads: 1, numKvHeads: 1, headDim: 4, scale: 1 };
+    const queries = new Float32Array(8);
+    const keysWithoutCache = new Float32Array(8);
+    assert.throws(
+      () => native!.causalAttention(queries, keysWithoutCache, new Float32Array(20), queries, options),
+      (error: unknown) => error instanceof TopiaryError && /k has 8 elements but a 5×4 matrix/.test(error.message),
+    );
+  });
+});
+
 describe('causalAttention and swiglu: native matches reference', { skip: nativeSkip }, () => {
   const configurations = [
     { label: 'single position, single head', windows: 1, seqLen: 1, numHeads: 1, numKvHeads: 1, headDim: 4 },
@@ -268,6 +311,21 @@ describe('causalAttention and swiglu: native matches reference', { skip: nativeS
       assertClose(outNative, outReference, 1e-5, 'attention output');
     });
   }
+
+  test('queries after a cache of past keys (pastLength) match the reference', async () => {
+    const shape = { windows: 2, seqLen: 3, pastLength: 131, numHeads: 6, numKvHeads: 2, headDim: 16 };
+    const rng = createRng(17);
+    const keyRows = shape.windows * (shape.pastLength + shape.seqLen);
+    const options = { ...shape, scale: 0.25 };
+    const q = randomArray(rng, shape.windows * shape.seqLen * shape.numHeads * shape.headDim, Float32Array).map((value) => value * 3);
+    const k = randomArray(rng, keyRows * shape.numKvHeads * shape.headDim, Float32Array);
+    const v = randomArray(rng, keyRows * shape.numKvHeads * shape.headDim, Float32Array);
+    const outNative = new Float32Array(q.length).fill(Number.NaN);
+    const outReference = new Float32Array(q.length);
+    await native!.causalAttention(q, k, v, outNative, options);
+    await reference.causalAttention(q, k, v, outReference, options);
+    assertClose(outNative, outReference, 1e-5, 'attention output after a cache');
+  });
 
   test('swiglu over extreme gates, out aliasing gate', async () => {
     const rng = createRng(3);

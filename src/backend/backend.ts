@@ -32,6 +32,12 @@ export interface AttentionOptions {
   headDim: number;
   /** Usually 1/sqrt(headDim). */
   scale: number;
+  /**
+   * Positions already held in the key/value cache (default 0). The seqLen query rows of a window
+   * sit at positions pastLength..pastLength+seqLen−1 and attend to keys 0..pastLength+seqLen−1, so
+   * k and v hold pastLength+seqLen rows per window: incremental decoding with a KV cache.
+   */
+  pastLength?: number;
 }
 
 export interface BackendInfo {
@@ -79,7 +85,7 @@ export interface Backend {
 
   /**
    * Causal multi-head attention with grouped-query sharing. q: [windows·seqLen, numHeads·headDim];
-   * k, v: [windows·seqLen, numKvHeads·headDim]; out: [windows·seqLen, numHeads·headDim].
+   * k, v: [windows·(pastLength+seqLen), numKvHeads·headDim]; out: [windows·seqLen, numHeads·headDim].
    * Query head h reads kv head floor(h / (numHeads/numKvHeads)). Each window attends only within itself.
    */
   causalAttention(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, options: AttentionOptions): Promise<void>;

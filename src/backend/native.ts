@@ -23,7 +23,7 @@ interface NativeAddon {
   triangularSolve(t: FloatArray, b: FloatArray, n: number, nrhs: number, upper: boolean, transpose: boolean): Promise<void>;
   causalAttention(
     q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array,
-    windows: number, seqLen: number, numHeads: number, numKvHeads: number, headDim: number, scale: number,
+    windows: number, seqLen: number, numHeads: number, numKvHeads: number, headDim: number, scale: number, pastLength: number,
   ): Promise<void>;
   swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void>;
   tokenLogProbs(logits: Float32Array, targets: Int32Array, out: Float64Array, vocab: number): Promise<void>;
@@ -187,8 +187,8 @@ export class NativeBackend implements Backend {
   }
 
   causalAttention(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, options: AttentionOptions): Promise<void> {
-    const { windows, seqLen, numHeads, numKvHeads, headDim, scale } = options;
-    checkDimensions('causalAttention', { windows, seqLen, numHeads, numKvHeads, headDim });
+    const { windows, seqLen, numHeads, numKvHeads, headDim, scale, pastLength = 0 } = options;
+    checkDimensions('causalAttention', { windows, seqLen, numHeads, numKvHeads, headDim, pastLength });
     checkFloat32('causalAttention', { q, k, v, out });
     checkFiniteScalar('causalAttention', 'scale', scale);
     if (numKvHeads === 0 || numHeads % numKvHeads !== 0) {
@@ -198,11 +198,12 @@ export class NativeBackend implements Backend {
     const qWidth = numHeads * headDim;
     const kvWidth = numKvHeads * headDim;
     checkMatrix('causalAttention', 'q', q, rows, qWidth, Math.max(1, qWidth));
-    checkMatrix('causalAttention', 'k', k, rows, kvWidth, Math.max(1, kvWidth));
-    checkMatrix('causalAttention', 'v', v, rows, kvWidth, Math.max(1, kvWidth));
+    const keyRows = windows * (pastLength + seqLen);
+    checkMatrix('causalAttention', 'k', k, keyRows, kvWidth, Math.max(1, kvWidth));
+    checkMatrix('causalAttention', 'v', v, keyRows, kvWidth, Math.max(1, kvWidth));
     checkMatrix('causalAttention', 'out', out, rows, qWidth, Math.max(1, qWidth));
     if (rows === 0 || qWidth === 0) return Promise.resolve();
-    return this.addon.causalAttention(q, k, v, out, windows, seqLen, numHeads, numKvHeads, headDim, scale);
+    return this.addon.causalAttention(q, k, v, out, windows, seqLen, numHeads, numKvHeads, headDim, scale, pastLength);
   }
 
   tokenLogProbs(logits: Float32Array, targets: Int32Array, vocab: number, out: Float64Array): Promise<void> {

@@ -115,32 +115,34 @@ export class ReferenceBackend implements Backend {
     out: Float32Array,
     options: AttentionOptions,
   ): Promise<void> {
-    const { windows, seqLen, numHeads, numKvHeads, headDim, scale } = options;
+    const { windows, seqLen, numHeads, numKvHeads, headDim, scale, pastLength = 0 } = options;
     const qWidth = numHeads * headDim;
     const kvWidth = numKvHeads * headDim;
     const headsPerKv = numHeads / numKvHeads;
-    const weights = new Float64Array(seqLen);
+    const keyRows = pastLength + seqLen;
+    const weights = new Float64Array(keyRows);
     for (let w = 0; w < windows; w++) {
       for (let h = 0; h < numHeads; h++) {
-        const kvHead = Math.floor(h / headsPerKv);
+        const kvOffset = Math.floor(h / headsPerKv) * headDim;
         for (let i = 0; i < seqLen; i++) {
           const qRow = (w * seqLen + i) * qWidth + h * headDim;
+          const visible = pastLength + i + 1;
           let max = -Infinity;
-          for (let j = 0; j <= i; j++) {
-            const kRow = (w * seqLen + j) * kvWidth + kvHead * headDim;
+          for (let j = 0; j < visible; j++) {
+            const kRow = (w * keyRows + j) * kvWidth + kvOffset;
             let dot = 0;
             for (let d = 0; d < headDim; d++) dot += q[qRow + d] * k[kRow + d];
             weights[j] = dot * scale;
             if (weights[j] > max) max = weights[j];
           }
           let total = 0;
-          for (let j = 0; j <= i; j++) {
+          for (let j = 0; j < visible; j++) {
             weights[j] = Math.exp(weights[j] - max);
             total += weights[j];
           }
           for (let d = 0; d < headDim; d++) {
             let sum = 0;
-            for (let j = 0; j <= i; j++) sum += weights[j] * v[(w * seqLen + j) * kvWidth + kvHead * headDim + d];
+            for (let j = 0; j < visible; j++) sum += weights[j] * v[(w * keyRows + j) * kvWidth + kvOffset + d];
             out[qRow + d] = sum / total;
           }
         }

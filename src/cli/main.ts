@@ -27,8 +27,10 @@ Commands:
   generate --model PATH --prompt TEXT [--max-new-tokens N] [--temperature T] [--seed S]
       Generate text (temperature 0 = greedy).
   eval --model PATH --dataset wikitext2|c4|text:FILE [--seqlen N] [--max-windows K]
-       [--data-dir DIR] [--json]
-      Perplexity over non-overlapping windows of N tokens (default 2048).
+       [--data-dir DIR] [--out FILE] [--json]
+      Perplexity over non-overlapping windows of N tokens (default 2048; C4 stops
+      after 256 windows as in SparseGPT/Wanda). --out also writes the JSON result
+      (name it RUN_DIR/eval-wikitext2.json for topiary report).
   eval --model PATH --tasks arc_easy,piqa,...|all [--limit N] [--out FILE] [--data-dir DIR] [--json]
       Zero-shot accuracy scored as lm-evaluation-harness does (acc, acc_norm, stderr). Tasks:
       boolq, piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa, rte, social_iqa.
@@ -159,6 +161,7 @@ async function run(argv: string[]): Promise<void> {
         seqlen: integer(values.seqlen, '--seqlen', 2048, 2),
         ...(values['max-windows'] !== undefined ? { maxWindows: integer(values['max-windows'], '--max-windows') } : {}),
         ...(typeof values['data-dir'] === 'string' ? { dataDir: values['data-dir'] } : {}),
+        ...(typeof values.out === 'string' ? { out: values.out } : {}),
         json: values.json === true,
       });
     },

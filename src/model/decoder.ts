@@ -5,7 +5,8 @@
  *
  * Hidden states are [rows, hidden] row-major where rows = windows × seqLen: a batch of equal-length
  * token windows, each attending only within itself. The pruning pipeline calls `embed`,
- * `runLayer` and `head` directly; `logits` and `windowNll` chain them for evaluation.
+ * `runLayer` and `head` directly; `logits` and `windowNll` chain them for evaluation, and
+ * `forwardCached` extends one sequence held in a `KvCache` (generation).
  */
 import type { Backend } from '../backend/backend.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
@@ -50,6 +51,49 @@ function addBias(y: Float32Array, rows: number, bias: Float32Array): void {
   for (let r = 0; r < rows; r++) {
     const base = r * cols;
     for (let c = 0; c < cols; c++) y[base + c] += bias[c]!;
+  }
+}
+
+/**
+ * The keys (after RoPE) and values every layer has computed for one sequence, so that each new
+ * token costs one row of work instead of a rerun of the whole prefix. Layers may have different
+ * key/value widths (structured pruning). Buffers grow by doubling.
+ */
+export class KvCache {
+  private cachedPositions = 0;
+  private readonly keys: Float32Array[] = [];
+  private readonly values: Float32Array[] = [];
+
+  /** Positions held: the position of the next token. */
+  get length(): number {
+    return this.cachedPositions;
+  }
+
+  /**
+   * Stores layer `layer`'s keys and values [rows, width] for positions length..length+rows−1 and
+   * returns the layer's keys and values for positions 0..length+rows−1.
+   */
+  append(layer: number, k: Float32Array, v: Float32Array, rows: number, width: number): { keys: Float32Array; values: Float32Array } {
+    const start = this.cachedPositions * width;
+    const end = start + rows * width;
+    if ((this.keys[layer]?.length ?? 0) < end) {
+      const capacity = Math.max(end, 2 * (this.keys[layer]?.length ?? 0), 64 * width);
+      for (const buffers of [this.keys, this.values]) {
+        const grown = new Float32Array(capacity);
+        if (buffers[layer]) grown.set(buffers[layer].subarray(0, start));
+        buffers[layer] = grown;
+      }
+    }
+    const keys = this.keys[layer]!;
+    const values = this.values[layer]!;
+    keys.set(k.subarray(0, rows * width), start);
+    values.set(v.subarray(0, rows * width), start);
+    return { keys: keys.subarray(0, end), values: values.subarray(0, end) };
+  }
+
+  /** Marks `rows` more positions as held, once every layer has appended them. */
+  advance(rows: number): void {
+    this.cachedPositions += rows;
   }
 }
 
@@ -149,8 +193,9 @@ export class CausalLM {
     return this.embedding;
   }
 
-  private ropeFor(seqLen: number): RopeTable {
-    if (!this.rope || this.rope.seqLen < seqLen) this.rope = ropeTable(this.invFreq, seqLen);
+  /** A table covering positions 0..positions−1, grown by doubling so decoding rebuilds it rarely. */
+  private ropeFor(positions: number): RopeTable {
+    if (!this.rope || this.rope.seqLen < positions) this.rope = ropeTable(this.invFreq, Math.max(positions, 2 * (this.rope?.seqLen ?? 0)));
     return this.rope;
   }
 
@@ -196,15 +241,18 @@ export class CausalLM {
   /**
    * Runs decoder layer `index` on hidden states [windows·seqLen, hidden], updating them in place
    * (the residual stream) and returning them. `observe` sees each linear group's input; the
-   * arrays it is given are reused afterwards, so it must not keep them.
+   * arrays it is given are reused afterwards, so it must not keep them. With a `cache` the rows
+   * are one window at positions cache.length.., attending to the cached keys too; their keys and
+   * values are appended to the cache (the caller advances it after the last layer).
    */
-  async runLayer(index: number, hidden: Float32Array, seqLen: number, observe?: InputObserver): Promise<Float32Array> {
+  async runLayer(index: number, hidden: Float32Array, seqLen: number, observe?: InputObserver, cache?: KvCache): Promise<Float32Array> {
     const { hiddenSize: d, headDim, rmsNormEps } = this.config;
     const rows = hidden.length / d;
     const layer = this.layer(index);
     const { q: qProj, k: kProj, v: vProj, o: oProj, gate, up, down } = layer.linears;
     const numHeads = qProj.outFeatures / headDim;
     const numKvHeads = kProj.outFeatures / headDim;
+    if (cache && rows !== seqLen) throw new TopiaryError('a KV cache holds one sequence: run one window at a time');
     const [qkvGroup, oGroup, gateUpGroup, downGroup] = INPUT_GROUPS as [LinearRole[], LinearRole[], LinearRole[], LinearRole[]];
 
     const normed = this.scratch('normed', rows * d);
@@ -213,13 +261,16 @@ export class CausalLM {
     const q = await this.linear(normed, rows, qProj, 'q');
     const k = await this.linear(normed, rows, kProj, 'k');
     const v = await this.linear(normed, rows, vProj, 'v');
-    const rope = this.ropeFor(seqLen);
-    applyRope(q, rows, numHeads, headDim, rope, seqLen);
-    applyRope(k, rows, numKvHeads, headDim, rope, seqLen);
+    const pastLength = cache?.length ?? 0;
+    const rope = this.ropeFor(pastLength + seqLen);
+    applyRope(q, rows, numHeads, headDim, rope, seqLen, pastLength);
+    applyRope(k, rows, numKvHeads, headDim, rope, seqLen, pastLength);
+    const { keys, values } = cache ? cache.append(index, k, v, rows, kProj.outFeatures) : { keys: k, values: v };
     const attention = this.scratch('attention', rows * numHeads * headDim);
-    await this.backend.causalAttention(q, k, v, attention, {
+    await this.backend.causalAttention(q, keys, values, attention, {
       windows: rows / seqLen,
       seqLen,
+      pastLength,
       numHeads,
       numKvHeads,
       headDim,
@@ -267,7 +318,21 @@ export class CausalLM {
     return hidden;
   }
 
-  /** Full logits [windows·seqLen, vocab] (for tests and generation; evaluation uses windowNll). */
+  /**
+   * Runs `tokens` at positions cache.length.. of the sequence `cache` holds, appends their keys and
+   * values, and returns the next-token logits after the last of them [vocab]. With the prompt this
+   * is the prefill; with one token, a decode step.
+   */
+  async forwardCached(tokens: readonly number[], cache: KvCache): Promise<Float32Array> {
+    if (tokens.length === 0) throw new TopiaryError('forwardCached needs at least one token');
+    const d = this.config.hiddenSize;
+    const hidden = this.embed([tokens]);
+    for (let i = 0; i < this.numLayers; i++) await this.runLayer(i, hidden, tokens.length, undefined, cache);
+    cache.advance(tokens.length);
+    return this.head(hidden.subarray((tokens.length - 1) * d), 1);
+  }
+
+  /** Full logits [windows·seqLen, vocab] (for tests; evaluation uses windowNll, generation forwardCached). */
   async logits(windows: readonly (readonly number[])[]): Promise<Float32Array> {
     const hidden = await this.finalHidden(windows);
     return this.head(hidden, hidden.length / this.config.hiddenSize);

@@ -1,4 +1,4 @@
-import type { CausalLM } from './decoder.js';
+import { KvCache, type CausalLM } from './decoder.js';
 
 export interface GenerateOptions {
   maxNewTokens: number;
@@ -31,25 +31,25 @@ function pick(logits: Float32Array, temperature: number, random: () => number): 
 }
 
 /**
- * Autoregressive generation. Each step reruns the whole sequence (no KV cache): simple and exact,
- * and fast enough for sanity checks of small and pruned models.
+ * Autoregressive generation with a KV cache: the prompt is prefilled once, then each new token
+ * runs alone against the cached keys and values.
  */
 export async function generate(model: CausalLM, prompt: number[], options: GenerateOptions): Promise<number[]> {
   const { vocabSize, maxPositionEmbeddings, bosTokenId, eosTokenId } = model.config;
   const stop = new Set(options.stopTokens ?? [eosTokenId, bosTokenId].filter((t): t is number => t !== undefined));
   const random = options.random ?? Math.random;
-  const tokens = [...prompt];
+  const budget = Math.min(options.maxNewTokens, maxPositionEmbeddings - prompt.length);
   const generated: number[] = [];
-  while (generated.length < options.maxNewTokens && tokens.length < maxPositionEmbeddings) {
-    const hidden = await model.finalHidden([tokens]);
-    const d = model.config.hiddenSize;
-    const last = hidden.subarray((tokens.length - 1) * d, tokens.length * d);
-    const logits = await model.head(last, 1);
+  if (budget <= 0) return generated;
+  const cache = new KvCache();
+  let logits = await model.forwardCached(prompt, cache);
+  for (;;) {
     const next = pick(logits.subarray(0, vocabSize), options.temperature, random);
     if (stop.has(next)) break;
-    tokens.push(next);
     generated.push(next);
     options.onToken?.(next);
+    if (generated.length >= budget) break;
+    logits = await model.forwardCached([next], cache);
   }
   return generated;
 }

@@ -1,8 +1,10 @@
+import * as fs from 'node:fs';
 import { describeBackend } from '../../backend/index.js';
 import { defaultEvaluationWindows, describeCorpus, evaluationText, parseCorpusSpec } from '../../data/corpora.js';
 import { resolveDataDir } from '../../data/datadir.js';
 import { perplexity } from '../../eval/perplexity.js';
 import { loadModel } from '../../model/load.js';
+import { writeFileAtomic } from '../../util/atomic.js';
 import { peakRssMb } from '../../util/run-info.js';
 import { Progress } from '../progress.js';
 
@@ -12,6 +14,8 @@ export interface EvalArgs {
   seqlen: number;
   maxWindows?: number;
   dataDir?: string;
+  /** Also write the JSON result here (e.g. RUN_DIR/eval-wikitext2.json for `topiary report`). */
+  out?: string;
   json: boolean;
 }
 
@@ -39,6 +43,7 @@ export async function evalCommand(args: EvalArgs): Promise<void> {
     peak_rss_mb: peakRssMb(),
     backend: describeBackend(),
   };
+  if (args.out) writeFileAtomic(args.out, (tmp) => fs.writeFileSync(tmp, JSON.stringify(report, null, 2) + '\n'));
   if (args.json) {
     process.stdout.write(JSON.stringify(report) + '\n');
   } else {
