@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
-# Everything a fresh machine needs before Topiary runs: OpenBLAS (Debian's libopenblas-dev), the
-# npm dependencies, the native addon, the TypeScript build, and the SmolLM2-135M model file.
+# Everything a fresh machine needs before Topiary runs: OpenBLAS (Debian's libopenblas-dev) and
+# Chromium (the report test), the npm dependencies, the native addon, the TypeScript build, the
+# Python reference stack, and the SmolLM2-135M model file.
 # Each step is skipped when already done, so running it again is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
 
-if ! dpkg -s libopenblas-dev >/dev/null 2>&1; then
-  step "installing Debian's libopenblas-dev (BLAS/LAPACK for the native backend)"
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev >/dev/null
-  elif command -v sudo >/dev/null; then
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev >/dev/null
-  else
-    echo "setup: libopenblas-dev is missing and this user cannot install it; ask an administrator to run: apt-get install libopenblas-dev" >&2
+# Debian packages: OpenBLAS for the native backend; Chromium for the report's rendering test.
+missing=()
+dpkg -s libopenblas-dev >/dev/null 2>&1 || missing+=(libopenblas-dev)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" = 0 ]; then sudo=(); elif command -v sudo >/dev/null; then sudo=(sudo); else
+    echo "setup: ${missing[*]} missing and this user cannot install them; ask an administrator to run: apt-get install ${missing[*]}" >&2
     exit 1
   fi
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
@@ -38,7 +41,7 @@ step "compiling TypeScript"
 npx tsc -p tsconfig.json
 
 # The Python side (transformers, PyTorch) is the reference the tests compare against.
-if ! python3 -c "import torch, transformers, safetensors, gguf" >/dev/null 2>&1; then
+if ! python3 -c "import torch, transformers, safetensors, gguf, accelerate" >/dev/null 2>&1; then
   step "installing the Python reference stack (requirements-dev.txt: torch CPU, transformers)"
   python3 -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt >&2
 fi
