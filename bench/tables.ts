@@ -1,0 +1,62 @@
+/**
+ * Markdown tables for the README, made from the JSON the benchmarks wrote (so the README's
+ * figures are the benchmarks' figures). Prints whichever results exist.
+ *
+ *   node --import tsx bench/tables.ts
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { packageRoot } from '../src/data/datadir.js';
+
+const results = path.join(packageRoot(), 'bench', 'results');
+const read = (name: string): any => {
+  const file = path.join(results, name);
+  return fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : undefined;
+};
+const table = (headers: string[], rows: (string | number)[][]) =>
+  [`| ${headers.join(' | ')} |`, `|${headers.map(() => '---').join('|')}|`, ...rows.map((row) => `| ${row.join(' | ')} |`)].join('\n');
+
+for (const file of fs.existsSync(results) ? fs.readdirSync(results).filter((f) => f.startsWith('quality-')).sort() : []) {
+  const quality = read(file);
+  const s = quality.settings;
+  const dense = quality.rows.find((row: any) => row.method === 'dense');
+  console.log(`### ${quality.label}: ${s.calib.toUpperCase()} calibration, ${s.nsamples} windows × ${s.calibSeqlen} tokens, seed ${s.seed}; WikiText-2 test, seqlen ${s.evalSeqlen}, ${s.evalWindows >= 1000 ? 'all' : `first ${s.evalWindows}`} windows\n`);
+  console.log(
+    table(
+      ['method', 'target', 'permute', 'perplexity', 'vs dense', 'prune time', 'peak memory', 'kept score gained by permutation'],
+      quality.rows.map((row: any) => [
+        row.method,
+        row.target,
+        row.permute ? 'yes' : '',
+        row.perplexity.toFixed(2),
+        row.method === 'dense' ? '' : `×${(row.perplexity / dense.perplexity).toFixed(2)}`,
+        row.pruneSeconds === undefined ? '' : `${row.pruneSeconds.toFixed(0)} s`,
+        row.peakRssMb === undefined ? '' : `${row.peakRssMb} MiB`,
+        row.keptScoreGainPercent === undefined ? '' : `+${row.keptScoreGainPercent.toFixed(2)}%`,
+      ]),
+    ),
+  );
+  console.log(`\n(${quality.machine.cpu}, ${quality.machine.cores} cores, ${quality.machine.backend}; load average ${quality.machine.loadAverage1min} when written)\n`);
+}
+
+const prefill = read('prefill.json');
+if (prefill) {
+  console.log(`### Prefill, ${path.basename(prefill.model)}, one window of ${prefill.seqlen} tokens, fp32\n`);
+  console.log(
+    table(
+      ['engine', 'tokens/s', 'median s', 'threads, BLAS'],
+      [
+        ['Topiary', prefill.topiary.tokensPerSecond, Math.min(...prefill.topiary.runSeconds).toFixed(2), prefill.machine.backend],
+        ['PyTorch (transformers)', prefill.pytorch.tokens_per_second, prefill.pytorch.median_seconds, `${prefill.pytorch.torch_threads} threads, ${prefill.pytorch.blas}, torch ${prefill.pytorch.torch_version}`],
+      ],
+    ),
+  );
+  console.log(`\nTopiary / PyTorch: ×${prefill.speedup}; \`topiary eval\` (2 windows of ${prefill.seqlen}) peak memory ${prefill.eval.peakRssMb} MiB; load average ${prefill.machine.loadAverage1min}\n`);
+}
+
+const gemm = read('gemm.json');
+if (gemm) {
+  console.log(`### Backend throughput (${gemm.backend.threads} threads, ${gemm.backend.library}; load average ${gemm.loadAverageBefore})\n`);
+  console.log(table(['operation', 'shape', 'dtype', 'GFLOP/s'], gemm.results.map((m: any) => [m.operation, m.shape, m.dtype, m.gflops.toFixed(0)])));
+  console.log('');
+}
