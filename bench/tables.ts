@@ -60,3 +60,29 @@ if (gemm) {
   console.log(table(['operation', 'shape', 'dtype', 'GFLOP/s'], gemm.results.map((m: any) => [m.operation, m.shape, m.dtype, m.gflops.toFixed(0)])));
   console.log('');
 }
+
+for (const file of fs.existsSync(results) ? fs.readdirSync(results).filter((f) => /^prune.*\.json$/.test(f)).sort() : []) {
+  const prune = read(file);
+  const c = prune.calibration;
+  console.log(
+    `### ${file}: ${path.basename(prune.model)}, ${c.corpus.toUpperCase()} ${c.nsamples} × ${c.seqlen}, seed ${c.seed}, ${prune.threads} thread(s) each; ` +
+      `WikiText-2 seqlen ${prune.evaluation.seqlen} × ${prune.evaluation.maxWindows} windows (dense ${prune.evaluation.densePerplexity.toFixed(2)})\n`,
+  );
+  console.log(
+    table(
+      ['method', 'target', 'Topiary s', 'PyTorch s', 'PyTorch / Topiary time', 'Topiary ppl', 'PyTorch ppl', 'ppl difference', 'peak MiB Topiary / PyTorch'],
+      prune.compared.map((row: any) => [
+        row.method,
+        row.target,
+        row.topiary.seconds.toFixed(1),
+        row.pytorch.seconds.toFixed(1),
+        `×${(row.pytorch.seconds / row.topiary.seconds).toFixed(2)}`,
+        row.topiary.perplexity.toFixed(3),
+        row.pytorch.perplexity.toFixed(3),
+        `${(100 * (row.topiary.perplexity / row.pytorch.perplexity - 1)).toFixed(2)}%`,
+        `${row.topiary.peakRssMb} / ${row.pytorch.peakRssMb}`,
+      ]),
+    ),
+  );
+  console.log(`\n(load average ${prune.machine.loadAverage1min} → ${prune.loadAverage1minAtEnd}; PyTorch with OMP_WAIT_POLICY=${prune.torchOmpWaitPolicy})\n`);
+}

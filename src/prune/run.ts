@@ -31,7 +31,10 @@ export interface PruneSettings {
   resume: boolean;
   /** Windows per forward chunk (activation memory); default 4. */
   batchWindows?: number;
-  /** Calibration windows on which each matrix's output error is measured; default 8. */
+  /**
+   * Calibration windows on which each matrix's output error is measured (two extra GEMMs per
+   * matrix and window); default one in 16 windows, at least 1 and at most 8.
+   */
   errorWindows?: number;
   /** Stored dtype of the exported weights; default F32. */
   dtype?: ExportDtype;
@@ -72,6 +75,7 @@ export async function pruneModel(settings: PruneSettings): Promise<PruneSummary>
   const modelStat = fs.statSync(settings.model);
   const calibrationSettings = { corpus: describeCorpus(corpus), nsamples: settings.calibration.nsamples, seqlen, seed: settings.calibration.seed };
   const batchWindows = settings.batchWindows ?? 4;
+  const errorWindows = settings.errorWindows ?? Math.max(1, Math.min(8, Math.round(settings.calibration.nsamples / 16)));
   const fingerprint = JSON.stringify({
     model: path.resolve(settings.model),
     modelSize: modelStat.size,
@@ -96,7 +100,7 @@ export async function pruneModel(settings: PruneSettings): Promise<PruneSummary>
     checkpointDir,
     fingerprint,
     resume: settings.resume,
-    errorWindows: settings.errorWindows ?? 8,
+    errorWindows,
     ...(settings.onEvent ? { onEvent: settings.onEvent } : {}),
   });
 
@@ -149,7 +153,7 @@ export async function pruneModel(settings: PruneSettings): Promise<PruneSummary>
       roles,
       calibration: calibrationSettings,
       batchWindows,
-      errorWindows: settings.errorWindows ?? 8,
+      errorWindows,
       dtype: settings.dtype ?? 'F32',
       resumed: settings.resume,
     },
