@@ -20,25 +20,25 @@ export interface ExportOptions {
   override: (name: string) => (() => Float32Array) | undefined;
 }
 
-/** The tokenizer files to carry over, by file name. */
-function tokenizerFiles(model: CausalLM): Record<string, string> {
+/** The tokenizer files to carry over, by file name (byte for byte: tokenizer.model and .bin are binary). */
+function tokenizerFiles(model: CausalLM): Record<string, Buffer> {
   const source = model.source;
   if (source.format === 'safetensors') {
-    const files: Record<string, string> = {};
-    for (const name of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model', 'generation_config.json']) {
+    const files: Record<string, Buffer> = {};
+    for (const name of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model', 'tokenizer.bin', 'generation_config.json']) {
       const file = path.join(source.path, name);
-      if (fs.existsSync(file)) files[name] = fs.readFileSync(file, 'utf8');
+      if (fs.existsSync(file)) files[name] = fs.readFileSync(file);
     }
     return files;
   }
   const tokenizer = source.tokenizer;
   if (!('missing' in tokenizer) && tokenizer.toHuggingFace) {
     const { tokenizer: json, config } = tokenizer.toHuggingFace();
-    return { 'tokenizer.json': JSON.stringify(json), 'tokenizer_config.json': JSON.stringify(config, null, 2) };
+    return { 'tokenizer.json': Buffer.from(JSON.stringify(json)), 'tokenizer_config.json': Buffer.from(JSON.stringify(config, null, 2) + '\n') };
   }
   if (source.format === 'llama2c') {
     const bin = path.join(path.dirname(source.path), 'tokenizer.bin');
-    if (fs.existsSync(bin)) return { 'tokenizer.bin': fs.readFileSync(bin, 'latin1') };
+    if (fs.existsSync(bin)) return { 'tokenizer.bin': fs.readFileSync(bin) };
   }
   return {};
 }
@@ -65,7 +65,7 @@ export function exportHfFolder(model: CausalLM, outDir: string, options: ExportO
   written.push(configFile);
   for (const [name, content] of Object.entries(tokenizerFiles(model))) {
     const file = path.join(outDir, name);
-    writeFileAtomic(file, (tmp) => fs.writeFileSync(tmp, content, name === 'tokenizer.bin' ? 'latin1' : 'utf8'));
+    writeFileAtomic(file, (tmp) => fs.writeFileSync(tmp, content));
     written.push(file);
   }
   return { files: written, bytes: written.reduce((sum, file) => sum + fs.statSync(file).size, 0) };
