@@ -149,6 +149,7 @@ test('prune CLI on stories260K: exact zeros in the saved file, same seed gives t
   assert.equal(record.layers.length, 5);
   assert.equal(record.layers[0]!.matrices.length, 7);
   assert.ok(!fs.existsSync(path.join(outs[0]!, '.topiary-checkpoint')), 'checkpoint removed after success');
+  assert.deepEqual(fs.readFileSync(path.join(outs[0]!, 'tokenizer.bin')), fs.readFileSync(path.join(path.dirname(stories260K), 'tokenizer.bin')), 'tokenizer carried over byte for byte');
   // The pruned model loads and runs.
   const evaluated = runCli(['eval', '--model', outs[0]!, '--dataset', calibText(), '--seqlen', '128', '--max-windows', '2', '--json']);
   assert.equal(evaluated.status, 0, evaluated.stderr);
