@@ -86,3 +86,29 @@ for (const file of fs.existsSync(results) ? fs.readdirSync(results).filter((f) =
   );
   console.log(`\n(load average ${prune.machine.loadAverage1min} → ${prune.loadAverage1minAtEnd}; PyTorch with OMP_WAIT_POLICY=${prune.torchOmpWaitPolicy})\n`);
 }
+
+const speed = read('speed.json');
+if (speed) {
+  console.log(
+    `### Speed of structurally pruned models: ${path.basename(speed.model)}, ${speed.promptTokens}-token prompt, ${speed.decodeTokens} greedy tokens, ` +
+      `${speed.threads} thread each, tokens/s by process CPU time (wall clock in speed.json); calibration ${speed.calibration}\n`,
+  );
+  const rate = (engine: any, key: string) => `${engine[key].cpu}`;
+  const speedup = (engine: any, key: string) => (engine.speedupVsDenseF32 ? ` (×${engine.speedupVsDenseF32[key].cpu})` : '');
+  console.log(
+    table(
+      ['model', 'weights', 'file MiB', 'Topiary prefill', 'Topiary decode', 'llama.cpp prefill', 'llama.cpp decode', 'same greedy tokens'],
+      speed.rows.map((row: any) => [
+        row.label,
+        row.weights,
+        (row.bytes / 2 ** 20).toFixed(0),
+        rate(row.topiary, 'prefillTokensPerSecond') + speedup(row.topiary, 'prefill'),
+        rate(row.topiary, 'decodeTokensPerSecond') + speedup(row.topiary, 'decode'),
+        rate(row.llamaCpp, 'prefillTokensPerSecond') + speedup(row.llamaCpp, 'prefill'),
+        rate(row.llamaCpp, 'decodeTokensPerSecond') + speedup(row.llamaCpp, 'decode'),
+        `${row.greedyAgreement}/${speed.decodeTokens}`,
+      ]),
+    ),
+  );
+  console.log(`\n(llama.cpp ${speed.llamaCpp.release} prebuilt via node-llama-cpp; load average ${speed.machine.loadAverage1min} → ${speed.loadAverage1minAtEnd})\n`);
+}
