@@ -338,6 +338,25 @@ static void run_token_log_probs(Job *job) {
   }
 }
 
+/* out[r, :] = weight ⊙ x[r, :] / sqrt(mean(x[r, :]²) + eps), row by row (RMSNorm). */
+MULTIVERSION static void rms_norm_kernel(const float *x, const float *weight, float *out, size_t rows, size_t cols, float eps) {
+  for (size_t r = 0; r < rows; r++) {
+    const float *row = x + r * cols;
+    float sum_squares = 0;
+#pragma omp simd reduction(+ : sum_squares)
+    for (size_t c = 0; c < cols; c++) sum_squares += row[c] * row[c];
+    const float scale = 1.0f / sqrtf(sum_squares / (float)cols + eps);
+    float *out_row = out + r * cols;
+#pragma omp simd
+    for (size_t c = 0; c < cols; c++) out_row[c] = weight[c] * (row[c] * scale);
+  }
+}
+
+static void run_rms_norm(Job *job) {
+  const size_t cols = job->lengths[1];
+  rms_norm_kernel(job->data[0], job->data[1], job->data[2], cols == 0 ? 0 : job->lengths[0] / cols, cols, (float)job->args[0]);
+}
+
 static void run_swiglu(Job *job) { swiglu_kernel(job->data[0], job->data[1], job->data[2], job->lengths[0]); }
 
 /* ---------- Node-API plumbing ---------- */
@@ -463,6 +482,9 @@ static napi_value causal_attention(napi_env env, napi_callback_info info) {
 static napi_value token_log_probs(napi_env env, napi_callback_info info) {
   return start_job(env, info, 3, run_token_log_probs, false, elementwise_flops);
 }
+static napi_value rms_norm(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 3, run_rms_norm, false, elementwise_flops);
+}
 static napi_value swiglu(napi_env env, napi_callback_info info) {
   return start_job(env, info, 3, run_swiglu, false, elementwise_flops);
 }
@@ -502,6 +524,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"triangularSolve", NULL, triangular_solve, NULL, NULL, NULL, napi_default, NULL},
       {"causalAttention", NULL, causal_attention, NULL, NULL, NULL, napi_default, NULL},
       {"swiglu", NULL, swiglu, NULL, NULL, NULL, napi_default, NULL},
+      {"rmsNorm", NULL, rms_norm, NULL, NULL, NULL, napi_default, NULL},
       {"tokenLogProbs", NULL, token_log_probs, NULL, NULL, NULL, napi_default, NULL},
       {"setThreads", NULL, set_threads, NULL, NULL, NULL, napi_default, NULL},
       {"getThreads", NULL, get_threads, NULL, NULL, NULL, napi_default, NULL},

@@ -341,6 +341,28 @@ describe('causalAttention and swiglu: native matches reference', { skip: nativeS
   });
 });
 
+describe('rmsNorm', () => {
+  test('reference: a row by hand', async () => {
+    const out = new Float32Array(2);
+    await reference.rmsNorm(new Float32Array([3, 4]), new Float32Array([1, 2]), 0, out);
+    const scale = 1 / Math.sqrt(12.5);
+    assert.ok(Math.abs(out[0] - 3 * scale) < 1e-6 && Math.abs(out[1] - 8 * scale) < 1e-6);
+  });
+
+  test('native matches reference on odd widths, in place', { skip: nativeSkip }, async () => {
+    const rng = createRng(21);
+    for (const cols of [1, 7, 576, 1001]) {
+      const x = randomArray(rng, 37 * cols, Float32Array).map((value) => value * 5);
+      const weight = randomArray(rng, cols, Float32Array);
+      const expected = new Float32Array(x.length);
+      await reference.rmsNorm(x, weight, 1e-5, expected);
+      await native!.rmsNorm(x, weight, 1e-5, x);
+      for (let i = 0; i < x.length; i++) assert.ok(Math.abs(x[i] - expected[i]) <= 1e-5 * Math.max(1, Math.abs(expected[i])), `cols ${cols}, index ${i}`);
+    }
+    assert.throws(() => native!.rmsNorm(new Float32Array(10), new Float32Array(3), 1e-5, new Float32Array(10)), TopiaryError);
+  });
+});
+
 describe('tokenLogProbs', () => {
   test('reference: log softmax at the target, by hand', async () => {
     const out = new Float64Array(2);

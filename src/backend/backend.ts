@@ -96,6 +96,12 @@ export interface Backend {
    */
   tokenLogProbs(logits: Float32Array, targets: Int32Array, vocab: number, out: Float64Array): Promise<void>;
 
+  /**
+   * RMSNorm of each row: out[r, :] = weight ⊙ x[r, :] / sqrt(mean(x[r, :]²) + eps), for x of
+   * x.length / weight.length rows; out may alias x.
+   */
+  rmsNorm(x: Float32Array, weight: Float32Array, eps: number, out: Float32Array): Promise<void>;
+
   /** out[i] = silu(gate[i])·up[i]; out may alias gate. */
   swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void>;
 }

@@ -26,6 +26,7 @@ interface NativeAddon {
     windows: number, seqLen: number, numHeads: number, numKvHeads: number, headDim: number, scale: number, pastLength: number,
   ): Promise<void>;
   swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void>;
+  rmsNorm(x: Float32Array, weight: Float32Array, out: Float32Array, eps: number): Promise<void>;
   tokenLogProbs(logits: Float32Array, targets: Int32Array, out: Float64Array, vocab: number): Promise<void>;
   setThreads(threads: number): void;
   getThreads(): number;
@@ -210,6 +211,15 @@ export class NativeBackend implements Backend {
     checkTokenLogProbs(logits, targets, vocab, out);
     if (targets.length === 0) return Promise.resolve();
     return this.addon.tokenLogProbs(logits, targets, out, vocab);
+  }
+
+  rmsNorm(x: Float32Array, weight: Float32Array, eps: number, out: Float32Array): Promise<void> {
+    checkFloat32('rmsNorm', { x, weight, out });
+    checkFiniteScalar('rmsNorm', 'eps', eps);
+    if (weight.length === 0 || x.length % weight.length !== 0 || out.length !== x.length) {
+      fail('rmsNorm', `x (${x.length}) and out (${out.length}) must hold whole rows of weight's width ${weight.length}`);
+    }
+    return this.addon.rmsNorm(x, weight, out, eps);
   }
 
   swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void> {

@@ -161,6 +161,16 @@ export class ReferenceBackend implements Backend {
     }
   }
 
+  async rmsNorm(x: Float32Array, weight: Float32Array, eps: number, out: Float32Array): Promise<void> {
+    const cols = weight.length;
+    for (let base = 0; base < x.length; base += cols) {
+      let sumSquares = 0;
+      for (let c = 0; c < cols; c++) sumSquares += x[base + c] * x[base + c];
+      const scale = 1 / Math.sqrt(sumSquares / cols + eps);
+      for (let c = 0; c < cols; c++) out[base + c] = weight[c] * (x[base + c] * scale);
+    }
+  }
+
   async swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void> {
     for (let i = 0; i < gate.length; i++) {
       const g = gate[i];

@@ -36,16 +36,6 @@ export interface DecoderLayer {
  */
 export type InputObserver = (roles: readonly LinearRole[], input: Float32Array, rows: number, cols: number) => Promise<void> | void;
 
-function rmsNorm(x: Float32Array, rows: number, cols: number, weight: Float32Array, eps: number, out: Float32Array): void {
-  for (let r = 0; r < rows; r++) {
-    const base = r * cols;
-    let sumSquares = 0;
-    for (let c = 0; c < cols; c++) sumSquares += x[base + c]! * x[base + c]!;
-    const scale = 1 / Math.sqrt(sumSquares / cols + eps);
-    for (let c = 0; c < cols; c++) out[base + c] = weight[c]! * Math.fround(x[base + c]! * scale);
-  }
-}
-
 function addBias(y: Float32Array, rows: number, bias: Float32Array): void {
   const cols = bias.length;
   for (let r = 0; r < rows; r++) {
@@ -256,7 +246,7 @@ export class CausalLM {
     const [qkvGroup, oGroup, gateUpGroup, downGroup] = INPUT_GROUPS as [LinearRole[], LinearRole[], LinearRole[], LinearRole[]];
 
     const normed = this.scratch('normed', rows * d);
-    rmsNorm(hidden, rows, d, layer.attentionNorm, rmsNormEps, normed);
+    await this.backend.rmsNorm(hidden, layer.attentionNorm, rmsNormEps, normed);
     await observe?.(qkvGroup, normed, rows, d);
     const q = await this.linear(normed, rows, qProj, 'q');
     const k = await this.linear(normed, rows, kProj, 'k');
@@ -280,7 +270,7 @@ export class CausalLM {
     const attentionOut = await this.linear(attention, rows, oProj, 'residual');
     for (let i = 0; i < hidden.length; i++) hidden[i] += attentionOut[i]!;
 
-    rmsNorm(hidden, rows, d, layer.mlpNorm, rmsNormEps, normed);
+    await this.backend.rmsNorm(hidden, layer.mlpNorm, rmsNormEps, normed);
     await observe?.(gateUpGroup, normed, rows, d);
     const gated = await this.linear(normed, rows, gate, 'gate');
     const upOut = await this.linear(normed, rows, up, 'up');
@@ -304,7 +294,7 @@ export class CausalLM {
     const { hiddenSize: d, vocabSize, rmsNormEps } = this.config;
     this.finalNorm ??= this.readTensor(`${this.spec.finalNorm}.weight`, [d]);
     const normed = new Float32Array(rows * d);
-    rmsNorm(hidden, rows, d, this.finalNorm, rmsNormEps, normed);
+    await this.backend.rmsNorm(hidden.subarray(0, rows * d), this.finalNorm, rmsNormEps, normed);
     const logits = new Float32Array(rows * vocabSize);
     await this.backend.gemm(normed, this.headMatrix(), logits, { m: rows, n: vocabSize, k: d, transB: true });
     return logits;
