@@ -11,7 +11,8 @@ import { test } from 'node:test';
 import type { Token } from 'node-llama-cpp';
 import { getBackend } from '../src/backend/index.js';
 import { drawCalibration } from '../src/data/calibration.js';
-import { exportGguf, permuteRowsToInterleaved, quantizeQ8_0, writeGguf } from '../src/export/gguf-writer.js';
+import { exportGguf, quantizeQ8_0, writeGguf } from '../src/export/gguf-writer.js';
+import { convertRopeRows } from '../src/model/rope.js';
 import { GgufValueType, openGguf } from '../src/formats/gguf.js';
 import { dequantize } from '../src/formats/ggml-quants.js';
 import { GGML_TYPES } from '../src/formats/ggml-quants.js';
@@ -73,13 +74,14 @@ test('gguf writer: key/values of every type and F32/F16/Q8_0 tensors read back',
   assert.ok(Math.abs(scale - 4 / 127) < 1e-5, 'the block scale is max|x|/127 (as fp16)');
 });
 
-test('permuteRowsToInterleaved puts rotate-half pairs (i, i + headDim/2) at rows (2i, 2i + 1)', () => {
+test('convertRopeRows toInterleaved puts rotate-half pairs (i, i + headDim/2) at rows (2i, 2i + 1)', () => {
   const rows = 2 * 8;
   const data = Float32Array.from({ length: rows * 3 }, (_, i) => i);
-  const interleaved = permuteRowsToInterleaved(data, rows, 3, 2);
+  const interleaved = convertRopeRows(data, rows, 3, 2, 'toInterleaved');
   // Row 1 of head 0 in the interleaved layout is rotate-half row headDim/2 = 4.
   assert.deepEqual([...interleaved.subarray(3, 6)], [12, 13, 14]);
   assert.notDeepEqual(interleaved, data);
+  assert.deepEqual(convertRopeRows(interleaved, rows, 3, 2, 'toRotateHalf'), data, 'the two directions are inverses');
 });
 
 test('dense stories260K exported to GGUF reloads with bit-identical logits', async () => {

@@ -210,12 +210,7 @@ async function run(argv: string[]): Promise<void> {
             method: methodName,
             ratio: number(values.ratio, '--ratio', 0),
             methodOptions: parseMethodOptions((values.option as string[] | undefined) ?? [], false),
-            calibration: {
-              corpus: typeof values.calib === 'string' ? values.calib : 'c4',
-              nsamples: integer(values.nsamples, '--nsamples', 128),
-              ...(values.seqlen !== undefined ? { seqlen: integer(values.seqlen, '--seqlen', undefined, 2) } : {}),
-              seed: integer(values.seed, '--seed', 0, 0),
-            },
+            calibration: calibrationOptions(values),
             ...(typeof values['data-dir'] === 'string' ? { dataDir: values['data-dir'] } : {}),
             out: required(values.out, '--out'),
             batchWindows: integer(values['batch-windows'], '--batch-windows', 4),
@@ -233,12 +228,7 @@ async function run(argv: string[]): Promise<void> {
           target: parseTarget(values.sparsity, values.pattern),
           methodOptions: parseMethodOptions((values.option as string[] | undefined) ?? [], values.permute === true),
           ...(typeof values.layers === 'string' ? { roles: values.layers.split(',').map((s) => s.trim()) as LinearRole[] } : {}),
-          calibration: {
-            corpus: typeof values.calib === 'string' ? values.calib : 'c4',
-            nsamples: integer(values.nsamples, '--nsamples', 128),
-            ...(values.seqlen !== undefined ? { seqlen: integer(values.seqlen, '--seqlen', undefined, 2) } : {}),
-            seed: integer(values.seed, '--seed', 0, 0),
-          },
+          calibration: calibrationOptions(values),
           ...(typeof values['data-dir'] === 'string' ? { dataDir: values['data-dir'] } : {}),
           out: required(values.out, '--out'),
           resume: values.resume === true,
@@ -256,6 +246,16 @@ async function run(argv: string[]): Promise<void> {
     return;
   }
   await handler();
+}
+
+/** --calib, --nsamples, --seqlen and --seed, shared by every pruning method. */
+function calibrationOptions(values: Record<string, unknown>): { corpus: string; nsamples: number; seqlen?: number; seed: number } {
+  return {
+    corpus: typeof values.calib === 'string' ? values.calib : 'c4',
+    nsamples: integer(values.nsamples, '--nsamples', 128),
+    ...(values.seqlen !== undefined ? { seqlen: integer(values.seqlen, '--seqlen', undefined, 2) } : {}),
+    seed: integer(values.seed, '--seed', 0, 0),
+  };
 }
 
 function applyThreads(value: unknown): void {

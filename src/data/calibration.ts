@@ -74,3 +74,14 @@ export function drawCalibration(tokenizer: Tokenizer, settings: CalibrationSetti
   }
   return { windows, notes, corpusTokens, longDocuments: long.length, documents: documents.length };
 }
+
+/** What topiary.json records about the calibration set. */
+export function describeCalibration(calibration: CalibrationSet): Record<string, unknown> {
+  return {
+    windows: calibration.windows.length,
+    notes: calibration.notes,
+    documents: calibration.documents,
+    documentsLongerThanWindow: calibration.longDocuments,
+    corpusTokens: calibration.corpusTokens,
+  };
+}

@@ -23,6 +23,7 @@ import type { CausalLM } from '../model/decoder.js';
 import { GGUF_LAYER_NAMES } from '../model/sources.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { TopiaryError } from '../util/errors.js';
+import { convertRopeRows } from '../model/rope.js';
 
 const ALIGNMENT = 32;
 
@@ -215,25 +216,6 @@ export function writeGguf(file: string, keyValues: readonly GgufKeyValue[], tens
   }
 }
 
-/**
- * Hugging Face rotate-half q/k rows (pairs i, i + headDim/2) back to the interleaved layout llama.cpp
- * expects (pairs 2i, 2i+1): the inverse of the reader's unpermuteRows.
- */
-export function permuteRowsToInterleaved(data: Float32Array, rows: number, cols: number, heads: number): Float32Array {
-  const headDim = rows / heads;
-  const half = headDim / 2;
-  const out = new Float32Array(data.length);
-  for (let h = 0; h < heads; h++) {
-    for (let i = 0; i < half; i++) {
-      for (let s = 0; s < 2; s++) {
-        const from = (h * headDim + s * half + i) * cols;
-        const to = (h * headDim + 2 * i + s) * cols;
-        out.set(data.subarray(from, from + cols), to);
-      }
-    }
-  }
-  return out;
-}
 
 /** Types for metadata values carried over from a source GGUF (whose reader keeps values, not types). */
 function inferKeyValue(key: string, value: GgufValue): GgufKeyValue | undefined {
@@ -339,7 +321,7 @@ export function exportGguf(model: CausalLM, file: string, options: GgufExportOpt
       type: twoD ? weightType(shape[1]!) : 'F32',
       data: () => {
         const data = source.read(hfName);
-        return permuteHeads ? permuteRowsToInterleaved(data, shape[0]!, shape[1] ?? 1, permuteHeads) : data;
+        return permuteHeads ? convertRopeRows(data, shape[0]!, shape[1] ?? 1, permuteHeads, 'toInterleaved') : data;
       },
     });
   };

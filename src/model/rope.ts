@@ -76,3 +76,25 @@ export function applyRope(x: Float32Array, rows: number, heads: number, headDim:
     }
   }
 }
+
+/**
+ * Moves the rows of a q/k projection between the two RoPE layouts: 'toRotateHalf' takes the
+ * interleaved layout (pairs 2i, 2i+1 rotate together: Meta, llama2.c, GGUF llama) to Hugging
+ * Face's (pairs i, i + headDim/2); 'toInterleaved' is the inverse, for GGUF export.
+ */
+export function convertRopeRows(data: Float32Array, rows: number, cols: number, heads: number, direction: 'toRotateHalf' | 'toInterleaved'): Float32Array {
+  const headDim = rows / heads;
+  const half = headDim / 2;
+  const out = new Float32Array(data.length);
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let s = 0; s < 2; s++) {
+        const interleaved = (h * headDim + 2 * i + s) * cols;
+        const rotateHalf = (h * headDim + s * half + i) * cols;
+        const [from, to] = direction === 'toRotateHalf' ? [interleaved, rotateHalf] : [rotateHalf, interleaved];
+        out.set(data.subarray(from, from + cols), to);
+      }
+    }
+  }
+  return out;
+}

@@ -13,6 +13,7 @@ import { tokenizerFromGguf, tokenizerFromJson, tokenizerFromLlama2cBin } from '.
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
 import { TopiaryError } from '../util/errors.js';
 import { parseHfConfig, type ModelConfig } from './config.js';
+import { convertRopeRows } from './rope.js';
 
 export interface ModelSource {
   format: 'safetensors' | 'gguf' | 'llama2c';
@@ -37,28 +38,6 @@ interface Mapping {
   storeName: string;
   /** Converts interleaved-RoPE rows to rotate-half rows, for `heads` heads. */
   unpermuteHeads?: number;
-}
-
-/**
- * Rows of a q/k projection go from the interleaved layout (pairs 2i, 2i+1 rotate together: Meta,
- * llama2.c, GGUF llama) to Hugging Face's layout (pairs i, i + headDim/2).
- */
-function unpermuteRows(data: Float32Array, shape: number[], heads: number): Float32Array {
-  const rows = shape[0]!;
-  const cols = shape.length > 1 ? shape[1]! : 1;
-  const headDim = rows / heads;
-  const half = headDim / 2;
-  const out = new Float32Array(data.length);
-  for (let h = 0; h < heads; h++) {
-    for (let i = 0; i < half; i++) {
-      for (let s = 0; s < 2; s++) {
-        const from = (h * headDim + 2 * i + s) * cols;
-        const to = (h * headDim + s * half + i) * cols;
-        out.set(data.subarray(from, from + cols), to);
-      }
-    }
-  }
-  return out;
 }
 
 function mappedSource(
@@ -88,7 +67,9 @@ function mappedSource(
     read(name) {
       const entry = lookup(name);
       const data = store.read(entry.storeName);
-      return entry.unpermuteHeads ? unpermuteRows(data, store.info(entry.storeName).shape, entry.unpermuteHeads) : data;
+      if (!entry.unpermuteHeads) return data;
+      const [rows, cols = 1] = store.info(entry.storeName).shape as [number, number?];
+      return convertRopeRows(data, rows, cols, entry.unpermuteHeads, 'toRotateHalf');
     },
     close: () => store.close(),
   };

@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { drawCalibration } from '../data/calibration.js';
+import { describeCalibration, drawCalibration } from '../data/calibration.js';
 import { describeCorpus, parseCorpusSpec } from '../data/corpora.js';
 import { resolveDataDir } from '../data/datadir.js';
 import { exportHfFolder, type ExportDtype } from '../export/hf-folder.js';
@@ -157,13 +157,7 @@ export async function pruneModel(settings: PruneSettings): Promise<PruneSummary>
       dtype: settings.dtype ?? 'F32',
       resumed: settings.resume,
     },
-    calibration: {
-      windows: calibration.windows.length,
-      notes: calibration.notes,
-      documents: calibration.documents,
-      documentsLongerThanWindow: calibration.longDocuments,
-      corpusTokens: calibration.corpusTokens,
-    },
+    calibration: describeCalibration(calibration),
     environment: environmentInfo(model.backend),
     output: { files: exported.files.map((file) => path.basename(file)), bytes: exported.bytes },
     layers,

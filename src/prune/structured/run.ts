@@ -7,7 +7,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { drawCalibration } from '../../data/calibration.js';
+import { describeCalibration, drawCalibration } from '../../data/calibration.js';
 import { describeCorpus, parseCorpusSpec } from '../../data/corpora.js';
 import { resolveDataDir } from '../../data/datadir.js';
 import { exportGguf } from '../../export/gguf-writer.js';
@@ -136,13 +136,7 @@ export async function pruneModelStructured(settings: StructuredPruneSettings): P
       batchWindows,
       dtype: format === 'gguf' && dtype !== 'F32' ? 'F16' : dtype,
     },
-    calibration: {
-      windows: calibration.windows.length,
-      notes: calibration.notes,
-      documents: calibration.documents,
-      documentsLongerThanWindow: calibration.longDocuments,
-      corpusTokens: calibration.corpusTokens,
-    },
+    calibration: describeCalibration(calibration),
     environment: environmentInfo(model.backend),
     output: { format, files: files.map((file) => path.basename(file)), bytes },
     keptLayers: result.keptLayers,
