@@ -13,14 +13,18 @@
  * function, tokenizer and settings, hence the same windows.
  *
  *   node --import tsx bench/prune.ts [MODEL] [--nsamples 128] [--seqlen 2048] [--seed 0]
- *        [--eval-seqlen 2048] [--max-windows 8] [--threads N] [--all] [--keep] [--work DIR]
+ *        [--eval-seqlen 2048] [--max-windows 8] [--threads N] [--targets 0.5,2:4] [--compare wanda,sparsegpt]
+ *        [--all] [--keep] [--work DIR] [--results FILE]
  *
  * MODEL defaults to SmolLM2-135M (scripts/fetch-smollm2.sh). Sequence lengths default to
  * min(2048, the model's context). --threads N gives both sides N threads (default: each its own
  * default, all cores). PyTorch runs with OMP_WAIT_POLICY=PASSIVE unless the caller sets it: with
  * OpenMP's default spin-waiting, torch on cores shared with other jobs ran 30-50× slower (measured
  * on the 2-core machine at load 7-10), which would flatter Topiary. --all adds Topiary-only rows
- * for magnitude, ria and apt.
+ * for magnitude, ria and apt. --targets picks the sparsity targets (unstructured fractions and N:M
+ * patterns; default 0.5,2:4): the statistics pass, which dominates at 128 × 2048, is the same for
+ * every target, so one target already shows each method's cost. --compare picks the methods run on
+ * both sides (default wanda,sparsegpt; '' for none, e.g. with --all for Topiary's other methods alone).
  * Writes bench/results/prune.json (or --results FILE).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -44,6 +48,8 @@ const { values, positionals } = parseArgs({
     'eval-seqlen': { type: 'string' },
     'max-windows': { type: 'string', default: '8' },
     threads: { type: 'string' },
+    targets: { type: 'string', default: '0.5,2:4' },
+    compare: { type: 'string', default: 'wanda,sparsegpt' },
     all: { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
     work: { type: 'string' },
@@ -65,11 +71,10 @@ interface Target {
   /** The flags both `topiary prune` and bench/torch_prune.py take. */
   flags: string[];
 }
-const TARGETS: Target[] = [
-  { label: '50% unstructured', flags: ['--sparsity', '0.5'] },
-  { label: '2:4', flags: ['--pattern', '2:4'] },
-];
-const COMPARED_METHODS = ['wanda', 'sparsegpt'];
+const TARGETS: Target[] = values.targets.split(',').map((target) =>
+  target.includes(':') ? { label: target, flags: ['--pattern', target] } : { label: `${Number(target) * 100}% unstructured`, flags: ['--sparsity', target] },
+);
+const COMPARED_METHODS = values.compare.split(',').filter((method) => method !== '');
 const TOPIARY_ONLY_METHODS = ['magnitude', 'ria', 'apt'];
 /** A folder name for one run, e.g. wanda-pattern24. */
 const runName = (method: string, target: Target) => `${method}-${target.flags.join('').replace(/[^0-9a-z]/gi, '')}`;

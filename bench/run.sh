@@ -10,8 +10,8 @@ echo
 echo "== Prefill: Topiary vs PyTorch, and eval's peak memory (bench/prefill.ts)"
 node --import tsx bench/prefill.ts
 echo
-echo "== Prefill and decode: dense and structurally pruned SmolLM2 in Topiary and llama.cpp (bench/speed.ts)"
-node --import tsx bench/speed.ts
+echo "== Structured pruning of SmolLM2: perplexity, prune time, and prefill/decode in Topiary and llama.cpp (bench/structured.ts)"
+node --import tsx bench/structured.ts
 echo
 echo "== Pruning: Topiary vs a minimal PyTorch Wanda/SparseGPT on the same windows (bench/prune.ts)"
 node --import tsx bench/prune.ts "$@"

@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { packageRoot } from '../src/data/datadir.js';
+import { structuredTable, type StructuredReport } from './structured-report.js';
 
 const results = path.join(packageRoot(), 'bench', 'results');
 const read = (name: string): any => {
@@ -71,44 +72,29 @@ for (const file of fs.existsSync(results) ? fs.readdirSync(results).filter((f) =
   console.log(
     table(
       ['method', 'target', 'Topiary s', 'PyTorch s', 'PyTorch / Topiary time', 'Topiary ppl', 'PyTorch ppl', 'ppl difference', 'peak MiB Topiary / PyTorch'],
-      prune.compared.map((row: any) => [
-        row.method,
-        row.target,
-        row.topiary.seconds.toFixed(1),
-        row.pytorch.seconds.toFixed(1),
-        `×${(row.pytorch.seconds / row.topiary.seconds).toFixed(2)}`,
-        row.topiary.perplexity.toFixed(3),
-        row.pytorch.perplexity.toFixed(3),
-        `${(100 * (row.topiary.perplexity / row.pytorch.perplexity - 1)).toFixed(2)}%`,
-        `${row.topiary.peakRssMb} / ${row.pytorch.peakRssMb}`,
-      ]),
+      [
+        ...prune.compared.map((row: any) => [
+          row.method,
+          row.target,
+          row.topiary.seconds.toFixed(1),
+          row.pytorch.seconds.toFixed(1),
+          `×${(row.pytorch.seconds / row.topiary.seconds).toFixed(2)}`,
+          row.topiary.perplexity.toFixed(3),
+          row.pytorch.perplexity.toFixed(3),
+          `${(100 * (row.topiary.perplexity / row.pytorch.perplexity - 1)).toFixed(2)}%`,
+          `${row.topiary.peakRssMb} / ${row.pytorch.peakRssMb}`,
+        ]),
+        ...(prune.topiaryOnly ?? []).map((row: any) => [row.method, row.target, row.topiary.seconds.toFixed(1), '–', '–', row.topiary.perplexity.toFixed(3), '–', '–', `${row.topiary.peakRssMb} / –`]),
+      ],
     ),
   );
   console.log(`\n(load average ${prune.machine.loadAverage1min} → ${prune.loadAverage1minAtEnd}; PyTorch with OMP_WAIT_POLICY=${prune.torchOmpWaitPolicy})\n`);
 }
 
-const speed = read('speed.json');
-if (speed) {
-  console.log(
-    `### Speed of structurally pruned models: ${path.basename(speed.model)}, ${speed.promptTokens}-token prompt, ${speed.decodeTokens} greedy tokens, ` +
-      `${speed.threads} thread each, tokens/s by process CPU time (wall clock in speed.json); calibration ${speed.calibration}\n`,
-  );
-  const rate = (engine: any, key: string) => `${engine[key].cpu}`;
-  const speedup = (engine: any, key: string) => (engine.speedupVsDenseF32 ? ` (×${engine.speedupVsDenseF32[key].cpu})` : '');
-  console.log(
-    table(
-      ['model', 'weights', 'file MiB', 'Topiary prefill', 'Topiary decode', 'llama.cpp prefill', 'llama.cpp decode', 'same greedy tokens'],
-      speed.rows.map((row: any) => [
-        row.label,
-        row.weights,
-        (row.bytes / 2 ** 20).toFixed(0),
-        rate(row.topiary, 'prefillTokensPerSecond') + speedup(row.topiary, 'prefill'),
-        rate(row.topiary, 'decodeTokensPerSecond') + speedup(row.topiary, 'decode'),
-        rate(row.llamaCpp, 'prefillTokensPerSecond') + speedup(row.llamaCpp, 'prefill'),
-        rate(row.llamaCpp, 'decodeTokensPerSecond') + speedup(row.llamaCpp, 'decode'),
-        `${row.greedyAgreement}/${speed.decodeTokens}`,
-      ]),
-    ),
-  );
-  console.log(`\n(llama.cpp ${speed.llamaCpp.release} prebuilt via node-llama-cpp; load average ${speed.machine.loadAverage1min} → ${speed.loadAverage1minAtEnd})\n`);
+const structured = read('structured.json') as StructuredReport | undefined;
+if (structured) {
+  const { heading, headers, rows, footer } = structuredTable(structured, 'cpu');
+  console.log(`### ${heading}\n`);
+  console.log(table(headers, rows));
+  console.log(`\n${footer}\n`);
 }

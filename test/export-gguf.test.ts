@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import type { Token } from 'node-llama-cpp';
 import { getBackend } from '../src/backend/index.js';
 import { drawCalibration } from '../src/data/calibration.js';
 import { exportGguf, quantizeQ8_0, writeGguf } from '../src/export/gguf-writer.js';
@@ -23,6 +22,7 @@ import { pruneStructured } from '../src/prune/structured/pipeline.js';
 import { prunedSource } from '../src/prune/structured/pruned-source.js';
 import { createRng } from '../src/util/random.js';
 import { smolLM2Path, stories260K, tempDir, testDataDir } from './helpers.js';
+import { assertLlamaCppAgrees, nodeLlamaCpp } from './llama-cpp.js';
 
 test('gguf writer: key/values of every type and F32/F16/Q8_0 tensors read back', () => {
   const file = path.join(tempDir(), 'kv.gguf');
@@ -92,56 +92,6 @@ test('dense stories260K exported to GGUF reloads with bit-identical logits', asy
   const windows = [[1, 403, 407, 261, 378, 414, 267, 261, 422, 268]];
   assert.deepEqual(await reloaded.logits(windows), await model.logits(windows));
 });
-
-/** node-llama-cpp (a development dependency), or undefined when it is not installed. */
-async function nodeLlamaCpp(): Promise<typeof import('node-llama-cpp') | undefined> {
-  try {
-    return await import('node-llama-cpp');
-  } catch {
-    return undefined;
-  }
-}
-
-/** llama.cpp's full logits at every position of `tokens`, and the next-token NLL it implies. */
-async function llamaCppRun(lib: typeof import('node-llama-cpp'), file: string, tokens: number[]) {
-  const llama = await lib.getLlama({ gpu: false, build: 'never', logLevel: lib.LlamaLogLevel.error });
-  const model = await llama.loadModel({ modelPath: file });
-  const context = await model.createContext({ contextSize: 256, batchSize: 256, threads: 2 });
-  try {
-    // Token ids are plain numbers behind node-llama-cpp's branded type.
-    const ids = tokens as unknown as Token[];
-    const output = await context.getSequence().controlledEvaluate(ids.map((token) => [token, { generateNext: { logits: true } }]));
-    const logits = output.slice(0, -1).map((item) => item!.next.logits! as unknown as Map<number, number>);
-    let nll = 0;
-    logits.forEach((row, i) => {
-      let max = -Infinity;
-      for (const v of row.values()) max = Math.max(max, v);
-      let sum = 0;
-      for (const v of row.values()) sum += Math.exp(v - max);
-      nll -= row.get(tokens[i + 1]!)! - max - Math.log(sum);
-    });
-    return { logits, nll };
-  } finally {
-    await context.dispose();
-    await model.dispose();
-  }
-}
-
-async function assertLlamaCppAgrees(lib: typeof import('node-llama-cpp'), file: string, tokens: number[]) {
-  const ours = await loadModel(file, { backend: getBackend() });
-  const vocab = ours.config.vocabSize;
-  const logits = await ours.logits([tokens]);
-  const { nll } = await ours.windowNll([tokens]);
-  const theirs = await llamaCppRun(lib, file, tokens);
-  let maxDiff = 0;
-  theirs.logits.forEach((row, i) => {
-    assert.equal(row.size, vocab);
-    for (const [token, value] of row) maxDiff = Math.max(maxDiff, Math.abs(value - logits[i * vocab + token]!));
-  });
-  // fp32 both ways, different summation orders: logits of magnitude ~20 agree to a few hundredths.
-  assert.ok(maxDiff < 0.1, `max |logit difference| ${maxDiff}`);
-  assert.ok(Math.abs(theirs.nll - nll) / nll < 1e-3, `NLL llama.cpp ${theirs.nll} vs Topiary ${nll}`);
-}
 
 const smol = smolLM2Path();
 const skip = !smol ? 'SmolLM2 GGUF not present (scripts/fetch-smollm2.sh)' : undefined;

@@ -54,7 +54,7 @@ Commands:
       sparsegpt/apt blocksize=128 damp=0.01 fp64=true.
       Defaults: --calib c4 --nsamples 128 --seqlen min(2048, context) --seed 0.
   prune --model PATH --method ${STRUCTURED_METHODS.map((m) => m.name).join('|')} --ratio R --out DIR
-        [--calib ...] [--nsamples N] [--seqlen L] [--seed S] [--option KEY=VALUE ...] [--dtype F32|F16]
+        [--calib ...] [--nsamples N] [--seqlen L] [--seed S] [--option KEY=VALUE ...] [--dtype F32|F16] [--resume]
       Structured pruning: removes the fraction R of the decoder-layer parameters as whole kv
       groups (a kv head with its query heads), MLP channels and (comp) layers. Writes a Hugging
       Face folder when every layer keeps the same shapes and no bias was added, else DIR/model.gguf
@@ -202,7 +202,6 @@ async function run(argv: string[]): Promise<void> {
       const methodName = required(values.method, '--method');
       if (isStructuredMethod(methodName)) {
         if (values.sparsity !== undefined || values.pattern !== undefined) throw new UsageError(`${methodName} is structured: give --ratio R, not --sparsity/--pattern`);
-        if (values.resume === true) throw new UsageError(`${methodName}: structured methods do not checkpoint, so --resume is not available`);
         if (values.ratio === undefined) throw new UsageError(`${methodName} needs --ratio R (the fraction of decoder parameters to remove)`);
         await pruneStructuredCommand(
           {
@@ -213,6 +212,7 @@ async function run(argv: string[]): Promise<void> {
             calibration: calibrationOptions(values),
             ...(typeof values['data-dir'] === 'string' ? { dataDir: values['data-dir'] } : {}),
             out: required(values.out, '--out'),
+            resume: values.resume === true,
             batchWindows: integer(values['batch-windows'], '--batch-windows', 4),
             dtype,
           },

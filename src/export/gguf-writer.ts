@@ -24,6 +24,8 @@ import { GGUF_LAYER_NAMES } from '../model/sources.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { TopiaryError } from '../util/errors.js';
 import { convertRopeRows } from '../model/rope.js';
+import type { GgufVocabulary } from '../tokenizers/gguf-export.js';
+import { tokenKindToGguf } from '../tokenizers/score-merge.js';
 
 const ALIGNMENT = 32;
 
@@ -253,11 +255,56 @@ interface LayerSizes {
 }
 
 /**
- * Exports `model` (its source's tensors, whatever their per-layer sizes) to a GGUF file llama.cpp
- * loads. The tokenizer is carried over from a GGUF source (every `tokenizer.*` key); models from
- * other formats are written without one (Topiary still runs them on token ids).
+ * tokenizer.ggml.* key/values for `vocabulary`, padded with unused `[PADn]` tokens to the model's
+ * `vocabSize` embedding rows as convert_hf_to_gguf.py pads them, or why llama.cpp could not load it.
  */
-export function exportGguf(model: CausalLM, file: string, options: GgufExportOptions): { architecture: string; bytes: number } {
+function tokenizerKeyValues(vocabulary: GgufVocabulary, vocabSize: number): GgufKeyValue[] | { unsupported: string } {
+  const tokens = [...vocabulary.tokens];
+  const kinds = [...vocabulary.kinds];
+  const scores = vocabulary.scores && [...vocabulary.scores];
+  if (tokens.length > vocabSize) return { unsupported: `the tokenizer has ${tokens.length} tokens, the model's embedding ${vocabSize} rows` };
+  // llama.cpp looks up the newline of a SentencePiece vocabulary when loading it, and fails without one.
+  if (vocabulary.model === 'llama' && !tokens.includes('<0x0A>') && !tokens.includes('\n')) {
+    return { unsupported: 'the SentencePiece-style vocabulary has no newline token (<0x0A>), without which llama.cpp does not load it' };
+  }
+  for (let id = tokens.length; id < vocabSize; id++) {
+    tokens.push(`[PAD${id}]`);
+    kinds.push('unused');
+    scores?.push(-1000);
+  }
+  const key = (name: string) => `tokenizer.ggml.${name}`;
+  const array = (name: string, elementType: GgufValueType, value: GgufValue): GgufKeyValue => ({ key: key(name), type: GgufValueType.ARRAY, elementType, value });
+  const keyValues: GgufKeyValue[] = [
+    { key: key('model'), type: GgufValueType.STRING, value: vocabulary.model },
+    { key: key('pre'), type: GgufValueType.STRING, value: vocabulary.pre },
+    array('tokens', GgufValueType.STRING, tokens),
+  ];
+  if (scores) keyValues.push(array('scores', GgufValueType.FLOAT32, scores));
+  keyValues.push(array('token_type', GgufValueType.INT32, kinds.map(tokenKindToGguf)));
+  if (vocabulary.merges) keyValues.push(array('merges', GgufValueType.STRING, vocabulary.merges));
+  const ids = { bos_token_id: vocabulary.bosId, eos_token_id: vocabulary.eosId, unknown_token_id: vocabulary.unknownId, padding_token_id: vocabulary.paddingId };
+  for (const [name, id] of Object.entries(ids)) if (id !== undefined) keyValues.push({ key: key(name), type: GgufValueType.UINT32, value: id });
+  keyValues.push(
+    { key: key('add_bos_token'), type: GgufValueType.BOOL, value: vocabulary.addBos },
+    { key: key('add_space_prefix'), type: GgufValueType.BOOL, value: vocabulary.addSpacePrefix },
+  );
+  return keyValues;
+}
+
+export interface GgufExportResult {
+  architecture: string;
+  bytes: number;
+  /** What the file lacks or may do differently from Topiary, e.g. why it has no tokenizer. */
+  warnings: string[];
+}
+
+/**
+ * Exports `model` (its source's tensors, whatever their per-layer sizes) to a GGUF file llama.cpp
+ * loads. The tokenizer is carried over from a GGUF source (every `tokenizer.*` key) and converted
+ * from any other (llama2.c tokenizer.bin, tokenizer.json) that GGUF can express; otherwise the file
+ * has none (Topiary still runs it on token ids) and a warning says why.
+ */
+export function exportGguf(model: CausalLM, file: string, options: GgufExportOptions): GgufExportResult {
   const { config, source, spec } = model;
   if (config.modelType !== 'llama' && config.modelType !== 'mistral') {
     throw new TopiaryError(`GGUF export supports the LLaMA layout (llama, mistral), not "${config.modelType}"`, source.path);
@@ -297,6 +344,7 @@ export function exportGguf(model: CausalLM, file: string, options: GgufExportOpt
   } else if (config.ropeScaling.type !== 'none') {
     throw new TopiaryError(`GGUF export of ${config.ropeScaling.type} rope scaling is not supported`, source.path);
   }
+  const warnings: string[] = [];
   if (source.format === 'gguf') {
     const original = openGguf(source.path);
     try {
@@ -307,6 +355,17 @@ export function exportGguf(model: CausalLM, file: string, options: GgufExportOpt
       }
     } finally {
       original.close();
+    }
+  } else {
+    const tokenizer = source.tokenizer;
+    const vocabulary =
+      'missing' in tokenizer ? { unsupported: tokenizer.missing } : (tokenizer.toGguf?.() ?? { unsupported: `a ${tokenizer.source} tokenizer has no GGUF form` });
+    const tokenizerKvs = 'unsupported' in vocabulary ? vocabulary : tokenizerKeyValues(vocabulary, config.vocabSize);
+    if ('unsupported' in tokenizerKvs) {
+      warnings.push(`written without a tokenizer (llama.cpp cannot tokenize text with it): ${tokenizerKvs.unsupported}`);
+    } else {
+      keyValues.push(...tokenizerKvs);
+      warnings.push(...(vocabulary as GgufVocabulary).warnings);
     }
   }
 
@@ -340,5 +399,5 @@ export function exportGguf(model: CausalLM, file: string, options: GgufExportOpt
   add('output_norm.weight', `${spec.finalNorm}.weight`);
   if (!config.tieWordEmbeddings && source.has(`${spec.lmHead}.weight`)) add('output.weight', `${spec.lmHead}.weight`);
   writeGguf(file, keyValues, tensors);
-  return { architecture: arch, bytes: fs.statSync(file).size };
+  return { architecture: arch, bytes: fs.statSync(file).size, warnings };
 }

@@ -6,13 +6,11 @@
  * matrix's output error on the way, and (4) checkpoint the layer so an interrupted run resumes.
  * Memory holds one decoder layer and one layer's activations. The pipeline knows no method's math.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { openSafetensors, writeSafetensors } from '../formats/safetensors.js';
 import { INPUT_GROUPS, type LinearRole } from '../model/architectures/index.js';
 import type { CausalLM, DecoderLayer, InputObserver, Linear } from '../model/decoder.js';
-import { writeFileAtomic } from '../util/atomic.js';
-import { TopiaryError, UsageError } from '../util/errors.js';
+import { UsageError } from '../util/errors.js';
+import { finishedLayers, layerFile, openCheckpoint, readJson, writeJson } from './checkpoint.js';
 import { validateTarget } from './masks.js';
 import type { SparsityTarget, StatKind, UnstructuredMethod } from './method.js';
 import { StatsAccumulator } from './stats.js';
@@ -83,8 +81,8 @@ export function validateRequest(model: CausalLM, options: Pick<PipelineOptions, 
 }
 
 /** Where a finished layer's pruned weights are saved. */
-export const checkpointFile = (dir: string, layer: number): string => path.join(dir, `layer-${String(layer).padStart(4, '0')}.safetensors`);
-const reportFile = (dir: string, layer: number) => path.join(dir, `layer-${String(layer).padStart(4, '0')}.json`);
+export const checkpointFile = (dir: string, layer: number): string => layerFile(dir, layer, 'safetensors');
+const reportFile = (dir: string, layer: number) => layerFile(dir, layer, 'json');
 
 /** The pruned weights of one layer as saved in its checkpoint. */
 function loadCheckpoint(model: CausalLM, dir: string, layer: number, roles: readonly LinearRole[]): DecoderLayer {
@@ -126,17 +124,7 @@ export async function pruneLayerwise(model: CausalLM, windows: readonly (readonl
   const statKinds = new Set<StatKind>(method.needs);
   const pruned = new Set(roles);
 
-  fs.mkdirSync(checkpointDir, { recursive: true });
-  const stateFile = path.join(checkpointDir, 'state.json');
-  if (options.resume && fs.existsSync(stateFile)) {
-    const state = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as { fingerprint: string };
-    if (state.fingerprint !== options.fingerprint) {
-      throw new TopiaryError('cannot resume: the checkpoint was made with different settings (remove it or repeat the original command)', checkpointDir);
-    }
-  } else {
-    for (const entry of fs.readdirSync(checkpointDir)) fs.rmSync(path.join(checkpointDir, entry), { recursive: true, force: true });
-    writeFileAtomic(stateFile, (tmp) => fs.writeFileSync(tmp, JSON.stringify({ fingerprint: options.fingerprint }) + '\n'));
-  }
+  openCheckpoint(checkpointDir, options.fingerprint, options.resume);
 
   // Calibration activations for every window, advanced one layer at a time.
   const hidden = windows.map((w) => model.embed([w]));
@@ -158,12 +146,12 @@ export async function pruneLayerwise(model: CausalLM, windows: readonly (readonl
   const reports: LayerReport[] = [];
   let layer = 0;
   if (options.resume) {
-    while (layer < model.numLayers && fs.existsSync(reportFile(checkpointDir, layer))) {
+    const finished = finishedLayers(model.numLayers, (l) => reportFile(checkpointDir, l));
+    for (; layer < finished; layer++) {
       model.setLayer(layer, loadCheckpoint(model, checkpointDir, layer, roles));
       await forward(layer, 'replay');
       model.releaseLayer(layer);
-      reports.push(JSON.parse(fs.readFileSync(reportFile(checkpointDir, layer), 'utf8')) as LayerReport);
-      layer++;
+      reports.push(readJson<LayerReport>(reportFile(checkpointDir, layer)));
     }
     if (layer > 0) emit({ kind: 'resumed', layers: layer });
   }
@@ -256,7 +244,7 @@ export async function pruneLayerwise(model: CausalLM, windows: readonly (readonl
       forwardSeconds,
       matrices,
     };
-    writeFileAtomic(reportFile(checkpointDir, layer), (tmp) => fs.writeFileSync(tmp, JSON.stringify(report, null, 1) + '\n'));
+    writeJson(reportFile(checkpointDir, layer), report);
     model.releaseLayer(layer);
     reports.push(report);
     emit({ kind: 'layer-done', layers: model.numLayers, report });

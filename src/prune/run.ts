@@ -14,6 +14,7 @@ import { openSafetensors } from '../formats/safetensors.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { UsageError } from '../util/errors.js';
 import { environmentInfo, peakRssMb } from '../util/run-info.js';
+import { CHECKPOINT_DIR, runFingerprint } from './checkpoint.js';
 import type { SparsityTarget } from './method.js';
 import { methodByName } from './methods/index.js';
 import { checkpointFile, pruneLayerwise, validateRequest, type LayerReport, type MethodOptions, type PipelineEvent } from './pipeline.js';
@@ -71,15 +72,11 @@ export async function pruneModel(settings: PruneSettings): Promise<PruneSummary>
   }
   const dataDir = corpus.kind === 'text' ? '' : resolveDataDir(settings.dataDir);
   const out = path.resolve(settings.out);
-  const checkpointDir = path.join(out, '.topiary-checkpoint');
-  const modelStat = fs.statSync(settings.model);
+  const checkpointDir = path.join(out, CHECKPOINT_DIR);
   const calibrationSettings = { corpus: describeCorpus(corpus), nsamples: settings.calibration.nsamples, seqlen, seed: settings.calibration.seed };
   const batchWindows = settings.batchWindows ?? 4;
   const errorWindows = settings.errorWindows ?? Math.max(1, Math.min(8, Math.round(settings.calibration.nsamples / 16)));
-  const fingerprint = JSON.stringify({
-    model: path.resolve(settings.model),
-    modelSize: modelStat.size,
-    modelMtime: modelStat.mtimeMs,
+  const fingerprint = runFingerprint(settings.model, {
     method: method.name,
     target: settings.target,
     options: settings.methodOptions,

@@ -1,5 +1,7 @@
 import { TopiaryError } from '../util/errors.js';
 import { HuggingFaceTokenizer } from './huggingface.js';
+import { SPM_SPACE } from './gguf-export.js';
+import { byteLevel, PRE_TOKENIZATIONS } from './gguf-pre.js';
 import { ScoreMergeTokenizer, tokenKindFromGguf, type TokenKind } from './score-merge.js';
 import type { Tokenizer } from './tokenizer.js';
 
@@ -20,81 +22,6 @@ export function tokenizerFromGguf(metadata: Record<string, unknown>, file?: stri
       throw new TopiaryError(`GGUF tokenizer model '${model}' is not supported (supported: gpt2, llama)`, file);
   }
 }
-
-const GPT2_SPLIT = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
-const LLAMA3_SPLIT =
-  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-const QWEN2_SPLIT =
-  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-
-const byteLevel = (useRegex: boolean) => ({ type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: useRegex });
-const isolate = (pattern: string) => ({ type: 'Split', pattern: { Regex: pattern }, behavior: 'Isolated', invert: false });
-
-interface PreTokenization {
-  /** A Hugging Face pre_tokenizer config splitting text as llama.cpp's regexes for this type do. */
-  preTokenizer: object;
-  /** BPE ignore_merges: a pre-token that is itself in the vocabulary is taken whole (Llama 3). */
-  ignoreMerges: boolean;
-}
-
-/**
- * llama.cpp splits text by a list of regexes applied in turn, each piece and each gap between
- * matches becoming a piece (llama-vocab.cpp, llm_tokenizer_bpe); the equivalent Hugging Face
- * configs are those the models publish: GPT-2's ByteLevel regex; StarCoder/SmolLM's Digits
- * then ByteLevel; Llama 3's and Qwen2's Split regex then ByteLevel without its own regex.
- */
-const GPT2: PreTokenization = { preTokenizer: byteLevel(true), ignoreMerges: false };
-const DIGITS_THEN_GPT2: PreTokenization = {
-  preTokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Digits', individual_digits: true }, byteLevel(true)] },
-  ignoreMerges: false,
-};
-const LLAMA3: PreTokenization = {
-  preTokenizer: { type: 'Sequence', pretokenizers: [isolate(LLAMA3_SPLIT), byteLevel(false)] },
-  ignoreMerges: true,
-};
-const QWEN2: PreTokenization = {
-  preTokenizer: { type: 'Sequence', pretokenizers: [isolate(QWEN2_SPLIT), byteLevel(false)] },
-  ignoreMerges: false,
-};
-/** llama.cpp's fallback for vocabularies its converter did not recognise (tokenizer.ggml.pre 'default' or absent). */
-const LLAMA_CPP_DEFAULT: PreTokenization = {
-  preTokenizer: {
-    type: 'Sequence',
-    pretokenizers: [
-      isolate('[\\p{P}\\$\\+<=>\\^~\\|]+'),
-      isolate(GPT2_SPLIT),
-      isolate('\\p{N}+'),
-      isolate('[0-9][0-9][0-9]'),
-      byteLevel(false),
-    ],
-  },
-  ignoreMerges: false,
-};
-
-/** tokenizer.ggml.pre values (as llama.cpp's converter writes them) and how each splits text. */
-const PRE_TOKENIZATIONS: Record<string, PreTokenization> = {
-  default: LLAMA_CPP_DEFAULT,
-  'gpt-2': GPT2,
-  mpt: GPT2,
-  olmo: GPT2,
-  jais: GPT2,
-  smollm: DIGITS_THEN_GPT2,
-  starcoder: DIGITS_THEN_GPT2,
-  refact: DIGITS_THEN_GPT2,
-  'command-r': DIGITS_THEN_GPT2,
-  codeshell: DIGITS_THEN_GPT2,
-  exaone: DIGITS_THEN_GPT2,
-  'minerva-7b': DIGITS_THEN_GPT2,
-  'llama-bpe': LLAMA3,
-  llama3: LLAMA3,
-  'llama-v3': LLAMA3,
-  falcon3: LLAMA3,
-  dbrx: LLAMA3,
-  'smaug-bpe': LLAMA3,
-  qwen2: QWEN2,
-  'deepseek-r1-qwen': QWEN2,
-  stablelm2: QWEN2,
-};
 
 function byteLevelBpeFromGguf(fields: GgufFields): Tokenizer {
   const pre = fields.optionalString('tokenizer.ggml.pre') ?? 'default';
@@ -175,7 +102,7 @@ function scoreMergeFromGguf(fields: GgufFields): ScoreMergeTokenizer {
       pieces,
       scores,
       kinds,
-      spaceSymbol: '\u2581',
+      spaceSymbol: SPM_SPACE,
       addSpacePrefix: fields.optionalBoolean('tokenizer.ggml.add_space_prefix') ?? true,
       bosId,
       eosId: fields.optionalTokenId('tokenizer.ggml.eos_token_id', pieces.length) ?? 2,

@@ -1,12 +1,14 @@
 import { Tokenizer as HfLibraryTokenizer } from '@huggingface/tokenizers';
 import type { Tokenizer } from './tokenizer.js';
 import { checkTokenIds } from './ids.js';
+import { ggufVocabularyFromJson, type GgufVocabulary } from './gguf-export.js';
 
 /** The fields of a Hugging Face tokenizer_config.json this wrapper reads. */
 export interface TokenizerConfig {
   add_bos_token?: boolean;
   bos_token?: string | { content: string } | null;
   eos_token?: string | { content: string } | null;
+  pad_token?: string | { content: string } | null;
   clean_up_tokenization_spaces?: boolean;
   [key: string]: unknown;
 }
@@ -30,6 +32,7 @@ export class HuggingFaceTokenizer implements Tokenizer {
   private readonly library: HfLibraryTokenizer;
   private readonly addBosByDefault: boolean;
   private readonly cleanUpSpaces: boolean;
+  private readonly padId: number | undefined;
 
   /** Throws the library's own error on a malformed tokenizer.json; callers wrap it with the file name. */
   constructor(
@@ -47,6 +50,7 @@ export class HuggingFaceTokenizer implements Tokenizer {
     const templateBos = leadingTemplateToken(library);
     this.bosId = known.bosId ?? idOf(library, config.bos_token) ?? templateBos;
     this.eosId = known.eosId ?? idOf(library, config.eos_token);
+    this.padId = idOf(library, config.pad_token);
     this.addBosByDefault =
       this.bosId !== undefined && (known.addBos ?? config.add_bos_token ?? templateBos === this.bosId);
     // The library cleans up by default (" ." -> "."); transformers 5 does not, and a cleaned
@@ -72,6 +76,11 @@ export class HuggingFaceTokenizer implements Tokenizer {
         tokenizer_class: 'PreTrainedTokenizerFast',
       },
     };
+  }
+
+  toGguf(): GgufVocabulary | { unsupported: string } {
+    const special = { bosId: this.bosId, eosId: this.eosId, paddingId: this.padId, addBos: this.addBosByDefault };
+    return ggufVocabularyFromJson(this.tokenizerJson as Record<string, unknown>, special);
   }
 
   decode(ids: number[]): string {

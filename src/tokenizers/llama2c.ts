@@ -48,6 +48,8 @@ export function tokenizerFromLlama2cBin(path: string, vocabSize?: number): Score
   }
   if (pieces.length <= EOS_ID) throw new TopiaryError(`tokenizer.bin holds only ${pieces.length} tokens`, path);
 
+  // llama2.c's exporter wrote <s> and </s> as "\n<s>\n" and "\n</s>\n"; their SentencePiece spelling is restored.
+  for (const id of [BOS_ID, EOS_ID]) pieces[id] = pieces[id]!.trim();
   const kinds = pieces.map((piece, id): TokenKind => {
     if (id === UNKNOWN_ID) return 'unknown';
     if (id === BOS_ID || id === EOS_ID) return 'control';

@@ -1,5 +1,6 @@
 import type { Tokenizer } from './tokenizer.js';
 import { checkTokenIds } from './ids.js';
+import { SPM_SPACE, type GgufVocabulary } from './gguf-export.js';
 
 /** What a vocabulary entry is, as SentencePiece (and GGUF's `tokenizer.ggml.token_type`) classify it. */
 export type TokenKind = 'normal' | 'unknown' | 'control' | 'userDefined' | 'unused' | 'byte';
@@ -9,6 +10,10 @@ const GGUF_TOKEN_KINDS: readonly TokenKind[] = ['normal', 'unknown', 'control', 
 
 export function tokenKindFromGguf(type: number): TokenKind | undefined {
   return GGUF_TOKEN_KINDS[type - 1];
+}
+
+export function tokenKindToGguf(kind: TokenKind): number {
+  return GGUF_TOKEN_KINDS.indexOf(kind) + 1;
 }
 
 const BYTE_PIECE = /^<0x([0-9A-Fa-f]{2})>$/;
@@ -92,6 +97,27 @@ export class ScoreMergeTokenizer implements Tokenizer {
       else this.pushByteFallback(symbol, ids);
     }
     return ids;
+  }
+
+  /**
+   * The vocabulary as a GGUF 'llama' (SentencePiece) one, which llama.cpp merges by score as
+   * encode() does: pieces spelled with '▁' for a space, scores, kinds and special ids as they are.
+   */
+  toGguf(): GgufVocabulary {
+    const vocab = this.vocab;
+    return {
+      model: 'llama',
+      pre: 'default',
+      tokens: vocab.pieces.map((piece) => (vocab.spaceSymbol === SPM_SPACE ? piece : piece.replaceAll(vocab.spaceSymbol, SPM_SPACE))),
+      kinds: [...vocab.kinds],
+      scores: Array.from(vocab.scores),
+      bosId: vocab.bosId,
+      eosId: vocab.eosId,
+      unknownId: vocab.unknownId,
+      addBos: vocab.addBosByDefault,
+      addSpacePrefix: vocab.addSpacePrefix,
+      warnings: [],
+    };
   }
 
   /** The text split into the pieces the score-driven merge ends with. */

@@ -1,3 +1,5 @@
+import type { GgufVocabulary } from './gguf-export.js';
+
 /** The tokenizer interface the rest of Topiary uses, whatever file the vocabulary came from. */
 export interface Tokenizer {
   readonly vocabSize: number;
@@ -14,4 +16,6 @@ export interface Tokenizer {
    * when there are such, so exported models carry their tokenizer.
    */
   toHuggingFace?(): { tokenizer: Record<string, unknown>; config: Record<string, unknown> };
+  /** The vocabulary as GGUF's tokenizer.ggml.* keys hold it, or why it cannot be, so GGUF exports carry their tokenizer. */
+  toGguf?(): GgufVocabulary | { unsupported: string };
 }

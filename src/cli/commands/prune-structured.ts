@@ -9,6 +9,11 @@ export async function pruneStructuredCommand(settings: Omit<StructuredPruneSetti
     onEvent(event) {
       if (event.kind === 'calibration') {
         for (const note of event.notes) progress.log(`calibration: ${note}`);
+      } else if (event.kind === 'export-warning') {
+        progress.log(`warning: ${event.message}`);
+      } else if (event.kind === 'resumed') {
+        const dense = event.scored > 0 ? ` and the dense pass of ${event.scored} layer(s)` : '';
+        progress.log(`resumed: ${event.layers} finished layer(s)${dense} restored from the checkpoint`);
       } else {
         progress.update(event.layer, event.layers, `layer ${event.layer + 1}: ${event.stage}`);
       }

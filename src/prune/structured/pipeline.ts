@@ -12,11 +12,22 @@
  *   the already-pruned layers before it, loses the same share, and the pruned layer produces the
  *   next layer's inputs. COMP first drops whole layers ranked by 1 − cos(h_in, h_out) on a dense pass.
  *
+ * Checkpoints (with `checkpoint`, in DIR/.topiary-checkpoint as for unstructured pruning): a dense
+ * pass leaves `dense-NNNN.json` per layer (FLAP's statistics and scores, COMP's importance), the
+ * pruning pass `layer-NNNN.safetensors` (the pruned layer, added biases included) and then
+ * `layer-NNNN.json` (its LayerOutcome, which marks it finished; whole removed layers have only
+ * this). On resume, restored dense-pass layers are replayed densely to rebuild the activations of
+ * the first layer not done; restored pruned layers are replayed as pruned (uniform) or dense
+ * (global), so every later layer sees exactly the inputs an uninterrupted run gives it.
+ *
  * For every pruned projection the error ‖Y − Ŷ‖² / ‖Y‖² on the layer's calibration inputs is
  * measured three ways: columns dropped with no compensation, with FLAP's bias compensation, and as
  * the method left it — the evidence that compensation helps.
  */
+import { openSafetensors, writeSafetensors } from '../../formats/safetensors.js';
+import { LINEAR_ROLES } from '../../model/architectures/index.js';
 import type { CausalLM, DecoderLayer, Linear } from '../../model/decoder.js';
+import { finishedLayers, layerFile, openCheckpoint, readJson, writeJson } from '../checkpoint.js';
 import { StatsAccumulator } from '../stats.js';
 import type { LinearStats, StatKind } from '../method.js';
 import type { MethodOptions } from '../pipeline.js';
@@ -32,10 +43,15 @@ export interface StructuredOptions {
   methodOptions: MethodOptions;
   /** Windows per forward chunk: bounds activation memory. */
   batchWindows: number;
+  /** Per-layer checkpoints in `dir`; a run with the same `fingerprint` resumes from them. Without, nothing is saved. */
+  checkpoint?: { dir: string; fingerprint: string; resume: boolean };
   onEvent?: (event: StructuredEvent) => void;
 }
 
-export type StructuredEvent = { kind: 'stage'; stage: 'importance' | 'statistics' | 'prune' | 'measure'; layer: number; layers: number };
+export type StructuredEvent =
+  /** `layers` pruned layers and the dense pass of `scored` layers came from the checkpoint. */
+  | { kind: 'resumed'; layers: number; scored: number }
+  | { kind: 'stage'; stage: 'importance' | 'statistics' | 'prune' | 'measure' | 'replay'; layer: number; layers: number };
 
 /** Relative output errors of one projection on the layer's calibration inputs. */
 export interface ProjectionErrors {
@@ -140,6 +156,32 @@ class ErrorMeter {
 
   relative(): number[] {
     return this.errors.map((e) => e / Math.max(this.dense, Number.MIN_VALUE));
+  }
+}
+
+/** A pruned layer's tensors (norms, weights, biases) for its checkpoint. */
+function saveLayer(file: string, layer: DecoderLayer): void {
+  writeSafetensors(file, [
+    { name: 'attention_norm', shape: [layer.attentionNorm.length], data: layer.attentionNorm },
+    { name: 'mlp_norm', shape: [layer.mlpNorm.length], data: layer.mlpNorm },
+    ...LINEAR_ROLES.flatMap((role) => {
+      const { weight, bias, outFeatures, inFeatures } = layer.linears[role];
+      return [{ name: `${role}.weight`, shape: [outFeatures, inFeatures], data: weight }, ...(bias ? [{ name: `${role}.bias`, shape: [outFeatures], data: bias }] : [])];
+    }),
+  ]);
+}
+
+function loadLayer(file: string): DecoderLayer {
+  const store = openSafetensors(file);
+  try {
+    const linears = {} as DecoderLayer['linears'];
+    for (const role of LINEAR_ROLES) {
+      const [outFeatures, inFeatures] = store.info(`${role}.weight`).shape as [number, number];
+      linears[role] = { weight: store.read(`${role}.weight`), outFeatures, inFeatures, ...(store.has(`${role}.bias`) ? { bias: store.read(`${role}.bias`) } : {}) };
+    }
+    return { attentionNorm: store.read('attention_norm'), mlpNorm: store.read('mlp_norm'), linears };
+  } finally {
+    store.close();
   }
 }
 
@@ -255,39 +297,95 @@ export async function pruneStructured(model: CausalLM, windows: readonly (readon
   const outcomes: LayerOutcome[] = [];
   const pruned = new Map<number, DecoderLayer>();
 
-  if (method.allocation(methodOptions) === 'global') {
+  const checkpoint = options.checkpoint;
+  if (checkpoint) openCheckpoint(checkpoint.dir, checkpoint.fingerprint, checkpoint.resume);
+  const file = (kind: 'dense' | 'layer', layer: number, ext: 'json' | 'safetensors' = 'json') => layerFile(checkpoint!.dir, layer, ext, kind);
+  const restorable = (kind: 'dense' | 'layer') => (checkpoint?.resume ? finishedLayers(numLayers, (layer) => file(kind, layer)) : 0);
+  const scored = restorable('dense');
+  const finished = restorable('layer');
+  if (scored + finished > 0) emit({ kind: 'resumed', layers: finished, scored });
+
+  /** Moves the activations through layer `layer`: its `weights` if given, else the dense layer. */
+  const replay = async (layer: number, weights?: DecoderLayer) => {
+    emit({ kind: 'stage', stage: 'replay', layer, layers: numLayers });
+    if (weights) model.setLayer(layer, weights);
+    await forward(layer, true);
+    model.releaseLayer(layer);
+  };
+
+  /** A pass of the dense model: `run` handles one layer and advances the activations; its results are checkpointed. */
+  const densePass = async <T>(run: (layer: number) => Promise<T>): Promise<T[]> => {
+    const results = Array.from({ length: scored }, (_, layer) => readJson<T>(file('dense', layer)));
+    if (scored === numLayers) return results;
     embedAll();
-    const candidates: { layer: number; stats: { attention: LinearStats; mlp: LinearStats }; scores: UnitScores; geometry: LayerGeometry }[] = [];
-    for (let layer = 0; layer < numLayers; layer++) {
+    for (let layer = 0; layer < scored; layer++) await replay(layer);
+    for (let layer = scored; layer < numLayers; layer++) {
+      const result = await run(layer);
+      if (checkpoint) writeJson(file('dense', layer), result);
+      results.push(result);
+    }
+    return results;
+  };
+
+  /**
+   * The pruning pass from freshly embedded activations: `prune` handles one layer and advances the
+   * activations; finished layers come from the checkpoint and are replayed, pruned or (`dense`) not.
+   */
+  const pruningPass = async (replayDense: boolean, prune: (layer: number) => Promise<{ pruned?: DecoderLayer; outcome: LayerOutcome }>) => {
+    embedAll();
+    for (let layer = 0; layer < finished; layer++) {
+      const outcome = readJson<LayerOutcome>(file('layer', layer));
+      outcomes.push(outcome);
+      if (outcome.removed) continue;
+      const weights = loadLayer(file('layer', layer, 'safetensors'));
+      pruned.set(layer, weights);
+      if (finished < numLayers) await replay(layer, replayDense ? undefined : weights);
+    }
+    for (let layer = finished; layer < numLayers; layer++) {
+      const result = await prune(layer);
+      if (result.pruned) {
+        pruned.set(layer, result.pruned);
+        if (checkpoint) saveLayer(file('layer', layer, 'safetensors'), result.pruned);
+      }
+      if (checkpoint) writeJson(file('layer', layer), result.outcome);
+      outcomes.push(result.outcome);
+    }
+  };
+
+  if (method.allocation(methodOptions) === 'global') {
+    const candidates = await densePass(async (layer) => {
       const dense = model.layer(layer);
       const stats = await gatherStats(layer, dense, true);
-      const context = contextFor(layer, dense, stats);
-      candidates.push({ layer, stats, scores: await method.score(context), geometry: context.geometry });
+      const scores = await method.score(contextFor(layer, dense, stats));
       model.releaseLayer(layer);
-    }
-    const selection = selectGlobal(candidates, ratio * paramsBefore);
-    embedAll();
-    for (const { layer, stats, scores } of candidates) {
+      return { stats, scores };
+    });
+    const selection = selectGlobal(
+      candidates.map(({ scores }, layer) => ({ layer, scores, geometry: sourceGeometry(model, layer) })),
+      ratio * paramsBefore,
+    );
+    await pruningPass(true, async (layer) => {
+      const { stats, scores } = candidates[layer]!;
       const dense = model.layer(layer);
       const result = await finishLayer(contextFor(layer, dense, stats), scores, selection.get(layer)!, true);
-      pruned.set(layer, result.pruned);
-      outcomes.push(result.outcome);
       model.releaseLayer(layer);
-    }
+      return result;
+    });
   } else {
     // Coarse stage: drop whole layers by importance on the dense model.
     const dropped = new Set<number>();
-    const importance: number[] = [];
     const share = method.layerShare(methodOptions);
+    const importance =
+      share > 0
+        ? await densePass(async (layer) => {
+            emit({ kind: 'stage', stage: 'importance', layer, layers: numLayers });
+            let cosine = 0;
+            await forward(layer, true, undefined, (before, after, rows) => (cosine += cosineRows(before, after, rows, d)));
+            model.releaseLayer(layer);
+            return 1 - cosine / (windows.length * seqLen);
+          })
+        : [];
     if (share > 0) {
-      embedAll();
-      for (let layer = 0; layer < numLayers; layer++) {
-        emit({ kind: 'stage', stage: 'importance', layer, layers: numLayers });
-        let cosine = 0;
-        await forward(layer, true, undefined, (before, after, rows) => (cosine += cosineRows(before, after, rows, d)));
-        importance.push(1 - cosine / (windows.length * seqLen));
-        model.releaseLayer(layer);
-      }
       const order = [...importance.keys()].sort((a, b) => importance[a]! - importance[b]! || a - b);
       let removedParams = 0;
       for (const layer of order) {
@@ -300,12 +398,8 @@ export async function pruneStructured(model: CausalLM, windows: readonly (readon
     let keptLinear = 0;
     for (let layer = 0; layer < numLayers; layer++) if (!dropped.has(layer)) keptLinear += linearParams(sourceGeometry(model, layer));
     const layerRatio = Math.min(0.999, Math.max(0, (ratio * paramsBefore - droppedParams) / Math.max(keptLinear, 1)));
-    embedAll();
-    for (let layer = 0; layer < numLayers; layer++) {
-      if (dropped.has(layer)) {
-        outcomes.push({ layer, removed: true, importance: importance[layer]!, paramsBefore: paramsPerLayer[layer]!, paramsAfter: 0 });
-        continue;
-      }
+    await pruningPass(false, async (layer) => {
+      if (dropped.has(layer)) return { outcome: { layer, removed: true, importance: importance[layer]!, paramsBefore: paramsPerLayer[layer]!, paramsAfter: 0 } };
       const dense = model.layer(layer);
       const context = contextFor(layer, dense, await gatherStats(layer, dense, false));
       const scores = await method.score(context);
@@ -313,9 +407,8 @@ export async function pruneStructured(model: CausalLM, windows: readonly (readon
       model.setLayer(layer, result.pruned);
       await forward(layer, true);
       model.releaseLayer(layer);
-      pruned.set(layer, result.pruned);
-      outcomes.push(importance.length > 0 ? { ...result.outcome, importance: importance[layer]! } : result.outcome);
-    }
+      return { pruned: result.pruned, outcome: importance.length > 0 ? { ...result.outcome, importance: importance[layer]! } : result.outcome };
+    });
   }
   const paramsAfter = [...pruned.values()].reduce((sum, layer) => sum + layerParams(layer), 0);
   return {

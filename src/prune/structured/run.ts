@@ -17,6 +17,7 @@ import { loadModel } from '../../model/load.js';
 import { writeFileAtomic } from '../../util/atomic.js';
 import { UsageError } from '../../util/errors.js';
 import { environmentInfo, peakRssMb } from '../../util/run-info.js';
+import { CHECKPOINT_DIR, runFingerprint } from '../checkpoint.js';
 import type { MethodOptions } from '../pipeline.js';
 import { structuredMethodByName } from './index.js';
 import { pruneStructured, type StructuredEvent } from './pipeline.js';
@@ -30,10 +31,12 @@ export interface StructuredPruneSettings {
   calibration: { corpus: string; nsamples: number; seqlen?: number; seed: number };
   dataDir?: string;
   out: string;
+  /** Continue from DIR/.topiary-checkpoint (made with the same settings) instead of starting afresh. */
+  resume: boolean;
   batchWindows?: number;
   /** F32 (default) or F16 weights; BF16 is written as F16 in GGUF. */
   dtype?: ExportDtype;
-  onEvent?: (event: StructuredEvent | { kind: 'calibration'; windows: number; notes: string[] }) => void;
+  onEvent?: (event: StructuredEvent | { kind: 'calibration'; windows: number; notes: string[] } | { kind: 'export-warning'; message: string }) => void;
 }
 
 export interface StructuredSummary {
@@ -77,17 +80,25 @@ export async function pruneModelStructured(settings: StructuredPruneSettings): P
   const calibration = drawCalibration(model.tokenizer, { ...calibrationSettings, corpus }, dataDir);
   settings.onEvent?.({ kind: 'calibration', windows: calibration.windows.length, notes: calibration.notes });
   const batchWindows = settings.batchWindows ?? 4;
+  const out = path.resolve(settings.out);
+  const checkpointDir = path.join(out, CHECKPOINT_DIR);
+  const fingerprint = runFingerprint(settings.model, {
+    method: method.name,
+    ratio: settings.ratio,
+    options: settings.methodOptions,
+    calibration: calibrationSettings,
+    batchWindows,
+  });
 
   const result = await pruneStructured(model, calibration.windows, {
     method,
     ratio: settings.ratio,
     methodOptions: settings.methodOptions,
     batchWindows,
+    checkpoint: { dir: checkpointDir, fingerprint, resume: settings.resume },
     ...(settings.onEvent ? { onEvent: settings.onEvent } : {}),
   });
 
-  const out = path.resolve(settings.out);
-  fs.mkdirSync(out, { recursive: true });
   const smaller = new CausalLM(prunedSource(model.source, model.spec, result.keptLayers, result.pruned), model.spec, model.backend);
   const layers = [...result.pruned.values()];
   const first = layers[0]!.linears;
@@ -98,15 +109,18 @@ export async function pruneModelStructured(settings: StructuredPruneSettings): P
   const dtype = settings.dtype ?? 'F32';
   let format: StructuredSummary['format'];
   let files: string[];
+  const exportWarnings: string[] = [];
   if (uniform && !hasAddedBias) {
     format = 'safetensors';
     files = exportHfFolder(smaller, out, { dtype, override: () => undefined }).files;
   } else {
     format = 'gguf';
     const file = path.join(out, 'model.gguf');
-    exportGguf(smaller, file, { dtype: dtype === 'F32' ? 'F32' : 'F16', name: `${path.basename(settings.model)} ${method.name} ${settings.ratio}` });
+    const written = exportGguf(smaller, file, { dtype: dtype === 'F32' ? 'F32' : 'F16', name: `${path.basename(settings.model)} ${method.name} ${settings.ratio}` });
+    exportWarnings.push(...written.warnings);
     files = [file];
   }
+  for (const message of exportWarnings) settings.onEvent?.({ kind: 'export-warning', message });
   const bytes = files.reduce((sum, file) => sum + fs.statSync(file).size, 0);
 
   const summary: StructuredSummary = {
@@ -135,14 +149,16 @@ export async function pruneModelStructured(settings: StructuredPruneSettings): P
       calibration: calibrationSettings,
       batchWindows,
       dtype: format === 'gguf' && dtype !== 'F32' ? 'F16' : dtype,
+      resumed: settings.resume,
     },
     calibration: describeCalibration(calibration),
     environment: environmentInfo(model.backend),
-    output: { format, files: files.map((file) => path.basename(file)), bytes },
+    output: { format, files: files.map((file) => path.basename(file)), bytes, warnings: exportWarnings },
     keptLayers: result.keptLayers,
     layers: result.outcomes,
   };
   writeFileAtomic(path.join(out, 'topiary.json'), (tmp) => fs.writeFileSync(tmp, JSON.stringify(record, null, 1) + '\n'));
+  fs.rmSync(checkpointDir, { recursive: true, force: true });
   model.source.close();
   return summary;
 }
