@@ -147,7 +147,27 @@ process.stderr.write(
 
 // 3. Side by side, then Topiary alone.
 const machine = machineDescription();
-const compared = [];
+type Measured = ReturnType<typeof pruneAndEvaluate>;
+const compared: { method: string; target: string; topiary: Measured; pytorch: Measured }[] = [];
+const topiaryOnly: { method: string; target: string; topiary: Measured }[] = [];
+/** Writes what has been measured so far: a run stopped part-way keeps its finished rows. */
+function save(): void {
+  const results = {
+    benchmark: 'prune',
+    model: path.resolve(modelPath),
+    calibration: { corpus: 'c4', nsamples, seqlen, seed, notes: calibration.notes },
+    threads: values.threads ?? 'each side its default',
+    torchOmpWaitPolicy: torchEnvironment.OMP_WAIT_POLICY,
+    evaluation: { dataset: 'wikitext2', seqlen: evalSeqlen, maxWindows, densePerplexity, denseCopyPerplexity },
+    machine,
+    loadAverage1minAtEnd: Number(os.loadavg()[0]!.toFixed(2)),
+    compared,
+    topiaryOnly,
+  };
+  fs.mkdirSync(path.dirname(values.results), { recursive: true });
+  writeFileAtomic(values.results, (tmp) => fs.writeFileSync(tmp, JSON.stringify(results, null, 2) + '\n'));
+}
+
 for (const method of COMPARED_METHODS) {
   for (const target of TARGETS) {
     const name = runName(method, target);
@@ -162,9 +182,9 @@ for (const method of COMPARED_METHODS) {
     );
     process.stderr.write(` ${theirs.seconds.toFixed(1)} s\n`);
     compared.push({ method, target: target.label, topiary: ours, pytorch: theirs });
+    save();
   }
 }
-const topiaryOnly = [];
 if (values.all) {
   for (const method of TOPIARY_ONLY_METHODS) {
     for (const target of TARGETS) {
@@ -173,6 +193,7 @@ if (values.all) {
       const ours = pruneAndEvaluate((out) => topiaryPrune(modelPath, method, target.flags, out, seqlen), path.join(workDir, `topiary-${name}`), evalSeqlen);
       process.stderr.write(` ${ours.seconds.toFixed(1)} s\n`);
       topiaryOnly.push({ method, target: target.label, topiary: ours });
+      save();
     }
   }
 }
@@ -207,18 +228,5 @@ printTable(
 );
 process.stdout.write(`\nload average (1 min) at start ${machine.loadAverage1min as number}, at end ${os.loadavg()[0]!.toFixed(2)} on ${machine.cores as number} cores\n`);
 
-const results = {
-  benchmark: 'prune',
-  model: path.resolve(modelPath),
-  calibration: { corpus: 'c4', nsamples, seqlen, seed, notes: calibration.notes },
-  threads: values.threads ?? 'each side its default',
-  torchOmpWaitPolicy: torchEnvironment.OMP_WAIT_POLICY,
-  evaluation: { dataset: 'wikitext2', seqlen: evalSeqlen, maxWindows, densePerplexity, denseCopyPerplexity },
-  machine,
-  loadAverage1minAtEnd: Number(os.loadavg()[0]!.toFixed(2)),
-  compared,
-  topiaryOnly,
-};
-fs.mkdirSync(path.dirname(values.results), { recursive: true });
-writeFileAtomic(values.results, (tmp) => fs.writeFileSync(tmp, JSON.stringify(results, null, 2) + '\n'));
+save();
 process.stdout.write(`wrote ${values.results}\n`);

@@ -102,7 +102,8 @@ export function structuredTable(report: StructuredReport, clock: keyof PhaseTime
   );
   const loads = report.rows.flatMap((row) => row.speed.flatMap((entry) => [entry.loadAverage1min.before, entry.loadAverage1min.after]));
   const footer =
-    `(${report.machine.cpu}, ${report.machine.cores} cores; pruning and perplexity: ${report.machine.backend}; ` +
+    `(${report.machine.cpu}, ${report.machine.cores} cores; every process ${report.settings.speed.threads} thread(s); ` +
+    `${String(report.machine.backend).replace(/^native, \d+ threads?, /, '')}; ` +
     `llama.cpp ${report.llamaCpp.release} ${report.llamaCpp.build} via node-llama-cpp; ` +
     `load average ${loads.length > 0 ? `${Math.min(...loads)}–${Math.max(...loads)}` : '—'} during the speed runs)`;
   return { heading, headers, rows, footer };

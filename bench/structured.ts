@@ -18,9 +18,13 @@
  *   node --import tsx bench/structured.ts [--model PATH] [--methods magnitude-sp,wanda-sp,flap,comp]
  *     [--ratios 0.2,0.3,0.5] [--calib wikitext2] [--nsamples 128] [--seqlen 128] [--seed 0]
  *     [--eval-windows-128 256] [--eval-windows-2048 8] [--prompt 512] [--decode 64] [--threads 1]
- *     [--runs 2] [--results bench/results/structured.json]
+ *     [--runs 2] [--results bench/results/structured.json] [--models DIR] [--speed-only]
  *
  * --eval-windows-2048 0 skips the 2048-token perplexity (for models with a shorter context).
+ * --models DIR keeps the F32 GGUF each row was timed on (DIR/dense.gguf, DIR/flap-0.2.gguf, …);
+ * --speed-only then times every row again, both engines, from those files (re-pruning a row whose
+ * file is missing: pruning is seeded, so it is the same model): speed measured on a quiet machine
+ * without redoing the perplexities.
  * --threads applies to every process (prune, eval, both engines' timing), so the benchmark can share
  * the machine with another single-threaded one without oversubscribing its cores.
  */
@@ -32,7 +36,6 @@ import { parseArgs } from 'node:util';
 import { getBackend } from '../src/backend/index.js';
 import { packageRoot, resolveDataDir } from '../src/data/datadir.js';
 import { exportGguf } from '../src/export/gguf-writer.js';
-import { CausalLM } from '../src/model/decoder.js';
 import { loadModel } from '../src/model/load.js';
 import { writeFileAtomic } from '../src/util/atomic.js';
 import { measureSpeed, openLlamaCpp, secondsSince, speedupOver, wikitextPrompt, type EngineSpeed, type SpeedMeasurement } from './engines.js';
@@ -57,6 +60,8 @@ const { values } = parseArgs({
     threads: { type: 'string', default: '1' },
     runs: { type: 'string', default: '2' },
     results: { type: 'string', default: path.join(root, 'bench', 'results', 'structured.json') },
+    models: { type: 'string' },
+    'speed-only': { type: 'boolean', default: false },
   },
 });
 const integer = (flag: string, min: number) => {
@@ -144,20 +149,56 @@ async function timedEntry(file: string, weights: string, prompt: number[]): Prom
   return { weights, bytes: fs.statSync(file).size, ...measured, speedupVsDenseF32: { topiary: unit, llamaCpp: unit } };
 }
 
-/** `model` (loaded from `from`) as an F32 GGUF, carrying the tokenizer over from the GGUF source so that llama.cpp can load it. */
+/** The model at `from` as an F32 GGUF (tokenizer included), for both engines. */
 async function exportF32(from: string, file: string, name: string): Promise<void> {
   const model = await loadModel(from, { backend: getBackend() });
   try {
-    // exportGguf copies the tokenizer.* keys only from a GGUF source; a pruned HF folder has the
-    // source's weights layout and tokenizer, so present it as the source GGUF for those keys.
-    const source = model.source.format === 'gguf' || !sourcePath.endsWith('.gguf') ? model.source : { ...model.source, format: 'gguf' as const, path: sourcePath };
-    exportGguf(new CausalLM(source, model.spec, model.backend), file, { dtype: 'F32', name });
+    exportGguf(model, file, { dtype: 'F32', name });
   } finally {
     model.source.close();
   }
 }
 
 const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'topiary-structured-'));
+const modelsDir = values.models === undefined ? workDir : path.resolve(values.models);
+fs.mkdirSync(modelsDir, { recursive: true });
+/** Where the F32 GGUF of a row is kept while it is timed (and after, with --models). */
+const speedFileOf = (method: string, ratio: number) => path.join(modelsDir, method === 'dense' ? 'dense.gguf' : `${method}-${ratio}.gguf`);
+const discard = (file: string) => {
+  if (values.models === undefined) fs.rmSync(file, { force: true });
+};
+
+interface PrunedCell {
+  summary: { format: 'safetensors' | 'gguf'; seconds: number; peak_rss_mb: number; achievedRatio: number; paramsBefore: number; paramsAfter: number; layersRemoved: number; bytes: number };
+  processSeconds: number;
+  /** The CLI's output: the folder or its model.gguf. */
+  written: string;
+  out: string;
+}
+
+function prune(method: string, ratio: number): PrunedCell {
+  const out = fs.mkdtempSync(path.join(workDir, `${method}-${ratio}-`));
+  const { calibration: c } = settings;
+  const pruned = cli([
+    'prune', '--model', sourcePath, '--method', method, '--ratio', String(ratio),
+    '--calib', c.corpus, '--nsamples', String(c.nsamples), '--seqlen', String(c.seqlen), '--seed', String(c.seed), '--out', out,
+  ]);
+  const summary = pruned.result as PrunedCell['summary'];
+  return { summary, processSeconds: pruned.seconds, written: summary.format === 'gguf' ? path.join(out, 'model.gguf') : out, out };
+}
+
+/** The CLI writes F32 by default: a GGUF it wrote is timed as it is, a folder as its F32 GGUF export. */
+async function speedFileFor(method: string, ratio: number, cell: PrunedCell): Promise<string> {
+  const file = speedFileOf(method, ratio);
+  if (cell.summary.format === 'gguf') {
+    fs.renameSync(cell.written, file);
+  } else {
+    log('  export as F32 GGUF');
+    await exportF32(cell.out, file, `${path.basename(sourcePath)} ${method} ${ratio}`);
+  }
+  return file;
+}
+
 const started = performance.now();
 try {
   const source = await loadModel(sourcePath, { backend: getBackend() });
@@ -166,14 +207,39 @@ try {
   const sourceFormat = source.source.format;
   source.source.close();
 
-  if (!rows.some((row) => row.method === 'dense')) {
-    log('== dense');
+  const denseSpeed = async (): Promise<SpeedEntry[]> => {
     const speed: SpeedEntry[] = [];
     if (sourceFormat === 'gguf') speed.push(await timedEntry(sourcePath, sourceWeights, prompt));
-    const denseFile = path.join(workDir, 'dense.gguf');
-    await exportF32(sourcePath, denseFile, `${path.basename(sourcePath)} dense`);
+    const denseFile = speedFileOf('dense', 0);
+    if (!fs.existsSync(denseFile)) await exportF32(sourcePath, denseFile, `${path.basename(sourcePath)} dense`);
     speed.push(await timedEntry(denseFile, 'F32', prompt));
-    fs.rmSync(denseFile);
+    discard(denseFile);
+    return speed;
+  };
+
+  if (values['speed-only']) {
+    for (const row of rows) {
+      log(`== ${key(row.method, row.ratio)}: speed again`);
+      if (row.method === 'dense') {
+        row.speed = await denseSpeed();
+      } else {
+        let file = speedFileOf(row.method, row.ratio);
+        if (!fs.existsSync(file)) {
+          log('  prune (its model file was not kept)');
+          const cell = prune(row.method, row.ratio);
+          file = await speedFileFor(row.method, row.ratio, cell);
+          fs.rmSync(cell.out, { recursive: true, force: true });
+        }
+        row.speed = [await timedEntry(file, 'F32', prompt)];
+        discard(file);
+      }
+      save();
+    }
+  }
+
+  if (!rows.some((row) => row.method === 'dense')) {
+    log('== dense');
+    const speed = await denseSpeed();
     rows.push({
       method: 'dense',
       ratio: 0,
@@ -186,27 +252,15 @@ try {
     });
     save();
   }
-  for (const ratio of ratios) {
+  for (const ratio of values['speed-only'] ? [] : ratios) {
     for (const method of methods) {
       if (rows.some((row) => key(row.method, row.ratio) === key(method, ratio))) continue;
       const cellStarted = performance.now();
       log(`== ${key(method, ratio)}: prune`);
-      const out = fs.mkdtempSync(path.join(workDir, `${method}-${ratio}-`));
-      const { calibration: c } = settings;
-      const pruned = cli([
-        'prune', '--model', sourcePath, '--method', method, '--ratio', String(ratio),
-        '--calib', c.corpus, '--nsamples', String(c.nsamples), '--seqlen', String(c.seqlen), '--seed', String(c.seed), '--out', out,
-      ]);
-      const summary = pruned.result as { format: 'safetensors' | 'gguf'; seconds: number; peak_rss_mb: number; achievedRatio: number; paramsBefore: number; paramsAfter: number; layersRemoved: number; bytes: number };
-      const written = summary.format === 'gguf' ? path.join(out, 'model.gguf') : out;
-      const measuredQuality = quality(written);
-      // The CLI writes F32 by default: a GGUF it wrote is timed as it is, a folder as its F32 GGUF export.
-      let speedFile = written;
-      if (summary.format !== 'gguf') {
-        speedFile = path.join(workDir, `${method}-${ratio}.gguf`);
-        log('  export as F32 GGUF');
-        await exportF32(out, speedFile, `${path.basename(sourcePath)} ${method} ${ratio}`);
-      }
+      const cell = prune(method, ratio);
+      const { summary } = cell;
+      const measuredQuality = quality(cell.written);
+      const speedFile = await speedFileFor(method, ratio, cell);
       const entry = await timedEntry(speedFile, 'F32', prompt);
       rows.push({
         method,
@@ -215,16 +269,16 @@ try {
         paramsBefore: summary.paramsBefore,
         paramsAfter: summary.paramsAfter,
         layersRemoved: summary.layersRemoved,
-        prune: { seconds: summary.seconds, processSeconds: pruned.seconds, peakRssMb: summary.peak_rss_mb },
+        prune: { seconds: summary.seconds, processSeconds: cell.processSeconds, peakRssMb: summary.peak_rss_mb },
         output: { format: summary.format, weights: 'F32', bytes: summary.bytes },
         ...measuredQuality,
         speed: [entry],
         date: new Date().toISOString(),
       });
       save();
-      fs.rmSync(out, { recursive: true, force: true });
-      fs.rmSync(speedFile, { force: true });
-      const ppl = (cell: PerplexityCell | null) => cell?.perplexity.toFixed(2) ?? '—';
+      fs.rmSync(cell.out, { recursive: true, force: true });
+      discard(speedFile);
+      const ppl = (c: PerplexityCell | null) => c?.perplexity.toFixed(2) ?? '—';
       log(`  ${key(method, ratio)}: ppl ${ppl(measuredQuality.perplexity128)} @128, ${ppl(measuredQuality.perplexity2048)} @2048; ${secondsSince(cellStarted).toFixed(0)} s for the cell`);
     }
   }

@@ -17,6 +17,13 @@ const read = (name: string): any => {
 const table = (headers: string[], rows: (string | number)[][]) =>
   [`| ${headers.join(' | ')} |`, `|${headers.map(() => '---').join('|')}|`, ...rows.map((row) => `| ${row.join(' | ')} |`)].join('\n');
 
+/** Quality rows grouped by target (dense first), methods in the order of the README's prose, permuted after plain. */
+const TARGET_ORDER = ['-', '0.5', '2:4', '4:8'];
+const METHOD_ORDER = ['dense', 'magnitude', 'wanda', 'ria', 'sparsegpt', 'apt'];
+const rank = (order: string[], value: string) => (order.includes(value) ? order.indexOf(value) : order.length);
+const byTargetThenMethod = (a: any, b: any) =>
+  rank(TARGET_ORDER, a.target) - rank(TARGET_ORDER, b.target) || rank(METHOD_ORDER, a.method) - rank(METHOD_ORDER, b.method) || Number(a.permute) - Number(b.permute);
+
 for (const file of fs.existsSync(results) ? fs.readdirSync(results).filter((f) => f.startsWith('quality-')).sort() : []) {
   const quality = read(file);
   const s = quality.settings;
@@ -25,7 +32,7 @@ for (const file of fs.existsSync(results) ? fs.readdirSync(results).filter((f) =
   console.log(
     table(
       ['method', 'target', 'permute', 'perplexity', 'vs dense', 'prune time', 'peak memory', 'kept score gained by permutation'],
-      quality.rows.map((row: any) => [
+      [...quality.rows].sort(byTargetThenMethod).map((row: any) => [
         row.method,
         row.target,
         row.permute ? 'yes' : '',
