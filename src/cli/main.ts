@@ -16,7 +16,6 @@ import { parseMethodOptions, parseTarget, pruneCommand } from './commands/prune.
 import { METHODS } from '../prune/methods/index.js';
 import { isStructuredMethod, STRUCTURED_METHODS } from '../prune/structured/index.js';
 import { pruneStructuredCommand } from './commands/prune-structured.js';
-import type { LinearRole } from '../model/architectures/index.js';
 
 const USAGE = () => `Usage: topiary <command> [options]
 
@@ -227,7 +226,7 @@ async function run(argv: string[]): Promise<void> {
           method: methodName,
           target: parseTarget(values.sparsity, values.pattern),
           methodOptions: parseMethodOptions((values.option as string[] | undefined) ?? [], values.permute === true),
-          ...(typeof values.layers === 'string' ? { roles: values.layers.split(',').map((s) => s.trim()) as LinearRole[] } : {}),
+          ...(typeof values.layers === 'string' ? { roles: values.layers.split(',').map((s) => s.trim()) } : {}),
           calibration: calibrationOptions(values),
           ...(typeof values['data-dir'] === 'string' ? { dataDir: values['data-dir'] } : {}),
           out: required(values.out, '--out'),

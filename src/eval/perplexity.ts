@@ -1,4 +1,4 @@
-import type { CausalLM } from '../model/decoder.js';
+import type { CausalLM } from '../model/causal-lm.js';
 import { UsageError } from '../util/errors.js';
 
 export interface PerplexityOptions {

@@ -25,7 +25,7 @@
  * Contexts of multi-token choices are recomputed per choice, as in the harness: sharing them needs
  * a prefix (KV) cache the model does not offer.
  */
-import type { CausalLM } from '../model/decoder.js';
+import type { CausalLM } from '../model/causal-lm.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
 import { TopiaryError } from '../util/errors.js';
 import { dataFile } from '../data/datadir.js';

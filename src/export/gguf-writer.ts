@@ -19,11 +19,10 @@ import * as fs from 'node:fs';
 import { GgufValueType, openGguf, type GgufValue } from '../formats/gguf.js';
 import { floatToHalfBits, describeFsError } from '../formats/binary.js';
 import { GGML_TYPES, ggmlByteLength, type GgmlType } from '../formats/ggml-quants.js';
-import type { CausalLM } from '../model/decoder.js';
-import { GGUF_LAYER_NAMES } from '../model/sources.js';
+import type { CausalLM } from '../model/causal-lm.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { TopiaryError } from '../util/errors.js';
-import { convertRopeRows } from '../model/rope.js';
+import { convertRopeRows } from '../model/components/rope.js';
 import type { GgufVocabulary } from '../tokenizers/gguf-export.js';
 import { tokenKindToGguf } from '../tokenizers/score-merge.js';
 
@@ -299,16 +298,30 @@ export interface GgufExportResult {
 }
 
 /**
+ * The GGUF block tensor names of `model`, or why llama.cpp could not run it as Topiary writes it:
+ * the writer knows the LLaMA block (as `llama`, or `deci` for uneven layers) without a sliding
+ * window or llama3 rope scaling. Checked before any pruning work starts.
+ */
+export function ggufExportable(model: CausalLM): Record<string, string> {
+  const { config, family, source } = model;
+  const refuse = (why: string): never => {
+    throw new TopiaryError(`cannot write GGUF: ${why} (write a Hugging Face folder instead)`, source.path);
+  };
+  if (family.name !== 'llama' || !['llama', 'mistral'].includes(config.modelType)) refuse(`the GGUF writer knows the llama and mistral layouts, not "${config.modelType}"`);
+  if (config.attention.layerTypes) refuse('sliding-window attention is not written to GGUF yet');
+  if (config.rope?.scaling.type === 'llama3') refuse('llama3 rope scaling is not written to GGUF yet');
+  return family.gguf!.layerNames;
+}
+
+/**
  * Exports `model` (its source's tensors, whatever their per-layer sizes) to a GGUF file llama.cpp
  * loads. The tokenizer is carried over from a GGUF source (every `tokenizer.*` key) and converted
  * from any other (llama2.c tokenizer.bin, tokenizer.json) that GGUF can express; otherwise the file
  * has none (Topiary still runs it on token ids) and a warning says why.
  */
 export function exportGguf(model: CausalLM, file: string, options: GgufExportOptions): GgufExportResult {
-  const { config, source, spec } = model;
-  if (config.modelType !== 'llama' && config.modelType !== 'mistral') {
-    throw new TopiaryError(`GGUF export supports the LLaMA layout (llama, mistral), not "${config.modelType}"`, source.path);
-  }
+  const { config, source, family } = model;
+  const layerNames = ggufExportable(model);
   const hd = config.headDim;
   const sizes: LayerSizes[] = [];
   for (let layer = 0; layer < config.numLayers; layer++) {
@@ -335,14 +348,13 @@ export function exportGguf(model: CausalLM, file: string, options: GgufExportOpt
     u32('attention.key_length', hd),
     u32('attention.value_length', hd),
     u32('rope.dimension_count', hd),
-    f32('rope.freq_base', config.ropeTheta),
-    f32('attention.layer_norm_rms_epsilon', config.rmsNormEps),
+    f32('rope.freq_base', config.rope!.theta),
+    f32('attention.layer_norm_rms_epsilon', config.norm.eps),
     u32('vocab_size', config.vocabSize),
   ];
-  if (config.ropeScaling.type === 'linear') {
-    keyValues.push({ key: `${arch}.rope.scaling.type`, type: GgufValueType.STRING, value: 'linear' }, f32('rope.scaling.factor', config.ropeScaling.factor));
-  } else if (config.ropeScaling.type !== 'none') {
-    throw new TopiaryError(`GGUF export of ${config.ropeScaling.type} rope scaling is not supported`, source.path);
+  const scaling = config.rope!.scaling;
+  if (scaling.type === 'linear') {
+    keyValues.push({ key: `${arch}.rope.scaling.type`, type: GgufValueType.STRING, value: 'linear' }, f32('rope.scaling.factor', scaling.factor));
   }
   const warnings: string[] = [];
   if (source.format === 'gguf') {
@@ -384,10 +396,10 @@ export function exportGguf(model: CausalLM, file: string, options: GgufExportOpt
       },
     });
   };
-  add('token_embd.weight', `${spec.embedTokens}.weight`);
+  add('token_embd.weight', family.embedTokens);
   for (let layer = 0; layer < config.numLayers; layer++) {
-    const prefix = spec.layerPrefix(layer);
-    for (const [ggufName, hfName] of Object.entries(GGUF_LAYER_NAMES)) {
+    const prefix = family.layerPrefix(layer);
+    for (const [ggufName, hfName] of Object.entries(layerNames)) {
       for (const kind of ['weight', 'bias']) {
         const name = `${prefix}${hfName}.${kind}`;
         if (!source.has(name)) continue;
@@ -396,8 +408,8 @@ export function exportGguf(model: CausalLM, file: string, options: GgufExportOpt
       }
     }
   }
-  add('output_norm.weight', `${spec.finalNorm}.weight`);
-  if (!config.tieWordEmbeddings && source.has(`${spec.lmHead}.weight`)) add('output.weight', `${spec.lmHead}.weight`);
+  add('output_norm.weight', `${family.finalNorm}.weight`);
+  if (!config.tieWordEmbeddings && source.has(family.lmHead)) add('output.weight', family.lmHead);
   writeGguf(file, keyValues, tensors);
   return { architecture: arch, bytes: fs.statSync(file).size, warnings };
 }

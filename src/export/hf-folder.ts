@@ -7,10 +7,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeSafetensors, type TensorToWrite } from '../formats/safetensors.js';
-import { toHfConfig } from '../model/config.js';
-import type { CausalLM } from '../model/decoder.js';
+import type { CausalLM } from '../model/causal-lm.js';
+import { storedLayout } from '../model/sources.js';
 import { writeFileAtomic } from '../util/atomic.js';
-import { TopiaryError } from '../util/errors.js';
 
 export type ExportDtype = 'F32' | 'F16' | 'BF16';
 
@@ -45,21 +44,18 @@ function tokenizerFiles(model: CausalLM): Record<string, Buffer> {
 
 export function exportHfFolder(model: CausalLM, outDir: string, options: ExportOptions): { files: string[]; bytes: number } {
   fs.mkdirSync(outDir, { recursive: true });
-  const architecture = model.spec.hfArchitectures[model.config.modelType];
-  if (!architecture) throw new TopiaryError(`no Hugging Face class known for model_type "${model.config.modelType}"`);
   const tensors: TensorToWrite[] = model.source
     .tensorNames()
-    .filter((name) => !(model.config.tieWordEmbeddings && name === `${model.spec.lmHead}.weight`))
-    .map((name) => ({
-      name,
-      shape: model.source.shape(name),
-      dtype: options.dtype,
-      data: options.override(name) ?? (() => model.source.read(name)),
-    }));
+    .filter((name) => !(model.config.tieWordEmbeddings && name === model.family.lmHead))
+    .map((name) => {
+      const stored = storedLayout(model.family, name, model.source.shape(name));
+      const data = options.override(name) ?? (() => model.source.read(name));
+      return { name, shape: stored.shape, dtype: options.dtype, data: () => stored.convert(data()) };
+    });
   const modelFile = path.join(outDir, 'model.safetensors');
   writeSafetensors(modelFile, tensors, { format: 'pt' });
   const written = [modelFile];
-  const config = { ...toHfConfig(model.config, architecture), torch_dtype: { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[options.dtype] };
+  const config = { ...model.family.toHfConfig(model.config), torch_dtype: { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[options.dtype] };
   const configFile = path.join(outDir, 'config.json');
   writeFileAtomic(configFile, (tmp) => fs.writeFileSync(tmp, JSON.stringify(config, null, 2) + '\n'));
   written.push(configFile);

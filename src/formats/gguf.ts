@@ -33,6 +33,7 @@ const MIN_VALUE_BYTES: Record<GgufValueType, number> = {
 
 /** A metadata value: numbers (u64/i64 outside the safe range stay bigint), strings, booleans, arrays of them. */
 export type GgufValue = number | bigint | string | boolean | GgufValue[];
+export type GgufMetadata = Readonly<Record<string, GgufValue>>;
 
 /** Reads the header sequentially through a buffer refilled from the file, never past its end. */
 class HeaderReader {

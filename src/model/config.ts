@@ -1,8 +1,10 @@
 /**
- * The model description Topiary works with, whatever file it came from. Names follow Hugging
- * Face's config.json; per-layer sizes (heads, MLP width) are read from the weights themselves so
- * that structurally pruned models with uneven layers need no special config.
+ * The model description Topiary works with, whatever file or family it came from, and the field
+ * readers families use to fill it from a config.json. Names follow Hugging Face's config.json;
+ * per-layer sizes (heads, MLP width) are read from the weights themselves so that structurally
+ * pruned models with uneven layers need no special config.
  */
+import type { Activation } from '../backend/backend.js';
 import { TopiaryError } from '../util/errors.js';
 
 export type RopeScaling =
@@ -16,8 +18,32 @@ export type RopeScaling =
       originalMaxPositionEmbeddings: number;
     };
 
+export interface RopeSpec {
+  theta: number;
+  /** Gemma 3: the base of its sliding-window (local) layers. */
+  localTheta?: number;
+  scaling: RopeScaling;
+  /** Features of each head that rotate (headDim unless partial rotary). */
+  rotaryDim: number;
+  layout: 'half' | 'interleaved';
+}
+
+/** RMSNorm (`weightOffset` 1 for Gemma's 1 + w) or LayerNorm (bias when the tensor is present). */
+export type NormSpec = { kind: 'rms'; eps: number; weightOffset: number } | { kind: 'layer'; eps: number };
+
+export interface AttentionSpec {
+  /** Multiplies q·k (usually 1/√headDim; Gemma: query_pre_attn_scalar^−½). */
+  scale: number;
+  /** Gemma 2: scores become cap·tanh(score/cap). */
+  softCap?: number;
+  /** Keys more than this many positions back are masked, on the layers marked 'sliding'. */
+  slidingWindow?: number;
+  /** Per layer: 'sliding' uses `slidingWindow` (and RoPE's localTheta), 'full' attends to the whole prefix. */
+  layerTypes?: readonly ('full' | 'sliding')[];
+}
+
 export interface ModelConfig {
-  /** Hugging Face model_type: 'llama', 'mistral', 'qwen2'. */
+  /** Hugging Face model_type: 'llama', 'mistral', 'qwen2', … */
   modelType: string;
   hiddenSize: number;
   intermediateSize: number;
@@ -26,18 +52,29 @@ export interface ModelConfig {
   numKvHeads: number;
   headDim: number;
   vocabSize: number;
-  rmsNormEps: number;
-  ropeTheta: number;
-  ropeScaling: RopeScaling;
   maxPositionEmbeddings: number;
   tieWordEmbeddings: boolean;
   bosTokenId: number | undefined;
   eosTokenId: number | undefined;
+  norm: NormSpec;
+  /** Absent for families with learned positions only. */
+  rope?: RopeSpec;
+  attention: AttentionSpec;
+  activation: Activation;
+  /** Multiplies the token embeddings (Gemma: √hidden, rounded to the weights' dtype). */
+  embeddingScale?: number;
+  /** OPT looks up learned position p at row p + 2. */
+  positionOffset?: number;
+  /** Gemma 2: final logits become cap·tanh(logit/cap). */
+  finalLogitSoftCap?: number;
+  /** The config.json the model came with, if any: export writes it back with what pruning changed. */
+  hfConfig?: Readonly<Json>;
 }
 
-type Json = Record<string, unknown>;
+export type Json = Record<string, unknown>;
 
-function field(json: Json, file: string, key: string, fallback?: number): number {
+/** A number field of a config.json; `fallback` when absent. */
+export function numberField(json: Json, file: string, key: string, fallback?: number): number {
   const value = json[key];
   if (value === undefined || value === null) {
     if (fallback !== undefined) return fallback;
@@ -49,104 +86,121 @@ function field(json: Json, file: string, key: string, fallback?: number): number
   return value;
 }
 
-function positiveInt(json: Json, file: string, key: string, fallback?: number): number {
-  const value = field(json, file, key, fallback);
-  if (!Number.isInteger(value) || value <= 0) {
-    throw new TopiaryError(`field "${key}" should be a positive integer, found ${value}`, file);
+/** Largest size field accepted: far above any real model, far below what would exhaust memory. */
+const MAX_SIZE = 1 << 24;
+
+/** A positive integer size field, bounded so that no absurd value reaches an allocation. */
+export function sizeField(json: Json, file: string, key: string, fallback?: number): number {
+  const value = numberField(json, file, key, fallback);
+  if (!Number.isInteger(value) || value <= 0 || value > MAX_SIZE) {
+    throw new TopiaryError(`field "${key}" should be a positive integer up to ${MAX_SIZE}, found ${value}`, file);
   }
   return value;
 }
 
-function firstId(value: unknown): number | undefined {
-  if (typeof value === 'number') return value;
-  if (Array.isArray(value) && typeof value[0] === 'number') return value[0];
+/** A positive number field (epsilons, thetas, scales). */
+export function positiveField(json: Json, file: string, key: string, fallback?: number): number {
+  const value = numberField(json, file, key, fallback);
+  if (!(value > 0)) throw new TopiaryError(`field "${key}" should be positive, found ${value}`, file);
+  return value;
+}
+
+export function booleanField(json: Json, file: string, key: string, fallback: boolean): boolean {
+  const value = json[key];
+  if (value === undefined || value === null) return fallback;
+  if (typeof value !== 'boolean') throw new TopiaryError(`field "${key}" should be true or false, found ${JSON.stringify(value)}`, file);
+  return value;
+}
+
+export function firstId(value: unknown): number | undefined {
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 0) return value;
+  if (Array.isArray(value)) return firstId(value[0]);
   return undefined;
 }
 
-function parseRopeScaling(raw: unknown, file: string): RopeScaling {
+/** Hugging Face activation names → the backend's. */
+export function activationField(json: Json, file: string, key: string, fallback: string): Activation {
+  const name = json[key] ?? fallback;
+  switch (name) {
+    case 'silu':
+    case 'swish':
+      return 'silu';
+    case 'gelu':
+      return 'gelu';
+    case 'gelu_new':
+    case 'gelu_pytorch_tanh':
+      return 'gelu_tanh';
+    case 'relu':
+      return 'relu';
+    default:
+      throw new TopiaryError(`unsupported activation ${JSON.stringify(name)} in "${key}" (supported: silu, gelu, gelu_new, gelu_pytorch_tanh, relu)`, file);
+  }
+}
+
+/** rope_scaling (or transformers 5's rope_parameters) as Topiary models it. */
+export function parseRopeScaling(raw: unknown, file: string): RopeScaling {
   if (raw === undefined || raw === null) return { type: 'none' };
   if (typeof raw !== 'object') throw new TopiaryError('rope_scaling should be an object', file);
   const scaling = raw as Json;
-  const type = scaling.rope_type ?? scaling.type;
+  const type = scaling.rope_type ?? scaling.type ?? 'default';
   switch (type) {
     case 'default':
       return { type: 'none' };
     case 'linear':
-      return { type: 'linear', factor: field(scaling, file, 'factor') };
+      return { type: 'linear', factor: positiveField(scaling, file, 'factor') };
     case 'llama3':
       return {
         type: 'llama3',
-        factor: field(scaling, file, 'factor'),
-        lowFreqFactor: field(scaling, file, 'low_freq_factor'),
-        highFreqFactor: field(scaling, file, 'high_freq_factor'),
-        originalMaxPositionEmbeddings: field(scaling, file, 'original_max_position_embeddings'),
+        factor: positiveField(scaling, file, 'factor'),
+        lowFreqFactor: positiveField(scaling, file, 'low_freq_factor'),
+        highFreqFactor: positiveField(scaling, file, 'high_freq_factor'),
+        originalMaxPositionEmbeddings: positiveField(scaling, file, 'original_max_position_embeddings'),
       };
     default:
-      throw new TopiaryError(`unsupported rope_scaling type ${JSON.stringify(type)} (supported: linear, llama3)`, file);
+      throw new TopiaryError(`unsupported rope_scaling type ${JSON.stringify(type)} (supported: default, linear, llama3)`, file);
   }
 }
 
-/** Parses a Hugging Face config.json object (already JSON-parsed); `file` is used in errors. */
-export function parseHfConfig(json: Json, file: string): ModelConfig {
-  const hiddenSize = positiveInt(json, file, 'hidden_size');
-  const numHeads = positiveInt(json, file, 'num_attention_heads');
-  const numKvHeads = positiveInt(json, file, 'num_key_value_heads', numHeads);
+/** The rope_scaling object to write back for `scaling` (undefined for none). */
+export function ropeScalingJson(scaling: RopeScaling): Json | undefined {
+  switch (scaling.type) {
+    case 'none':
+      return undefined;
+    case 'linear':
+      return { rope_type: 'linear', factor: scaling.factor };
+    case 'llama3':
+      return {
+        rope_type: 'llama3',
+        factor: scaling.factor,
+        low_freq_factor: scaling.lowFreqFactor,
+        high_freq_factor: scaling.highFreqFactor,
+        original_max_position_embeddings: scaling.originalMaxPositionEmbeddings,
+      };
+  }
+}
+
+/**
+ * RoPE base and scaling from either config layout: `rope_theta` + `rope_scaling` (most published
+ * checkpoints) or transformers 5's `rope_parameters` (one object, or one per layer type).
+ */
+export function ropeBase(json: Json, file: string, layerType = 'full_attention'): { theta: number; scaling: RopeScaling } {
+  let parameters = json.rope_parameters as Json | undefined;
+  if (parameters && typeof parameters === 'object' && typeof parameters[layerType] === 'object') parameters = parameters[layerType] as Json;
+  const source = parameters && typeof parameters === 'object' ? parameters : json;
+  return {
+    theta: positiveField(source, file, 'rope_theta', 10000),
+    scaling: parseRopeScaling(json.rope_scaling ?? parameters, file),
+  };
+}
+
+/** Heads, kv heads and head size, checked against each other. */
+export function attentionShape(json: Json, file: string, keys = { heads: 'num_attention_heads', kvHeads: 'num_key_value_heads' }): { hiddenSize: number; numHeads: number; numKvHeads: number; headDim: number } {
+  const hiddenSize = sizeField(json, file, 'hidden_size');
+  const numHeads = sizeField(json, file, keys.heads);
+  const numKvHeads = sizeField(json, file, keys.kvHeads, numHeads);
   if (numHeads % numKvHeads !== 0) {
-    throw new TopiaryError(`num_attention_heads (${numHeads}) is not a multiple of num_key_value_heads (${numKvHeads})`, file);
+    throw new TopiaryError(`${keys.heads} (${numHeads}) is not a multiple of ${keys.kvHeads} (${numKvHeads})`, file);
   }
-  const headDim = positiveInt(json, file, 'head_dim', hiddenSize / numHeads);
-  const ropeParameters = (json.rope_parameters ?? undefined) as Json | undefined;
-  return {
-    modelType: String(json.model_type ?? 'llama'),
-    hiddenSize,
-    intermediateSize: positiveInt(json, file, 'intermediate_size'),
-    numLayers: positiveInt(json, file, 'num_hidden_layers'),
-    numHeads,
-    numKvHeads,
-    headDim,
-    vocabSize: positiveInt(json, file, 'vocab_size'),
-    rmsNormEps: field(json, file, 'rms_norm_eps', 1e-6),
-    ropeTheta: field(ropeParameters ?? json, file, 'rope_theta', 10000),
-    ropeScaling: parseRopeScaling(json.rope_scaling ?? ropeParameters, file),
-    maxPositionEmbeddings: positiveInt(json, file, 'max_position_embeddings', 2048),
-    tieWordEmbeddings: json.tie_word_embeddings === true,
-    bosTokenId: firstId(json.bos_token_id),
-    eosTokenId: firstId(json.eos_token_id),
-  };
-}
-
-/** The config.json Hugging Face `transformers` expects for this model. */
-export function toHfConfig(config: ModelConfig, architecture: string): Json {
-  const scaling: Json | undefined =
-    config.ropeScaling.type === 'none'
-      ? undefined
-      : config.ropeScaling.type === 'linear'
-        ? { rope_type: 'linear', factor: config.ropeScaling.factor }
-        : {
-            rope_type: 'llama3',
-            factor: config.ropeScaling.factor,
-            low_freq_factor: config.ropeScaling.lowFreqFactor,
-            high_freq_factor: config.ropeScaling.highFreqFactor,
-            original_max_position_embeddings: config.ropeScaling.originalMaxPositionEmbeddings,
-          };
-  return {
-    architectures: [architecture],
-    model_type: config.modelType,
-    hidden_size: config.hiddenSize,
-    intermediate_size: config.intermediateSize,
-    num_hidden_layers: config.numLayers,
-    num_attention_heads: config.numHeads,
-    num_key_value_heads: config.numKvHeads,
-    head_dim: config.headDim,
-    vocab_size: config.vocabSize,
-    rms_norm_eps: config.rmsNormEps,
-    rope_theta: config.ropeTheta,
-    ...(scaling ? { rope_scaling: scaling } : {}),
-    max_position_embeddings: config.maxPositionEmbeddings,
-    tie_word_embeddings: config.tieWordEmbeddings,
-    hidden_act: 'silu',
-    torch_dtype: 'float32',
-    ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
-    ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
-  };
+  const headDim = sizeField(json, file, 'head_dim', Math.floor(hiddenSize / numHeads));
+  return { hiddenSize, numHeads, numKvHeads, headDim };
 }

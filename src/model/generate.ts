@@ -1,4 +1,4 @@
-import { KvCache, type CausalLM } from './decoder.js';
+import { KvCache, type CausalLM } from './causal-lm.js';
 
 export interface GenerateOptions {
   maxNewTokens: number;

@@ -1,7 +1,6 @@
 import type { Backend } from '../backend/backend.js';
 import { getBackend } from '../backend/index.js';
-import { architectureFor } from './architectures/index.js';
-import { CausalLM } from './decoder.js';
+import { CausalLM } from './causal-lm.js';
 import { openModelSource } from './sources.js';
 
 export interface LoadOptions {
@@ -10,14 +9,13 @@ export interface LoadOptions {
 }
 
 /**
- * Opens a model (Hugging Face folder, .gguf file or llama2.c checkpoint). Weights are read lazily,
- * one layer at a time, when first used.
+ * Opens a model (Hugging Face folder, .gguf file or llama2.c checkpoint) of any supported family.
+ * Weights are read lazily, one layer at a time, when first used.
  */
 export async function loadModel(modelPath: string, options: LoadOptions = {}): Promise<CausalLM> {
   const source = openModelSource(modelPath);
   try {
-    const spec = architectureFor(source.config.modelType, source.configFile);
-    return new CausalLM(source, spec, options.backend ?? getBackend());
+    return new CausalLM(source, options.backend ?? getBackend());
   } catch (error) {
     source.close();
     throw error;

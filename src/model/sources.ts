@@ -12,14 +12,18 @@ import type { TensorStore } from '../formats/tensors.js';
 import { tokenizerFromGguf, tokenizerFromJson, tokenizerFromLlama2cBin } from '../tokenizers/load.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
 import { TopiaryError } from '../util/errors.js';
-import { parseHfConfig, type ModelConfig } from './config.js';
-import { convertRopeRows } from './rope.js';
+import type { ModelConfig } from './config.js';
+import { convertRopeRows } from './components/rope.js';
+import { familyFor, familyForGguf, type Family } from './families/index.js';
+import { llama } from './families/llama.js';
 
 export interface ModelSource {
   format: 'safetensors' | 'gguf' | 'llama2c';
   /** The file or folder the user named. */
   path: string;
   config: ModelConfig;
+  /** The code that runs this model. */
+  family: Family;
   /** Where the config came from (config.json, or the model file itself), for error messages. */
   configFile: string;
   /** Canonical (Hugging Face) tensor names this source provides. */
@@ -38,6 +42,28 @@ interface Mapping {
   storeName: string;
   /** Converts interleaved-RoPE rows to rotate-half rows, for `heads` heads. */
   unpermuteHeads?: number;
+  /** Stored [in, out] (GPT-2's Conv1D): transposed to the canonical [out, in]. */
+  transposed?: boolean;
+}
+
+/** data [rows, cols] → [cols, rows]. */
+export function transpose(data: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(data.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = data[r * cols + c]!;
+  return out;
+}
+
+/** Whether `name` is a weight the family stores [in, out] (GPT-2's Conv1D). */
+function isTransposed(family: Family, name: string): boolean {
+  const layerTensor = /^.*?\.\d+\.(.*)\.weight$/.exec(name)?.[1];
+  return layerTensor !== undefined && family.linears.some((spec) => spec.transposed && spec.name === layerTensor);
+}
+
+/** How canonical tensor `name` of `shape` is stored in a Hugging Face file of its family, and the conversion to that form. */
+export function storedLayout(family: Family, name: string, shape: number[]): { shape: number[]; convert: (data: Float32Array) => Float32Array } {
+  if (!isTransposed(family, name)) return { shape, convert: (data) => data };
+  const [rows, cols] = shape as [number, number];
+  return { shape: [cols, rows], convert: (data) => transpose(data, rows, cols) };
 }
 
 function mappedSource(
@@ -45,6 +71,7 @@ function mappedSource(
   userPath: string,
   configFile: string,
   config: ModelConfig,
+  family: Family,
   store: TensorStore,
   mapping: Map<string, Mapping>,
   tokenizer: ModelSource['tokenizer'],
@@ -59,16 +86,22 @@ function mappedSource(
     path: userPath,
     configFile,
     config,
+    family,
     tokenizer,
     tensorNames: () => [...mapping.keys()],
     has: (name) => mapping.has(name),
-    shape: (name) => store.info(lookup(name).storeName).shape,
+    shape(name) {
+      const entry = lookup(name);
+      const shape = store.info(entry.storeName).shape;
+      return entry.transposed ? [shape[1]!, shape[0]!] : shape;
+    },
     dtype: (name) => store.info(lookup(name).storeName).dtype,
     read(name) {
       const entry = lookup(name);
       const data = store.read(entry.storeName);
-      if (!entry.unpermuteHeads) return data;
       const [rows, cols = 1] = store.info(entry.storeName).shape as [number, number?];
+      if (entry.transposed) return transpose(data, rows, cols);
+      if (!entry.unpermuteHeads) return data;
       return convertRopeRows(data, rows, cols, entry.unpermuteHeads, 'toRotateHalf');
     },
     close: () => store.close(),
@@ -103,10 +136,13 @@ function readJson(file: string): Record<string, unknown> {
 function fromHfFolder(dir: string): ModelSource {
   const configFile = path.join(dir, 'config.json');
   if (!fs.existsSync(configFile)) throw new TopiaryError('not a model folder: config.json is missing', dir);
-  const config = parseHfConfig(readJson(configFile), configFile);
+  const json = readJson(configFile);
+  if (typeof json.model_type !== 'string') throw new TopiaryError('missing required field "model_type"', configFile);
+  const family = familyFor(json.model_type, configFile);
+  const config = family.parseConfig(json, configFile);
   const store = openSafetensors(dir);
   const mapping = new Map<string, Mapping>();
-  for (const info of store.list()) mapping.set(info.name, { storeName: info.name });
+  for (const info of store.list()) mapping.set(info.name, { storeName: info.name, ...(isTransposed(family, info.name) ? { transposed: true } : {}) });
   // tokenizer.bin is how models exported from llama2.c checkpoints carry their vocabulary.
   const tokenizerFile = path.join(dir, 'tokenizer.json');
   const llama2cTokenizer = path.join(dir, 'tokenizer.bin');
@@ -115,102 +151,56 @@ function fromHfFolder(dir: string): ModelSource {
     : fs.existsSync(llama2cTokenizer)
       ? tryTokenizer(() => tokenizerFromLlama2cBin(llama2cTokenizer, config.vocabSize), llama2cTokenizer)
       : { missing: `no tokenizer.json in ${dir}` };
-  return mappedSource('safetensors', dir, configFile, config, store, mapping, tokenizer);
+  return mappedSource('safetensors', dir, configFile, config, family, store, mapping, tokenizer);
 }
-
-/** GGUF tensor names of the llama-family block, and their Hugging Face counterparts (also used by the GGUF writer). */
-export const GGUF_LAYER_NAMES: Record<string, string> = {
-  attn_norm: 'input_layernorm',
-  ffn_norm: 'post_attention_layernorm',
-  attn_q: 'self_attn.q_proj',
-  attn_k: 'self_attn.k_proj',
-  attn_v: 'self_attn.v_proj',
-  attn_output: 'self_attn.o_proj',
-  ffn_gate: 'mlp.gate_proj',
-  ffn_up: 'mlp.up_proj',
-  ffn_down: 'mlp.down_proj',
-};
-
-/** GGUF architectures we read, and whether llama.cpp stored their q/k rows interleaved. */
-const GGUF_ARCHITECTURES: Record<string, { modelType: string; interleavedRope: boolean }> = {
-  llama: { modelType: 'llama', interleavedRope: true },
-  mistral: { modelType: 'mistral', interleavedRope: true },
-  qwen2: { modelType: 'qwen2', interleavedRope: false },
-  // The LLaMA block with per-layer head counts and MLP widths: how structurally pruned models are stored.
-  deci: { modelType: 'llama', interleavedRope: true },
-};
 
 function fromGguf(file: string): ModelSource {
   const store = openGguf(file);
-  const meta = store.metadata;
-  const arch = String(meta['general.architecture'] ?? '');
-  const known = GGUF_ARCHITECTURES[arch];
-  if (!known) {
-    store.close();
-    throw new TopiaryError(`unsupported architecture "${arch}" (supported: ${Object.keys(GGUF_ARCHITECTURES).join(', ')})`, file);
-  }
-  const num = (key: string, fallback?: number): number => {
-    const value = meta[`${arch}.${key}`];
-    if (typeof value === 'number') return value;
-    if (typeof value === 'bigint') return Number(value);
-    if (fallback !== undefined) return fallback;
-    throw new TopiaryError(`GGUF metadata lacks "${arch}.${key}"`, file);
-  };
-  const numLayers = num('block_count');
-  const hiddenSize = num('embedding_length');
-  /** A hyper-parameter that may be one number or one per layer (llama.cpp accepts both). */
-  const perLayer = (key: string, fallback?: number[]): number[] => {
-    const value = meta[`${arch}.${key}`];
-    if (!Array.isArray(value)) return value === undefined && fallback ? fallback : new Array<number>(numLayers).fill(num(key));
-    if (value.length !== numLayers || !value.every((v) => typeof v === 'number' && Number.isInteger(v) && v >= 0)) {
-      throw new TopiaryError(`GGUF metadata "${arch}.${key}" should hold ${numLayers} non-negative integers`, file);
+  try {
+    const meta = store.metadata;
+    const arch = String(meta['general.architecture'] ?? '');
+    const { family, modelType, interleavedRope } = familyForGguf(arch, file);
+    const layout = family.gguf!;
+    if (store.has('rope_freqs.weight')) throw new TopiaryError('GGUF files with a rope_freqs tensor (Llama 3.1 rope scaling) are not supported yet', file);
+    // Bounded by the tensors present before anything loops over it.
+    const numLayers = Number(meta[`${arch}.block_count`]);
+    if (!Number.isInteger(numLayers) || numLayers <= 0 || numLayers > store.list().length) {
+      throw new TopiaryError(`GGUF metadata "${arch}.block_count" (${String(meta[`${arch}.block_count`])}) does not match the tensors in the file`, file);
     }
-    return value as number[];
-  };
-  const headsPerLayer = perLayer('attention.head_count');
-  const kvHeadsPerLayer = perLayer('attention.head_count_kv', headsPerLayer);
-  const numHeads = Math.max(...headsPerLayer);
-  const numKvHeads = Math.max(...kvHeadsPerLayer);
-  const tokens = meta['tokenizer.ggml.tokens'];
-  const mapping = new Map<string, Mapping>();
-  const add = (hfName: string, storeName: string, unpermuteHeads?: number) => {
-    if (store.has(storeName)) mapping.set(hfName, { storeName, ...(unpermuteHeads ? { unpermuteHeads } : {}) });
-  };
-  add('model.embed_tokens.weight', 'token_embd.weight');
-  add('model.norm.weight', 'output_norm.weight');
-  add('lm_head.weight', 'output.weight');
-  for (let layer = 0; layer < numLayers; layer++) {
-    for (const [ggufName, hfName] of Object.entries(GGUF_LAYER_NAMES)) {
-      for (const kind of ['weight', 'bias']) {
-        const heads = !known.interleavedRope ? undefined : ggufName === 'attn_q' ? headsPerLayer[layer] : ggufName === 'attn_k' ? kvHeadsPerLayer[layer] : undefined;
-        add(`model.layers.${layer}.${hfName}.${kind}`, `blk.${layer}.${ggufName}.${kind}`, heads);
+    const perLayer = (key: string): number | undefined => {
+      const value = meta[`${arch}.${key}`];
+      return typeof value === 'number' ? value : undefined;
+    };
+    const mapping = new Map<string, Mapping>();
+    const add = (hfName: string, storeName: string, unpermuteHeads?: number) => {
+      if (store.has(storeName)) mapping.set(hfName, { storeName, ...(unpermuteHeads ? { unpermuteHeads } : {}) });
+    };
+    add(family.embedTokens, 'token_embd.weight');
+    if (family.positionEmbeddings) add(family.positionEmbeddings, 'position_embd.weight');
+    add(`${family.finalNorm}.weight`, 'output_norm.weight');
+    add(`${family.finalNorm}.bias`, 'output_norm.bias');
+    add(family.lmHead, 'output.weight');
+    const headCount = (key: string, layer: number): number => {
+      const value = meta[`${arch}.${key}`];
+      return Array.isArray(value) ? Number(value[layer]) : (perLayer(key) ?? perLayer('attention.head_count')!);
+    };
+    for (let layer = 0; layer < numLayers; layer++) {
+      for (const [ggufName, hfName] of Object.entries(layout.layerNames)) {
+        const heads = !interleavedRope ? undefined : ggufName === 'attn_q' ? headCount('attention.head_count', layer) : ggufName === 'attn_k' ? headCount('attention.head_count_kv', layer) : undefined;
+        for (const kind of ['weight', 'bias']) add(`${family.layerPrefix(layer)}${hfName}.${kind}`, `blk.${layer}.${ggufName}.${kind}`, heads);
       }
     }
-  }
-  if (store.has('rope_freqs.weight')) {
+    const tensors = {
+      has: (name: string) => mapping.has(name),
+      shape: (name: string) => store.info(mapping.get(name)!.storeName).shape,
+    };
+    const config = layout.parseConfig(meta, arch, modelType, tensors, file);
+    const tokenizer = tryTokenizer(() => tokenizerFromGguf(meta), file);
+    return mappedSource('gguf', file, file, config, family, store, mapping, tokenizer);
+  } catch (error) {
     store.close();
-    throw new TopiaryError('GGUF files with a rope_freqs tensor (Llama 3.1 rope scaling) are not supported yet', file);
+    throw error;
   }
-  const embedShape = store.info('token_embd.weight').shape;
-  const config: ModelConfig = {
-    modelType: known.modelType,
-    hiddenSize,
-    intermediateSize: Math.max(...perLayer('feed_forward_length')),
-    numLayers,
-    numHeads,
-    numKvHeads,
-    headDim: num('attention.key_length', hiddenSize / numHeads),
-    vocabSize: Array.isArray(tokens) ? tokens.length : embedShape[0]!,
-    rmsNormEps: num('attention.layer_norm_rms_epsilon', 1e-5),
-    ropeTheta: num('rope.freq_base', 10000),
-    ropeScaling: { type: 'none' },
-    maxPositionEmbeddings: num('context_length', 2048),
-    tieWordEmbeddings: !store.has('output.weight'),
-    bosTokenId: typeof meta['tokenizer.ggml.bos_token_id'] === 'number' ? (meta['tokenizer.ggml.bos_token_id'] as number) : undefined,
-    eosTokenId: typeof meta['tokenizer.ggml.eos_token_id'] === 'number' ? (meta['tokenizer.ggml.eos_token_id'] as number) : undefined,
-  };
-  const tokenizer = tryTokenizer(() => tokenizerFromGguf(meta), file);
-  return mappedSource('gguf', file, file, config, store, mapping, tokenizer);
 }
 
 function fromLlama2c(file: string): ModelSource {
@@ -235,6 +225,7 @@ function fromLlama2c(file: string): ModelSource {
     add(`${hf}mlp.down_proj.weight`, `${l2}feed_forward.w2.weight`);
     add(`${hf}mlp.up_proj.weight`, `${l2}feed_forward.w3.weight`);
   }
+  const headDim = meta.dim / meta.nHeads;
   const config: ModelConfig = {
     modelType: 'llama',
     hiddenSize: meta.dim,
@@ -242,21 +233,22 @@ function fromLlama2c(file: string): ModelSource {
     numLayers: meta.nLayers,
     numHeads: meta.nHeads,
     numKvHeads: meta.nKvHeads,
-    headDim: meta.dim / meta.nHeads,
+    headDim,
     vocabSize: meta.vocabSize,
-    rmsNormEps: 1e-5,
-    ropeTheta: 10000,
-    ropeScaling: { type: 'none' },
     maxPositionEmbeddings: meta.seqLen,
     tieWordEmbeddings: meta.sharedClassifier,
     bosTokenId: 1,
     eosTokenId: 2,
+    norm: { kind: 'rms', eps: 1e-5, weightOffset: 0 },
+    rope: { theta: 10000, scaling: { type: 'none' }, rotaryDim: headDim, layout: 'half' },
+    attention: { scale: 1 / Math.sqrt(headDim) },
+    activation: 'silu',
   };
   const tokenizerFile = path.join(path.dirname(file), 'tokenizer.bin');
   const tokenizer = fs.existsSync(tokenizerFile)
     ? tryTokenizer(() => tokenizerFromLlama2cBin(tokenizerFile, meta.vocabSize), tokenizerFile)
     : { missing: `no tokenizer.bin beside ${file}` };
-  return mappedSource('llama2c', file, file, config, store, mapping, tokenizer);
+  return mappedSource('llama2c', file, file, config, llama, store, mapping, tokenizer);
 }
 
 /** Opens a model: a Hugging Face folder, a .gguf file, or a llama2.c checkpoint. */

@@ -7,8 +7,7 @@
  * Memory holds one decoder layer and one layer's activations. The pipeline knows no method's math.
  */
 import { openSafetensors, writeSafetensors } from '../formats/safetensors.js';
-import { INPUT_GROUPS, type LinearRole } from '../model/architectures/index.js';
-import type { CausalLM, DecoderLayer, InputObserver, Linear } from '../model/decoder.js';
+import type { Block, CausalLM, InputObserver, Linear } from '../model/causal-lm.js';
 import { UsageError } from '../util/errors.js';
 import { finishedLayers, layerFile, openCheckpoint, readJson, writeJson } from './checkpoint.js';
 import { validateTarget } from './masks.js';
@@ -47,8 +46,8 @@ export interface PipelineOptions {
   method: UnstructuredMethod;
   target: SparsityTarget;
   methodOptions: MethodOptions;
-  /** Linear layers to prune in every decoder layer (default: all seven). */
-  roles: readonly LinearRole[];
+  /** Roles of the linear layers to prune in every block (default: all the family has). */
+  roles: readonly string[];
   /** Windows per forward chunk: bounds activation memory. */
   batchWindows: number;
   /** Folder for per-layer checkpoints; a run with the same `fingerprint` resumes from it. */
@@ -85,7 +84,7 @@ export const checkpointFile = (dir: string, layer: number): string => layerFile(
 const reportFile = (dir: string, layer: number) => layerFile(dir, layer, 'json');
 
 /** The pruned weights of one layer as saved in its checkpoint. */
-function loadCheckpoint(model: CausalLM, dir: string, layer: number, roles: readonly LinearRole[]): DecoderLayer {
+function loadCheckpoint(model: CausalLM, dir: string, layer: number, roles: readonly string[]): Block {
   const store = openSafetensors(checkpointFile(dir, layer));
   try {
     const dense = model.layer(layer);
@@ -161,9 +160,9 @@ export async function pruneLayerwise(model: CausalLM, windows: readonly (readonl
     const dense = model.layer(layer);
 
     // 1. Statistics on each pruned group's input, with the dense layer.
-    const accumulators = new Map<LinearRole, StatsAccumulator>();
+    const accumulators = new Map<string, StatsAccumulator>();
     if (statKinds.size > 0) {
-      for (const group of INPUT_GROUPS) {
+      for (const group of model.family.inputGroups) {
         const selected = group.filter((role) => pruned.has(role));
         if (selected.length === 0) continue;
         const shared = new StatsAccumulator(dense.linears[selected[0]!].inFeatures, statKinds, model.backend);
@@ -214,8 +213,8 @@ export async function pruneLayerwise(model: CausalLM, windows: readonly (readonl
     //    measured on the inputs it now sees, in the first `errorWindows` windows (two extra GEMMs
     //    per matrix: on every window they would cost more than the forward pass itself).
     const forwardStart = performance.now();
-    const errorEnergy = new Map<LinearRole, number>();
-    const denseEnergy = new Map<LinearRole, number>();
+    const errorEnergy = new Map<string, number>();
+    const denseEnergy = new Map<string, number>();
     model.setLayer(layer, { ...dense, linears });
     await forward(layer, 'forward', (chunk) => chunk[0]! >= options.errorWindows ? undefined : async (group, input, rows) => {
       for (const role of group) {

@@ -8,8 +8,8 @@ import { describeCalibration, drawCalibration } from '../data/calibration.js';
 import { describeCorpus, parseCorpusSpec } from '../data/corpora.js';
 import { resolveDataDir } from '../data/datadir.js';
 import { exportHfFolder, type ExportDtype } from '../export/hf-folder.js';
-import { LINEAR_ROLES, type LinearRole } from '../model/architectures/index.js';
 import { loadModel } from '../model/load.js';
+import type { CausalLM } from '../model/causal-lm.js';
 import { openSafetensors } from '../formats/safetensors.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { UsageError } from '../util/errors.js';
@@ -25,7 +25,7 @@ export interface PruneSettings {
   target: SparsityTarget;
   methodOptions: MethodOptions;
   /** Linear layers to prune in each decoder layer (default: all). */
-  roles?: readonly LinearRole[];
+  roles?: readonly string[];
   calibration: { corpus: string; nsamples: number; seqlen?: number; seed: number };
   dataDir?: string;
   out: string;
@@ -57,14 +57,22 @@ export function describeTarget(target: SparsityTarget): string {
   return target.kind === 'nm' ? `${target.n}:${target.m}` : `${(target.sparsity * 100).toFixed(1)}% unstructured`;
 }
 
+/** The roles to prune: all the family has, or the requested ones, each known and named once. */
+export function selectRoles(model: CausalLM, requested: readonly string[] | undefined): readonly string[] {
+  if (!requested) return model.roles;
+  const unknown = requested.find((role) => !model.roles.includes(role));
+  if (unknown !== undefined) throw new UsageError(`unknown layer "${unknown}" for the ${model.family.name} family (choose from ${model.roles.join(', ')})`);
+  const repeated = requested.find((role, i) => requested.indexOf(role) !== i);
+  if (repeated !== undefined) throw new UsageError(`layer "${repeated}" is named twice in --layers`);
+  return requested;
+}
+
 export async function pruneModel(settings: PruneSettings): Promise<PruneSummary> {
   const started = performance.now();
   const method = methodByName(settings.method);
-  const roles = settings.roles ?? LINEAR_ROLES;
-  const unknownRole = roles.find((role) => !LINEAR_ROLES.includes(role));
-  if (unknownRole) throw new UsageError(`unknown layer "${unknownRole}" (choose from ${LINEAR_ROLES.join(', ')})`);
   const corpus = parseCorpusSpec(settings.calibration.corpus);
   const model = await loadModel(settings.model);
+  const roles = selectRoles(model, settings.roles);
   validateRequest(model, { method, target: settings.target, methodOptions: settings.methodOptions, roles });
   const seqlen = settings.calibration.seqlen ?? Math.min(2048, model.config.maxPositionEmbeddings);
   if (seqlen > model.config.maxPositionEmbeddings) {

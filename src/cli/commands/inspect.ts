@@ -1,5 +1,5 @@
 import { loadModel } from '../../model/load.js';
-import type { CausalLM } from '../../model/decoder.js';
+import type { CausalLM } from '../../model/causal-lm.js';
 
 export interface ModelSummary {
   path: string;
@@ -14,8 +14,8 @@ export interface ModelSummary {
   headDim: number;
   vocabSize: number;
   context: number;
-  ropeTheta: number;
-  ropeScaling: string;
+  ropeTheta: number | null;
+  ropeScaling: string | null;
   tiedEmbeddings: boolean;
   parameters: number;
   dtypes: Record<string, number>;
@@ -36,7 +36,7 @@ export function summarize(model: CausalLM): ModelSummary {
   return {
     path: source.path,
     format: source.format,
-    architecture: model.spec.hfArchitectures[config.modelType] ?? config.modelType,
+    architecture: model.family.hfArchitectures[config.modelType] ?? config.modelType,
     modelType: config.modelType,
     layers: config.numLayers,
     hiddenSize: config.hiddenSize,
@@ -46,8 +46,8 @@ export function summarize(model: CausalLM): ModelSummary {
     headDim: config.headDim,
     vocabSize: config.vocabSize,
     context: config.maxPositionEmbeddings,
-    ropeTheta: config.ropeTheta,
-    ropeScaling: config.ropeScaling.type,
+    ropeTheta: config.rope?.theta ?? null,
+    ropeScaling: config.rope?.scaling.type ?? null,
     tiedEmbeddings: config.tieWordEmbeddings,
     parameters,
     dtypes,

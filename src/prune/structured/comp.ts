@@ -47,6 +47,7 @@ async function dampedInverseGram(context: LayerContext, projection: 'o' | 'down'
 export const comp: StructuredMethod = {
   name: 'comp',
   description: 'COMP: layer removal by importance, condition-metric neuron pruning, mask tuning',
+  addsBias: true,
   optionNames: ['layers', 'damp', 'tune', 'tuneDamp'],
   needs: () => ['gram'],
   allocation: () => 'uniform',

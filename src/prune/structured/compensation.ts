@@ -4,7 +4,7 @@
  * calibration activations, with an intercept so that it is never worse than bias compensation).
  */
 import type { Backend } from '../../backend/backend.js';
-import type { Linear } from '../../model/decoder.js';
+import type { Linear } from '../../model/causal-lm.js';
 import { TopiaryError } from '../../util/errors.js';
 import type { LinearStats } from '../method.js';
 import { complement, selectColumns } from './geometry.js';

@@ -42,6 +42,7 @@ const option = (options: Readonly<Record<string, unknown>>, key: string, fallbac
 export const flap: StructuredMethod = {
   name: 'flap',
   description: 'FLAP: fluctuation metric, adaptive global structure, bias compensation',
+  addsBias: true,
   optionNames: ['metric', 'structure'],
   needs: () => [],
   allocation: (options) => (option(options, 'structure', 'al-am') === 'ul-um' ? 'uniform' : 'global'),

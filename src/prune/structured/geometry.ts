@@ -7,7 +7,7 @@
  * valid with the same group size in every layer; for models without GQA a group is one head. An MLP
  * unit is one intermediate channel (a row of gate and up, a column of down).
  */
-import type { DecoderLayer, Linear } from '../../model/decoder.js';
+import type { Block, Linear } from '../../model/causal-lm.js';
 
 export interface LayerGeometry {
   hidden: number;
@@ -18,8 +18,14 @@ export interface LayerGeometry {
   channels: number;
 }
 
-export function layerGeometry(layer: DecoderLayer, headDim: number): LayerGeometry {
-  const { q, k, gate } = layer.linears;
+/**
+ * The linear layers structured pruning slices: separate q, k, v, o projections and a gated MLP.
+ * Families with fused projections (GPT-2, GPT-NeoX, Phi-3) or a plain MLP are refused before any work.
+ */
+export const STRUCTURED_ROLES = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
+
+export function layerGeometry(layer: Block, headDim: number): LayerGeometry {
+  const { q, k, gate } = layer.linears as Record<'q' | 'k' | 'gate', Linear>;
   const groups = k.outFeatures / headDim;
   return { hidden: q.inFeatures, headDim, groupSize: q.outFeatures / headDim / groups, groups, channels: gate.outFeatures };
 }
@@ -31,8 +37,8 @@ export const channelParams = (g: LayerGeometry): number => 3 * g.hidden;
 export const linearParams = (g: LayerGeometry): number => g.groups * groupParams(g) + g.channels * channelParams(g);
 
 /** Every parameter of a layer: weights, biases, norms. */
-export function layerParams(layer: DecoderLayer): number {
-  let total = layer.attentionNorm.length + layer.mlpNorm.length;
+export function layerParams(layer: Block): number {
+  let total = Object.values(layer.tensors).reduce((sum, tensor) => sum + tensor.length, 0);
   for (const lin of Object.values(layer.linears)) total += lin.weight.length + (lin.bias?.length ?? 0);
   return total;
 }
@@ -84,13 +90,12 @@ export interface CompensatedOutputs {
 }
 
 /** The layer with only `kept` units; `outputs` replaces o_proj and down_proj. */
-export function shrinkLayer(layer: DecoderLayer, g: LayerGeometry, kept: KeptUnits, outputs: CompensatedOutputs): DecoderLayer {
+export function shrinkLayer(layer: Block, g: LayerGeometry, kept: KeptUnits, outputs: CompensatedOutputs): Block {
   const qRows = keptAttentionChannels(g, kept.groups);
   const kvRows = kept.groups.flatMap((group) => Array.from({ length: g.headDim }, (_, i) => group * g.headDim + i));
-  const { q, k, v, gate, up } = layer.linears;
+  const { q, k, v, gate, up } = layer.linears as Record<'q' | 'k' | 'v' | 'gate' | 'up', Linear>;
   return {
-    attentionNorm: layer.attentionNorm,
-    mlpNorm: layer.mlpNorm,
+    tensors: layer.tensors,
     linears: {
       q: selectRows(q, qRows),
       k: selectRows(k, kvRows),

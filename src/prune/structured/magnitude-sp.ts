@@ -10,6 +10,7 @@ import { columnSums, rowSums } from './scores.js';
 export const magnitudeSp: StructuredMethod = {
   name: 'magnitude-sp',
   description: 'structured magnitude: removes the kv groups and MLP channels with the smallest total |W|',
+  addsBias: false,
   optionNames: [],
   needs: () => [],
   allocation: () => 'uniform',

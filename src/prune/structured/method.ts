@@ -6,14 +6,14 @@
  * (2) says how the output projections compensate for the removed inputs.
  */
 import type { Backend } from '../../backend/backend.js';
-import type { DecoderLayer, Linear } from '../../model/decoder.js';
+import type { Block, Linear } from '../../model/causal-lm.js';
 import type { LinearStats, StatKind } from '../method.js';
 import type { MethodOptions } from '../pipeline.js';
 import type { LayerGeometry } from './geometry.js';
 
 export interface LayerContext {
   layer: number;
-  weights: DecoderLayer;
+  weights: Block;
   geometry: LayerGeometry;
   /** Statistics of o_proj's input (the attention heads' outputs). Always includes 'moments'. */
   attention: LinearStats;
@@ -47,6 +47,11 @@ export interface StructuredMethod {
    * share, each layer scored on the inputs produced by the already-pruned layers before it.
    */
   allocation(options: MethodOptions): 'global' | 'uniform';
+  /**
+   * Whether compensation adds biases to o_proj and down_proj: a Hugging Face config of these
+   * families cannot express them, so such results (like uneven layers) are written as GGUF.
+   */
+  readonly addsBias: boolean;
   /** Share of the target removed by dropping whole layers (COMP's coarse stage), 0 for none. */
   layerShare(options: MethodOptions): number;
   /** Null if the options are valid, else why not. */

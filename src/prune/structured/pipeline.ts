@@ -25,8 +25,7 @@
  * the method left it — the evidence that compensation helps.
  */
 import { openSafetensors, writeSafetensors } from '../../formats/safetensors.js';
-import { LINEAR_ROLES } from '../../model/architectures/index.js';
-import type { CausalLM, DecoderLayer, Linear } from '../../model/decoder.js';
+import type { CausalLM, Block, Linear } from '../../model/causal-lm.js';
 import { finishedLayers, layerFile, openCheckpoint, readJson, writeJson } from '../checkpoint.js';
 import { StatsAccumulator } from '../stats.js';
 import type { LinearStats, StatKind } from '../method.js';
@@ -77,7 +76,7 @@ export interface LayerOutcome {
 export interface StructuredResult {
   outcomes: LayerOutcome[];
   /** Pruned layers by their original index, for the kept layers only. */
-  pruned: Map<number, DecoderLayer>;
+  pruned: Map<number, Block>;
   keptLayers: number[];
   paramsBefore: number;
   paramsAfter: number;
@@ -86,7 +85,7 @@ export interface StructuredResult {
 
 /** Every parameter of decoder layer `layer` as stored in the source (no weights read). */
 function sourceLayerParams(model: CausalLM, layer: number): number {
-  const prefix = model.spec.layerPrefix(layer);
+  const prefix = model.family.layerPrefix(layer);
   return model.source
     .tensorNames()
     .filter((name) => name.startsWith(prefix))
@@ -159,27 +158,29 @@ class ErrorMeter {
   }
 }
 
-/** A pruned layer's tensors (norms, weights, biases) for its checkpoint. */
-function saveLayer(file: string, layer: DecoderLayer): void {
+/** A pruned block's tensors for its checkpoint: linear layers as `linear.ROLE.weight|bias`, the rest as `tensor.NAME`. */
+function saveLayer(file: string, layer: Block): void {
   writeSafetensors(file, [
-    { name: 'attention_norm', shape: [layer.attentionNorm.length], data: layer.attentionNorm },
-    { name: 'mlp_norm', shape: [layer.mlpNorm.length], data: layer.mlpNorm },
-    ...LINEAR_ROLES.flatMap((role) => {
-      const { weight, bias, outFeatures, inFeatures } = layer.linears[role];
-      return [{ name: `${role}.weight`, shape: [outFeatures, inFeatures], data: weight }, ...(bias ? [{ name: `${role}.bias`, shape: [outFeatures], data: bias }] : [])];
-    }),
+    ...Object.entries(layer.tensors).map(([name, data]) => ({ name: `tensor.${name}`, shape: [data.length], data })),
+    ...Object.entries(layer.linears).flatMap(([role, { weight, bias, outFeatures, inFeatures }]) => [
+      { name: `linear.${role}.weight`, shape: [outFeatures, inFeatures], data: weight },
+      ...(bias ? [{ name: `linear.${role}.bias`, shape: [outFeatures], data: bias }] : []),
+    ]),
   ]);
 }
 
-function loadLayer(file: string): DecoderLayer {
+function loadLayer(file: string, like: Block): Block {
   const store = openSafetensors(file);
   try {
-    const linears = {} as DecoderLayer['linears'];
-    for (const role of LINEAR_ROLES) {
-      const [outFeatures, inFeatures] = store.info(`${role}.weight`).shape as [number, number];
-      linears[role] = { weight: store.read(`${role}.weight`), outFeatures, inFeatures, ...(store.has(`${role}.bias`) ? { bias: store.read(`${role}.bias`) } : {}) };
+    const linears: Block['linears'] = {};
+    for (const role of Object.keys(like.linears)) {
+      const [outFeatures, inFeatures] = store.info(`linear.${role}.weight`).shape as [number, number];
+      const bias = `linear.${role}.bias`;
+      linears[role] = { weight: store.read(`linear.${role}.weight`), outFeatures, inFeatures, ...(store.has(bias) ? { bias: store.read(bias) } : {}) };
     }
-    return { attentionNorm: store.read('attention_norm'), mlpNorm: store.read('mlp_norm'), linears };
+    const tensors: Block['tensors'] = {};
+    for (const name of Object.keys(like.tensors)) tensors[name] = store.read(`tensor.${name}`);
+    return { linears, tensors };
   } finally {
     store.close();
   }
@@ -218,7 +219,7 @@ export async function pruneStructured(model: CausalLM, windows: readonly (readon
     }
   };
 
-  const gatherStats = async (layer: number, dense: DecoderLayer, advance: boolean): Promise<{ attention: LinearStats; mlp: LinearStats }> => {
+  const gatherStats = async (layer: number, dense: Block, advance: boolean): Promise<{ attention: LinearStats; mlp: LinearStats }> => {
     emit({ kind: 'stage', stage: 'statistics', layer, layers: numLayers });
     const attention = new StatsAccumulator(dense.linears.o.inFeatures, kinds, model.backend);
     const mlp = new StatsAccumulator(dense.linears.down.inFeatures, kinds, model.backend);
@@ -226,7 +227,7 @@ export async function pruneStructured(model: CausalLM, windows: readonly (readon
     return { attention: attention.result(), mlp: mlp.result() };
   };
 
-  const contextFor = (layer: number, dense: DecoderLayer, stats: { attention: LinearStats; mlp: LinearStats }): LayerContext => ({
+  const contextFor = (layer: number, dense: Block, stats: { attention: LinearStats; mlp: LinearStats }): LayerContext => ({
     layer,
     weights: dense,
     geometry: layerGeometry(dense, model.config.headDim),
@@ -295,7 +296,7 @@ export async function pruneStructured(model: CausalLM, windows: readonly (readon
   const paramsPerLayer = Array.from({ length: numLayers }, (_, layer) => sourceLayerParams(model, layer));
   const paramsBefore = paramsPerLayer.reduce((a, b) => a + b, 0);
   const outcomes: LayerOutcome[] = [];
-  const pruned = new Map<number, DecoderLayer>();
+  const pruned = new Map<number, Block>();
 
   const checkpoint = options.checkpoint;
   if (checkpoint) openCheckpoint(checkpoint.dir, checkpoint.fingerprint, checkpoint.resume);
@@ -306,7 +307,7 @@ export async function pruneStructured(model: CausalLM, windows: readonly (readon
   if (scored + finished > 0) emit({ kind: 'resumed', layers: finished, scored });
 
   /** Moves the activations through layer `layer`: its `weights` if given, else the dense layer. */
-  const replay = async (layer: number, weights?: DecoderLayer) => {
+  const replay = async (layer: number, weights?: Block) => {
     emit({ kind: 'stage', stage: 'replay', layer, layers: numLayers });
     if (weights) model.setLayer(layer, weights);
     await forward(layer, true);
@@ -331,13 +332,13 @@ export async function pruneStructured(model: CausalLM, windows: readonly (readon
    * The pruning pass from freshly embedded activations: `prune` handles one layer and advances the
    * activations; finished layers come from the checkpoint and are replayed, pruned or (`dense`) not.
    */
-  const pruningPass = async (replayDense: boolean, prune: (layer: number) => Promise<{ pruned?: DecoderLayer; outcome: LayerOutcome }>) => {
+  const pruningPass = async (replayDense: boolean, prune: (layer: number) => Promise<{ pruned?: Block; outcome: LayerOutcome }>) => {
     embedAll();
     for (let layer = 0; layer < finished; layer++) {
       const outcome = readJson<LayerOutcome>(file('layer', layer));
       outcomes.push(outcome);
       if (outcome.removed) continue;
-      const weights = loadLayer(file('layer', layer, 'safetensors'));
+      const weights = loadLayer(file('layer', layer, 'safetensors'), model.layer(layer));
       pruned.set(layer, weights);
       if (finished < numLayers) await replay(layer, replayDense ? undefined : weights);
     }

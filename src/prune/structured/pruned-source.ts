@@ -3,43 +3,43 @@
  * from memory, everything else (embeddings, final norm, head, tokenizer) from the original source.
  * The decoder runs it like any other model, and the exporters write it like any other model.
  */
-import type { ArchitectureSpec } from '../../model/architectures/index.js';
-import { LINEAR_ROLES } from '../../model/architectures/index.js';
-import type { DecoderLayer } from '../../model/decoder.js';
+import type { Block } from '../../model/causal-lm.js';
 import type { ModelSource } from '../../model/sources.js';
 import { TopiaryError } from '../../util/errors.js';
 
-export function prunedSource(base: ModelSource, spec: ArchitectureSpec, keptLayers: readonly number[], layers: ReadonlyMap<number, DecoderLayer>): ModelSource {
+export function prunedSource(base: ModelSource, keptLayers: readonly number[], layers: ReadonlyMap<number, Block>): ModelSource {
+  const family = base.family;
   const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
   keptLayers.forEach((original, index) => {
     const layer = layers.get(original);
     if (!layer) throw new TopiaryError(`internal: no pruned weights for layer ${original}`);
-    const prefix = spec.layerPrefix(index);
-    tensors.set(`${prefix}${spec.attentionNorm}.weight`, { shape: [layer.attentionNorm.length], data: layer.attentionNorm });
-    tensors.set(`${prefix}${spec.mlpNorm}.weight`, { shape: [layer.mlpNorm.length], data: layer.mlpNorm });
-    for (const role of LINEAR_ROLES) {
-      const lin = layer.linears[role];
-      tensors.set(`${prefix}${spec.linears[role]}.weight`, { shape: [lin.outFeatures, lin.inFeatures], data: lin.weight });
-      if (lin.bias) tensors.set(`${prefix}${spec.linears[role]}.bias`, { shape: [lin.outFeatures], data: lin.bias });
+    const prefix = family.layerPrefix(index);
+    const originalPrefix = family.layerPrefix(original);
+    for (const [name, data] of Object.entries(layer.tensors)) tensors.set(`${prefix}${name}`, { shape: base.shape(`${originalPrefix}${name}`), data });
+    for (const spec of family.linears) {
+      const lin = layer.linears[spec.role]!;
+      tensors.set(`${prefix}${spec.name}.weight`, { shape: [lin.outFeatures, lin.inFeatures], data: lin.weight });
+      if (lin.bias) tensors.set(`${prefix}${spec.name}.bias`, { shape: [lin.outFeatures], data: lin.bias });
     }
   });
   // 'model.layers.' for 'model.layers.0.': every decoder-layer tensor of the original starts with it.
-  const layersRoot = spec.layerPrefix(0).replace(/0\.$/, '');
+  const layersRoot = family.layerPrefix(0).replace(/0\.$/, '');
   const outer = base.tensorNames().filter((name) => !name.startsWith(layersRoot));
   const sizes = [...layers.values()];
-  const max = (pick: (layer: DecoderLayer) => number) => Math.max(...sizes.map(pick));
+  const max = (pick: (layer: Block) => number) => Math.max(...sizes.map(pick));
   const headDim = base.config.headDim;
   return {
     format: base.format,
     path: base.path,
     configFile: base.configFile,
+    family,
     config: {
       ...base.config,
       numLayers: keptLayers.length,
       // Per-layer sizes live in the weights; the config states the widest layer.
-      numHeads: max((l) => l.linears.q.outFeatures / headDim),
-      numKvHeads: max((l) => l.linears.k.outFeatures / headDim),
-      intermediateSize: max((l) => l.linears.gate.outFeatures),
+      numHeads: max((l) => l.linears.q!.outFeatures / headDim),
+      numKvHeads: max((l) => l.linears.k!.outFeatures / headDim),
+      intermediateSize: max((l) => l.linears.gate!.outFeatures),
     },
     tokenizer: base.tokenizer,
     tensorNames: () => [...outer, ...tensors.keys()],

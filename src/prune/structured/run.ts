@@ -10,16 +10,18 @@ import * as path from 'node:path';
 import { describeCalibration, drawCalibration } from '../../data/calibration.js';
 import { describeCorpus, parseCorpusSpec } from '../../data/corpora.js';
 import { resolveDataDir } from '../../data/datadir.js';
-import { exportGguf } from '../../export/gguf-writer.js';
+import { exportGguf, ggufExportable } from '../../export/gguf-writer.js';
 import { exportHfFolder, type ExportDtype } from '../../export/hf-folder.js';
-import { CausalLM } from '../../model/decoder.js';
+import { CausalLM } from '../../model/causal-lm.js';
 import { loadModel } from '../../model/load.js';
 import { writeFileAtomic } from '../../util/atomic.js';
 import { UsageError } from '../../util/errors.js';
 import { environmentInfo, peakRssMb } from '../../util/run-info.js';
 import { CHECKPOINT_DIR, runFingerprint } from '../checkpoint.js';
 import type { MethodOptions } from '../pipeline.js';
+import { STRUCTURED_ROLES } from './geometry.js';
 import { structuredMethodByName } from './index.js';
+import type { StructuredMethod } from './method.js';
 import { pruneStructured, type StructuredEvent } from './pipeline.js';
 import { prunedSource } from './pruned-source.js';
 
@@ -65,12 +67,31 @@ export function validateStructuredRequest(methodName: string, ratio: number, opt
   if (reason) throw new UsageError(`${method.name}: ${reason}`);
 }
 
+/**
+ * Refuses, before any work, a model whose blocks structured pruning cannot slice, or whose result
+ * could not be written: uneven layers and added biases need GGUF, which not every family has.
+ */
+export function checkStructuredSupport(model: CausalLM, method: StructuredMethod, options: MethodOptions): void {
+  const missing = STRUCTURED_ROLES.filter((role) => !model.roles.includes(role));
+  if (missing.length > 0) {
+    throw new UsageError(`structured pruning needs separate q, k, v, o projections and a gated MLP; the ${model.family.name} family has ${model.roles.join(', ')}`);
+  }
+  if (method.addsBias || method.allocation(options) === 'global') {
+    try {
+      ggufExportable(model);
+    } catch (error) {
+      throw new UsageError(`${method.name} writes its result as GGUF (uneven layers or added biases), and ${(error as Error).message.replace(/^.*?cannot write GGUF: /, '')}`);
+    }
+  }
+}
+
 export async function pruneModelStructured(settings: StructuredPruneSettings): Promise<StructuredSummary> {
   const started = performance.now();
   validateStructuredRequest(settings.method, settings.ratio, settings.methodOptions);
   const method = structuredMethodByName(settings.method);
   const corpus = parseCorpusSpec(settings.calibration.corpus);
   const model = await loadModel(settings.model);
+  checkStructuredSupport(model, method, settings.methodOptions);
   const seqlen = settings.calibration.seqlen ?? Math.min(2048, model.config.maxPositionEmbeddings);
   if (seqlen > model.config.maxPositionEmbeddings) {
     throw new UsageError(`--seqlen ${seqlen} exceeds the model's context (${model.config.maxPositionEmbeddings})`);
@@ -99,7 +120,7 @@ export async function pruneModelStructured(settings: StructuredPruneSettings): P
     ...(settings.onEvent ? { onEvent: settings.onEvent } : {}),
   });
 
-  const smaller = new CausalLM(prunedSource(model.source, model.spec, result.keptLayers, result.pruned), model.spec, model.backend);
+  const smaller = new CausalLM(prunedSource(model.source, result.keptLayers, result.pruned), model.backend);
   const layers = [...result.pruned.values()];
   const first = layers[0]!.linears;
   const uniform = layers.every(

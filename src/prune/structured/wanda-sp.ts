@@ -18,6 +18,7 @@ export function wandaColumnScores(context: LayerContext, projection: 'o' | 'down
 export const wandaSp: StructuredMethod = {
   name: 'wanda-sp',
   description: 'structured Wanda: removes the kv groups and MLP channels with the smallest Σ|W|·‖X‖',
+  addsBias: false,
   optionNames: [],
   needs: () => ['sqNorm'],
   allocation: () => 'uniform',

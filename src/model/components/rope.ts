@@ -1,16 +1,17 @@
 /**
- * Rotary position embeddings in Hugging Face's "rotate half" layout: within each head, feature i
- * pairs with feature i + headDim/2. Checkpoints stored in the interleaved layout (GGUF llama,
- * llama2.c) are converted to this layout when loaded (see sources.ts).
+ * Rotary position embeddings. Within each head only the first `rotaryDim` features rotate (partial
+ * rotary: Phi, GPT-NeoX); the rest pass through. Layout 'half' is Hugging Face's rotate-half
+ * (feature i pairs with i + rotaryDim/2); 'interleaved' pairs 2i with 2i+1 (GPT-J style).
+ * Checkpoints stored interleaved but read by HF as rotate-half (GGUF llama, llama2.c) are
+ * converted when loaded (convertRopeRows below, used by ../sources.ts).
  */
-import type { ModelConfig } from './config.js';
+import type { RopeScaling, RopeSpec } from '../config.js';
 
-/** Inverse frequencies, computed in fp32 as transformers does, with the config's rope scaling applied. */
-export function inverseFrequencies(config: Pick<ModelConfig, 'headDim' | 'ropeTheta' | 'ropeScaling'>): Float32Array {
-  const half = config.headDim / 2;
+/** Inverse frequencies, computed in fp32 as transformers does, with the rope scaling applied. */
+export function inverseFrequencies(rotaryDim: number, theta: number, scaling: RopeScaling): Float32Array {
+  const half = rotaryDim / 2;
   const inv = new Float32Array(half);
-  for (let i = 0; i < half; i++) inv[i] = 1 / Math.fround(config.ropeTheta ** Math.fround((2 * i) / config.headDim));
-  const scaling = config.ropeScaling;
+  for (let i = 0; i < half; i++) inv[i] = 1 / Math.fround(theta ** Math.fround((2 * i) / rotaryDim));
   if (scaling.type === 'linear') {
     for (let i = 0; i < half; i++) inv[i] = inv[i]! / scaling.factor;
   } else if (scaling.type === 'llama3') {
@@ -33,34 +34,71 @@ export function inverseFrequencies(config: Pick<ModelConfig, 'headDim' | 'ropeTh
   return inv;
 }
 
-/** cos and sin tables [seqLen, headDim/2] for positions 0..seqLen-1. */
+/** cos and sin tables [seqLen, rotaryDim/2] for positions 0..seqLen-1. */
 export interface RopeTable {
   seqLen: number;
   cos: Float32Array;
   sin: Float32Array;
 }
 
-export function ropeTable(invFreq: Float32Array, seqLen: number): RopeTable {
+export function ropeTable(invFreq: Float32Array, seqLen: number, attentionFactor = 1): RopeTable {
   const half = invFreq.length;
   const cos = new Float32Array(seqLen * half);
   const sin = new Float32Array(seqLen * half);
   for (let pos = 0; pos < seqLen; pos++) {
     for (let i = 0; i < half; i++) {
       const angle = Math.fround(pos * invFreq[i]!);
-      cos[pos * half + i] = Math.cos(angle);
-      sin[pos * half + i] = Math.sin(angle);
+      cos[pos * half + i] = Math.cos(angle) * attentionFactor;
+      sin[pos * half + i] = Math.sin(angle) * attentionFactor;
     }
   }
   return { seqLen, cos, sin };
 }
 
 /**
+ * The tables of one rope setting, grown by doubling so decoding rebuilds them rarely. A model
+ * holds one per distinct theta (Gemma 3's local layers use another base than its global ones).
+ */
+export class RopeTables {
+  private readonly tables = new Map<number, { invFreq: Float32Array; table?: RopeTable }>();
+  constructor(private readonly spec: RopeSpec) {}
+
+  /** The table for base `theta` covering positions 0..positions−1. */
+  forTheta(theta: number, positions: number): RopeTable {
+    let entry = this.tables.get(theta);
+    if (!entry) {
+      entry = { invFreq: inverseFrequencies(this.spec.rotaryDim, theta, this.spec.scaling) };
+      this.tables.set(theta, entry);
+    }
+    if (!entry.table || entry.table.seqLen < positions) {
+      entry.table = ropeTable(entry.invFreq, Math.max(positions, 2 * (entry.table?.seqLen ?? 0)));
+    }
+    return entry.table;
+  }
+}
+
+export interface RopeApplication {
+  rows: number;
+  heads: number;
+  headDim: number;
+  rotaryDim: number;
+  seqLen: number;
+  /** Position of the first row of each window. */
+  firstPosition: number;
+  layout: 'half' | 'interleaved';
+}
+
+/**
  * Rotates x [rows, heads·headDim] in place; row r is at position `firstPosition + r % seqLen`
  * (rows are windows of seqLen tokens stacked).
  */
-export function applyRope(x: Float32Array, rows: number, heads: number, headDim: number, table: RopeTable, seqLen: number, firstPosition = 0): void {
-  const half = headDim / 2;
+export function applyRope(x: Float32Array, table: RopeTable, options: RopeApplication): void {
+  const { rows, heads, headDim, rotaryDim, seqLen, firstPosition, layout } = options;
+  const half = rotaryDim / 2;
   const width = heads * headDim;
+  // Partner offsets within a head: rotate-half pairs i with i + half, interleaved 2i with 2i + 1.
+  const stride = layout === 'half' ? 1 : 2;
+  const partner = layout === 'half' ? half : 1;
   for (let r = 0; r < rows; r++) {
     const tableRow = (firstPosition + (r % seqLen)) * half;
     for (let h = 0; h < heads; h++) {
@@ -68,10 +106,11 @@ export function applyRope(x: Float32Array, rows: number, heads: number, headDim:
       for (let i = 0; i < half; i++) {
         const c = table.cos[tableRow + i]!;
         const s = table.sin[tableRow + i]!;
-        const x1 = x[base + i]!;
-        const x2 = x[base + half + i]!;
-        x[base + i] = x1 * c - x2 * s;
-        x[base + half + i] = x2 * c + x1 * s;
+        const a = base + i * stride;
+        const x1 = x[a]!;
+        const x2 = x[a + partner]!;
+        x[a] = x1 * c - x2 * s;
+        x[a + partner] = x2 * c + x1 * s;
       }
     }
   }

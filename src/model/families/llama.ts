@@ -1,0 +1,193 @@
+/**
+ * The LLaMA family: pre-norm RMSNorm, RoPE, grouped-query attention, SwiGLU MLP. Mistral and
+ * Qwen2 checkpoints use the same tensor names; Qwen2 adds q/k/v biases (read wherever a `.bias`
+ * tensor is present) and, like Mistral, may attend through a sliding window.
+ */
+import type { GgufMetadata } from '../../formats/gguf.js';
+import { TopiaryError } from '../../util/errors.js';
+import { separateProjectionAttention } from '../components/attention.js';
+import { gatedMlp } from '../components/mlp.js';
+import { norm } from '../components/norm.js';
+import {
+  activationField,
+  attentionShape,
+  booleanField,
+  firstId,
+  positiveField,
+  ropeBase,
+  ropeScalingJson,
+  sizeField,
+  type Json,
+  type ModelConfig,
+} from '../config.js';
+import type { Block, BlockContext, Family } from './family.js';
+
+/** Which layers attend through a sliding window, from whichever convention the config uses. */
+export function slidingLayers(json: Json, file: string, numLayers: number): ('full' | 'sliding')[] | undefined {
+  const types = json.layer_types;
+  if (Array.isArray(types)) {
+    if (types.length !== numLayers) throw new TopiaryError(`field "layer_types" should list ${numLayers} layers, found ${types.length}`, file);
+    return types.map((type) => (type === 'sliding_attention' ? 'sliding' : 'full'));
+  }
+  if (typeof json.sliding_window !== 'number') return undefined;
+  // Qwen2 before layer_types: use_sliding_window turns it on from layer max_window_layers up.
+  if (json.model_type === 'qwen2') {
+    if (json.use_sliding_window !== true) return undefined;
+    const from = typeof json.max_window_layers === 'number' ? json.max_window_layers : 0;
+    return Array.from({ length: numLayers }, (_, layer) => (layer >= from ? 'sliding' : 'full'));
+  }
+  return new Array<'sliding'>(numLayers).fill('sliding');
+}
+
+function parseConfig(json: Json, file: string): ModelConfig {
+  const shape = attentionShape(json, file);
+  const numLayers = sizeField(json, file, 'num_hidden_layers');
+  const { theta, scaling } = ropeBase(json, file);
+  const layerTypes = slidingLayers(json, file, numLayers);
+  return {
+    modelType: String(json.model_type),
+    ...shape,
+    intermediateSize: sizeField(json, file, 'intermediate_size'),
+    numLayers,
+    vocabSize: sizeField(json, file, 'vocab_size'),
+    maxPositionEmbeddings: sizeField(json, file, 'max_position_embeddings', 2048),
+    tieWordEmbeddings: booleanField(json, file, 'tie_word_embeddings', false),
+    bosTokenId: firstId(json.bos_token_id),
+    eosTokenId: firstId(json.eos_token_id),
+    norm: { kind: 'rms', eps: positiveField(json, file, 'rms_norm_eps', 1e-6), weightOffset: 0 },
+    rope: { theta, scaling, rotaryDim: shape.headDim, layout: 'half' },
+    attention: {
+      scale: 1 / Math.sqrt(shape.headDim),
+      ...(layerTypes ? { layerTypes, slidingWindow: sizeField(json, file, 'sliding_window') } : {}),
+    },
+    activation: activationField(json, file, 'hidden_act', 'silu'),
+    hfConfig: json,
+  };
+}
+
+function toHfConfig(config: ModelConfig): Json {
+  const scaling = config.rope ? ropeScalingJson(config.rope.scaling) : undefined;
+  return {
+    architectures: [llama.hfArchitectures[config.modelType]],
+    model_type: config.modelType,
+    hidden_size: config.hiddenSize,
+    intermediate_size: config.intermediateSize,
+    num_hidden_layers: config.numLayers,
+    num_attention_heads: config.numHeads,
+    num_key_value_heads: config.numKvHeads,
+    head_dim: config.headDim,
+    vocab_size: config.vocabSize,
+    rms_norm_eps: config.norm.eps,
+    rope_theta: config.rope?.theta,
+    ...(scaling ? { rope_scaling: scaling } : {}),
+    max_position_embeddings: config.maxPositionEmbeddings,
+    tie_word_embeddings: config.tieWordEmbeddings,
+    hidden_act: 'silu',
+    ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
+    ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
+  };
+}
+
+/** A size in GGUF metadata, bounded like config.json's. */
+function ggufNumber(meta: GgufMetadata, key: string, file: string, fallback?: number): number {
+  const value = meta[key];
+  const number = typeof value === 'bigint' ? Number(value) : value;
+  if (number === undefined && fallback !== undefined) return fallback;
+  if (typeof number !== 'number' || !Number.isFinite(number)) throw new TopiaryError(`GGUF metadata lacks a number "${key}"`, file);
+  return number;
+}
+
+function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, tensors: { has(name: string): boolean; shape(name: string): number[] }, file: string): ModelConfig {
+  const num = (key: string, fallback?: number) => ggufNumber(meta, `${arch}.${key}`, file, fallback);
+  const numLayers = num('block_count');
+  /** A hyper-parameter that may be one number or one per layer (llama.cpp accepts both). */
+  const perLayer = (key: string, fallback?: number[]): number[] => {
+    const value = meta[`${arch}.${key}`];
+    if (!Array.isArray(value)) return value === undefined && fallback ? fallback : new Array<number>(numLayers).fill(num(key));
+    if (value.length !== numLayers || !value.every((v) => typeof v === 'number' && Number.isInteger(v) && v >= 0)) {
+      throw new TopiaryError(`GGUF metadata "${arch}.${key}" should hold ${numLayers} non-negative integers`, file);
+    }
+    return value as number[];
+  };
+  const hiddenSize = num('embedding_length');
+  const numHeads = Math.max(...perLayer('attention.head_count'));
+  const numKvHeads = Math.max(...perLayer('attention.head_count_kv', perLayer('attention.head_count')));
+  const headDim = num('attention.key_length', hiddenSize / numHeads);
+  const tokens = meta['tokenizer.ggml.tokens'];
+  const slidingWindow = meta[`${arch}.attention.sliding_window`];
+  const id = (key: string) => (typeof meta[key] === 'number' ? (meta[key] as number) : undefined);
+  return {
+    modelType,
+    hiddenSize,
+    intermediateSize: Math.max(...perLayer('feed_forward_length')),
+    numLayers,
+    numHeads,
+    numKvHeads,
+    headDim,
+    vocabSize: Array.isArray(tokens) ? tokens.length : tensors.shape('model.embed_tokens.weight')[0]!,
+    maxPositionEmbeddings: num('context_length', 2048),
+    tieWordEmbeddings: !tensors.has('lm_head.weight'),
+    bosTokenId: id('tokenizer.ggml.bos_token_id'),
+    eosTokenId: id('tokenizer.ggml.eos_token_id'),
+    norm: { kind: 'rms', eps: num('attention.layer_norm_rms_epsilon', 1e-5), weightOffset: 0 },
+    rope: { theta: num('rope.freq_base', 10000), scaling: { type: 'none' }, rotaryDim: headDim, layout: 'half' },
+    attention: {
+      scale: 1 / Math.sqrt(headDim),
+      ...(typeof slidingWindow === 'number' && slidingWindow > 0 ? { slidingWindow, layerTypes: new Array<'sliding'>(numLayers).fill('sliding') } : {}),
+    },
+    activation: 'silu',
+  };
+}
+
+export const llama: Family = {
+  name: 'llama',
+  modelTypes: ['llama', 'mistral', 'qwen2'],
+  hfArchitectures: { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' },
+  parseConfig,
+  toHfConfig,
+  embedTokens: 'model.embed_tokens.weight',
+  finalNorm: 'model.norm',
+  lmHead: 'lm_head.weight',
+  layerPrefix: (layer) => `model.layers.${layer}.`,
+  linears: [
+    { role: 'q', name: 'self_attn.q_proj' },
+    { role: 'k', name: 'self_attn.k_proj' },
+    { role: 'v', name: 'self_attn.v_proj' },
+    { role: 'o', name: 'self_attn.o_proj' },
+    { role: 'gate', name: 'mlp.gate_proj' },
+    { role: 'up', name: 'mlp.up_proj' },
+    { role: 'down', name: 'mlp.down_proj' },
+  ],
+  inputGroups: [['q', 'k', 'v'], ['o'], ['gate', 'up'], ['down']],
+
+  async forward(block: Block, hidden: Float32Array, ctx: BlockContext): Promise<void> {
+    const { backend, config } = ctx;
+    const normed = ctx.scratch('normed', hidden.length);
+    await norm(backend, config.norm, block.tensors['input_layernorm.weight']!, undefined, hidden, normed);
+    await backend.addInPlace(hidden, await separateProjectionAttention(ctx, block, normed));
+    await norm(backend, config.norm, block.tensors['post_attention_layernorm.weight']!, undefined, hidden, normed);
+    await backend.addInPlace(hidden, await gatedMlp(ctx, block, normed, config.activation));
+  },
+
+  gguf: {
+    architectures: {
+      llama: { modelType: 'llama', interleavedRope: true },
+      mistral: { modelType: 'mistral', interleavedRope: true },
+      qwen2: { modelType: 'qwen2', interleavedRope: false },
+      // The LLaMA block with per-layer head counts and MLP widths: how structurally pruned models are stored.
+      deci: { modelType: 'llama', interleavedRope: true },
+    },
+    layerNames: {
+      attn_norm: 'input_layernorm',
+      ffn_norm: 'post_attention_layernorm',
+      attn_q: 'self_attn.q_proj',
+      attn_k: 'self_attn.k_proj',
+      attn_v: 'self_attn.v_proj',
+      attn_output: 'self_attn.o_proj',
+      ffn_gate: 'mlp.gate_proj',
+      ffn_up: 'mlp.up_proj',
+      ffn_down: 'mlp.down_proj',
+    },
+    parseConfig: parseGgufConfig,
+  },
+};
