@@ -98,7 +98,9 @@ static inline float fast_expf(float x) {
   return p * two_to_n.f;
 }
 
-/* Vector-width variants chosen at load time by the CPU; the default one is plain x86-64. */
+/* Vector-width variants chosen at load time by the CPU; the default one is plain x86-64. Loops
+ * with selects (the clamps in fast_expf) vectorize only because binding.gyp passes
+ * -fno-trapping-math: GCC otherwise refuses to if-convert them, which changes no result. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
@@ -122,11 +124,89 @@ MULTIVERSION static void softmax_in_place(float *row, blasint count) {
   for (blasint j = 0; j < count; j++) row[j] *= inverse_sum;
 }
 
-MULTIVERSION static void swiglu_kernel(const float *gate, const float *up, float *out, size_t count) {
-  for (size_t i = 0; i < count; i++) {
-    const float g = gate[i];
-    out[i] = g / (1.0f + fast_expf(-g)) * up[i];
+/* tanh with < 2e-7 relative error, branch-free (Cephes' tanhf): an odd polynomial below
+ * |x| = 0.625, 1 − 2/(e^(2|x|) + 1) above it, where that difference no longer cancels badly. */
+static inline float tanh_f32(float x) {
+  const float a = fabsf(x), z = x * x;
+  const float small =
+      ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z + 1.33314422036e-1f) * z -
+       3.33332819422e-1f) * z * x + x;
+  const float large = copysignf(1.0f - 2.0f / (fast_expf(2.0f * a) + 1.0f), x);
+  return a < 0.625f ? small : large;
+}
+
+/* erfc(z) for z ≥ 0 with fractional error < 1.2e-7 (Numerical Recipes' erfcc, a Chebyshev fit). */
+static inline float erfc_nonnegative(float z) {
+  const float t = 1.0f / (1.0f + 0.5f * z);
+  float p = 0.17087277f;
+  p = p * t - 0.82215223f;
+  p = p * t + 1.48851587f;
+  p = p * t - 1.13520398f;
+  p = p * t + 0.27886807f;
+  p = p * t - 0.18628806f;
+  p = p * t + 0.09678418f;
+  p = p * t + 0.37409196f;
+  p = p * t + 1.00002368f;
+  return t * fast_expf(-z * z - 1.26551223f + t * p);
+}
+
+/* The activations, numbered as ACTIVATIONS in src/backend/backend.ts. */
+enum { ACTIVATION_SILU, ACTIVATION_GELU, ACTIVATION_GELU_TANH, ACTIVATION_RELU };
+
+/*
+ * gelu is the exact x·Φ(x) with Φ(x) = erfc(−x/√2)/2: the erfc form keeps its relative accuracy
+ * for negative x, where 1 + erf(x/√2) cancels. gelu_tanh is 0.5·x·(1 + tanh(u)) with
+ * u = √(2/π)(x + 0.044715x³), computed as the identical x·sigmoid(2u).
+ */
+static inline float activate(int kind, float x) {
+  switch (kind) {
+  case ACTIVATION_SILU:
+    return x / (1.0f + fast_expf(-x));
+  case ACTIVATION_GELU: {
+    const float half_tail = 0.5f * erfc_nonnegative(fabsf(x) * 0.70710678118654752f);
+    return x * (x >= 0.0f ? 1.0f - half_tail : half_tail);
   }
+  case ACTIVATION_GELU_TANH:
+    return x / (1.0f + fast_expf(-1.5957691216057308f * (x + 0.044715f * x * x * x)));
+  default:
+    return x > 0.0f ? x : 0.0f;
+  }
+}
+
+/* out[i] = act(x[i])·up[i], or act(x[i]) when up is NULL, for count elements; out may alias x.
+ * (The simd pragmas make GCC if-convert the clamps and selects so that every clone vectorizes.) */
+static inline __attribute__((always_inline)) void activation_loop(int kind, const float *x, const float *up, float *out,
+                                                                  size_t count) {
+  if (up) {
+#pragma omp simd
+    for (size_t i = 0; i < count; i++) out[i] = activate(kind, x[i]) * up[i];
+  } else {
+#pragma omp simd
+    for (size_t i = 0; i < count; i++) out[i] = activate(kind, x[i]);
+  }
+}
+
+/* activation_loop with one copy per activation, each with a constant kind so that it vectorizes. */
+MULTIVERSION static void activation_kernel(int kind, const float *x, const float *up, float *out, size_t count) {
+  switch (kind) {
+  case ACTIVATION_SILU:
+    activation_loop(ACTIVATION_SILU, x, up, out, count);
+    break;
+  case ACTIVATION_GELU:
+    activation_loop(ACTIVATION_GELU, x, up, out, count);
+    break;
+  case ACTIVATION_GELU_TANH:
+    activation_loop(ACTIVATION_GELU_TANH, x, up, out, count);
+    break;
+  default:
+    activation_loop(ACTIVATION_RELU, x, up, out, count);
+  }
+}
+
+/* x[i] = cap·tanh(x[i]/cap) for count elements (logit soft-capping). */
+MULTIVERSION static void soft_cap_kernel(float *x, size_t count, float cap) {
+#pragma omp simd
+  for (size_t i = 0; i < count; i++) x[i] = cap * tanh_f32(x[i] / cap);
 }
 
 /* log Σ exp(row[j]) over row[0:count], stable (shifted by the maximum). */
@@ -239,9 +319,11 @@ static double attention_flops(const Job *job) {
 
 /*
  * Causal attention. Work is split into tasks of (window, head, block of ATTENTION_BLOCK query
- * rows): scores = scale·Q[r0:r1]·K[0:past+r1]ᵀ (keys after the block's last row are never touched),
- * causal softmax per row, out[r0:r1] = P·V[0:past+r1], heads being strided views into the packed
- * rows. `past` keys precede the queries (a KV cache): query row i sits at position past + i.
+ * rows): scores = scale·Q[r0:r1]·K[k0:past+r1]ᵀ (keys after the block's last row are never touched),
+ * soft-capped if asked, causal softmax per row, out[r0:r1] = P·V[k0:past+r1], heads being strided
+ * views into the packed rows. `past` keys precede the queries (a KV cache): query row i sits at
+ * position p = past + i and sees keys max(0, p − window + 1)..p with a sliding window (k0 is the
+ * block's first row's first key), 0..p without (window 0, k0 = 0).
  * These GEMMs are too small for OpenBLAS's own threading to pay off, so the tasks are spread over
  * our threads instead (latest, largest query blocks first) with OpenBLAS single-threaded
  * meanwhile; nothing else calls BLAS while a job runs.
@@ -252,10 +334,16 @@ typedef struct {
   const float *q, *k, *v;
   float *out;
   blasint seq_len, past, num_heads, head_dim, q_width, kv_width, heads_per_kv, q_blocks;
+  blasint window; /* sliding window length, 0 for none */
   long pairs, tasks;
-  float scale;
+  float scale, soft_cap; /* soft_cap 0: none */
   atomic_long next;
 } AttentionPlan;
+
+/* The earliest key the query at `position` sees. */
+static blasint first_visible_key(const AttentionPlan *plan, blasint position) {
+  return plan->window > 0 && position >= plan->window ? position - plan->window + 1 : 0;
+}
 
 static void attention_task(const AttentionPlan *plan, long task, float *scores) {
   const blasint hd = plan->head_dim;
@@ -270,14 +358,20 @@ static void attention_task(const AttentionPlan *plan, long task, float *scores) 
   float *out = plan->out + window_row * plan->q_width + (size_t)head * hd;
   const blasint r0 = q_block * ATTENTION_BLOCK;
   const blasint rows = r0 + ATTENTION_BLOCK <= plan->seq_len ? ATTENTION_BLOCK : plan->seq_len - r0;
-  const blasint keys = plan->past + r0 + rows; /* also the leading dimension of `scores` */
+  const blasint first_key = first_visible_key(plan, plan->past + r0);
+  const blasint keys = plan->past + r0 + rows - first_key; /* also the leading dimension of `scores` */
+  k += (size_t)first_key * plan->kv_width;
+  v += (size_t)first_key * plan->kv_width;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, plan->scale, q + (size_t)r0 * plan->q_width,
               plan->q_width, k, plan->kv_width, 0.0f, scores, keys);
   for (blasint i = 0; i < rows; i++) {
     float *row = scores + (size_t)i * keys;
-    const blasint visible = plan->past + r0 + i + 1;
-    softmax_in_place(row, visible);
-    memset(row + visible, 0, sizeof(float) * (size_t)(keys - visible));
+    const blasint position = plan->past + r0 + i;
+    const blasint skipped = first_visible_key(plan, position) - first_key, visible = position + 1 - first_key - skipped;
+    memset(row, 0, sizeof(float) * (size_t)skipped);
+    if (plan->soft_cap > 0) soft_cap_kernel(row + skipped, (size_t)visible, plan->soft_cap);
+    softmax_in_place(row + skipped, visible);
+    memset(row + skipped + visible, 0, sizeof(float) * (size_t)(keys - skipped - visible));
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, scores, keys, v, plan->kv_width, 0.0f,
               out + (size_t)r0 * plan->q_width, plan->q_width);
@@ -296,7 +390,7 @@ static void run_causal_attention(Job *job) {
   AttentionPlan plan = {
       .q = job->data[0], .k = job->data[1], .v = job->data[2], .out = job->data[3],
       .seq_len = ARG_INT(job, 1), .num_heads = ARG_INT(job, 2), .head_dim = ARG_INT(job, 4),
-      .scale = (float)job->args[5], .past = ARG_INT(job, 6),
+      .scale = (float)job->args[5], .past = ARG_INT(job, 6), .window = ARG_INT(job, 7), .soft_cap = (float)job->args[8],
   };
   const blasint windows = ARG_INT(job, 0), num_kv_heads = ARG_INT(job, 3);
   plan.q_width = plan.num_heads * plan.head_dim;
@@ -338,8 +432,9 @@ static void run_token_log_probs(Job *job) {
   }
 }
 
-/* out[r, :] = weight ⊙ x[r, :] / sqrt(mean(x[r, :]²) + eps), row by row (RMSNorm). */
-MULTIVERSION static void rms_norm_kernel(const float *x, const float *weight, float *out, size_t rows, size_t cols, float eps) {
+/* x [rows, cols], weight [cols]: out[r, :] = (offset + weight) ⊙ x[r, :] / sqrt(mean(x[r, :]²) + eps) (RMSNorm). */
+MULTIVERSION static void rms_norm_kernel(const float *x, const float *weight, float *out, size_t rows, size_t cols, float eps,
+                                         float offset) {
   for (size_t r = 0; r < rows; r++) {
     const float *row = x + r * cols;
     float sum_squares = 0;
@@ -348,16 +443,105 @@ MULTIVERSION static void rms_norm_kernel(const float *x, const float *weight, fl
     const float scale = 1.0f / sqrtf(sum_squares / (float)cols + eps);
     float *out_row = out + r * cols;
 #pragma omp simd
-    for (size_t c = 0; c < cols; c++) out_row[c] = weight[c] * (row[c] * scale);
+    for (size_t c = 0; c < cols; c++) out_row[c] = (offset + weight[c]) * (row[c] * scale);
   }
 }
 
-static void run_rms_norm(Job *job) {
-  const size_t cols = job->lengths[1];
-  rms_norm_kernel(job->data[0], job->data[1], job->data[2], cols == 0 ? 0 : job->lengths[0] / cols, cols, (float)job->args[0]);
+/* x [rows, cols], weight and bias (NULL: none) [cols]: out[r, :] = (x[r, :] − mean) / sqrt(var + eps) ⊙ weight + bias
+ * (LayerNorm, biased variance). Two passes over the row, so the variance does not cancel. */
+MULTIVERSION static void layer_norm_kernel(const float *x, const float *weight, const float *bias, float *out, size_t rows,
+                                           size_t cols, float eps) {
+  for (size_t r = 0; r < rows; r++) {
+    const float *row = x + r * cols;
+    float sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (size_t c = 0; c < cols; c++) sum += row[c];
+    const float mean = sum / (float)cols;
+    float sum_squares = 0;
+#pragma omp simd reduction(+ : sum_squares)
+    for (size_t c = 0; c < cols; c++) sum_squares += (row[c] - mean) * (row[c] - mean);
+    const float scale = 1.0f / sqrtf(sum_squares / (float)cols + eps);
+    float *out_row = out + r * cols;
+#pragma omp simd
+    for (size_t c = 0; c < cols; c++) out_row[c] = (row[c] - mean) * scale * weight[c] + (bias ? bias[c] : 0.0f);
+  }
 }
 
-static void run_swiglu(Job *job) { swiglu_kernel(job->data[0], job->data[1], job->data[2], job->lengths[0]); }
+/* y [rows, cols] += bias [cols], row by row. */
+MULTIVERSION static void add_bias_kernel(float *y, const float *bias, size_t rows, size_t cols) {
+  for (size_t r = 0; r < rows; r++) {
+#pragma omp simd
+    for (size_t c = 0; c < cols; c++) y[r * cols + c] += bias[c];
+  }
+}
+
+/* a[i] += b[i] for count elements. */
+MULTIVERSION static void add_kernel(float *a, const float *b, size_t count) {
+#pragma omp simd
+  for (size_t i = 0; i < count; i++) a[i] += b[i];
+}
+
+/* One RoPE pair: (a, b) ← (a·cos − b·sin, b·cos + a·sin), in double and rounded once, so that it
+ * agrees bit for bit with src/model/rope.ts's applyRope (float products are exact in double). */
+static inline void rotate_pair(float *a, float *b, float cos_angle, float sin_angle) {
+  const double x1 = *a, x2 = *b;
+  *a = (float)(x1 * cos_angle - x2 * sin_angle);
+  *b = (float)(x2 * cos_angle + x1 * sin_angle);
+}
+
+/*
+ * RoPE in place on x [rows, heads·head_dim]; cos/sin [positions, rotary_dim/2]. Row r is at
+ * position first_position + r % seq_len. Pair i of each head's first rotary_dim features is
+ * (i, i + rotary_dim/2) in the rotate-half layout, (2i, 2i + 1) interleaved.
+ */
+MULTIVERSION static void rope_kernel(float *x, const float *cos_table, const float *sin_table, size_t rows, size_t heads,
+                                     size_t head_dim, size_t rotary_dim, size_t seq_len, size_t first_position,
+                                     bool interleaved) {
+  const size_t pairs = rotary_dim / 2;
+  for (size_t r = 0; r < rows; r++) {
+    const float *cos_row = cos_table + (first_position + r % seq_len) * pairs;
+    const float *sin_row = sin_table + (first_position + r % seq_len) * pairs;
+    for (size_t h = 0; h < heads; h++) {
+      float *head = x + (r * heads + h) * head_dim;
+      if (interleaved) {
+        for (size_t i = 0; i < pairs; i++) rotate_pair(head + 2 * i, head + 2 * i + 1, cos_row[i], sin_row[i]);
+      } else {
+        for (size_t i = 0; i < pairs; i++) rotate_pair(head + i, head + pairs + i, cos_row[i], sin_row[i]);
+      }
+    }
+  }
+}
+
+static size_t rows_of(const Job *job, size_t matrix, size_t vector) {
+  return job->lengths[vector] == 0 ? 0 : job->lengths[matrix] / job->lengths[vector];
+}
+
+static void run_rms_norm(Job *job) {
+  rms_norm_kernel(job->data[0], job->data[1], job->data[2], rows_of(job, 0, 1), job->lengths[1], (float)job->args[0],
+                  (float)job->args[1]);
+}
+
+static void run_layer_norm(Job *job) {
+  const float *bias = job->lengths[2] > 0 ? job->data[2] : NULL;
+  layer_norm_kernel(job->data[0], job->data[1], bias, job->data[3], rows_of(job, 0, 1), job->lengths[1], (float)job->args[0]);
+}
+
+static void run_activation(Job *job) { activation_kernel(ARG_INT(job, 0), job->data[0], NULL, job->data[1], job->lengths[0]); }
+
+static void run_gated_activation(Job *job) {
+  activation_kernel(ARG_INT(job, 0), job->data[0], job->data[1], job->data[2], job->lengths[0]);
+}
+
+static void run_add_bias(Job *job) { add_bias_kernel(job->data[0], job->data[1], rows_of(job, 0, 1), job->lengths[1]); }
+
+static void run_add(Job *job) { add_kernel(job->data[0], job->data[1], job->lengths[0]); }
+
+static void run_soft_cap(Job *job) { soft_cap_kernel(job->data[0], job->lengths[0], (float)job->args[0]); }
+
+static void run_rope(Job *job) {
+  rope_kernel(job->data[0], job->data[1], job->data[2], (size_t)job->args[0], (size_t)job->args[1], (size_t)job->args[2],
+              (size_t)job->args[3], (size_t)job->args[4], (size_t)job->args[5], job->args[6] != 0);
+}
 
 /* ---------- Node-API plumbing ---------- */
 
@@ -485,8 +669,26 @@ static napi_value token_log_probs(napi_env env, napi_callback_info info) {
 static napi_value rms_norm(napi_env env, napi_callback_info info) {
   return start_job(env, info, 3, run_rms_norm, false, elementwise_flops);
 }
-static napi_value swiglu(napi_env env, napi_callback_info info) {
-  return start_job(env, info, 3, run_swiglu, false, elementwise_flops);
+static napi_value layer_norm(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 4, run_layer_norm, false, elementwise_flops);
+}
+static napi_value activation(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 2, run_activation, false, elementwise_flops);
+}
+static napi_value gated_activation(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 3, run_gated_activation, false, elementwise_flops);
+}
+static napi_value add_bias(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 2, run_add_bias, false, elementwise_flops);
+}
+static napi_value add_in_place(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 2, run_add, false, elementwise_flops);
+}
+static napi_value soft_cap(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 1, run_soft_cap, false, elementwise_flops);
+}
+static napi_value rope(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 3, run_rope, false, elementwise_flops);
 }
 
 static napi_value set_threads(napi_env env, napi_callback_info info) {
@@ -523,8 +725,14 @@ static napi_value init(napi_env env, napi_value exports) {
       {"invertSpd", NULL, invert_spd, NULL, NULL, NULL, napi_default, NULL},
       {"triangularSolve", NULL, triangular_solve, NULL, NULL, NULL, napi_default, NULL},
       {"causalAttention", NULL, causal_attention, NULL, NULL, NULL, napi_default, NULL},
-      {"swiglu", NULL, swiglu, NULL, NULL, NULL, napi_default, NULL},
       {"rmsNorm", NULL, rms_norm, NULL, NULL, NULL, napi_default, NULL},
+      {"layerNorm", NULL, layer_norm, NULL, NULL, NULL, napi_default, NULL},
+      {"activation", NULL, activation, NULL, NULL, NULL, napi_default, NULL},
+      {"gatedActivation", NULL, gated_activation, NULL, NULL, NULL, napi_default, NULL},
+      {"addBias", NULL, add_bias, NULL, NULL, NULL, napi_default, NULL},
+      {"addInPlace", NULL, add_in_place, NULL, NULL, NULL, napi_default, NULL},
+      {"softCap", NULL, soft_cap, NULL, NULL, NULL, napi_default, NULL},
+      {"rope", NULL, rope, NULL, NULL, NULL, napi_default, NULL},
       {"tokenLogProbs", NULL, token_log_probs, NULL, NULL, NULL, napi_default, NULL},
       {"setThreads", NULL, set_threads, NULL, NULL, NULL, napi_default, NULL},
       {"getThreads", NULL, get_threads, NULL, NULL, NULL, napi_default, NULL},

@@ -8,6 +8,31 @@
  */
 export type FloatArray = Float32Array | Float64Array;
 
+/**
+ * Elementwise activations, as Hugging Face's `hidden_act` names them: 'silu' (x·sigmoid(x), also
+ * "swish"), 'gelu' (the exact erf GELU, x·Φ(x)), 'gelu_tanh' (the tanh approximation
+ * 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))): "gelu_new" and "gelu_pytorch_tanh", but not
+ * "gelu_fast", whose constants differ slightly), 'relu'.
+ */
+export type Activation = 'silu' | 'gelu' | 'gelu_tanh' | 'relu';
+
+export const ACTIVATIONS: readonly Activation[] = ['silu', 'gelu', 'gelu_tanh', 'relu'];
+
+/** Where the two features that rotate together sit within a head (see `Backend.rope`). */
+export type RopeLayout = 'half' | 'interleaved';
+
+export interface RopeOptions {
+  rows: number;
+  heads: number;
+  headDim: number;
+  /** Leading features of each head that rotate (even, ≤ headDim); the rest pass through (partial rotary). */
+  rotaryDim: number;
+  /** Row r is at position firstPosition + (r % seqLen): windows of seqLen tokens stacked. */
+  seqLen: number;
+  firstPosition: number;
+  layout: RopeLayout;
+}
+
 export interface GemmOptions {
   /** op(A) is m×k, op(B) is k×n, C is m×n. */
   m: number;
@@ -38,6 +63,18 @@ export interface AttentionOptions {
    * k and v hold pastLength+seqLen rows per window: incremental decoding with a KV cache.
    */
   pastLength?: number;
+  /**
+   * Sliding-window attention: the query at (absolute) position i sees only keys j with
+   * i − j < slidingWindow, i.e. itself and the slidingWindow − 1 keys before it. This is
+   * transformers 5.23's convention (masking_utils.sliding_window_overlay: kv_idx > q_idx −
+   * sliding_window). Positions count the cached keys too. Default: no window.
+   */
+  slidingWindow?: number;
+  /**
+   * Soft-capping of the attention logits (Gemma 2's attn_logit_softcapping): each score, after
+   * scaling, becomes softCap·tanh(score/softCap) before masking and softmax. Default: none.
+   */
+  softCap?: number;
 }
 
 export interface BackendInfo {
@@ -97,11 +134,44 @@ export interface Backend {
   tokenLogProbs(logits: Float32Array, targets: Int32Array, vocab: number, out: Float64Array): Promise<void>;
 
   /**
-   * RMSNorm of each row: out[r, :] = weight ⊙ x[r, :] / sqrt(mean(x[r, :]²) + eps), for x of
-   * x.length / weight.length rows; out may alias x.
+   * RMSNorm of each row: out[r, :] = (weightOffset + weight) ⊙ x[r, :] / sqrt(mean(x[r, :]²) + eps),
+   * for x of x.length / weight.length rows; out may alias x. Gemma stores w and scales by 1 + w
+   * (weightOffset 1, added in fp32 as Gemma does); the default offset is 0.
    */
-  rmsNorm(x: Float32Array, weight: Float32Array, eps: number, out: Float32Array): Promise<void>;
+  rmsNorm(x: Float32Array, weight: Float32Array, eps: number, out: Float32Array, weightOffset?: number): Promise<void>;
 
-  /** out[i] = silu(gate[i])·up[i]; out may alias gate. */
+  /**
+   * LayerNorm of each row: out[r, :] = (x[r, :] − mean) / sqrt(var + eps) ⊙ weight + bias, with the
+   * biased variance (as torch), for x of x.length / weight.length rows; bias is optional; out may
+   * alias x.
+   */
+  layerNorm(x: Float32Array, weight: Float32Array, bias: Float32Array | undefined, eps: number, out: Float32Array): Promise<void>;
+
+  /** out[i] = act(x[i]); out may alias x. */
+  activation(kind: Activation, x: Float32Array, out: Float32Array): Promise<void>;
+
+  /** out[i] = act(gate[i])·up[i] (SwiGLU with 'silu', GeGLU with 'gelu_tanh'); out may alias gate. */
+  gatedActivation(kind: Activation, gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void>;
+
+  /** Shorthand for gatedActivation('silu', gate, up, out). */
   swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void>;
+
+  /** y[r, :] += bias for every row r of y (y.length / bias.length rows). */
+  addBias(y: Float32Array, bias: Float32Array): Promise<void>;
+
+  /** a[i] += b[i] (the residual stream). */
+  addInPlace(a: Float32Array, b: Float32Array): Promise<void>;
+
+  /** x[i] = cap·tanh(x[i]/cap) in place (Gemma 2's final-logit soft-capping). */
+  softCap(x: Float32Array, cap: number): Promise<void>;
+
+  /**
+   * Rotary position embedding, in place on x [rows, heads·headDim]: in each head the first
+   * rotaryDim features rotate and the rest pass through (partial rotary: phi, gpt_neox).
+   * Layout 'half': feature i pairs with i + rotaryDim/2 (Hugging Face's rotate_half);
+   * 'interleaved': feature 2i pairs with 2i + 1 (GPT-J). Pair i of the row at position p turns by
+   * the angle whose cosine and sine are cos[p, i] and sin[p, i], tables [positions, rotaryDim/2]:
+   * (a, b) ← (a·cos − b·sin, b·cos + a·sin).
+   */
+  rope(x: Float32Array, cos: Float32Array, sin: Float32Array, options: RopeOptions): Promise<void>;
 }

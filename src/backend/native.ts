@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TopiaryError } from '../util/errors.js';
-import type { AttentionOptions, Backend, BackendInfo, FloatArray, GemmOptions } from './backend.js';
+import { ACTIVATIONS, type Activation, type AttentionOptions, type Backend, type BackendInfo, type FloatArray, type GemmOptions, type RopeOptions } from './backend.js';
 
 /**
  * The functions native/topiary_native.c exports: typed arrays first, then numbers and booleans.
@@ -24,9 +24,21 @@ interface NativeAddon {
   causalAttention(
     q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array,
     windows: number, seqLen: number, numHeads: number, numKvHeads: number, headDim: number, scale: number, pastLength: number,
+    slidingWindow: number, softCap: number, // 0: none
   ): Promise<void>;
-  swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void>;
-  rmsNorm(x: Float32Array, weight: Float32Array, out: Float32Array, eps: number): Promise<void>;
+  /** kind: the activation's index in ACTIVATIONS. */
+  activation(x: Float32Array, out: Float32Array, kind: number): Promise<void>;
+  gatedActivation(gate: Float32Array, up: Float32Array, out: Float32Array, kind: number): Promise<void>;
+  rmsNorm(x: Float32Array, weight: Float32Array, out: Float32Array, eps: number, weightOffset: number): Promise<void>;
+  /** An empty bias array means no bias. */
+  layerNorm(x: Float32Array, weight: Float32Array, bias: Float32Array, out: Float32Array, eps: number): Promise<void>;
+  addBias(y: Float32Array, bias: Float32Array): Promise<void>;
+  addInPlace(a: Float32Array, b: Float32Array): Promise<void>;
+  softCap(x: Float32Array, cap: number): Promise<void>;
+  rope(
+    x: Float32Array, cos: Float32Array, sin: Float32Array,
+    rows: number, heads: number, headDim: number, rotaryDim: number, seqLen: number, firstPosition: number, interleaved: boolean,
+  ): Promise<void>;
   tokenLogProbs(logits: Float32Array, targets: Int32Array, out: Float64Array, vocab: number): Promise<void>;
   setThreads(threads: number): void;
   getThreads(): number;
@@ -118,6 +130,47 @@ function checkFiniteScalar(operation: string, name: string, value: number): void
   if (!Number.isFinite(value)) fail(operation, `${name} must be a finite number, got ${value}`);
 }
 
+function checkPositive(operation: string, name: string, value: number): void {
+  if (!(value > 0) || !Number.isFinite(value)) fail(operation, `${name} must be a positive finite number, got ${value}`);
+}
+
+function activationIndex(operation: string, kind: Activation): number {
+  const index = ACTIVATIONS.indexOf(kind);
+  if (index < 0) fail(operation, `unknown activation '${String(kind)}' (known: ${ACTIVATIONS.join(', ')})`);
+  return index;
+}
+
+function checkSameLength(operation: string, arrays: Record<string, Float32Array>): void {
+  checkFloat32(operation, arrays);
+  const lengths = Object.values(arrays).map((array) => array.length);
+  if (lengths.some((length) => length !== lengths[0])) {
+    fail(operation, `${Object.keys(arrays).join(', ')} must have the same length (got ${lengths.join(', ')})`);
+  }
+}
+
+/** `x` (and `out`, if given) hold whole rows of the per-feature vector's width. */
+function checkRows(operation: string, x: Float32Array, vectorName: string, vector: Float32Array, out: Float32Array = x): void {
+  if (vector.length === 0 || x.length % vector.length !== 0 || out.length !== x.length) {
+    fail(operation, `x (${x.length}) and out (${out.length}) must hold whole rows of ${vectorName}'s width ${vector.length}`);
+  }
+}
+
+function checkRope(x: Float32Array, cos: Float32Array, sin: Float32Array, options: RopeOptions): void {
+  const operation = 'rope';
+  const { rows, heads, headDim, rotaryDim, seqLen, firstPosition, layout } = options;
+  checkDimensions(operation, { rows, heads, headDim, rotaryDim, seqLen, firstPosition });
+  checkFloat32(operation, { x, cos, sin });
+  if (layout !== 'half' && layout !== 'interleaved') fail(operation, `layout must be 'half' or 'interleaved', got ${String(layout)}`);
+  if (rotaryDim % 2 !== 0 || rotaryDim > headDim) fail(operation, `rotaryDim (${rotaryDim}) must be even and at most headDim (${headDim})`);
+  if (x.length !== rows * heads * headDim) fail(operation, `x holds ${x.length} values, not ${rows}×${heads}×${headDim}`);
+  if (rows > 0 && seqLen === 0) fail(operation, 'seqLen must be positive');
+  const positions = firstPosition + Math.min(rows, seqLen);
+  const needed = positions * (rotaryDim / 2);
+  if (cos.length < needed || sin.length < needed) {
+    fail(operation, `cos (${cos.length}) and sin (${sin.length}) must cover ${positions} positions of ${rotaryDim / 2} angles`);
+  }
+}
+
 /** The OpenBLAS-backed backend; construct it through `getBackend()`. */
 export class NativeBackend implements Backend {
   constructor(private readonly addon: NativeAddon) {}
@@ -188,10 +241,14 @@ export class NativeBackend implements Backend {
   }
 
   causalAttention(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, options: AttentionOptions): Promise<void> {
-    const { windows, seqLen, numHeads, numKvHeads, headDim, scale, pastLength = 0 } = options;
+    const { windows, seqLen, numHeads, numKvHeads, headDim, scale, pastLength = 0, slidingWindow, softCap } = options;
     checkDimensions('causalAttention', { windows, seqLen, numHeads, numKvHeads, headDim, pastLength });
     checkFloat32('causalAttention', { q, k, v, out });
     checkFiniteScalar('causalAttention', 'scale', scale);
+    if (slidingWindow !== undefined && (!Number.isSafeInteger(slidingWindow) || slidingWindow < 1)) {
+      fail('causalAttention', `slidingWindow must be a positive integer, got ${slidingWindow}`);
+    }
+    if (softCap !== undefined) checkPositive('causalAttention', 'softCap', softCap);
     if (numKvHeads === 0 || numHeads % numKvHeads !== 0) {
       fail('causalAttention', `numHeads (${numHeads}) must be a multiple of numKvHeads (${numKvHeads})`);
     }
@@ -204,7 +261,9 @@ export class NativeBackend implements Backend {
     checkMatrix('causalAttention', 'v', v, keyRows, kvWidth, Math.max(1, kvWidth));
     checkMatrix('causalAttention', 'out', out, rows, qWidth, Math.max(1, qWidth));
     if (rows === 0 || qWidth === 0) return Promise.resolve();
-    return this.addon.causalAttention(q, k, v, out, windows, seqLen, numHeads, numKvHeads, headDim, scale, pastLength);
+    return this.addon.causalAttention(
+      q, k, v, out, windows, seqLen, numHeads, numKvHeads, headDim, scale, pastLength, slidingWindow ?? 0, softCap ?? 0,
+    );
   }
 
   tokenLogProbs(logits: Float32Array, targets: Int32Array, vocab: number, out: Float64Array): Promise<void> {
@@ -213,22 +272,60 @@ export class NativeBackend implements Backend {
     return this.addon.tokenLogProbs(logits, targets, out, vocab);
   }
 
-  rmsNorm(x: Float32Array, weight: Float32Array, eps: number, out: Float32Array): Promise<void> {
+  rmsNorm(x: Float32Array, weight: Float32Array, eps: number, out: Float32Array, weightOffset = 0): Promise<void> {
     checkFloat32('rmsNorm', { x, weight, out });
     checkFiniteScalar('rmsNorm', 'eps', eps);
-    if (weight.length === 0 || x.length % weight.length !== 0 || out.length !== x.length) {
-      fail('rmsNorm', `x (${x.length}) and out (${out.length}) must hold whole rows of weight's width ${weight.length}`);
-    }
-    return this.addon.rmsNorm(x, weight, out, eps);
+    checkFiniteScalar('rmsNorm', 'weightOffset', weightOffset);
+    checkRows('rmsNorm', x, 'weight', weight, out);
+    return this.addon.rmsNorm(x, weight, out, eps, weightOffset);
+  }
+
+  layerNorm(x: Float32Array, weight: Float32Array, bias: Float32Array | undefined, eps: number, out: Float32Array): Promise<void> {
+    checkFloat32('layerNorm', { x, weight, out });
+    checkFiniteScalar('layerNorm', 'eps', eps);
+    checkRows('layerNorm', x, 'weight', weight, out);
+    if (bias !== undefined) checkSameLength('layerNorm', { weight, bias });
+    return this.addon.layerNorm(x, weight, bias ?? new Float32Array(0), out, eps);
+  }
+
+  activation(kind: Activation, x: Float32Array, out: Float32Array): Promise<void> {
+    const index = activationIndex('activation', kind);
+    checkSameLength('activation', { x, out });
+    return this.addon.activation(x, out, index);
+  }
+
+  gatedActivation(kind: Activation, gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void> {
+    const index = activationIndex('gatedActivation', kind);
+    checkSameLength('gatedActivation', { gate, up, out });
+    return this.addon.gatedActivation(gate, up, out, index);
   }
 
   swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void> {
-    checkFloat32('swiglu', { gate, up, out });
-    if (up.length !== gate.length || out.length !== gate.length) {
-      fail('swiglu', `gate, up and out must have the same length (got ${gate.length}, ${up.length}, ${out.length})`);
-    }
-    if (gate.length === 0) return Promise.resolve();
-    return this.addon.swiglu(gate, up, out);
+    return this.gatedActivation('silu', gate, up, out);
+  }
+
+  addBias(y: Float32Array, bias: Float32Array): Promise<void> {
+    checkFloat32('addBias', { y, bias });
+    checkRows('addBias', y, 'bias', bias);
+    return this.addon.addBias(y, bias);
+  }
+
+  addInPlace(a: Float32Array, b: Float32Array): Promise<void> {
+    checkSameLength('addInPlace', { a, b });
+    return this.addon.addInPlace(a, b);
+  }
+
+  softCap(x: Float32Array, cap: number): Promise<void> {
+    checkFloat32('softCap', { x });
+    checkPositive('softCap', 'cap', cap);
+    return this.addon.softCap(x, cap);
+  }
+
+  rope(x: Float32Array, cos: Float32Array, sin: Float32Array, options: RopeOptions): Promise<void> {
+    checkRope(x, cos, sin, options);
+    const { rows, heads, headDim, rotaryDim, seqLen, firstPosition, layout } = options;
+    if (rows === 0 || heads === 0 || rotaryDim === 0) return Promise.resolve();
+    return this.addon.rope(x, cos, sin, rows, heads, headDim, rotaryDim, seqLen, firstPosition, layout === 'interleaved');
   }
 
   private checkSquare(operation: string, a: FloatArray, n: number): void {

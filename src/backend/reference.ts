@@ -1,4 +1,35 @@
-import type { AttentionOptions, Backend, BackendInfo, FloatArray, GemmOptions } from './backend.js';
+import type { Activation, AttentionOptions, Backend, BackendInfo, FloatArray, GemmOptions, RopeOptions } from './backend.js';
+
+/**
+ * erf in doubles from its everywhere-convergent series of positive terms,
+ * erf(x) = 2/√π·e^(−x²)·Σₙ 2ⁿx^(2n+1)/(1·3·…·(2n+1)), which has no cancellation; past |x| = 6,
+ * erf(x) is ±1 to double precision.
+ */
+export function erf(x: number): number {
+  const a = Math.abs(x);
+  if (a >= 6) return Math.sign(x);
+  let term = a;
+  let sum = a;
+  for (let n = 1; term > 1e-17 * sum; n++) {
+    term *= (2 * a * a) / (2 * n + 1);
+    sum += term;
+  }
+  return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * Math.exp(-a * a) * sum;
+}
+
+/** The activations in doubles, by their defining formulas. */
+export function activate(kind: Activation, x: number): number {
+  switch (kind) {
+    case 'silu':
+      return x / (1 + Math.exp(-x));
+    case 'gelu':
+      return 0.5 * x * (1 + erf(x / Math.SQRT2));
+    case 'gelu_tanh':
+      return 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x)));
+    case 'relu':
+      return x > 0 ? x : 0;
+  }
+}
 
 /**
  * The plain-TypeScript backend: straightforward loops, accumulated in doubles, with no blocking or
@@ -115,7 +146,7 @@ export class ReferenceBackend implements Backend {
     out: Float32Array,
     options: AttentionOptions,
   ): Promise<void> {
-    const { windows, seqLen, numHeads, numKvHeads, headDim, scale, pastLength = 0 } = options;
+    const { windows, seqLen, numHeads, numKvHeads, headDim, scale, pastLength = 0, slidingWindow = Infinity, softCap } = options;
     const qWidth = numHeads * headDim;
     const kvWidth = numKvHeads * headDim;
     const headsPerKv = numHeads / numKvHeads;
@@ -126,23 +157,25 @@ export class ReferenceBackend implements Backend {
         const kvOffset = Math.floor(h / headsPerKv) * headDim;
         for (let i = 0; i < seqLen; i++) {
           const qRow = (w * seqLen + i) * qWidth + h * headDim;
-          const visible = pastLength + i + 1;
+          // Keys first..position are visible: causal, and within the sliding window if there is one.
+          const position = pastLength + i;
+          const first = Math.max(0, position - slidingWindow + 1);
           let max = -Infinity;
-          for (let j = 0; j < visible; j++) {
+          for (let j = first; j <= position; j++) {
             const kRow = (w * keyRows + j) * kvWidth + kvOffset;
             let dot = 0;
             for (let d = 0; d < headDim; d++) dot += q[qRow + d] * k[kRow + d];
-            weights[j] = dot * scale;
+            weights[j] = softCap === undefined ? dot * scale : softCap * Math.tanh((dot * scale) / softCap);
             if (weights[j] > max) max = weights[j];
           }
           let total = 0;
-          for (let j = 0; j < visible; j++) {
+          for (let j = first; j <= position; j++) {
             weights[j] = Math.exp(weights[j] - max);
             total += weights[j];
           }
           for (let d = 0; d < headDim; d++) {
             let sum = 0;
-            for (let j = 0; j < visible; j++) sum += weights[j] * v[(w * keyRows + j) * kvWidth + kvOffset + d];
+            for (let j = first; j <= position; j++) sum += weights[j] * v[(w * keyRows + j) * kvWidth + kvOffset + d];
             out[qRow + d] = sum / total;
           }
         }
@@ -161,20 +194,70 @@ export class ReferenceBackend implements Backend {
     }
   }
 
-  async rmsNorm(x: Float32Array, weight: Float32Array, eps: number, out: Float32Array): Promise<void> {
+  async rmsNorm(x: Float32Array, weight: Float32Array, eps: number, out: Float32Array, weightOffset = 0): Promise<void> {
     const cols = weight.length;
     for (let base = 0; base < x.length; base += cols) {
       let sumSquares = 0;
       for (let c = 0; c < cols; c++) sumSquares += x[base + c] * x[base + c];
       const scale = 1 / Math.sqrt(sumSquares / cols + eps);
-      for (let c = 0; c < cols; c++) out[base + c] = weight[c] * (x[base + c] * scale);
+      for (let c = 0; c < cols; c++) out[base + c] = (weightOffset + weight[c]) * (x[base + c] * scale);
     }
   }
 
-  async swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void> {
-    for (let i = 0; i < gate.length; i++) {
-      const g = gate[i];
-      out[i] = (g / (1 + Math.exp(-g))) * up[i];
+  async layerNorm(x: Float32Array, weight: Float32Array, bias: Float32Array | undefined, eps: number, out: Float32Array): Promise<void> {
+    const cols = weight.length;
+    for (let base = 0; base < x.length; base += cols) {
+      let sum = 0;
+      for (let c = 0; c < cols; c++) sum += x[base + c];
+      const mean = sum / cols;
+      let sumSquares = 0;
+      for (let c = 0; c < cols; c++) sumSquares += (x[base + c] - mean) ** 2;
+      const scale = 1 / Math.sqrt(sumSquares / cols + eps);
+      for (let c = 0; c < cols; c++) out[base + c] = (x[base + c] - mean) * scale * weight[c] + (bias ? bias[c] : 0);
+    }
+  }
+
+  async activation(kind: Activation, x: Float32Array, out: Float32Array): Promise<void> {
+    for (let i = 0; i < x.length; i++) out[i] = activate(kind, x[i]);
+  }
+
+  async gatedActivation(kind: Activation, gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void> {
+    for (let i = 0; i < gate.length; i++) out[i] = activate(kind, gate[i]) * up[i];
+  }
+
+  swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void> {
+    return this.gatedActivation('silu', gate, up, out);
+  }
+
+  async addBias(y: Float32Array, bias: Float32Array): Promise<void> {
+    for (let i = 0; i < y.length; i++) y[i] += bias[i % bias.length];
+  }
+
+  async addInPlace(a: Float32Array, b: Float32Array): Promise<void> {
+    for (let i = 0; i < a.length; i++) a[i] += b[i];
+  }
+
+  async softCap(x: Float32Array, cap: number): Promise<void> {
+    for (let i = 0; i < x.length; i++) x[i] = cap * Math.tanh(x[i] / cap);
+  }
+
+  async rope(x: Float32Array, cos: Float32Array, sin: Float32Array, options: RopeOptions): Promise<void> {
+    const { rows, heads, headDim, rotaryDim, seqLen, firstPosition, layout } = options;
+    const pairs = rotaryDim / 2;
+    // Offsets of pair i's two features from the start of the head.
+    const [step, partner] = layout === 'half' ? [1, pairs] : [2, 1];
+    for (let r = 0; r < rows; r++) {
+      const table = (firstPosition + (r % seqLen)) * pairs;
+      for (let h = 0; h < heads; h++) {
+        const head = (r * heads + h) * headDim;
+        for (let i = 0; i < pairs; i++) {
+          const a = head + i * step;
+          const b = a + partner;
+          const [x1, x2, c, s] = [x[a], x[b], cos[table + i], sin[table + i]];
+          x[a] = x1 * c - x2 * s;
+          x[b] = x2 * c + x1 * s;
+        }
+      }
     }
   }
 }
