@@ -18,7 +18,7 @@ import * as os from 'node:os';
 import { getLlama, LlamaLogLevel, type Llama, type Token } from 'node-llama-cpp';
 import { getBackend } from '../src/backend/index.js';
 import { wikitext2Text } from '../src/data/corpora.js';
-import { KvCache, type CausalLM } from '../src/model/decoder.js';
+import { KvCache, type CausalLM } from '../src/model/causal-lm.js';
 import { loadModel } from '../src/model/load.js';
 
 export interface SpeedSettings {

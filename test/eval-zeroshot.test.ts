@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { TASKS, type TaskItem } from '../src/eval/tasks/index.js';
 import { accuracyStderr, encodeRequest, evaluateItems, evaluateTask, logLikelihoods, spreadSample, taskMetrics } from '../src/eval/zeroshot.js';
 import { loadModel } from '../src/model/load.js';
-import type { CausalLM } from '../src/model/decoder.js';
+import type { CausalLM } from '../src/model/causal-lm.js';
 import type { Tokenizer } from '../src/tokenizers/tokenizer.js';
 import { runCli, stories260K, tempDir, testDataDir } from './helpers.js';
 

@@ -13,7 +13,7 @@ import type { Backend } from '../src/backend/backend.js';
 import { getBackend } from '../src/backend/index.js';
 import { ReferenceBackend } from '../src/backend/reference.js';
 import { drawCalibration } from '../src/data/calibration.js';
-import { CausalLM, KvCache } from '../src/model/decoder.js';
+import { CausalLM, KvCache } from '../src/model/causal-lm.js';
 import { generate } from '../src/model/generate.js';
 import { loadModel } from '../src/model/load.js';
 import { structuredMethodByName } from '../src/prune/structured/index.js';
@@ -87,7 +87,7 @@ test('FLAP-pruned stories260K with uneven layers: cached logits match the full p
   const model = await loadModel(stories260K, { backend: getBackend() });
   const { windows } = drawCalibration(model.tokenizer, { corpus: { kind: 'wikitext2' }, nsamples: 8, seqlen: 64, seed: 0 }, testDataDir);
   const result = await pruneStructured(model, windows, { method: structuredMethodByName('flap'), ratio: 0.3, methodOptions: {}, batchWindows: 4 });
-  const pruned = new CausalLM(prunedSource(model.source, model.spec, result.keptLayers, result.pruned), model.spec, model.backend);
+  const pruned = new CausalLM(prunedSource(model.source, result.keptLayers, result.pruned), model.backend);
   const layers = [...result.pruned.values()];
   const headCounts = new Set(layers.map((layer) => layer.linears.q.outFeatures));
   const channelCounts = new Set(layers.map((layer) => layer.linears.gate.outFeatures));

@@ -9,7 +9,6 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { getBackend } from '../src/backend/index.js';
 import { openSafetensors } from '../src/formats/safetensors.js';
-import { LINEAR_ROLES } from '../src/model/architectures/index.js';
 import { loadModel } from '../src/model/load.js';
 import { checkNmPattern, prunedCount } from '../src/prune/masks.js';
 import type { SparsityTarget } from '../src/prune/method.js';
@@ -58,7 +57,7 @@ for (const method of METHODS) {
         method,
         target,
         methodOptions: options,
-        roles: LINEAR_ROLES,
+        roles: model.roles,
         batchWindows: 4,
         checkpointDir: dir,
         fingerprint: label,
@@ -101,7 +100,7 @@ test('pipeline: second-order methods reconstruct better than Wanda on the same l
       method: METHODS.find((m) => m.name === name)!,
       target: { kind: 'unstructured', sparsity: 0.5 },
       methodOptions: {},
-      roles: LINEAR_ROLES,
+      roles: model.roles,
       batchWindows: 8,
       checkpointDir: tempDir(),
       fingerprint: name,

@@ -11,7 +11,7 @@ import { getBackend } from '../src/backend/index.js';
 import { drawCalibration } from '../src/data/calibration.js';
 import { exportGguf } from '../src/export/gguf-writer.js';
 import { openGguf } from '../src/formats/gguf.js';
-import { CausalLM } from '../src/model/decoder.js';
+import { CausalLM } from '../src/model/causal-lm.js';
 import { loadModel } from '../src/model/load.js';
 import { STRUCTURED_METHODS, structuredMethodByName } from '../src/prune/structured/index.js';
 import { pruneStructured, type StructuredResult } from '../src/prune/structured/pipeline.js';
@@ -27,7 +27,7 @@ async function calibrated() {
 async function prune(method: string, ratio: number, methodOptions: Record<string, string | number> = {}) {
   const { model, windows } = await calibrated();
   const result = await pruneStructured(model, windows, { method: structuredMethodByName(method), ratio, methodOptions, batchWindows: 4 });
-  const smaller = new CausalLM(prunedSource(model.source, model.spec, result.keptLayers, result.pruned), model.spec, model.backend);
+  const smaller = new CausalLM(prunedSource(model.source, result.keptLayers, result.pruned), model.backend);
   evalWindows = await evalWindowsFor(model);
   return { model, windows, result, smaller };
 }
@@ -45,7 +45,7 @@ let evalWindows: number[][] = [];
 function decoderParamsOf(result: StructuredResult): number {
   let total = 0;
   for (const layer of result.pruned.values()) {
-    total += layer.attentionNorm.length + layer.mlpNorm.length;
+    for (const tensor of Object.values(layer.tensors)) total += tensor.length;
     for (const lin of Object.values(layer.linears)) {
       assert.equal(lin.weight.length, lin.outFeatures * lin.inFeatures);
       total += lin.weight.length + (lin.bias?.length ?? 0);

@@ -43,7 +43,8 @@ function parseConfig(json: Json, file: string): ModelConfig {
   const shape = attentionShape(json, file);
   const numLayers = sizeField(json, file, 'num_hidden_layers');
   const { theta, scaling } = ropeBase(json, file);
-  const layerTypes = slidingLayers(json, file, numLayers);
+  const types = slidingLayers(json, file, numLayers);
+  const layerTypes = types?.includes('sliding') ? types : undefined;
   return {
     modelType: String(json.model_type),
     ...shape,
