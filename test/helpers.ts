@@ -13,9 +13,12 @@ export const testDataDir = path.resolve(process.env.TOPIARY_DATA_DIR ?? path.joi
 
 export const stories260K = path.join(testDataDir, 'models', 'stories260K', 'checkpoint_legacy.bin');
 
+/** Downloaded and generated test models, outside git (as in scripts/fetch-smollm2.sh). */
+export const cacheDir = path.resolve(process.env.TOPIARY_CACHE ?? path.join(os.homedir(), '.cache', 'topiary'));
+
 /** SmolLM2-135M (Q4_1 GGUF) as fetched by scripts/fetch-smollm2.sh, or undefined if absent. */
 export function smolLM2Path(): string | undefined {
-  const file = path.join(process.env.TOPIARY_CACHE ?? path.join(os.homedir(), '.cache', 'topiary'), 'SmolLM2-135M-Instruct.Q4_1.gguf');
+  const file = path.join(cacheDir, 'SmolLM2-135M-Instruct.Q4_1.gguf');
   return fs.existsSync(file) ? file : undefined;
 }
 

@@ -1,0 +1,89 @@
+/**
+ * The tiny random models of every decoder family made by scripts/make_family_models.py, with
+ * transformers' logits for them. They are too many to commit, so they are generated once into a
+ * cache folder outside git, keyed by the script's hash: editing the script makes a new set.
+ */
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { cacheDir, repoRoot } from './helpers.js';
+
+const SCRIPT = path.join(repoRoot, 'scripts', 'make_family_models.py');
+
+export interface FamilyModel {
+  name: string;
+  /** Hugging Face model_type, e.g. 'gemma3_text'. */
+  modelType: string;
+  /** What the configuration exercises. */
+  description: string;
+}
+
+export interface FamilyModels {
+  /** The folder holding one sub-folder per model. */
+  dir: string;
+  models: FamilyModel[];
+}
+
+export interface FamilyReference {
+  /** Windows of token ids, each run independently. */
+  inputIds: number[][];
+  /** transformers' logits, [windows × tokens × vocab]. */
+  logits: Float32Array;
+}
+
+interface Manifest {
+  models: { name: string; model_type: string; description: string }[];
+}
+
+function readManifest(dir: string): FamilyModel[] {
+  const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Manifest;
+  return manifest.models.map((model) => ({ name: model.name, modelType: model.model_type, description: model.description }));
+}
+
+/**
+ * Runs the script into a temporary folder beside `dir` and renames it into place, so an
+ * interrupted run leaves no half-written set and concurrent runs do not see each other's files.
+ */
+async function generate(dir: string): Promise<void> {
+  fs.mkdirSync(path.dirname(dir), { recursive: true });
+  const staging = fs.mkdtempSync(`${dir}.partial-`);
+  try {
+    await promisify(execFile)('python3', [SCRIPT, '--out', staging], { cwd: repoRoot, maxBuffer: 16 << 20 });
+    fs.renameSync(staging, dir);
+  } catch (error) {
+    fs.rmSync(staging, { recursive: true, force: true });
+    // Another process finished first: its set is the same, since the script is deterministic.
+    if (fs.existsSync(path.join(dir, 'manifest.json'))) return;
+    const stderr = (error as { stderr?: string }).stderr ?? '';
+    throw new Error(`${path.relative(repoRoot, SCRIPT)} failed: ${stderr.trim().split('\n').slice(-5).join('\n') || String(error)}`);
+  }
+}
+
+let cached: Promise<FamilyModels> | undefined;
+
+/** The family models, generated on first use (a few seconds) into the cache folder. */
+export function familyModels(): Promise<FamilyModels> {
+  cached ??= (async () => {
+    const hash = createHash('sha256').update(fs.readFileSync(SCRIPT)).digest('hex').slice(0, 12);
+    const dir = path.join(cacheDir, `family-models-${hash}`);
+    if (!fs.existsSync(path.join(dir, 'manifest.json'))) await generate(dir);
+    return { dir, models: readManifest(dir) };
+  })();
+  return cached;
+}
+
+/** The windows and transformers' logits for one model of the set. */
+export function readReference(dir: string, name: string): FamilyReference {
+  const modelDir = path.join(dir, name);
+  const reference = JSON.parse(fs.readFileSync(path.join(modelDir, 'reference.json'), 'utf8')) as {
+    input_ids: number[][];
+    logits_file: string;
+  };
+  const bytes = fs.readFileSync(path.join(modelDir, reference.logits_file));
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const logits = new Float32Array(bytes.byteLength / 4);
+  for (let i = 0; i < logits.length; i++) logits[i] = view.getFloat32(i * 4, true);
+  return { inputIds: reference.input_ids, logits };
+}

@@ -1,0 +1,59 @@
+/** Logit parity with transformers, shared by the parity tests of the committed and generated models. */
+import assert from 'node:assert/strict';
+import type { Backend } from '../src/backend/backend.js';
+import { getBackend } from '../src/backend/index.js';
+import { loadModel } from '../src/model/load.js';
+
+/** max |ours − transformers| / max |transformers|. */
+export const PARITY_TOLERANCE = 1e-4;
+
+export interface LogitsReference {
+  inputIds: number[][];
+  /** transformers' logits, [windows × tokens × vocab]. */
+  logits: ArrayLike<number>;
+}
+
+interface WorstDifference {
+  relative: number;
+  index: number;
+}
+
+/** The largest |actual − expected| relative to max |expected|; NaN or Infinity counts as infinitely wrong. */
+function worstRelativeDifference(actual: Float32Array, expected: ArrayLike<number>): WorstDifference {
+  let scale = 0;
+  for (let i = 0; i < expected.length; i++) scale = Math.max(scale, Math.abs(expected[i]!));
+  let worst: WorstDifference = { relative: 0, index: -1 };
+  for (let i = 0; i < expected.length; i++) {
+    const difference = Math.abs(actual[i]! - expected[i]!);
+    const relative = Number.isFinite(difference) ? difference / scale : Infinity;
+    if (relative > worst.relative) worst = { relative, index: i };
+  }
+  return worst;
+}
+
+/** Loads the model in `dir` on `backend` and asserts its logits for the reference windows match. */
+export async function assertLogitParity(name: string, dir: string, reference: LogitsReference, backend: Backend): Promise<void> {
+  const model = await loadModel(dir, { backend });
+  const logits = await model.logits(reference.inputIds);
+
+  assert.equal(logits.length, reference.logits.length, `${name}: logits length`);
+  const windowTokens = reference.inputIds[0]!.length;
+  const vocab = reference.logits.length / (reference.inputIds.length * windowTokens);
+  const { relative, index } = worstRelativeDifference(logits, reference.logits);
+  const row = Math.floor(index / vocab);
+  assert.ok(
+    relative <= PARITY_TOLERANCE,
+    `${name} on ${backend.info.name}: worst relative difference ${relative.toExponential(3)} > ${PARITY_TOLERANCE} ` +
+      `(window ${Math.floor(row / windowTokens)}, position ${row % windowTokens}, token ${index % vocab}: ` +
+      `ours ${logits[index]}, transformers ${reference.logits[index]})`,
+  );
+}
+
+/** The native backend, or why it is unavailable (the addon has not been built). */
+export function nativeBackend(): Backend | string {
+  try {
+    return getBackend('native');
+  } catch (error) {
+    return (error as Error).message;
+  }
+}
