@@ -67,6 +67,8 @@ export interface ModelConfig {
   positionOffset?: number;
   /** Gemma 2: final logits become cap·tanh(logit/cap). */
   finalLogitSoftCap?: number;
+  /** GPT-NeoX: attention and MLP both read the block's input and add to the residual together. */
+  parallelResidual?: boolean;
   /** The config.json the model came with, if any: export writes it back with what pruning changed. */
   hfConfig?: Readonly<Json>;
 }
@@ -203,4 +205,14 @@ export function attentionShape(json: Json, file: string, keys = { heads: 'num_at
   }
   const headDim = sizeField(json, file, 'head_dim', Math.floor(hiddenSize / numHeads));
   return { hiddenSize, numHeads, numKvHeads, headDim };
+}
+
+/**
+ * The config.json to export: the one the model came with (keeping fields Topiary does not model),
+ * with `fields` written over it and the `superseded` fields (older spellings of what `fields` say)
+ * removed. The source's dtype is dropped too: export states the dtype it writes.
+ */
+export function exportedHfConfig(config: ModelConfig, fields: Json, superseded: readonly string[] = []): Json {
+  const kept = Object.entries(config.hfConfig ?? {}).filter(([key]) => !['dtype', 'torch_dtype', ...superseded].includes(key));
+  return { ...Object.fromEntries(kept), ...fields };
 }

@@ -75,3 +75,21 @@ export async function separateProjectionAttention(ctx: BlockContext, block: Bloc
   await ctx.observe?.(['o'], out, ctx.rows, oProj.inFeatures);
   return linear(ctx, out, oProj, 'residual');
 }
+
+/** The fused projection's output [rows, outFeatures] unpacked into attention's q, k and v. */
+export type FusedQkvSplit = (qkv: Float32Array, outFeatures: number) => Omit<AttentionInputs, 'qNorm' | 'kNorm'>;
+
+/**
+ * Attention with one fused q/k/v projection (GPT-2's c_attn, GPT-NeoX's query_key_value), pruned
+ * as stored, and an output projection: from the normed input x [rows, hidden] to the output
+ * projection's result (scratch 'residual'). `split` knows how the family lays out the fused rows.
+ */
+export async function fusedProjectionAttention(ctx: BlockContext, block: Block, x: Float32Array, roles: { qkv: string; output: string }, split: FusedQkvSplit): Promise<Float32Array> {
+  const qkvProj = block.linears[roles.qkv]!;
+  const outProj = block.linears[roles.output]!;
+  await ctx.observe?.([roles.qkv], x, ctx.rows, qkvProj.inFeatures);
+  const qkv = await linear(ctx, x, qkvProj, 'qkv');
+  const out = await attend(ctx, split(qkv, qkvProj.outFeatures));
+  await ctx.observe?.([roles.output], out, ctx.rows, outProj.inFeatures);
+  return linear(ctx, out, outProj, 'residual');
+}

@@ -1,9 +1,11 @@
 /** Every model family Topiary runs, and the lookups by Hugging Face model_type and GGUF architecture. */
 import { TopiaryError } from '../../util/errors.js';
 import type { Family } from './family.js';
+import { gpt2 } from './gpt2.js';
+import { gptNeox } from './gpt-neox.js';
 import { llama } from './llama.js';
 
-export const FAMILIES: readonly Family[] = [llama];
+export const FAMILIES: readonly Family[] = [llama, gptNeox, gpt2];
 
 export const supportedModelTypes = (): string[] => FAMILIES.flatMap((family) => family.modelTypes);
 

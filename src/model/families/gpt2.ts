@@ -1,0 +1,113 @@
+/**
+ * GPT-2: learned absolute positions, pre-norm LayerNorm with biases, multi-head attention with
+ * one fused projection (`c_attn`, rows [q | k | v]) and a plain MLP. Every linear layer is a
+ * Conv1D stored [in, out], read transposed. Checkpoints name tensors `transformer.h.0.…`, or
+ * `h.0.…` as openai-community/gpt2 ships; both load, and export writes the prefixed names.
+ */
+import type { Activation } from '../../backend/backend.js';
+import { TopiaryError } from '../../util/errors.js';
+import { fusedProjectionAttention } from '../components/attention.js';
+import { columns } from '../components/linear.js';
+import { plainMlp } from '../components/mlp.js';
+import { norm } from '../components/norm.js';
+import { activationField, booleanField, exportedHfConfig, firstId, positiveField, sizeField, type Json, type ModelConfig } from '../config.js';
+import type { Block, BlockContext, Family } from './family.js';
+
+/** GPT-2's tokenizer: <|endoftext|> is both bos and eos. */
+const ENDOFTEXT = 50256;
+
+const ATTENTION_ROLES = { qkv: 'c_attn', output: 'c_proj' };
+const MLP_ROLES = { up: 'c_fc', down: 'mlp_c_proj' };
+
+/** The activation_function names transformers maps to each backend activation, for configs written from scratch. */
+const HF_ACTIVATION: Record<Activation, string> = { gelu_tanh: 'gelu_new', gelu: 'gelu', relu: 'relu', silu: 'silu' };
+
+function parseConfig(json: Json, file: string): ModelConfig {
+  const hiddenSize = sizeField(json, file, 'n_embd');
+  const numHeads = sizeField(json, file, 'n_head');
+  if (hiddenSize % numHeads !== 0) throw new TopiaryError(`n_embd (${hiddenSize}) is not a multiple of n_head (${numHeads})`, file);
+  // Both change the attention scores in ways Topiary does not model.
+  if (booleanField(json, file, 'scale_attn_by_inverse_layer_idx', false)) throw new TopiaryError('scale_attn_by_inverse_layer_idx true is not supported', file);
+  const headDim = hiddenSize / numHeads;
+  return {
+    modelType: 'gpt2',
+    hiddenSize,
+    intermediateSize: sizeField(json, file, 'n_inner', 4 * hiddenSize),
+    numLayers: sizeField(json, file, 'n_layer'),
+    numHeads,
+    numKvHeads: numHeads,
+    headDim,
+    vocabSize: sizeField(json, file, 'vocab_size'),
+    maxPositionEmbeddings: sizeField(json, file, 'n_positions', 1024),
+    tieWordEmbeddings: booleanField(json, file, 'tie_word_embeddings', true),
+    bosTokenId: firstId(json.bos_token_id ?? ENDOFTEXT),
+    eosTokenId: firstId(json.eos_token_id ?? ENDOFTEXT),
+    norm: { kind: 'layer', eps: positiveField(json, file, 'layer_norm_epsilon', 1e-5) },
+    // reorder_and_upcast_attn only computes the same scores in fp32 when running in fp16: no change here.
+    attention: { scale: booleanField(json, file, 'scale_attn_weights', true) ? 1 / Math.sqrt(headDim) : 1 },
+    activation: activationField(json, file, 'activation_function', 'gelu_new'),
+    hfConfig: json,
+  };
+}
+
+function toHfConfig(config: ModelConfig): Json {
+  return exportedHfConfig(config, {
+    architectures: [gpt2.hfArchitectures.gpt2],
+    model_type: 'gpt2',
+    n_embd: config.hiddenSize,
+    n_inner: config.intermediateSize,
+    n_layer: config.numLayers,
+    n_head: config.numHeads,
+    vocab_size: config.vocabSize,
+    n_positions: config.maxPositionEmbeddings,
+    layer_norm_epsilon: config.norm.eps,
+    activation_function: typeof config.hfConfig?.activation_function === 'string' ? config.hfConfig.activation_function : HF_ACTIVATION[config.activation],
+    scale_attn_weights: config.attention.scale !== 1,
+    tie_word_embeddings: config.tieWordEmbeddings,
+    ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
+    ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
+  });
+}
+
+export const gpt2: Family = {
+  name: 'gpt2',
+  modelTypes: ['gpt2'],
+  hfArchitectures: { gpt2: 'GPT2LMHeadModel' },
+  parseConfig,
+  toHfConfig,
+  embedTokens: 'transformer.wte.weight',
+  positionEmbeddings: 'transformer.wpe.weight',
+  finalNorm: 'transformer.ln_f',
+  lmHead: 'lm_head.weight',
+  layerPrefix: (layer) => `transformer.h.${layer}.`,
+  canonicalTensorName: (name) => (name.startsWith('transformer.') || name.startsWith('lm_head.') ? name : `transformer.${name}`),
+  linears: [
+    { role: ATTENTION_ROLES.qkv, name: 'attn.c_attn', transposed: true },
+    { role: ATTENTION_ROLES.output, name: 'attn.c_proj', transposed: true },
+    { role: MLP_ROLES.up, name: 'mlp.c_fc', transposed: true },
+    { role: MLP_ROLES.down, name: 'mlp.c_proj', transposed: true },
+  ],
+  inputGroups: [[ATTENTION_ROLES.qkv], [ATTENTION_ROLES.output], [MLP_ROLES.up], [MLP_ROLES.down]],
+
+  async forward(block: Block, hidden: Float32Array, ctx: BlockContext): Promise<void> {
+    const { backend, config } = ctx;
+    const { tensors } = block;
+    const normed = ctx.scratch('normed', hidden.length);
+    await norm(backend, config.norm, tensors['ln_1.weight']!, tensors['ln_1.bias'], hidden, normed);
+    const attention = await fusedProjectionAttention(ctx, block, normed, ATTENTION_ROLES, (qkv, outFeatures) => {
+      // Rows [q | k | v], each numHeads·headDim wide.
+      const width = outFeatures / 3;
+      const heads = width / config.headDim;
+      return {
+        q: columns(ctx, qkv, outFeatures, 0, width, 'q'),
+        k: columns(ctx, qkv, outFeatures, width, width, 'k'),
+        v: columns(ctx, qkv, outFeatures, 2 * width, width, 'v'),
+        numHeads: heads,
+        numKvHeads: heads,
+      };
+    });
+    await backend.addInPlace(hidden, attention);
+    await norm(backend, config.norm, tensors['ln_2.weight']!, tensors['ln_2.bias'], hidden, normed);
+    await backend.addInPlace(hidden, await plainMlp(ctx, block, normed, config.activation, MLP_ROLES));
+  },
+};
