@@ -73,6 +73,9 @@ function parseConfig(json: Json, file: string): ModelConfig {
   };
 }
 
+/** Older rope fields the exported rope_parameters replace: transformers would read rope_scaling instead, and Pythia's names fill its gaps. */
+const ROPE_FIELDS_SUPERSEDED = ['rope_scaling', 'rotary_pct', 'rotary_emb_base'];
+
 function toHfConfig(config: ModelConfig): Json {
   const rope = config.rope!;
   return exportedHfConfig(config, {
@@ -96,8 +99,7 @@ function toHfConfig(config: ModelConfig): Json {
     tie_word_embeddings: config.tieWordEmbeddings,
     ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
     ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
-    // transformers prefers rope_scaling over rope_parameters, and Pythia's names fill its gaps.
-  }, ['rope_scaling', 'rotary_pct', 'rotary_emb_base']);
+  }, ROPE_FIELDS_SUPERSEDED);
 }
 
 /** Per head h the fused rows are [q_h | k_h | v_h]: gathers part `part` (0 q, 1 k, 2 v) of every head. */

@@ -1,0 +1,171 @@
+/**
+ * The gpt_neox and gpt2 families beyond logit parity (test/family-parity.test.ts): incremental
+ * decoding, one-line refusals of bad or unsupported configs and of structured pruning, and
+ * unstructured / 2:4 pruning whose exported folder transformers reloads with Topiary's logits.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import type { Backend } from '../src/backend/backend.js';
+import { getBackend } from '../src/backend/index.js';
+import { ReferenceBackend } from '../src/backend/reference.js';
+import { loadModel } from '../src/model/load.js';
+import { openModelSource } from '../src/model/sources.js';
+import { checkNmPattern, prunedCount } from '../src/prune/masks.js';
+import type { SparsityTarget } from '../src/prune/method.js';
+import { pruneModel } from '../src/prune/run.js';
+import { familyModels, readReference } from './family-models.js';
+import { assertTopiaryError, repoRoot, runCli, tempDir, testDataDir } from './helpers.js';
+import { checkAgainstFullPass } from './kv-cache-check.js';
+import { assertLogitParity } from './parity.js';
+
+const { dir: modelsDir } = await familyModels();
+const MODELS = ['gpt_neox-parallel', 'gpt_neox-sequential', 'gpt2', 'gpt2-default-inner'];
+/** One model per family to prune: the Pythia layout, and GPT-2 as openai-community ships it (no `transformer.` prefix). */
+const PRUNED_MODELS = ['gpt_neox-parallel', 'gpt2-default-inner'];
+
+const backends: [string, () => Backend][] = [
+  ['native or auto', () => getBackend()],
+  ['reference', () => new ReferenceBackend()],
+];
+
+for (const name of MODELS) {
+  for (const [backendName, backend] of backends) {
+    test(`${name} (${backendName} backend): prefill, chunk and decode steps match the full forward pass`, async () => {
+      const model = await loadModel(path.join(modelsDir, name), { backend: backend() });
+      await checkAgainstFullPass(model, readReference(modelsDir, name).inputIds[0]!, 9, 5, name);
+    });
+  }
+}
+
+/** A copy of fixture `name` (weights linked) with its config.json edited by `edit`; returns the config's path. */
+function withConfig(name: string, edit: (config: Record<string, unknown>) => void): string {
+  const dir = tempDir();
+  fs.symlinkSync(path.join(modelsDir, name, 'model.safetensors'), path.join(dir, 'model.safetensors'));
+  const config = JSON.parse(fs.readFileSync(path.join(modelsDir, name, 'config.json'), 'utf8')) as Record<string, unknown>;
+  edit(config);
+  const file = path.join(dir, 'config.json');
+  fs.writeFileSync(file, JSON.stringify(config));
+  return file;
+}
+
+test('bad or unsupported configs are refused in one line naming config.json and the field', () => {
+  const cases: [string, (config: Record<string, unknown>) => void, RegExp][] = [
+    ['gpt2', (c) => delete c.n_embd, /missing required field "n_embd"/],
+    ['gpt2', (c) => (c.n_head = 5), /n_embd \(64\) is not a multiple of n_head \(5\)/],
+    ['gpt2', (c) => (c.scale_attn_by_inverse_layer_idx = true), /scale_attn_by_inverse_layer_idx true is not supported/],
+    ['gpt2', (c) => (c.activation_function = 'swiglu'), /unsupported activation "swiglu" in "activation_function"/],
+    ['gpt_neox-parallel', (c) => delete c.intermediate_size, /missing required field "intermediate_size"/],
+    ['gpt_neox-parallel', (c) => (c.rope_scaling = { type: 'dynamic', factor: 2 }), /unsupported rope_scaling type "dynamic"/],
+    ['gpt_neox-parallel', (c) => (c.rotary_pct = 0.1), /a rotary fraction of 0.1 of the head size 16 gives 1 rotary dimensions/],
+    ['gpt_neox-sequential', (c) => (c.use_parallel_residual = 'yes'), /field "use_parallel_residual" should be true or false/],
+  ];
+  for (const [name, edit, pattern] of cases) {
+    const file = withConfig(name, edit);
+    assertTopiaryError(() => openModelSource(path.dirname(file)), file, pattern);
+  }
+});
+
+test('structured pruning is refused in one line before any work', () => {
+  for (const name of PRUNED_MODELS) {
+    const out = tempDir();
+    const result = runCli(['prune', '--model', path.join(modelsDir, name), '--method', 'flap', '--ratio', '0.2', '--out', out]);
+    assert.notEqual(result.status, 0);
+    assert.match(result.stderr, /^topiary: structured pruning needs separate q, k, v, o projections and a gated MLP; the \w+ family has \w+, \w+, \w+, \w+\n$/);
+    assert.deepEqual(fs.readdirSync(out), [], 'nothing written');
+  }
+});
+
+/** GPT-2's map of bytes to printable characters, which byte-level BPE vocabularies are written in. */
+function byteCharacters(): string[] {
+  const printable = (byte: number) => (byte >= 0x21 && byte <= 0x7e) || (byte >= 0xa1 && byte <= 0xac) || (byte >= 0xae && byte <= 0xff);
+  let next = 256;
+  return Array.from({ length: 256 }, (_, byte) => String.fromCodePoint(printable(byte) ? byte : next++));
+}
+
+/** A copy of fixture `name` with a byte-level tokenizer over its 256 token ids (one per byte), so it can be calibrated on text. */
+function withByteTokenizer(name: string): string {
+  const dir = tempDir();
+  for (const file of ['config.json', 'model.safetensors']) fs.symlinkSync(path.join(modelsDir, name, file), path.join(dir, file));
+  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
+  const tokenizer = {
+    version: '1.0',
+    added_tokens: [],
+    normalizer: null,
+    pre_tokenizer: byteLevel,
+    post_processor: null,
+    decoder: byteLevel,
+    model: { type: 'BPE', vocab: Object.fromEntries(byteCharacters().map((char, byte) => [char, byte])), merges: [] },
+  };
+  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
+  return dir;
+}
+
+/** Several exported folders' logits from transformers, in one Python start. */
+function transformersLogits(dirs: string[], windows: number[][]): Float32Array[] {
+  const result = spawnSync('python3', [path.join(repoRoot, 'scripts', 'hf_logits.py'), ...dirs, JSON.stringify(windows)], { encoding: 'utf8', maxBuffer: 1 << 28 });
+  assert.equal(result.status, 0, `transformers failed:\n${result.stderr}`);
+  return result.stdout.trim().split('\n').map((line) => Float32Array.from((JSON.parse(line) as { logits: number[] }).logits));
+}
+
+const TARGETS: [string, SparsityTarget][] = [
+  ['50%', { kind: 'unstructured', sparsity: 0.5 }],
+  ['2:4', { kind: 'nm', n: 2, m: 4 }],
+];
+
+test('magnitude, wanda and sparsegpt at 50% and 2:4 hold their pattern and export folders transformers reloads with our logits', async () => {
+  const calibrationText = path.join(tempDir(), 'calibration.txt');
+  fs.writeFileSync(calibrationText, fs.readFileSync(path.join(testDataDir, 'wikitext2', 'wiki.valid.raw'), 'utf8').slice(0, 20_000));
+  const runs: { label: string; name: string; out: string }[] = [];
+  for (const name of PRUNED_MODELS) {
+    const source = withByteTokenizer(name);
+    for (const method of ['magnitude', 'wanda', 'sparsegpt']) {
+      for (const [targetName, target] of TARGETS) {
+        const label = `${name} ${method} ${targetName}`;
+        const out = tempDir();
+        await pruneModel({
+          model: source,
+          method,
+          target,
+          methodOptions: {},
+          calibration: { corpus: `text:${calibrationText}`, nsamples: 4, seqlen: 32, seed: 0 },
+          out,
+          resume: false,
+        });
+        const model = await loadModel(out, { backend: getBackend() });
+        for (let layer = 0; layer < model.numLayers; layer++) {
+          for (const [role, { weight, outFeatures: rows, inFeatures: cols }] of Object.entries(model.layer(layer).linears)) {
+            const where = `${label}: layer ${layer} ${role}`;
+            const zeros = weight.filter((value) => value === 0).length;
+            if (target.kind === 'nm') {
+              assert.ok(checkNmPattern(weight, rows, cols, target.n, target.m), `${where}: 2:4 pattern broken`);
+              assert.equal(zeros, (rows * cols) / 2, `${where}: zero count`);
+            } else {
+              // Per-row methods prune floor(p·d_in) per row; whole-matrix ones floor(p·size).
+              assert.ok([rows * prunedCount(0.5, cols), prunedCount(0.5, rows * cols)].includes(zeros), `${where}: ${zeros} zeros`);
+            }
+          }
+        }
+        runs.push({ label, name, out });
+      }
+    }
+  }
+
+  const { inputIds } = readReference(modelsDir, PRUNED_MODELS[0]!);
+  const reloaded = transformersLogits(
+    runs.map((run) => run.out),
+    inputIds,
+  );
+  const dense = new Map<string, Float32Array>();
+  for (const name of PRUNED_MODELS) dense.set(name, await (await loadModel(path.join(modelsDir, name), { backend: getBackend() })).logits(inputIds));
+  for (const [i, run] of runs.entries()) {
+    await assertLogitParity(run.label, run.out, { inputIds, logits: reloaded[i]! }, getBackend());
+    // And pruning changed the model.
+    const denseLogits = dense.get(run.name)!;
+    const scale = denseLogits.reduce((max, value) => Math.max(max, Math.abs(value)), 0);
+    const moved = reloaded[i]!.reduce((max, value, j) => Math.max(max, Math.abs(value - denseLogits[j]!)), 0);
+    assert.ok(moved / scale > 1e-2, `${run.label}: pruning changed nothing`);
+  }
+});
