@@ -1,9 +1,9 @@
-"""Logits of Hugging Face folders computed by transformers (fp32, CPU), for parity tests.
+"""Logits of a Hugging Face folder computed by transformers (fp32, CPU), for parity tests.
 
-Usage: python3 scripts/hf_logits.py MODEL_DIR [MODEL_DIR ...] TOKENS_JSON
-TOKENS_JSON is a list of equal-length windows of token ids; prints, for each folder in order, one
-line {"logits": [...]} (flat, windows x seqlen x vocab) as JSON on stdout. Several folders share
-one start of Python and torch, which costs more than a tiny model's forward pass.
+Usage: python3 scripts/hf_logits.py MODEL_DIR... TOKENS_JSON
+TOKENS_JSON is a list of equal-length windows of token ids; prints, for each MODEL_DIR, a line
+{"logits": [...]} (flat, windows x seqlen x vocab). Several folders share one start of Python and
+torch, which costs seconds.
 """
 import json
 import sys
@@ -20,8 +20,7 @@ def main() -> None:
         model.eval()
         with torch.no_grad():
             logits = model(torch.tensor(tokens, dtype=torch.long)).logits
-        json.dump({"logits": logits.flatten().tolist()}, sys.stdout)
-        sys.stdout.write("\n")
+        print(json.dumps({"logits": logits.flatten().tolist()}))
 
 
 if __name__ == "__main__":
