@@ -1,7 +1,8 @@
 /**
  * The gpt_neox and gpt2 families beyond logit parity (test/family-parity.test.ts): incremental
  * decoding, one-line refusals of bad or unsupported configs and of structured pruning, and
- * unstructured / 2:4 pruning whose exported folder transformers reloads with Topiary's logits.
+ * unstructured / 2:4 pruning whose exported folder transformers reloads with Topiary's logits, and
+ * GGUF input as llama.cpp's converter writes these families.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -167,5 +168,23 @@ test('magnitude, wanda and sparsegpt at 50% and 2:4 hold their pattern and expor
     const scale = denseLogits.reduce((max, value) => Math.max(max, Math.abs(value)), 0);
     const moved = reloaded[i]!.reduce((max, value, j) => Math.max(max, Math.abs(value - denseLogits[j]!)), 0);
     assert.ok(moved / scale > 1e-2, `${run.label}: pruning changed nothing`);
+  }
+});
+
+test('GGUF files as llama.cpp converts these families give the logits of the Hugging Face folder', async () => {
+  // The relu models are left out: GGUF cannot say which activation a model uses.
+  const names = ['gpt2', 'gpt_neox-parallel'];
+  const out = tempDir();
+  const files = names.map((name) => path.join(out, `${name}.gguf`));
+  const result = spawnSync('python3', [path.join(repoRoot, 'scripts', 'tiny_hf_to_gguf.py'), ...names.flatMap((name, i) => [path.join(modelsDir, name), files[i]!])], { encoding: 'utf8' });
+  assert.equal(result.status, 0, result.stderr);
+  for (const [i, name] of names.entries()) {
+    const { inputIds } = readReference(modelsDir, name);
+    const folder = await loadModel(path.join(modelsDir, name), { backend: getBackend() });
+    const gguf = await loadModel(files[i]!, { backend: getBackend() });
+    assert.equal(gguf.source.format, 'gguf');
+    // gpt2's MLP (n_inner 160) is narrower than the 4·n_embd the converter writes: read from the weights.
+    assert.equal(gguf.config.intermediateSize, folder.config.intermediateSize);
+    assert.deepEqual(await gguf.logits(inputIds), await folder.logits(inputIds), name);
   }
 });

@@ -44,6 +44,8 @@ interface Mapping {
   unpermuteHeads?: number;
   /** Stored [in, out] (GPT-2's Conv1D): transposed to the canonical [out, in]. */
   transposed?: boolean;
+  /** Reorders the stored [rows, cols] into the canonical row order (GGUF's layouts that differ from HF's). */
+  reorderRows?: (data: Float32Array, rows: number, cols: number) => Float32Array;
 }
 
 /** data [rows, cols] → [cols, rows]. */
@@ -101,6 +103,7 @@ function mappedSource(
       const data = store.read(entry.storeName);
       const [rows, cols = 1] = store.info(entry.storeName).shape as [number, number?];
       if (entry.transposed) return transpose(data, rows, cols);
+      if (entry.reorderRows) return entry.reorderRows(data, rows, cols);
       if (!entry.unpermuteHeads) return data;
       return convertRopeRows(data, rows, cols, entry.unpermuteHeads, 'toRotateHalf');
     },
@@ -175,8 +178,8 @@ function fromGguf(file: string): ModelSource {
       return typeof value === 'number' ? value : undefined;
     };
     const mapping = new Map<string, Mapping>();
-    const add = (hfName: string, storeName: string, unpermuteHeads?: number) => {
-      if (store.has(storeName)) mapping.set(hfName, { storeName, ...(unpermuteHeads ? { unpermuteHeads } : {}) });
+    const add = (hfName: string, storeName: string, unpermuteHeads?: number, reorderRows?: Mapping['reorderRows']) => {
+      if (store.has(storeName)) mapping.set(hfName, { storeName, ...(unpermuteHeads ? { unpermuteHeads } : {}), ...(reorderRows ? { reorderRows } : {}) });
     };
     add(family.embedTokens, 'token_embd.weight');
     if (family.positionEmbeddings) add(family.positionEmbeddings, 'position_embd.weight');
@@ -190,7 +193,9 @@ function fromGguf(file: string): ModelSource {
     for (let layer = 0; layer < numLayers; layer++) {
       for (const [ggufName, hfName] of Object.entries(layout.layerNames)) {
         const heads = !interleavedRope ? undefined : ggufName === 'attn_q' ? headCount('attention.head_count', layer) : ggufName === 'attn_k' ? headCount('attention.head_count_kv', layer) : undefined;
-        for (const kind of ['weight', 'bias']) add(`${family.layerPrefix(layer)}${hfName}.${kind}`, `blk.${layer}.${ggufName}.${kind}`, heads);
+        const toHf = layout.rowsToHf?.[ggufName];
+        const reorderRows = toHf && ((data: Float32Array, rows: number, cols: number) => toHf(data, rows, cols, headCount('attention.head_count', layer)));
+        for (const kind of ['weight', 'bias']) add(`${family.layerPrefix(layer)}${hfName}.${kind}`, `blk.${layer}.${ggufName}.${kind}`, heads, reorderRows);
       }
     }
     const tensors = {

@@ -68,14 +68,26 @@ export interface BlockContext {
   scratch(purpose: string, length: number): Float32Array;
 }
 
+/** The tensors of a GGUF file, by canonical name (shapes as stored, [rows, cols]). */
+export interface GgufTensors {
+  has(name: string): boolean;
+  shape(name: string): number[];
+}
+
 /** How a family's tensors are named and laid out in GGUF files (llama.cpp's conventions). */
 export interface GgufLayout {
   /** `general.architecture` values read as this family, with the model_type each becomes. */
   architectures: Record<string, { modelType: string; interleavedRope: boolean }>;
   /** GGUF block tensor names (without `blk.N.` and `.weight`) → Hugging Face names under the layer prefix. */
   layerNames: Record<string, string>;
+  /**
+   * Block tensors (GGUF names, as in `layerNames`) whose rows llama.cpp orders differently from
+   * Hugging Face, with the conversion of [rows, cols] data to Hugging Face's order (`heads`: the
+   * layer's attention heads). GPT-NeoX's fused q/k/v is [q | k | v] in GGUF, per head in HF.
+   */
+  rowsToHf?: Record<string, (data: Float32Array, rows: number, cols: number, heads: number) => Float32Array>;
   /** The config from GGUF metadata, the tensors present being known. */
-  parseConfig(meta: GgufMetadata, arch: string, modelType: string, tensors: { has(name: string): boolean; shape(name: string): number[] }, file: string): ModelConfig;
+  parseConfig(meta: GgufMetadata, arch: string, modelType: string, tensors: GgufTensors, file: string): ModelConfig;
 }
 
 export interface Family {

@@ -5,6 +5,7 @@
  * block's input). The head `embed_out` is untied unless tie_word_embeddings says otherwise.
  */
 import type { Activation } from '../../backend/backend.js';
+import type { GgufMetadata } from '../../formats/gguf.js';
 import { TopiaryError } from '../../util/errors.js';
 import { fusedProjectionAttention } from '../components/attention.js';
 import { plainMlp } from '../components/mlp.js';
@@ -22,7 +23,8 @@ import {
   type ModelConfig,
   type RopeSpec,
 } from '../config.js';
-import type { Block, BlockContext, Family } from './family.js';
+import type { Block, BlockContext, Family, GgufTensors } from './family.js';
+import { ggufNumber } from './llama.js';
 
 const ATTENTION_ROLES = { qkv: 'query_key_value', output: 'dense' };
 const MLP_ROLES = { up: 'dense_h_to_4h', down: 'dense_4h_to_h' };
@@ -40,10 +42,12 @@ function parseRope(json: Json, file: string, headDim: number): RopeSpec {
   const theta = positiveField(parameters, file, 'rope_theta', positiveField(json, file, 'rotary_emb_base', 10000));
   const fraction = positiveField(parameters, file, 'partial_rotary_factor', positiveField(json, file, 'rotary_pct', 0.25));
   const rotaryDim = Math.floor(headDim * fraction);
-  if (fraction > 1 || rotaryDim % 2 !== 0 || rotaryDim === 0) {
-    throw new TopiaryError(`a rotary fraction of ${fraction} of the head size ${headDim} gives ${rotaryDim} rotary dimensions; a positive even number up to ${headDim} is needed`, file);
-  }
+  checkRotaryDim(rotaryDim, headDim, `a rotary fraction of ${fraction} of the head size ${headDim} gives ${rotaryDim} rotary dimensions`, file);
   return { theta, scaling: parseRopeScaling(raw, file), rotaryDim, layout: 'half' };
+}
+
+function checkRotaryDim(rotaryDim: number, headDim: number, what: string, file: string): void {
+  if (rotaryDim > headDim || rotaryDim % 2 !== 0 || rotaryDim <= 0) throw new TopiaryError(`${what}; a positive even number up to ${headDim} is needed`, file);
 }
 
 function parseConfig(json: Json, file: string): ModelConfig {
@@ -102,6 +106,48 @@ function toHfConfig(config: ModelConfig): Json {
   }, ROPE_FIELDS_SUPERSEDED);
 }
 
+function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, tensors: GgufTensors, file: string): ModelConfig {
+  const num = (key: string, fallback?: number) => ggufNumber(meta, `${arch}.${key}`, file, fallback);
+  const hiddenSize = num('embedding_length');
+  const numHeads = num('attention.head_count');
+  if (hiddenSize % numHeads !== 0) throw new TopiaryError(`GGUF metadata: embedding_length (${hiddenSize}) is not a multiple of attention.head_count (${numHeads})`, file);
+  const headDim = hiddenSize / numHeads;
+  const rotaryDim = num('rope.dimension_count');
+  checkRotaryDim(rotaryDim, headDim, `GGUF metadata: rope.dimension_count is ${rotaryDim}`, file);
+  const tokens = meta['tokenizer.ggml.tokens'];
+  const id = (key: string) => (typeof meta[key] === 'number' ? (meta[key] as number) : undefined);
+  return {
+    modelType,
+    hiddenSize,
+    intermediateSize: num('feed_forward_length'),
+    numLayers: num('block_count'),
+    numHeads,
+    numKvHeads: numHeads,
+    headDim,
+    vocabSize: Array.isArray(tokens) ? tokens.length : tensors.shape(gptNeox.embedTokens)[0]!,
+    maxPositionEmbeddings: num('context_length', 2048),
+    tieWordEmbeddings: !tensors.has(gptNeox.lmHead),
+    bosTokenId: id('tokenizer.ggml.bos_token_id'),
+    eosTokenId: id('tokenizer.ggml.eos_token_id'),
+    norm: { kind: 'layer', eps: num('attention.layernorm_eps', 1e-5) },
+    rope: { theta: num('rope.freq_base', 10000), scaling: { type: 'none' }, rotaryDim, layout: 'half' },
+    attention: { scale: 1 / Math.sqrt(headDim) },
+    // GGUF does not record the activation: Pythia's is the exact GELU.
+    activation: 'gelu',
+    parallelResidual: meta[`${arch}.use_parallel_residual`] !== false,
+  };
+}
+
+/** llama.cpp's fused q/k/v rows [q | k | v] (each heads·headDim) → Hugging Face's [q_h | k_h | v_h] per head. */
+function qkvPerHead(data: Float32Array, rows: number, cols: number, heads: number): Float32Array {
+  const block = (rows / (3 * heads)) * cols;
+  const out = new Float32Array(data.length);
+  for (let part = 0; part < 3; part++) {
+    for (let h = 0; h < heads; h++) out.set(data.subarray((part * heads + h) * block, (part * heads + h + 1) * block), (h * 3 + part) * block);
+  }
+  return out;
+}
+
 /** Per head h the fused rows are [q_h | k_h | v_h]: gathers part `part` (0 q, 1 k, 2 v) of every head. */
 function headPart(ctx: BlockContext, qkv: Float32Array, heads: number, part: number, purpose: string): Float32Array {
   const headDim = ctx.config.headDim;
@@ -149,5 +195,19 @@ export const gptNeox: Family = {
     await backend.addInPlace(hidden, attention);
     if (!config.parallelResidual) await mlpNorm(hidden, mlpInput);
     await backend.addInPlace(hidden, await plainMlp(ctx, block, mlpInput, config.activation, MLP_ROLES));
+  },
+
+  gguf: {
+    architectures: { gptneox: { modelType: 'gpt_neox', interleavedRope: false } },
+    layerNames: {
+      attn_norm: 'input_layernorm',
+      attn_qkv: 'attention.query_key_value',
+      attn_output: 'attention.dense',
+      ffn_norm: 'post_attention_layernorm',
+      ffn_up: 'mlp.dense_h_to_4h',
+      ffn_down: 'mlp.dense_4h_to_h',
+    },
+    rowsToHf: { attn_qkv: qkvPerHead },
+    parseConfig: parseGgufConfig,
   },
 };

@@ -5,13 +5,15 @@
  * `h.0.…` as openai-community/gpt2 ships; both load, and export writes the prefixed names.
  */
 import type { Activation } from '../../backend/backend.js';
+import type { GgufMetadata } from '../../formats/gguf.js';
 import { TopiaryError } from '../../util/errors.js';
 import { fusedProjectionAttention } from '../components/attention.js';
 import { columns } from '../components/linear.js';
 import { plainMlp } from '../components/mlp.js';
 import { norm } from '../components/norm.js';
 import { activationField, booleanField, exportedHfConfig, firstId, positiveField, sizeField, type Json, type ModelConfig } from '../config.js';
-import type { Block, BlockContext, Family } from './family.js';
+import type { Block, BlockContext, Family, GgufTensors } from './family.js';
+import { ggufNumber } from './llama.js';
 
 /** GPT-2's tokenizer: <|endoftext|> is both bos and eos. */
 const ENDOFTEXT = 50256;
@@ -69,6 +71,38 @@ function toHfConfig(config: ModelConfig): Json {
   });
 }
 
+/** A config from the metadata llama.cpp's converter writes, the weights filling in what it gets wrong or leaves out. */
+function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, tensors: GgufTensors, file: string): ModelConfig {
+  const num = (key: string, fallback?: number) => ggufNumber(meta, `${arch}.${key}`, file, fallback);
+  const hiddenSize = num('embedding_length');
+  const numHeads = num('attention.head_count');
+  if (hiddenSize % numHeads !== 0) throw new TopiaryError(`GGUF metadata: embedding_length (${hiddenSize}) is not a multiple of attention.head_count (${numHeads})`, file);
+  const mlpUp = `${gpt2.layerPrefix(0)}mlp.c_fc.weight`;
+  if (!tensors.has(mlpUp) || !tensors.has(gpt2.positionEmbeddings!)) throw new TopiaryError('a GPT-2 GGUF file needs blk.0.ffn_up and position_embd tensors', file);
+  const tokens = meta['tokenizer.ggml.tokens'];
+  const id = (key: string) => (typeof meta[key] === 'number' ? (meta[key] as number) : undefined);
+  const headDim = hiddenSize / numHeads;
+  return {
+    modelType,
+    hiddenSize,
+    // The converter writes 4·n_embd as feed_forward_length whatever n_inner says.
+    intermediateSize: tensors.shape(mlpUp)[0]!,
+    numLayers: num('block_count'),
+    numHeads,
+    numKvHeads: numHeads,
+    headDim,
+    vocabSize: Array.isArray(tokens) ? tokens.length : tensors.shape(gpt2.embedTokens)[0]!,
+    maxPositionEmbeddings: tensors.shape(gpt2.positionEmbeddings!)[0]!,
+    tieWordEmbeddings: !tensors.has(gpt2.lmHead),
+    bosTokenId: id('tokenizer.ggml.bos_token_id'),
+    eosTokenId: id('tokenizer.ggml.eos_token_id'),
+    norm: { kind: 'layer', eps: num('attention.layernorm_eps', 1e-5) },
+    attention: { scale: 1 / Math.sqrt(headDim) },
+    // llama.cpp runs GPT-2 with the tanh GELU (gelu_new); GGUF has no field for another.
+    activation: 'gelu_tanh',
+  };
+}
+
 export const gpt2: Family = {
   name: 'gpt2',
   modelTypes: ['gpt2'],
@@ -109,5 +143,19 @@ export const gpt2: Family = {
     await backend.addInPlace(hidden, attention);
     await norm(backend, config.norm, tensors['ln_2.weight']!, tensors['ln_2.bias'], hidden, normed);
     await backend.addInPlace(hidden, await plainMlp(ctx, block, normed, config.activation, MLP_ROLES));
+  },
+
+  gguf: {
+    architectures: { gpt2: { modelType: 'gpt2', interleavedRope: false } },
+    // llama.cpp's converter transposes the Conv1D weights: GGUF holds them [out, in] already.
+    layerNames: {
+      attn_norm: 'ln_1',
+      attn_qkv: 'attn.c_attn',
+      attn_output: 'attn.c_proj',
+      ffn_norm: 'ln_2',
+      ffn_up: 'mlp.c_fc',
+      ffn_down: 'mlp.c_proj',
+    },
+    parseConfig: parseGgufConfig,
   },
 };
