@@ -12,6 +12,7 @@ import { test } from 'node:test';
 import type { Backend } from '../src/backend/backend.js';
 import { getBackend } from '../src/backend/index.js';
 import { ReferenceBackend } from '../src/backend/reference.js';
+import { openSafetensors, writeSafetensors } from '../src/formats/safetensors.js';
 import { loadModel } from '../src/model/load.js';
 import { openModelSource } from '../src/model/sources.js';
 import { checkNmPattern, prunedCount } from '../src/prune/masks.js';
@@ -77,6 +78,29 @@ test('structured pruning is refused in one line before any work', () => {
     assert.match(result.stderr, /^topiary: structured pruning needs separate q, k, v, o projections and a gated MLP; the \w+ family has \w+, \w+, \w+, \w+\n$/);
     assert.deepEqual(fs.readdirSync(out), [], 'nothing written');
   }
+});
+
+test('GPT-2 checkpoints with causal-mask buffers (attn.bias, attn.masked_bias) load without them', async () => {
+  const name = 'gpt2-default-inner';
+  const dir = tempDir();
+  fs.copyFileSync(path.join(modelsDir, name, 'config.json'), path.join(dir, 'config.json'));
+  const store = openSafetensors(path.join(modelsDir, name));
+  const positions = 64;
+  const mask = new Float32Array(positions * positions).map((_, i) => (i % positions <= Math.floor(i / positions) ? 1 : 0));
+  writeSafetensors(path.join(dir, 'model.safetensors'), [
+    ...store.list().map((info) => ({ name: info.name, shape: info.shape, dtype: 'F32' as const, data: store.read(info.name) })),
+    { name: 'h.0.attn.bias', shape: [1, 1, positions, positions], dtype: 'F32', data: mask },
+    { name: 'h.0.attn.masked_bias', shape: [1], dtype: 'F32', data: Float32Array.of(-1e4) },
+  ]);
+  store.close();
+  const model = await loadModel(dir, { backend: getBackend() });
+  assert.deepEqual(
+    model.source.tensorNames().filter((tensor) => tensor.includes('attn.') && !/attn\.c_(attn|proj)\./.test(tensor)),
+    [],
+  );
+  const { inputIds } = readReference(modelsDir, name);
+  const plain = await loadModel(path.join(modelsDir, name), { backend: getBackend() });
+  assert.deepEqual(await model.logits(inputIds), await plain.logits(inputIds));
 });
 
 /** GPT-2's map of bytes to printable characters, which byte-level BPE vocabularies are written in. */

@@ -146,8 +146,8 @@ function fromHfFolder(dir: string): ModelSource {
   const store = openSafetensors(dir);
   const mapping = new Map<string, Mapping>();
   for (const info of store.list()) {
-    const name = family.canonicalTensorName?.(info.name) ?? info.name;
-    mapping.set(name, { storeName: info.name, ...(isTransposed(family, name) ? { transposed: true } : {}) });
+    const name = family.canonicalTensorName ? family.canonicalTensorName(info.name) : info.name;
+    if (name !== undefined) mapping.set(name, { storeName: info.name, ...(isTransposed(family, name) ? { transposed: true } : {}) });
   }
   // tokenizer.bin is how models exported from llama2.c checkpoints carry their vocabulary.
   const tokenizerFile = path.join(dir, 'tokenizer.json');

@@ -112,9 +112,10 @@ export interface Family {
   /**
    * A tensor name as a Hugging Face checkpoint stores it → the canonical name, for families whose
    * published checkpoints name tensors more than one way (openai-community/gpt2 drops GPT-2's
-   * `transformer.` prefix). Absent: stored names are canonical. Export writes canonical names.
+   * `transformer.` prefix), or undefined for a stored tensor the model does not use (GPT-2's
+   * causal-mask buffers). Absent: stored names are canonical. Export writes canonical names.
    */
-  canonicalTensorName?(storedName: string): string;
+  canonicalTensorName?(storedName: string): string | undefined;
 
   /** Linear layers of a block, in the order the forward pass reaches them. */
   linears: readonly LinearSpec[];

@@ -114,7 +114,11 @@ export const gpt2: Family = {
   finalNorm: 'transformer.ln_f',
   lmHead: 'lm_head.weight',
   layerPrefix: (layer) => `transformer.h.${layer}.`,
-  canonicalTensorName: (name) => (name.startsWith('transformer.') || name.startsWith('lm_head.') ? name : `transformer.${name}`),
+  canonicalTensorName(name) {
+    // Older checkpoints (openai-community/gpt2) carry each layer's causal mask as attn.bias and attn.masked_bias.
+    if (/\.attn\.(masked_)?bias$/.test(name)) return undefined;
+    return name.startsWith('transformer.') || name.startsWith('lm_head.') ? name : `transformer.${name}`;
+  },
   linears: [
     { role: ATTENTION_ROLES.qkv, name: 'attn.c_attn', transposed: true },
     { role: ATTENTION_ROLES.output, name: 'attn.c_proj', transposed: true },
