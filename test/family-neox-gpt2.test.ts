@@ -12,6 +12,7 @@ import { test } from 'node:test';
 import type { Backend } from '../src/backend/backend.js';
 import { getBackend } from '../src/backend/index.js';
 import { ReferenceBackend } from '../src/backend/reference.js';
+import { exportHfFolder } from '../src/export/hf-folder.js';
 import { openSafetensors, writeSafetensors } from '../src/formats/safetensors.js';
 import { loadModel } from '../src/model/load.js';
 import { openModelSource } from '../src/model/sources.js';
@@ -195,20 +196,28 @@ test('magnitude, wanda and sparsegpt at 50% and 2:4 hold their pattern and expor
   }
 });
 
-test('GGUF files as llama.cpp converts these families give the logits of the Hugging Face folder', async () => {
+test('GGUF files as llama.cpp converts these families give the logits of the Hugging Face folder, and export to folders transformers reloads', async () => {
   // The relu models are left out: GGUF cannot say which activation a model uses.
   const names = ['gpt2', 'gpt_neox-parallel'];
   const out = tempDir();
   const files = names.map((name) => path.join(out, `${name}.gguf`));
   const result = spawnSync('python3', [path.join(repoRoot, 'scripts', 'tiny_hf_to_gguf.py'), ...names.flatMap((name, i) => [path.join(modelsDir, name), files[i]!])], { encoding: 'utf8' });
   assert.equal(result.status, 0, result.stderr);
+  const { inputIds } = readReference(modelsDir, names[0]!);
+  const exported: string[] = [];
   for (const [i, name] of names.entries()) {
-    const { inputIds } = readReference(modelsDir, name);
     const folder = await loadModel(path.join(modelsDir, name), { backend: getBackend() });
     const gguf = await loadModel(files[i]!, { backend: getBackend() });
     assert.equal(gguf.source.format, 'gguf');
     // gpt2's MLP (n_inner 160) is narrower than the 4·n_embd the converter writes: read from the weights.
     assert.equal(gguf.config.intermediateSize, folder.config.intermediateSize);
     assert.deepEqual(await gguf.logits(inputIds), await folder.logits(inputIds), name);
+    // With no config.json to start from, the family writes the whole config.
+    const dir = path.join(out, name);
+    exportHfFolder(gguf, dir, { dtype: 'F32', override: () => undefined });
+    exported.push(dir);
+  }
+  for (const [i, logits] of transformersLogits(exported, inputIds).entries()) {
+    await assertLogitParity(`${names[i]} exported from GGUF`, exported[i]!, { inputIds, logits }, getBackend());
   }
 });

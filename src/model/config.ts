@@ -139,6 +139,9 @@ export function activationField(json: Json, file: string, key: string, fallback:
   }
 }
 
+/** A Hugging Face name for each backend activation, for configs written without a source config.json (GGUF). */
+export const HF_ACTIVATION_NAMES: Readonly<Record<Activation, string>> = { silu: 'silu', gelu: 'gelu', gelu_tanh: 'gelu_new', relu: 'relu' };
+
 /** rope_scaling (or transformers 5's rope_parameters) as Topiary models it. */
 export function parseRopeScaling(raw: unknown, file: string): RopeScaling {
   if (raw === undefined || raw === null) return { type: 'none' };

@@ -4,7 +4,6 @@
  * each head h), a plain MLP, and usually a parallel residual (attention and MLP both read the
  * block's input). The head `embed_out` is untied unless tie_word_embeddings says otherwise.
  */
-import type { Activation } from '../../backend/backend.js';
 import type { GgufMetadata } from '../../formats/gguf.js';
 import { TopiaryError } from '../../util/errors.js';
 import { fusedProjectionAttention } from '../components/attention.js';
@@ -14,6 +13,7 @@ import {
   activationField,
   booleanField,
   exportedHfConfig,
+  HF_ACTIVATION_NAMES,
   firstId,
   parseRopeScaling,
   positiveField,
@@ -28,9 +28,6 @@ import { ggufNumber } from './llama.js';
 
 const ATTENTION_ROLES = { qkv: 'query_key_value', output: 'dense' };
 const MLP_ROLES = { up: 'dense_h_to_4h', down: 'dense_4h_to_h' };
-
-/** The hidden_act names transformers maps to each backend activation, for configs written from scratch. */
-const HF_ACTIVATION: Record<Activation, string> = { gelu_tanh: 'gelu_new', gelu: 'gelu', relu: 'relu', silu: 'silu' };
 
 /**
  * RoPE as transformers reads a GPT-NeoX config: rope_scaling, else rope_parameters, with the
@@ -92,7 +89,7 @@ function toHfConfig(config: ModelConfig): Json {
     vocab_size: config.vocabSize,
     max_position_embeddings: config.maxPositionEmbeddings,
     layer_norm_eps: config.norm.eps,
-    hidden_act: typeof config.hfConfig?.hidden_act === 'string' ? config.hfConfig.hidden_act : HF_ACTIVATION[config.activation],
+    hidden_act: typeof config.hfConfig?.hidden_act === 'string' ? config.hfConfig.hidden_act : HF_ACTIVATION_NAMES[config.activation],
     use_parallel_residual: config.parallelResidual ?? true,
     rope_parameters: {
       rope_type: 'default',

@@ -4,14 +4,13 @@
  * Conv1D stored [in, out], read transposed. Checkpoints name tensors `transformer.h.0.…`, or
  * `h.0.…` as openai-community/gpt2 ships; both load, and export writes the prefixed names.
  */
-import type { Activation } from '../../backend/backend.js';
 import type { GgufMetadata } from '../../formats/gguf.js';
 import { TopiaryError } from '../../util/errors.js';
 import { fusedProjectionAttention } from '../components/attention.js';
 import { columns } from '../components/linear.js';
 import { plainMlp } from '../components/mlp.js';
 import { norm } from '../components/norm.js';
-import { activationField, booleanField, exportedHfConfig, firstId, positiveField, sizeField, type Json, type ModelConfig } from '../config.js';
+import { activationField, booleanField, exportedHfConfig, firstId, HF_ACTIVATION_NAMES, positiveField, sizeField, type Json, type ModelConfig } from '../config.js';
 import type { Block, BlockContext, Family, GgufTensors } from './family.js';
 import { ggufNumber } from './llama.js';
 
@@ -20,9 +19,6 @@ const ENDOFTEXT = 50256;
 
 const ATTENTION_ROLES = { qkv: 'c_attn', output: 'c_proj' };
 const MLP_ROLES = { up: 'c_fc', down: 'mlp_c_proj' };
-
-/** The activation_function names transformers maps to each backend activation, for configs written from scratch. */
-const HF_ACTIVATION: Record<Activation, string> = { gelu_tanh: 'gelu_new', gelu: 'gelu', relu: 'relu', silu: 'silu' };
 
 function parseConfig(json: Json, file: string): ModelConfig {
   const hiddenSize = sizeField(json, file, 'n_embd');
@@ -63,7 +59,7 @@ function toHfConfig(config: ModelConfig): Json {
     vocab_size: config.vocabSize,
     n_positions: config.maxPositionEmbeddings,
     layer_norm_epsilon: config.norm.eps,
-    activation_function: typeof config.hfConfig?.activation_function === 'string' ? config.hfConfig.activation_function : HF_ACTIVATION[config.activation],
+    activation_function: typeof config.hfConfig?.activation_function === 'string' ? config.hfConfig.activation_function : HF_ACTIVATION_NAMES[config.activation],
     scale_attn_weights: config.attention.scale !== 1,
     tie_word_embeddings: config.tieWordEmbeddings,
     ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
