@@ -4,7 +4,6 @@ import { ACTIVATIONS, type Activation, type AttentionOptions, type Backend, type
 import { describeBackend, getBackend } from '../src/backend/index.js';
 import { loadNativeBackend } from '../src/backend/native.js';
 import { erf, ReferenceBackend } from '../src/backend/reference.js';
-import { applyRope } from '../src/model/rope.js';
 import { TopiaryError } from '../src/util/errors.js';
 import { createRng, type Rng } from '../src/util/random.js';
 
@@ -557,22 +556,6 @@ describe('elementwise operations: native matches reference', { skip: nativeSkip 
   });
 });
 
-describe('rope agrees with src/model/rope.ts applyRope', () => {
-  for (const { name, backend, skip } of backendsUnderTest()) {
-    test(`${name}: layout 'half', full rotary, bit for bit`, { skip }, async () => {
-      const rng = createRng(38);
-      const [rows, heads, headDim, seqLen, firstPosition] = [2 * 13, 3, 18, 13, 7];
-      const half = headDim / 2;
-      const angles = Float32Array.from({ length: (firstPosition + seqLen) * half }, (_, i) => Math.floor(i / half) * 0.37 / (1 + (i % half)));
-      const table = { seqLen: firstPosition + seqLen, cos: angles.map(Math.cos), sin: angles.map(Math.sin) };
-      const x = randomArray(rng, rows * heads * headDim, Float32Array);
-      const expected = x.slice();
-      applyRope(expected, rows, heads, headDim, table, seqLen, firstPosition);
-      await backend!.rope(x, table.cos, table.sin, { rows, heads, headDim, rotaryDim: headDim, seqLen, firstPosition, layout: 'half' });
-      assert.deepEqual(x, expected);
-    });
-  }
-});
 
 describe('causalAttention with a sliding window and soft-capping', () => {
   test('reference: window w averages the values of the last w positions when scores are equal', async () => {
