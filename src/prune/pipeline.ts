@@ -126,7 +126,7 @@ export async function pruneLayerwise(model: CausalLM, windows: readonly (readonl
   openCheckpoint(checkpointDir, options.fingerprint, options.resume);
 
   // Calibration activations for every window, advanced one layer at a time.
-  const hidden = windows.map((w) => model.embed([w]));
+  const hidden = await Promise.all(windows.map((w) => model.embed([w])));
   const chunks: number[][] = [];
   for (let start = 0; start < windows.length; start += batchWindows) {
     chunks.push(Array.from({ length: Math.min(batchWindows, windows.length - start) }, (_, i) => start + i));

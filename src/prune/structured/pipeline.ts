@@ -198,7 +198,7 @@ export async function pruneStructured(model: CausalLM, windows: readonly (readon
     chunks.push(Array.from({ length: Math.min(options.batchWindows, windows.length - start) }, (_, i) => start + i));
   }
   let hidden: Float32Array[] = [];
-  const embedAll = () => (hidden = windows.map((w) => model.embed([w])));
+  const embedAll = async () => (hidden = await Promise.all(windows.map((w) => model.embed([w]))));
 
   /** Runs layer `layer` (as currently set in the model) over all windows. */
   const forward = async (
@@ -318,7 +318,7 @@ export async function pruneStructured(model: CausalLM, windows: readonly (readon
   const densePass = async <T>(run: (layer: number) => Promise<T>): Promise<T[]> => {
     const results = Array.from({ length: scored }, (_, layer) => readJson<T>(file('dense', layer)));
     if (scored === numLayers) return results;
-    embedAll();
+    await embedAll();
     for (let layer = 0; layer < scored; layer++) await replay(layer);
     for (let layer = scored; layer < numLayers; layer++) {
       const result = await run(layer);
@@ -333,7 +333,7 @@ export async function pruneStructured(model: CausalLM, windows: readonly (readon
    * activations; finished layers come from the checkpoint and are replayed, pruned or (`dense`) not.
    */
   const pruningPass = async (replayDense: boolean, prune: (layer: number) => Promise<{ pruned?: Block; outcome: LayerOutcome }>) => {
-    embedAll();
+    await embedAll();
     for (let layer = 0; layer < finished; layer++) {
       const outcome = readJson<LayerOutcome>(file('layer', layer));
       outcomes.push(outcome);
