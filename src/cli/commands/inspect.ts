@@ -76,7 +76,7 @@ export async function inspectCommand(modelPath: string, json: boolean): Promise<
     ['heads', `${summary.heads} query, ${summary.kvHeads} key/value, head dim ${summary.headDim}`],
     ['vocabulary', String(summary.vocabSize)],
     ['context', String(summary.context)],
-    ['RoPE', `theta ${summary.ropeTheta}, scaling ${summary.ropeScaling}`],
+    ['RoPE', summary.ropeTheta === null ? 'none (learned positions)' : `theta ${summary.ropeTheta}, scaling ${summary.ropeScaling}`],
     ['embeddings', summary.tiedEmbeddings ? 'tied to the LM head' : 'separate LM head'],
     ['parameters', `${summary.parameters.toLocaleString('en-US')} (${(summary.parameters / 1e6).toFixed(1)} M)`],
     ['dtypes', dtypes],
