@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { getBackend } from '../src/backend/index.js';
-import { openSafetensors } from '../src/formats/safetensors.js';
+import { openSafetensors, writeSafetensors } from '../src/formats/safetensors.js';
 import { KvCache, type CausalLM } from '../src/model/causal-lm.js';
 import { opt } from '../src/model/families/opt.js';
 import { loadModel } from '../src/model/load.js';
@@ -56,6 +56,20 @@ for (const name of ['opt-prenorm', 'opt-postnorm-proj']) {
     await assertCachedEqualsFull(model, tokens, 5);
   });
 }
+
+test('a checkpoint saved from OPTModel (tensors without the model. prefix, as facebook/opt-350m) runs as the prefixed one', async () => {
+  const prefixed = modelDir('opt-postnorm-proj');
+  const unprefixed = tempDir('topiary-opt-');
+  fs.copyFileSync(path.join(prefixed, 'config.json'), path.join(unprefixed, 'config.json'));
+  const store = openSafetensors(prefixed);
+  const renamed = store.list().map((info) => ({ name: info.name.replace(/^model\./, ''), shape: info.shape, data: store.read(info.name) }));
+  store.close();
+  assert.ok(renamed.every((tensor) => tensor.name.startsWith('decoder.')));
+  writeSafetensors(path.join(unprefixed, 'model.safetensors'), renamed);
+  const windows = readReference(modelsDir, 'opt-postnorm-proj').inputIds;
+  const [ours, reference] = await Promise.all([unprefixed, prefixed].map(async (dir) => (await loadModel(dir, { backend: getBackend() })).logits(windows)));
+  assert.deepEqual(ours, reference);
+});
 
 /** GPT-2's printable stand-ins for the 256 bytes, in byte order (its bytes_to_unicode). */
 function byteLevelAlphabet(): string[] {

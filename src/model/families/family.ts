@@ -100,6 +100,12 @@ export interface Family {
   headProjection?: string;
   lmHead: string;
   layerPrefix(layer: number): string;
+  /**
+   * A tensor name as a Hugging Face checkpoint stores it → the canonical name, for families whose
+   * published checkpoints name tensors more than one way (openai-community/gpt2 drops GPT-2's
+   * `transformer.` prefix). Absent: stored names are canonical. Export writes canonical names.
+   */
+  canonicalTensorName?(storedName: string): string;
 
   /** Linear layers of a block, in the order the forward pass reaches them. */
   linears: readonly LinearSpec[];

@@ -96,6 +96,8 @@ export const opt: Family = {
   headProjection: 'model.decoder.project_out.weight',
   lmHead: 'lm_head.weight',
   layerPrefix: (layer) => `model.decoder.layers.${layer}.`,
+  // facebook/opt-125m and opt-350m were saved from OPTModel, without the `model.` prefix.
+  canonicalTensorName: (name) => (name.startsWith('decoder.') ? `model.${name}` : name),
   linears: [
     { role: 'q', name: 'self_attn.q_proj' },
     { role: 'k', name: 'self_attn.k_proj' },
