@@ -114,6 +114,7 @@ test('opt-postnorm-proj: magnitude, Wanda and SparseGPT at 50% and 2:4 give exac
     { kind: 'unstructured', sparsity: 0.5 },
     { kind: 'nm', n: 2, m: 4 },
   ];
+  const { num_hidden_layers: numLayers } = JSON.parse(fs.readFileSync(path.join(source, 'config.json'), 'utf8')) as { num_hidden_layers: number };
   const outputs: string[] = [];
   for (const method of ['magnitude', 'wanda', 'sparsegpt']) {
     for (const target of targets) {
@@ -129,7 +130,7 @@ test('opt-postnorm-proj: magnitude, Wanda and SparseGPT at 50% and 2:4 give exac
       });
       const what = `${method} ${target.kind === 'nm' ? '2:4' : '50%'}`;
       const store = openSafetensors(path.join(out, 'model.safetensors'));
-      for (let layer = 0; layer < 3; layer++) {
+      for (let layer = 0; layer < numLayers; layer++) {
         for (const spec of opt.linears) {
           const name = `${opt.layerPrefix(layer)}${spec.name}.weight`;
           const [rows, cols] = store.info(name).shape as [number, number];
