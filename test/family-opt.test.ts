@@ -84,7 +84,10 @@ function byteLevelAlphabet(): string[] {
  */
 function withByteTokenizer(name: string): string {
   const out = tempDir('topiary-opt-');
-  for (const file of ['config.json', 'model.safetensors']) fs.copyFileSync(path.join(modelDir(name), file), path.join(out, file));
+  fs.copyFileSync(path.join(modelDir(name), 'model.safetensors'), path.join(out, 'model.safetensors'));
+  // As a half-precision checkpoint saved by transformers 5 says (the weights stay F32).
+  const config = { ...JSON.parse(fs.readFileSync(path.join(modelDir(name), 'config.json'), 'utf8')), dtype: 'float16' };
+  fs.writeFileSync(path.join(out, 'config.json'), JSON.stringify(config));
   const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
   const vocab = Object.fromEntries(byteLevelAlphabet().map((char, id) => [char, id]));
   const tokenizer = { version: '1.0', added_tokens: [], normalizer: null, pre_tokenizer: byteLevel, post_processor: null, decoder: byteLevel, model: { type: 'BPE', vocab, merges: [] } };
@@ -144,6 +147,8 @@ test('opt-postnorm-proj: magnitude, Wanda and SparseGPT at 50% and 2:4 give exac
         }
       }
       store.close();
+      const exportedConfig = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')) as Record<string, unknown>;
+      assert.equal(exportedConfig.dtype ?? exportedConfig.torch_dtype, 'float32', 'transformers loads the F32 weights as F32');
       outputs.push(out);
     }
   }
