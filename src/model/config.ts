@@ -65,6 +65,15 @@ export interface ModelConfig {
   embeddingScale?: number;
   /** OPT looks up learned position p at row p + 2. */
   positionOffset?: number;
+  /**
+   * OPT's word_embed_proj_dim, when it differs from hiddenSize: the token embeddings and the head
+   * are this wide, projected to and from hiddenSize by the family's embedProjection/headProjection.
+   */
+  wordEmbeddingSize?: number;
+  /** OPT-350m (do_layer_norm_before false): blocks normalize after each residual add instead of before each sublayer. */
+  postNorm?: boolean;
+  /** The blocks' output goes to the head without a final norm (OPT post-norm). */
+  noFinalNorm?: boolean;
   /** Gemma 2: final logits become cap·tanh(logit/cap). */
   finalLogitSoftCap?: number;
   /** The config.json the model came with, if any: export writes it back with what pruning changed. */

@@ -142,7 +142,10 @@ function fromHfFolder(dir: string): ModelSource {
   const config = family.parseConfig(json, configFile);
   const store = openSafetensors(dir);
   const mapping = new Map<string, Mapping>();
-  for (const info of store.list()) mapping.set(info.name, { storeName: info.name, ...(isTransposed(family, info.name) ? { transposed: true } : {}) });
+  for (const info of store.list()) {
+    const name = family.canonicalTensorName?.(info.name) ?? info.name;
+    mapping.set(name, { storeName: info.name, ...(isTransposed(family, name) ? { transposed: true } : {}) });
+  }
   // tokenizer.bin is how models exported from llama2.c checkpoints carry their vocabulary.
   const tokenizerFile = path.join(dir, 'tokenizer.json');
   const llama2cTokenizer = path.join(dir, 'tokenizer.bin');

@@ -168,7 +168,10 @@ export async function prunePipeline<Plan>(model: CausalLM, windows: readonly (re
 
   // Calibration activations for every window, advanced one block at a time.
   let hidden: Float32Array[] = [];
-  const embedAll = () => (hidden = windows.map((w) => model.embed([w])));
+  const embedAll = async () => {
+    hidden = [];
+    for (const w of windows) hidden.push(await model.embed([w]));
+  };
   const chunks: number[][] = [];
   for (let start = 0; start < windows.length; start += options.batchWindows) {
     chunks.push(Array.from({ length: Math.min(options.batchWindows, windows.length - start) }, (_, i) => start + i));
@@ -236,7 +239,7 @@ export async function prunePipeline<Plan>(model: CausalLM, windows: readonly (re
   if (dense) {
     const results = Array.from({ length: scored }, (_, layer) => readJson<unknown>(file('dense', layer)));
     if (scored < numLayers) {
-      embedAll();
+      await embedAll();
       for (let layer = 0; layer < scored; layer++) await replay(layer);
       for (let layer = scored; layer < numLayers; layer++) {
         const block = model.layer(layer);
@@ -252,7 +255,7 @@ export async function prunePipeline<Plan>(model: CausalLM, windows: readonly (re
   const advanceDense = dense?.advanceDense ?? false;
 
   // 2. The pruning pass: finished blocks come from the checkpoint and are replayed.
-  embedAll();
+  await embedAll();
   const reports: BlockReport[] = [];
   for (let layer = 0; layer < finished; layer++) {
     const report = readJson<BlockReport>(file('layer', layer));

@@ -93,10 +93,19 @@ export interface Family {
   embedTokens: string;
   /** Learned absolute position embeddings (OPT, GPT-2). */
   positionEmbeddings?: string;
-  /** The final norm's prefix ('model.norm'): `.weight` and, for LayerNorm, `.bias`. */
+  /** The final norm's prefix ('model.norm'): `.weight` and, for LayerNorm, `.bias` (unused when config.noFinalNorm). */
   finalNorm: string;
+  /** Bias-free linear layers (`.weight` names) from config.wordEmbeddingSize to hiddenSize after the embedding, and back before the head (OPT's project_in/project_out). */
+  embedProjection?: string;
+  headProjection?: string;
   lmHead: string;
   layerPrefix(layer: number): string;
+  /**
+   * A tensor name as a Hugging Face checkpoint stores it → the canonical name, for families whose
+   * published checkpoints name tensors more than one way (openai-community/gpt2 drops GPT-2's
+   * `transformer.` prefix). Absent: stored names are canonical. Export writes canonical names.
+   */
+  canonicalTensorName?(storedName: string): string;
 
   /** Linear layers of a block, in the order the forward pass reaches them. */
   linears: readonly LinearSpec[];

@@ -2,8 +2,9 @@
 import { TopiaryError } from '../../util/errors.js';
 import type { Family } from './family.js';
 import { llama } from './llama.js';
+import { opt } from './opt.js';
 
-export const FAMILIES: readonly Family[] = [llama];
+export const FAMILIES: readonly Family[] = [llama, opt];
 
 export const supportedModelTypes = (): string[] => FAMILIES.flatMap((family) => family.modelTypes);
 
