@@ -58,11 +58,8 @@ function parseConfig(json: Json, file: string): ModelConfig {
 const HF_ACTIVATION = { relu: 'relu', gelu: 'gelu', gelu_tanh: 'gelu_new', silu: 'silu' } as const;
 
 function toHfConfig(config: ModelConfig): Json {
-  // transformers 5 loads in the config's `dtype` ahead of `torch_dtype`, which the exporter sets
-  // to the written weights' dtype: the source's `dtype` (float16 for a half-precision checkpoint) must go.
-  const { dtype: _, ...source } = config.hfConfig ?? {};
   return {
-    ...source,
+    ...config.hfConfig,
     architectures: [opt.hfArchitectures.opt],
     model_type: 'opt',
     hidden_size: config.hiddenSize,
