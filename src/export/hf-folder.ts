@@ -55,7 +55,10 @@ export function exportHfFolder(model: CausalLM, outDir: string, options: ExportO
   const modelFile = path.join(outDir, 'model.safetensors');
   writeSafetensors(modelFile, tensors, { format: 'pt' });
   const written = [modelFile];
-  const config = { ...model.family.toHfConfig(model.config), torch_dtype: { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[options.dtype] };
+  // transformers 5 reads `dtype` ahead of `torch_dtype`: both name the written weights' dtype, so
+  // a source config's own (float16 for a half-precision checkpoint) never survives into the export.
+  const dtype = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[options.dtype];
+  const config = { ...model.family.toHfConfig(model.config), torch_dtype: dtype, dtype };
   const configFile = path.join(outDir, 'config.json');
   writeFileAtomic(configFile, (tmp) => fs.writeFileSync(tmp, JSON.stringify(config, null, 2) + '\n'));
   written.push(configFile);

@@ -65,6 +65,15 @@ export interface ModelConfig {
   embeddingScale?: number;
   /** OPT looks up learned position p at row p + 2. */
   positionOffset?: number;
+  /**
+   * OPT's word_embed_proj_dim, when it differs from hiddenSize: the token embeddings and the head
+   * are this wide, projected to and from hiddenSize by the family's embedProjection/headProjection.
+   */
+  wordEmbeddingSize?: number;
+  /** OPT-350m (do_layer_norm_before false): blocks normalize after each residual add instead of before each sublayer. */
+  postNorm?: boolean;
+  /** The blocks' output goes to the head without a final norm (OPT post-norm). */
+  noFinalNorm?: boolean;
   /** Gemma 2: final logits become cap·tanh(logit/cap). */
   finalLogitSoftCap?: number;
   /** GPT-NeoX: attention and MLP both read the block's input and add to the residual together. */
@@ -213,9 +222,9 @@ export function attentionShape(json: Json, file: string, keys = { heads: 'num_at
 /**
  * The config.json to export: the one the model came with (keeping fields Topiary does not model),
  * with `fields` written over it and the `superseded` fields (older spellings of what `fields` say)
- * removed. The source's dtype is dropped too: export states the dtype it writes.
+ * removed.
  */
 export function exportedHfConfig(config: ModelConfig, fields: Json, superseded: readonly string[] = []): Json {
-  const kept = Object.entries(config.hfConfig ?? {}).filter(([key]) => !['dtype', 'torch_dtype', ...superseded].includes(key));
+  const kept = Object.entries(config.hfConfig ?? {}).filter(([key]) => !superseded.includes(key));
   return { ...Object.fromEntries(kept), ...fields };
 }

@@ -267,7 +267,11 @@ export function openModelSource(modelPath: string): ModelSource {
   } catch {
     throw new TopiaryError('no such file or folder', modelPath);
   }
-  if (stat.isDirectory()) return fromHfFolder(modelPath);
+  // A folder prune wrote as GGUF (uneven blocks or added biases) holds model.gguf and no config.json.
+  if (stat.isDirectory()) {
+    const gguf = path.join(modelPath, 'model.gguf');
+    return !fs.existsSync(path.join(modelPath, 'config.json')) && fs.existsSync(gguf) ? fromGguf(gguf) : fromHfFolder(modelPath);
+  }
   const head = Buffer.alloc(4);
   const fd = fs.openSync(modelPath, 'r');
   try {

@@ -77,45 +77,6 @@ export class RopeTables {
   }
 }
 
-export interface RopeApplication {
-  rows: number;
-  heads: number;
-  headDim: number;
-  rotaryDim: number;
-  seqLen: number;
-  /** Position of the first row of each window. */
-  firstPosition: number;
-  layout: 'half' | 'interleaved';
-}
-
-/**
- * Rotates x [rows, heads·headDim] in place; row r is at position `firstPosition + r % seqLen`
- * (rows are windows of seqLen tokens stacked).
- */
-export function applyRope(x: Float32Array, table: RopeTable, options: RopeApplication): void {
-  const { rows, heads, headDim, rotaryDim, seqLen, firstPosition, layout } = options;
-  const half = rotaryDim / 2;
-  const width = heads * headDim;
-  // Partner offsets within a head: rotate-half pairs i with i + half, interleaved 2i with 2i + 1.
-  const stride = layout === 'half' ? 1 : 2;
-  const partner = layout === 'half' ? half : 1;
-  for (let r = 0; r < rows; r++) {
-    const tableRow = (firstPosition + (r % seqLen)) * half;
-    for (let h = 0; h < heads; h++) {
-      const base = r * width + h * headDim;
-      for (let i = 0; i < half; i++) {
-        const c = table.cos[tableRow + i]!;
-        const s = table.sin[tableRow + i]!;
-        const a = base + i * stride;
-        const x1 = x[a]!;
-        const x2 = x[a + partner]!;
-        x[a] = x1 * c - x2 * s;
-        x[a + partner] = x2 * c + x1 * s;
-      }
-    }
-  }
-}
-
 /**
  * Moves the rows of a q/k projection between the two RoPE layouts: 'toRotateHalf' takes the
  * interleaved layout (pairs 2i, 2i+1 rotate together: Meta, llama2.c, GGUF llama) to Hugging

@@ -105,8 +105,11 @@ export interface Family {
   embedTokens: string;
   /** Learned absolute position embeddings (OPT, GPT-2). */
   positionEmbeddings?: string;
-  /** The final norm's prefix ('model.norm'): `.weight` and, for LayerNorm, `.bias`. */
+  /** The final norm's prefix ('model.norm'): `.weight` and, for LayerNorm, `.bias` (unused when config.noFinalNorm). */
   finalNorm: string;
+  /** Bias-free linear layers (`.weight` names) from config.wordEmbeddingSize to hiddenSize after the embedding, and back before the head (OPT's project_in/project_out). */
+  embedProjection?: string;
+  headProjection?: string;
   lmHead: string;
   layerPrefix(layer: number): string;
   /**

@@ -4,8 +4,9 @@ import type { Family } from './family.js';
 import { gpt2 } from './gpt2.js';
 import { gptNeox } from './gpt-neox.js';
 import { llama } from './llama.js';
+import { opt } from './opt.js';
 
-export const FAMILIES: readonly Family[] = [llama, gptNeox, gpt2];
+export const FAMILIES: readonly Family[] = [llama, opt, gptNeox, gpt2];
 
 export const supportedModelTypes = (): string[] => FAMILIES.flatMap((family) => family.modelTypes);
 
