@@ -19,10 +19,10 @@ import { openModelSource } from '../src/model/sources.js';
 import { checkNmPattern, prunedCount } from '../src/prune/masks.js';
 import type { SparsityTarget } from '../src/prune/method.js';
 import { pruneModel } from '../src/prune/run.js';
-import { familyModels, readReference } from './family-models.js';
+import { byteTokenizerJson, familyModels, readReference } from './family-models.js';
 import { assertTopiaryError, repoRoot, runCli, tempDir, testDataDir } from './helpers.js';
 import { checkAgainstFullPass } from './kv-cache-check.js';
-import { assertLogitParity } from './parity.js';
+import { assertLogitParity, transformersLogits } from './parity.js';
 
 const { dir: modelsDir } = await familyModels();
 const MODELS = ['gpt_neox-parallel', 'gpt_neox-sequential', 'gpt2', 'gpt2-default-inner'];
@@ -104,36 +104,12 @@ test('GPT-2 checkpoints with causal-mask buffers (attn.bias, attn.masked_bias) l
   assert.deepEqual(await model.logits(inputIds), await plain.logits(inputIds));
 });
 
-/** GPT-2's map of bytes to printable characters, which byte-level BPE vocabularies are written in. */
-function byteCharacters(): string[] {
-  const printable = (byte: number) => (byte >= 0x21 && byte <= 0x7e) || (byte >= 0xa1 && byte <= 0xac) || (byte >= 0xae && byte <= 0xff);
-  let next = 256;
-  return Array.from({ length: 256 }, (_, byte) => String.fromCodePoint(printable(byte) ? byte : next++));
-}
-
 /** A copy of fixture `name` with a byte-level tokenizer over its 256 token ids (one per byte), so it can be calibrated on text. */
 function withByteTokenizer(name: string): string {
   const dir = tempDir();
   for (const file of ['config.json', 'model.safetensors']) fs.symlinkSync(path.join(modelsDir, name, file), path.join(dir, file));
-  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
-  const tokenizer = {
-    version: '1.0',
-    added_tokens: [],
-    normalizer: null,
-    pre_tokenizer: byteLevel,
-    post_processor: null,
-    decoder: byteLevel,
-    model: { type: 'BPE', vocab: Object.fromEntries(byteCharacters().map((char, byte) => [char, byte])), merges: [] },
-  };
-  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
+  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(byteTokenizerJson()));
   return dir;
-}
-
-/** Several exported folders' logits from transformers, in one Python start. */
-function transformersLogits(dirs: string[], windows: number[][]): Float32Array[] {
-  const result = spawnSync('python3', [path.join(repoRoot, 'scripts', 'hf_logits.py'), ...dirs, JSON.stringify(windows)], { encoding: 'utf8', maxBuffer: 1 << 28 });
-  assert.equal(result.status, 0, `transformers failed:\n${result.stderr}`);
-  return result.stdout.trim().split('\n').map((line) => Float32Array.from((JSON.parse(line) as { logits: number[] }).logits));
 }
 
 const TARGETS: [string, SparsityTarget][] = [
