@@ -24,7 +24,7 @@ function parseConfig(json: Json, file: string): ModelConfig {
   const hiddenSize = sizeField(json, file, 'n_embd');
   const numHeads = sizeField(json, file, 'n_head');
   if (hiddenSize % numHeads !== 0) throw new TopiaryError(`n_embd (${hiddenSize}) is not a multiple of n_head (${numHeads})`, file);
-  // Both change the attention scores in ways Topiary does not model.
+  // Layer i's scores divided by i + 1 as well: one attention scale for all layers is all Topiary models.
   if (booleanField(json, file, 'scale_attn_by_inverse_layer_idx', false)) throw new TopiaryError('scale_attn_by_inverse_layer_idx true is not supported', file);
   const headDim = hiddenSize / numHeads;
   return {
@@ -41,7 +41,7 @@ function parseConfig(json: Json, file: string): ModelConfig {
     bosTokenId: firstId(json.bos_token_id ?? ENDOFTEXT),
     eosTokenId: firstId(json.eos_token_id ?? ENDOFTEXT),
     norm: { kind: 'layer', eps: positiveField(json, file, 'layer_norm_epsilon', 1e-5) },
-    // reorder_and_upcast_attn only computes the same scores in fp32 when running in fp16: no change here.
+    // reorder_and_upcast_attn computes the same scores, in fp32 also when the model runs in fp16: nothing to do here.
     attention: { scale: booleanField(json, file, 'scale_attn_weights', true) ? 1 / Math.sqrt(headDim) : 1 },
     activation: activationField(json, file, 'activation_function', 'gelu_new'),
     hfConfig: json,
