@@ -11,7 +11,7 @@ import { exportHfFolder, type ExportDtype } from '../export/hf-folder.js';
 import { LINEAR_ROLES, type LinearRole } from '../model/architectures/index.js';
 import { loadModel } from '../model/load.js';
 import { openSafetensors } from '../formats/safetensors.js';
-import { writeFileAtomic } from '../util/atomic.js';
+import { writeFileContentAtomic } from '../util/atomic.js';
 import { UsageError } from '../util/errors.js';
 import { environmentInfo, peakRssMb } from '../util/run-info.js';
 import { CHECKPOINT_DIR, runFingerprint } from './checkpoint.js';
@@ -159,7 +159,7 @@ export async function pruneModel(settings: PruneSettings): Promise<PruneSummary>
     output: { files: exported.files.map((file) => path.basename(file)), bytes: exported.bytes },
     layers,
   };
-  writeFileAtomic(path.join(out, 'topiary.json'), (tmp) => fs.writeFileSync(tmp, JSON.stringify(record, null, 1) + '\n'));
+  writeFileContentAtomic(path.join(out, 'topiary.json'), JSON.stringify(record, null, 1) + '\n');
   fs.rmSync(checkpointDir, { recursive: true, force: true });
   model.source.close();
   return summary;

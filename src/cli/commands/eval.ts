@@ -1,10 +1,9 @@
-import * as fs from 'node:fs';
 import { describeBackend } from '../../backend/index.js';
 import { defaultEvaluationWindows, describeCorpus, evaluationText, parseCorpusSpec } from '../../data/corpora.js';
 import { resolveDataDir } from '../../data/datadir.js';
 import { perplexity } from '../../eval/perplexity.js';
 import { loadModel } from '../../model/load.js';
-import { writeFileAtomic } from '../../util/atomic.js';
+import { writeFileContentAtomic } from '../../util/atomic.js';
 import { peakRssMb } from '../../util/run-info.js';
 import { Progress } from '../progress.js';
 
@@ -43,7 +42,7 @@ export async function evalCommand(args: EvalArgs): Promise<void> {
     peak_rss_mb: peakRssMb(),
     backend: describeBackend(),
   };
-  if (args.out) writeFileAtomic(args.out, (tmp) => fs.writeFileSync(tmp, JSON.stringify(report, null, 2) + '\n'));
+  if (args.out) writeFileContentAtomic(args.out, JSON.stringify(report, null, 2) + '\n');
   if (args.json) {
     process.stdout.write(JSON.stringify(report) + '\n');
   } else {

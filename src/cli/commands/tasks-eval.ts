@@ -1,11 +1,10 @@
-import * as fs from 'node:fs';
 import { describeBackend } from '../../backend/index.js';
 import { resolveDataDir } from '../../data/datadir.js';
 import { parseTaskList } from '../../eval/tasks/index.js';
 import { evaluateTask, type TaskResult } from '../../eval/zeroshot.js';
 import { loadModel } from '../../model/load.js';
 import { formatTable } from '../../report/table.js';
-import { writeFileAtomic } from '../../util/atomic.js';
+import { writeFileContentAtomic } from '../../util/atomic.js';
 import { Progress } from '../progress.js';
 
 export interface TasksEvalArgs {
@@ -73,7 +72,7 @@ export async function tasksEvalCommand(args: TasksEvalArgs): Promise<void> {
     backend: describeBackend(),
     seconds: (performance.now() - started) / 1000,
   };
-  if (args.out) writeFileAtomic(args.out, (tmp) => fs.writeFileSync(tmp, JSON.stringify(record, null, 1) + '\n'));
+  if (args.out) writeFileContentAtomic(args.out, JSON.stringify(record, null, 1) + '\n');
   if (args.json) {
     process.stdout.write(JSON.stringify(record) + '\n');
   } else {

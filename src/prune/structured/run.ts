@@ -14,7 +14,7 @@ import { exportGguf } from '../../export/gguf-writer.js';
 import { exportHfFolder, type ExportDtype } from '../../export/hf-folder.js';
 import { CausalLM } from '../../model/decoder.js';
 import { loadModel } from '../../model/load.js';
-import { writeFileAtomic } from '../../util/atomic.js';
+import { writeFileContentAtomic } from '../../util/atomic.js';
 import { UsageError } from '../../util/errors.js';
 import { environmentInfo, peakRssMb } from '../../util/run-info.js';
 import { CHECKPOINT_DIR, runFingerprint } from '../checkpoint.js';
@@ -157,7 +157,7 @@ export async function pruneModelStructured(settings: StructuredPruneSettings): P
     keptLayers: result.keptLayers,
     layers: result.outcomes,
   };
-  writeFileAtomic(path.join(out, 'topiary.json'), (tmp) => fs.writeFileSync(tmp, JSON.stringify(record, null, 1) + '\n'));
+  writeFileContentAtomic(path.join(out, 'topiary.json'), JSON.stringify(record, null, 1) + '\n');
   fs.rmSync(checkpointDir, { recursive: true, force: true });
   model.source.close();
   return summary;
