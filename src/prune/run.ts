@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describeCalibration, drawCalibration } from '../data/calibration.js';
-import { describeCorpus, parseCorpusSpec } from '../data/corpora.js';
+import { describeCorpus, parseCorpusSpec, type CorpusSpec } from '../data/corpora.js';
 import { resolveDataDir } from '../data/datadir.js';
 import { exportHfFolder, type ExportDtype } from '../export/hf-folder.js';
 import { LINEAR_ROLES, type LinearRole } from '../model/architectures/index.js';
@@ -15,7 +15,8 @@ import { writeFileContentAtomic } from '../util/atomic.js';
 import { UsageError } from '../util/errors.js';
 import { environmentInfo, peakRssMb } from '../util/run-info.js';
 import { CHECKPOINT_DIR, runFingerprint } from './checkpoint.js';
-import type { SparsityTarget } from './method.js';
+import { OutputFolder } from './output-folder.js';
+import type { SparsityTarget, UnstructuredMethod } from './method.js';
 import { methodByName } from './methods/index.js';
 import { checkpointFile, pruneLayerwise, validateRequest, type LayerReport, type MethodOptions, type PipelineEvent } from './pipeline.js';
 
@@ -30,6 +31,8 @@ export interface PruneSettings {
   dataDir?: string;
   out: string;
   resume: boolean;
+  /** Write into an --out folder that holds files other than an earlier Topiary run's. */
+  overwrite?: boolean;
   /** Windows per forward chunk (activation memory); default 4. */
   batchWindows?: number;
   /**
@@ -39,7 +42,7 @@ export interface PruneSettings {
   errorWindows?: number;
   /** Stored dtype of the exported weights; default F32. */
   dtype?: ExportDtype;
-  onEvent?: (event: PipelineEvent | { kind: 'calibration'; windows: number; notes: string[] }) => void;
+  onEvent?: (event: PipelineEvent | { kind: 'calibration'; windows: number; notes: string[] } | { kind: 'export-warning'; message: string }) => void;
 }
 
 export interface PruneSummary {
@@ -64,6 +67,21 @@ export async function pruneModel(settings: PruneSettings): Promise<PruneSummary>
   const unknownRole = roles.find((role) => !LINEAR_ROLES.includes(role));
   if (unknownRole) throw new UsageError(`unknown layer "${unknownRole}" (choose from ${LINEAR_ROLES.join(', ')})`);
   const corpus = parseCorpusSpec(settings.calibration.corpus);
+  // The output folder is checked and locked before any work.
+  const output = OutputFolder.claim(settings.out, { overwrite: settings.overwrite ?? false });
+  try {
+    return await pruneInto(output, settings, { method, roles, corpus }, started);
+  } finally {
+    output.release();
+  }
+}
+
+async function pruneInto(
+  output: OutputFolder,
+  settings: PruneSettings,
+  { method, roles, corpus }: { method: UnstructuredMethod; roles: readonly LinearRole[]; corpus: CorpusSpec },
+  started: number,
+): Promise<PruneSummary> {
   const model = await loadModel(settings.model);
   validateRequest(model, { method, target: settings.target, methodOptions: settings.methodOptions, roles });
   const seqlen = settings.calibration.seqlen ?? Math.min(2048, model.config.maxPositionEmbeddings);
@@ -71,7 +89,7 @@ export async function pruneModel(settings: PruneSettings): Promise<PruneSummary>
     throw new UsageError(`--seqlen ${seqlen} exceeds the model's context (${model.config.maxPositionEmbeddings})`);
   }
   const dataDir = corpus.kind === 'text' ? '' : resolveDataDir(settings.dataDir);
-  const out = path.resolve(settings.out);
+  const out = output.dir;
   const checkpointDir = path.join(out, CHECKPOINT_DIR);
   const calibrationSettings = { corpus: describeCorpus(corpus), nsamples: settings.calibration.nsamples, seqlen, seed: settings.calibration.seed };
   const batchWindows = settings.batchWindows ?? 4;
@@ -105,7 +123,8 @@ export async function pruneModel(settings: PruneSettings): Promise<PruneSummary>
   for (let layer = 0; layer < model.numLayers; layer++) {
     for (const role of roles) pruned.set(`${model.linearName(layer, role)}.weight`, layer);
   }
-  const exported = exportHfFolder(model, out, {
+  const staging = output.stage();
+  const exported = exportHfFolder(model, staging, {
     dtype: settings.dtype ?? 'F32',
     override(name) {
       const layer = pruned.get(name);
@@ -120,6 +139,7 @@ export async function pruneModel(settings: PruneSettings): Promise<PruneSummary>
       };
     },
   });
+  for (const message of exported.warnings) settings.onEvent?.({ kind: 'export-warning', message });
 
   let zeros = 0;
   let total = 0;
@@ -156,10 +176,11 @@ export async function pruneModel(settings: PruneSettings): Promise<PruneSummary>
     },
     calibration: describeCalibration(calibration),
     environment: environmentInfo(model.backend),
-    output: { files: exported.files.map((file) => path.basename(file)), bytes: exported.bytes },
+    output: { files: exported.files.map((file) => path.basename(file)), bytes: exported.bytes, warnings: exported.warnings },
     layers,
   };
-  writeFileContentAtomic(path.join(out, 'topiary.json'), JSON.stringify(record, null, 1) + '\n');
+  writeFileContentAtomic(path.join(staging, 'topiary.json'), JSON.stringify(record, null, 1) + '\n');
+  output.publish(staging);
   fs.rmSync(checkpointDir, { recursive: true, force: true });
   model.source.close();
   return summary;

@@ -4,6 +4,7 @@ import { resolveDataDir } from '../../data/datadir.js';
 import { perplexity } from '../../eval/perplexity.js';
 import { loadModel } from '../../model/load.js';
 import { writeFileContentAtomic } from '../../util/atomic.js';
+import { checkOutputFile } from '../../util/output.js';
 import { peakRssMb } from '../../util/run-info.js';
 import { Progress } from '../progress.js';
 
@@ -20,6 +21,7 @@ export interface EvalArgs {
 
 export async function evalCommand(args: EvalArgs): Promise<void> {
   const corpus = parseCorpusSpec(args.dataset);
+  if (args.out) checkOutputFile(args.out);
   const dataDir = corpus.kind === 'text' ? '' : resolveDataDir(args.dataDir);
   const model = await loadModel(args.model);
   const tokenizer = model.tokenizer;

@@ -5,6 +5,7 @@ import { evaluateTask, type TaskResult } from '../../eval/zeroshot.js';
 import { loadModel } from '../../model/load.js';
 import { formatTable } from '../../report/table.js';
 import { writeFileContentAtomic } from '../../util/atomic.js';
+import { checkOutputFile } from '../../util/output.js';
 import { Progress } from '../progress.js';
 
 export interface TasksEvalArgs {
@@ -46,6 +47,7 @@ export function formatTaskResults(results: readonly TaskResult[]): string {
 
 export async function tasksEvalCommand(args: TasksEvalArgs): Promise<void> {
   const tasks = parseTaskList(args.tasks);
+  if (args.out) checkOutputFile(args.out);
   const dataDir = resolveDataDir(args.dataDir);
   const started = performance.now();
   const model = await loadModel(args.model);
