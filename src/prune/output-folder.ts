@@ -43,21 +43,31 @@ export class OutputFolder {
   private released = false;
   private readonly releaseOnExit = () => this.release();
 
-  private constructor(readonly dir: string) {
+  private constructor(
+    readonly dir: string,
+    /** The outermost folder `claim` created, if it created any: removed again if left empty. */
+    private readonly created: string | undefined,
+  ) {
     process.on('exit', this.releaseOnExit);
   }
 
   static claim(dir: string, options: { overwrite: boolean }): OutputFolder {
     const out = path.resolve(dir);
     if (fs.existsSync(out) && !fs.statSync(out).isDirectory()) throw new TopiaryError('exists and is not a folder', out, BAD_REQUEST);
+    let created: string | undefined;
     try {
-      fs.mkdirSync(out, { recursive: true });
+      created = fs.mkdirSync(out, { recursive: true });
     } catch (error) {
       throw new TopiaryError(`cannot create the output folder: ${describeFsError(error, 'failed')}`, out, BAD_REQUEST);
     }
-    checkWritableFolder(out);
-    takeLock(out);
-    const folder = new OutputFolder(out);
+    try {
+      checkWritableFolder(out);
+      takeLock(out);
+    } catch (error) {
+      removeIfEmpty(out, created);
+      throw error;
+    }
+    const folder = new OutputFolder(out, created);
     try {
       const entries = fs.readdirSync(out).filter((name) => name !== LOCK_FILE);
       const earlierRun = entries.some((name) => name === RECORD_FILE || name === CHECKPOINT_DIR || name.startsWith(STAGING_PREFIX));
@@ -98,12 +108,29 @@ export class OutputFolder {
     return ordered.map((name) => path.join(this.dir, name));
   }
 
-  /** Removes the lock (also done when the process exits); idempotent. */
+  /**
+   * Removes the lock (also done when the process exits), and the folder if this run created it
+   * and wrote nothing (a request refused after the claim leaves no trace); idempotent.
+   */
   release(): void {
     if (this.released) return;
     this.released = true;
     process.off('exit', this.releaseOnExit);
     fs.rmSync(path.join(this.dir, LOCK_FILE), { force: true });
+    removeIfEmpty(this.dir, this.created);
+  }
+}
+
+/** Removes `dir` and its parents up to `created` (the outermost folder a claim made) while they are empty. */
+function removeIfEmpty(dir: string, created: string | undefined): void {
+  if (created === undefined) return;
+  for (let current = dir; ; current = path.dirname(current)) {
+    try {
+      fs.rmdirSync(current);
+    } catch {
+      return; // not empty (or gone): keep it and everything above
+    }
+    if (current === created) return;
   }
 }
 
