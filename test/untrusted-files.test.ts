@@ -207,7 +207,7 @@ test('temporary files: a planted link under the old predictable name or at the t
   assert.deepEqual(fs.readdirSync(dir).sort(), [`.config.json.tmp-${process.pid}`, 'config.json']);
 });
 
-test('every writer in src/ goes through writeFileAtomic (no direct writeFileSync, createWriteStream or open for writing)', () => {
+test('no code in src/ writes through a plain open that follows links (writeFileSync, createWriteStream, "w"/"a" flags): writers use writeFileAtomic', () => {
   const offenders: string[] = [];
   for (const name of fs.readdirSync(path.join(repoRoot, 'src'), { recursive: true, encoding: 'utf8' })) {
     if (!name.endsWith('.ts') || name === path.join('util', 'atomic.ts')) continue;

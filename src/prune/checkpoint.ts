@@ -20,6 +20,17 @@ export function runFingerprint(model: string, settings: Readonly<Record<string, 
 }
 
 /**
+ * Refuses an existing checkpoint path that is a symbolic link or not a folder: its files are
+ * deleted and written, and through a planted link to another folder those would be.
+ */
+export function checkCheckpointFolder(dir: string): void {
+  const stat = fs.lstatSync(dir);
+  if (stat.isSymbolicLink() || !stat.isDirectory()) {
+    throw new TopiaryError('is a symbolic link or not a folder; the checkpoint must be a real folder inside the output folder (remove it)', dir);
+  }
+}
+
+/**
  * Prepares `dir` for a run: with `resume`, an existing checkpoint must carry the same fingerprint
  * (one made with other settings is refused); otherwise any old checkpoint is cleared and the
  * fingerprint recorded.
@@ -31,12 +42,7 @@ export function openCheckpoint(dir: string, fingerprint: string, resume: boolean
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw new TopiaryError(describeFsError(error, 'cannot create'), dir);
   }
-  // Its files are deleted and written, so it must be a real folder: a planted link to another
-  // folder would have those files deleted and written instead.
-  const stat = fs.lstatSync(dir);
-  if (stat.isSymbolicLink() || !stat.isDirectory()) {
-    throw new TopiaryError('is a symbolic link or not a folder; the checkpoint must be a real folder inside the output folder (remove it)', dir);
-  }
+  checkCheckpointFolder(dir);
   const stateFile = path.join(dir, 'state.json');
   if (resume && fs.existsSync(stateFile)) {
     const state = readJson<{ fingerprint: string }>(stateFile);

@@ -8,7 +8,7 @@ import { writeAll } from '../util/atomic.js';
 import { TopiaryError } from '../util/errors.js';
 import { BAD_REQUEST, checkWritableFolder } from '../util/output.js';
 import { describeFsError } from '../util/safe-fs.js';
-import { CHECKPOINT_DIR } from './checkpoint.js';
+import { CHECKPOINT_DIR, checkCheckpointFolder } from './checkpoint.js';
 
 /** Files an export writes (and a later export into the same folder replaces or removes). */
 const OUTPUT_FILE = /^(model.*\.safetensors|model\.safetensors\.index\.json|model\.gguf|config\.json|generation_config\.json|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|tokenizer\.model|tokenizer\.bin|topiary\.json)$/;
@@ -79,6 +79,7 @@ export class OutputFolder {
           BAD_REQUEST,
         );
       }
+      if (entries.includes(CHECKPOINT_DIR)) checkCheckpointFolder(path.join(out, CHECKPOINT_DIR));
       // Staging folders left by a killed run (no other run can be using them: we hold the lock).
       for (const name of entries) if (name.startsWith(STAGING_PREFIX)) fs.rmSync(path.join(out, name), { recursive: true, force: true });
     } catch (error) {
