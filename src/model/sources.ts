@@ -85,7 +85,6 @@ function tryTokenizer(load: () => Tokenizer, what: string): ModelSource['tokeniz
   }
 }
 
-
 function fromHfFolder(dir: string): ModelSource {
   const configFile = path.join(dir, 'config.json');
   if (!fs.existsSync(configFile)) throw new TopiaryError('not a model folder: config.json is missing', dir);

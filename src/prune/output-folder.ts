@@ -17,6 +17,9 @@ const RECORD_FILE = 'topiary.json';
 const LOCK_FILE = '.topiary.lock';
 const STAGING_PREFIX = '.topiary-staging-';
 
+/** Folders whose lock this process holds (a lock naming this process but not listed is stale: a reused pid). */
+const lockedHere = new Set<string>();
+
 function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -118,6 +121,7 @@ export class OutputFolder {
     this.released = true;
     process.off('exit', this.releaseOnExit);
     fs.rmSync(path.join(this.dir, LOCK_FILE), { force: true });
+    lockedHere.delete(this.dir);
     removeIfEmpty(this.dir, this.created);
   }
 }
@@ -139,16 +143,20 @@ function takeLock(dir: string): void {
   const lockFile = path.join(dir, LOCK_FILE);
   const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
   for (let attempt = 0; attempt < 2; attempt++) {
+    let fd: number | undefined;
     try {
-      const fd = fs.openSync(lockFile, O_WRONLY | O_CREAT | O_EXCL | (O_NOFOLLOW ?? 0), 0o644);
+      fd = fs.openSync(lockFile, O_WRONLY | O_CREAT | O_EXCL | (O_NOFOLLOW ?? 0), 0o644);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw new TopiaryError(describeFsError(error, 'cannot create the lock'), lockFile);
+    }
+    if (fd !== undefined) {
       try {
         writeAll(fd, Buffer.from(`${process.pid}\n`));
       } finally {
         fs.closeSync(fd);
       }
+      lockedHere.add(dir);
       return;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw new TopiaryError(describeFsError(error, 'cannot create the lock'), lockFile);
     }
     let holder = NaN;
     try {
@@ -157,7 +165,8 @@ function takeLock(dir: string): void {
     } catch {
       continue; // removed meanwhile: try again
     }
-    if (Number.isInteger(holder) && holder > 0 && isAlive(holder)) {
+    const stale = holder === process.pid ? !lockedHere.has(dir) : !(Number.isInteger(holder) && holder > 0 && isAlive(holder));
+    if (!stale) {
       throw new TopiaryError(`another Topiary run (process ${holder}) is writing to this folder (if there is none, remove ${LOCK_FILE})`, dir);
     }
     fs.rmSync(lockFile, { force: true }); // stale: its process is gone
