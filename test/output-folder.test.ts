@@ -124,6 +124,14 @@ test('a second run into the same --out is refused while the first holds the lock
   const result = runCli(pruneArgs(out));
   assert.equal(result.status, 0, result.stderr);
   assert.ok(!fs.existsSync(path.join(out, '.topiary.lock')), 'the lock is removed when the run ends');
+
+  // A lock naming this very process, which does not hold it, is a reused pid: stale. One this
+  // process does hold keeps a second claim out.
+  fs.writeFileSync(path.join(out, '.topiary.lock'), `${process.pid}\n`);
+  const claimed = OutputFolder.claim(out, { overwrite: false });
+  assert.throws(() => OutputFolder.claim(out, { overwrite: false }), /another Topiary run/);
+  claimed.release();
+  assert.ok(!fs.existsSync(path.join(out, '.topiary.lock')));
 });
 
 test('a .topiary-checkpoint link to another folder is refused, and that folder is left untouched', () => {
