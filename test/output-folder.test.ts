@@ -84,6 +84,13 @@ test('an --out holding another model is refused without --overwrite, and stale m
   const inspected = runCli(['inspect', out, '--json']);
   assert.equal(inspected.status, 0, inspected.stderr);
   assert.equal((JSON.parse(inspected.stdout) as { layers: number }).layers, 5);
+
+  // Evaluation results of the model there would not match a new one: refused, or removed with --overwrite.
+  fs.writeFileSync(path.join(out, 'eval-wikitext2.json'), '{}');
+  assertRefused(runCli(pruneArgs(out)), /holds evaluation results \(eval-wikitext2\.json\)/);
+  const replaced = runCli(pruneArgs(out, ['--overwrite']));
+  assert.equal(replaced.status, 0, replaced.stderr);
+  assert.ok(!fs.existsSync(path.join(out, 'eval-wikitext2.json')));
 });
 
 test('publish interrupted between renames: no old file stays beside new ones, and no topiary.json', () => {

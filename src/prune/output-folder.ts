@@ -12,6 +12,8 @@ import { CHECKPOINT_DIR, checkCheckpointFolder } from './checkpoint.js';
 
 /** Files an export writes (and a later export into the same folder replaces or removes). */
 const OUTPUT_FILE = /^(model.*\.safetensors|model\.safetensors\.index\.json|model\.gguf|config\.json|generation_config\.json|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|tokenizer\.model|tokenizer\.bin|topiary\.json)$/;
+/** Evaluation results kept in a run folder (`eval --out RUN_DIR/eval-….json`, read by `report`). */
+const RESULT_FILE = /^eval.*\.json$/;
 /** Written last: a folder holding it holds a complete run. */
 const RECORD_FILE = 'topiary.json';
 const LOCK_FILE = '.topiary.lock';
@@ -34,7 +36,8 @@ function isAlive(pid: number): boolean {
  *
  * - `claim` checks it before any work: it must be (or become) a writable folder, and unless
  *   `overwrite` is given it must be empty or hold an earlier Topiary run (its topiary.json, or a
- *   checkpoint for --resume); a folder of other files (such as the source model) is refused;
+ *   checkpoint for --resume); a folder of other files (such as the source model) is refused, and
+ *   so is an earlier run with evaluation results, which would not match the new model;
  * - a lock file (`.topiary.lock`, created exclusively, holding the process id) keeps a second run
  *   out while this one works; a lock whose process is gone is stale and taken over;
  * - the export is written into a staging folder inside it, then `publish` removes the previous
@@ -82,6 +85,14 @@ export class OutputFolder {
           BAD_REQUEST,
         );
       }
+      const results = entries.filter((name) => RESULT_FILE.test(name));
+      if (!options.overwrite && results.length > 0) {
+        throw new TopiaryError(
+          `holds evaluation results (${results.join(', ')}) of the model there, which would not match the new one; choose a new folder, or give --overwrite to replace the model and remove them`,
+          out,
+          BAD_REQUEST,
+        );
+      }
       if (entries.includes(CHECKPOINT_DIR)) checkCheckpointFolder(path.join(out, CHECKPOINT_DIR));
       // Staging folders left by a killed run (no other run can be using them: we hold the lock).
       for (const name of entries) if (name.startsWith(STAGING_PREFIX)) fs.rmSync(path.join(out, name), { recursive: true, force: true });
@@ -100,7 +111,7 @@ export class OutputFolder {
   /** Replaces the previous run's files with the staged ones; returns the new files' paths. */
   publish(staging: string): string[] {
     const names = fs.readdirSync(staging);
-    const previous = fs.readdirSync(this.dir).filter((name) => OUTPUT_FILE.test(name));
+    const previous = fs.readdirSync(this.dir).filter((name) => OUTPUT_FILE.test(name) || RESULT_FILE.test(name));
     fs.rmSync(path.join(this.dir, RECORD_FILE), { force: true });
     for (const name of previous) fs.rmSync(path.join(this.dir, name), { force: true });
     // Weights, then config.json and the rest, topiary.json last: each step leaves a folder that
