@@ -12,6 +12,7 @@ import type { TensorStore } from '../formats/tensors.js';
 import { tokenizerFromGguf, tokenizerFromJson, tokenizerFromLlama2cBin } from '../tokenizers/load.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
 import { TopiaryError } from '../util/errors.js';
+import { openRegularFile, readJsonObject } from '../util/safe-fs.js';
 import type { ModelConfig } from './config.js';
 import { convertRopeRows } from './components/rope.js';
 import { familyFor, familyForGguf, type Family } from './families/index.js';
@@ -117,26 +118,10 @@ function tryTokenizer(load: () => Tokenizer, what: string): ModelSource['tokeniz
   }
 }
 
-function readJson(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch {
-    throw new TopiaryError('file not found or unreadable', file);
-  }
-  try {
-    const value: unknown = JSON.parse(text);
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('not an object');
-    return value as Record<string, unknown>;
-  } catch (error) {
-    throw new TopiaryError(`invalid JSON (${(error as Error).message})`, file);
-  }
-}
-
 function fromHfFolder(dir: string): ModelSource {
   const configFile = path.join(dir, 'config.json');
   if (!fs.existsSync(configFile)) throw new TopiaryError('not a model folder: config.json is missing', dir);
-  const json = readJson(configFile);
+  const json = readJsonObject(configFile, { within: dir });
   if (typeof json.model_type !== 'string') throw new TopiaryError('missing required field "model_type"', configFile);
   const family = familyFor(json.model_type, configFile);
   const config = family.parseConfig(json, configFile);
@@ -268,7 +253,7 @@ export function openModelSource(modelPath: string): ModelSource {
     return !fs.existsSync(path.join(modelPath, 'config.json')) && fs.existsSync(gguf) ? fromGguf(gguf) : fromHfFolder(modelPath);
   }
   const head = Buffer.alloc(4);
-  const fd = fs.openSync(modelPath, 'r');
+  const { fd } = openRegularFile(modelPath);
   try {
     fs.readSync(fd, head, 0, 4, 0);
   } finally {
