@@ -2,8 +2,9 @@
 import { TopiaryError } from '../../util/errors.js';
 import type { Family } from './family.js';
 import { llama } from './llama.js';
+import { qwen3 } from './qwen3.js';
 
-export const FAMILIES: readonly Family[] = [llama];
+export const FAMILIES: readonly Family[] = [llama, qwen3];
 
 export const supportedModelTypes = (): string[] => FAMILIES.flatMap((family) => family.modelTypes);
 
