@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeSafetensors, type TensorToWrite } from '../formats/safetensors.js';
 import type { CausalLM } from '../model/causal-lm.js';
+import { configJson } from '../model/config.js';
 import { storedLayout } from '../model/sources.js';
 import { writeFileAtomic } from '../util/atomic.js';
 
@@ -57,7 +58,7 @@ export function exportHfFolder(model: CausalLM, outDir: string, options: ExportO
   const written = [modelFile];
   const config = { ...model.family.toHfConfig(model.config), torch_dtype: { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[options.dtype] };
   const configFile = path.join(outDir, 'config.json');
-  writeFileAtomic(configFile, (tmp) => fs.writeFileSync(tmp, JSON.stringify(config, null, 2) + '\n'));
+  writeFileAtomic(configFile, (tmp) => fs.writeFileSync(tmp, configJson(config)));
   written.push(configFile);
   for (const [name, content] of Object.entries(tokenizerFiles(model))) {
     const file = path.join(outDir, name);

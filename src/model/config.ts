@@ -87,6 +87,24 @@ export interface ModelConfig {
 
 export type Json = Record<string, unknown>;
 
+const FLOAT_MARK = '\u{1}float:';
+
+/**
+ * A number config.json must hold as a float: transformers 5 validates some float fields strictly
+ * and refuses 3 where it expects 3.0, which JSON.stringify would write. `configJson` writes it.
+ */
+export class FloatValue {
+  constructor(readonly value: number) {}
+  toJSON(): string {
+    return `${FLOAT_MARK}${Number.isInteger(this.value) ? this.value.toFixed(1) : String(this.value)}`;
+  }
+}
+
+/** config.json's text for `json`, FloatValues written as float literals. */
+export function configJson(json: Json): string {
+  return JSON.stringify(json, null, 2).replace(/"\\u0001float:([^"]*)"/g, '$1') + '\n';
+}
+
 /** A number field of a config.json; `fallback` when absent. */
 export function numberField(json: Json, file: string, key: string, fallback?: number): number {
   const value = json[key];

@@ -15,6 +15,7 @@ import {
   attentionShape,
   booleanField,
   firstId,
+  FloatValue,
   positiveField,
   ropeBase,
   ropeScalingJson,
@@ -120,8 +121,8 @@ function toHfConfig(config: ModelConfig): Json {
     hidden_activation: config.hfConfig?.hidden_activation ?? 'gelu_pytorch_tanh',
     // The config's own value when there is one: 1/scale² would round it.
     query_pre_attn_scalar: config.hfConfig?.query_pre_attn_scalar ?? Math.round(1 / config.attention.scale ** 2),
-    attn_logit_softcapping: config.attention.softCap ?? null,
-    final_logit_softcapping: config.finalLogitSoftCap ?? null,
+    attn_logit_softcapping: config.attention.softCap !== undefined ? new FloatValue(config.attention.softCap) : null,
+    final_logit_softcapping: config.finalLogitSoftCap !== undefined ? new FloatValue(config.finalLogitSoftCap) : null,
     sliding_window: config.attention.slidingWindow,
     layer_types: config.attention.layerTypes?.map((type) => (type === 'sliding' ? 'sliding_attention' : 'full_attention')),
     rope_theta: rope.theta,
