@@ -212,3 +212,80 @@ test('FLAP on Gemma 2 is refused in one line before any work: its result needs G
   );
   assert.deepEqual(fs.readdirSync(out), []);
 });
+
+/**
+ * Writes Hugging Face folders as GGUF the way llama.cpp's converter does (F32): its metadata keys,
+ * its tensor names (gguf's own name map) and, for Gemma, norm weights stored as 1 + w.
+ */
+const GGUF_WRITER = `
+import json, sys, numpy as np, gguf
+from safetensors.numpy import load_file
+for job in json.load(sys.stdin):
+    config = json.load(open(job["dir"] + "/config.json"))
+    tensors = load_file(job["dir"] + "/model.safetensors")
+    arch = {"qwen3": gguf.MODEL_ARCH.QWEN3, "gemma2": gguf.MODEL_ARCH.GEMMA2, "gemma3": gguf.MODEL_ARCH.GEMMA3}[job["arch"]]
+    writer = gguf.GGUFWriter(job["out"], job["arch"])
+    layers = config["num_hidden_layers"]
+    writer.add_block_count(layers)
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(config["num_attention_heads"])
+    writer.add_head_count_kv(config["num_key_value_heads"])
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    writer.add_key_length(config["head_dim"])
+    writer.add_value_length(config["head_dim"])
+    rope = config.get("rope_parameters") or config
+    writer.add_rope_freq_base(rope.get("full_attention", rope)["rope_theta"])
+    if job["arch"] == "gemma2":
+        writer.add_attn_logit_softcapping(config["attn_logit_softcapping"])
+        writer.add_final_logit_softcapping(config["final_logit_softcapping"])
+    if job["arch"].startswith("gemma"):
+        writer.add_sliding_window(config["sliding_window"])
+    if config.get("rope_scaling"):
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(config["rope_scaling"]["factor"])
+    names = gguf.get_tensor_name_map(arch, layers)
+    for name, data in tensors.items():
+        if job["arch"].startswith("gemma") and name.endswith("norm.weight"):
+            data = data + np.float32(1)
+        writer.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+`;
+
+/** A copy of fixture `name` with config.json fields replaced. */
+function variant(name: string, overrides: Record<string, unknown>): string {
+  const copy = path.join(tempDir(), name);
+  fs.cpSync(path.join(modelsDir, name), copy, { recursive: true });
+  const config = JSON.parse(fs.readFileSync(path.join(copy, 'config.json'), 'utf8')) as Record<string, unknown>;
+  fs.writeFileSync(path.join(copy, 'config.json'), JSON.stringify({ ...config, ...overrides }));
+  return copy;
+}
+
+test("GGUF files written as llama.cpp converts Qwen3, Gemma 2 and Gemma 3 give the Hugging Face folders' logits", async () => {
+  const dir = tempDir();
+  // What llama.cpp assumes of Gemma, made true of the Hugging Face side: attention scaled by
+  // head_dim^-1/2 (query_pre_attn_scalar = head_dim), and on Gemma 3 every 6th layer full (of 3: none).
+  const jobs = [
+    { name: 'qwen3-mqa', dir: path.join(modelsDir, 'qwen3-mqa'), arch: 'qwen3' },
+    { name: 'gemma2-softcap', dir: variant('gemma2-softcap', { query_pre_attn_scalar: 16 }), arch: 'gemma2' },
+    { name: 'gemma3-legacy-linear', dir: variant('gemma3-legacy-linear', { sliding_window_pattern: 6 }), arch: 'gemma3' },
+  ].map((job) => ({ ...job, out: path.join(dir, `${job.name}.gguf`) }));
+  const result = spawnSync('python3', ['-c', GGUF_WRITER], { input: JSON.stringify(jobs), encoding: 'utf8' });
+  assert.equal(result.status, 0, `writing GGUF failed:\n${result.stderr}`);
+  for (const job of jobs) {
+    const hf = await loadModel(job.dir, { backend: getBackend() });
+    const gguf = await loadModel(job.out, { backend: getBackend() });
+    assert.equal(gguf.family, hf.family);
+    assert.equal(gguf.config.modelType, hf.config.modelType);
+    assert.deepEqual(gguf.config.rope, hf.config.rope);
+    assert.deepEqual(gguf.config.attention, hf.config.attention);
+    assert.equal(gguf.config.finalLogitSoftCap, hf.config.finalLogitSoftCap);
+    const windows = readReference(modelsDir, job.name).inputIds;
+    const difference = relativeDifference(await gguf.logits(windows), await hf.logits(windows));
+    assert.ok(difference <= TOLERANCE, `${job.name}: GGUF and Hugging Face logits differ by ${difference.toExponential(3)}`);
+  }
+});

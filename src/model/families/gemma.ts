@@ -6,6 +6,7 @@
  * Gemma 3 adds a per-head q/k norm before RoPE and gives its sliding layers their own RoPE base,
  * the rope scaling applying to the full layers only.
  */
+import type { GgufMetadata } from '../../formats/gguf.js';
 import { TopiaryError } from '../../util/errors.js';
 import { separateProjectionAttention } from '../components/attention.js';
 import { gatedMlp } from '../components/mlp.js';
@@ -22,10 +23,11 @@ import {
   sizeField,
   type Json,
   type ModelConfig,
+  type RopeScaling,
   type RopeSpec,
 } from '../config.js';
 import type { Family } from './family.js';
-import { slidingLayers } from './llama.js';
+import { ggufNumber, llama, parseGgufConfig as parseLlamaGgufConfig, slidingLayers } from './llama.js';
 
 /** transformers' defaults where the two configs differ. */
 const DEFAULTS = {
@@ -133,6 +135,47 @@ function toHfConfig(config: ModelConfig): Json {
   };
 }
 
+/**
+ * A Gemma config from GGUF metadata, as llama.cpp reads it: the LLaMA keys, soft-caps (Gemma 2
+ * defaults 50 and 30), sliding layers by the fixed pattern (every 2nd layer full for Gemma 2,
+ * every 6th for Gemma 3) when a window is given, Gemma 3's local RoPE base, and attention scaled by
+ * head_dim^−½ except in the 27B models, which scale by (hidden/heads)^−½.
+ */
+function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, tensors: { has(name: string): boolean; shape(name: string): number[] }, file: string): ModelConfig {
+  const base = parseLlamaGgufConfig(meta, arch, modelType, tensors, file);
+  const num = (key: string, fallback?: number) => ggufNumber(meta, `${arch}.${key}`, file, fallback);
+  const gemma2 = modelType === 'gemma2';
+  const is27B = base.numLayers === (gemma2 ? 46 : 62);
+  const attnSoftCap = num('attn_logit_softcapping', gemma2 ? 50 : 0);
+  const finalSoftCap = num('final_logit_softcapping', gemma2 ? 30 : 0);
+  const slidingWindow = num('attention.sliding_window', 0);
+  const pattern = gemma2 ? 2 : 6;
+  const scalingType = meta[`${arch}.rope.scaling.type`] ?? 'none';
+  if (scalingType !== 'none' && scalingType !== 'linear') throw new TopiaryError(`unsupported rope scaling type ${JSON.stringify(scalingType)} (supported: none, linear)`, file);
+  const scaling: RopeScaling = scalingType === 'linear' ? { type: 'linear', factor: num('rope.scaling.factor') } : { type: 'none' };
+  return {
+    ...base,
+    norm: { kind: 'rms', eps: num('attention.layer_norm_rms_epsilon', 1e-6), weightOffset: 1 },
+    rope: {
+      theta: num('rope.freq_base', gemma2 ? 10000 : 1e6),
+      scaling,
+      ...(gemma2 ? {} : { localTheta: num('rope.freq_base_swa', 1e4), localScaling: { type: 'none' as const } }),
+      rotaryDim: base.headDim,
+      layout: 'half',
+    },
+    attention: {
+      scale: 1 / Math.sqrt(is27B ? base.hiddenSize / base.numHeads : base.headDim),
+      ...(attnSoftCap > 0 ? { softCap: attnSoftCap } : {}),
+      ...(slidingWindow > 0
+        ? { slidingWindow, layerTypes: Array.from({ length: base.numLayers }, (_, layer) => ((layer + 1) % pattern !== 0 ? ('sliding' as const) : ('full' as const))) }
+        : {}),
+    },
+    activation: 'gelu_tanh',
+    embeddingScale: Math.fround(Math.sqrt(base.hiddenSize)),
+    ...(finalSoftCap > 0 ? { finalLogitSoftCap: finalSoftCap } : {}),
+  };
+}
+
 export const gemma: Family = {
   name: 'gemma',
   modelTypes: ['gemma2', 'gemma3_text'],
@@ -167,5 +210,22 @@ export const gemma: Family = {
     const mlp = await gatedMlp(ctx, block, normed, config.activation);
     await norm(backend, config.norm, weight('post_feedforward_layernorm'), undefined, mlp, mlp);
     await backend.addInPlace(hidden, mlp);
+  },
+
+  gguf: {
+    architectures: {
+      gemma2: { modelType: 'gemma2', interleavedRope: false },
+      gemma3: { modelType: 'gemma3_text', interleavedRope: false },
+    },
+    layerNames: {
+      ...llama.gguf!.layerNames,
+      post_attention_norm: 'post_attention_layernorm',
+      ffn_norm: 'pre_feedforward_layernorm',
+      post_ffw_norm: 'post_feedforward_layernorm',
+      attn_q_norm: 'self_attn.q_norm',
+      attn_k_norm: 'self_attn.k_norm',
+    },
+    storedOffset: (name) => (name.endsWith('norm.weight') ? 1 : 0),
+    parseConfig: parseGgufConfig,
   },
 };
