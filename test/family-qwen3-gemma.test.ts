@@ -3,7 +3,9 @@
  * configs give one-line errors, decoding with a KV cache equals full recomputation (past the
  * sliding window), unstructured and 2:4 pruning give exact sparsity and export folders that
  * transformers reloads with Topiary's logits, and wanda-sp structured pruning does too, while
- * FLAP (whose result needs GGUF) is refused before any work.
+ * FLAP (whose result needs GGUF) is refused before any work; GGUF files written as llama.cpp
+ * converts these models load with the same logits. Also YaRN rope scaling (llama family): its
+ * config errors and its pruned export.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -97,6 +99,10 @@ test('bad configs are refused in one line naming config.json and the field', () 
   assertTopiaryError(parse({ ...config('gemma2-softcap'), hidden_activation: 'tanh' }), file, /unsupported activation "tanh" in "hidden_activation"/);
   assertTopiaryError(parse({ ...config('gemma3-legacy-linear'), rope_scaling: { rope_type: 'dynamic', factor: 2 } }), file, /unsupported rope_scaling type "dynamic"/);
   assertTopiaryError(parse({ ...config('gemma3-gqa'), layer_types: ['full_attention'] }), file, /"layer_types" should list 3 layers/);
+  const yarn = config('llama-yarn');
+  const { original_max_position_embeddings: __, ...yarnParameters } = yarn.rope_parameters as Record<string, unknown>;
+  assertTopiaryError(parse({ ...yarn, rope_parameters: yarnParameters }), file, /missing required field "original_max_position_embeddings"/);
+  assertTopiaryError(parse({ ...yarn, rope_parameters: { ...yarnParameters, rope_type: 'longrope' } }), file, /unsupported rope_scaling type "longrope" \(supported: default, linear, llama3, yarn\)/);
 });
 
 test('Gemma 3 without layer_types: every sliding_window_pattern-th layer is full, local RoPE from rope_local_base_freq', () => {
@@ -105,6 +111,14 @@ test('Gemma 3 without layer_types: every sliding_window_pattern-th layer is full
   const config = familyFor('gemma3_text', file).parseConfig({ ...json, num_hidden_layers: 7, sliding_window_pattern: undefined }, file);
   assert.deepEqual(config.attention.layerTypes, ['sliding', 'sliding', 'sliding', 'sliding', 'sliding', 'full', 'sliding']);
   assert.deepEqual(config.rope, { theta: 1e6, scaling: { type: 'linear', factor: 8 }, localTheta: 1e4, localScaling: { type: 'none' }, rotaryDim: 16, layout: 'half' });
+});
+
+test('Qwen3 without layer_types slides from layer max_window_layers up when use_sliding_window is set', () => {
+  const file = 'config.json';
+  const json = JSON.parse(fs.readFileSync(path.join(modelsDir, 'qwen3-mqa', 'config.json'), 'utf8')) as Record<string, unknown>;
+  const parse = (overrides: Record<string, unknown>) => familyFor('qwen3', file).parseConfig({ ...json, sliding_window: 8, max_window_layers: 1, ...overrides }, file).attention;
+  assert.deepEqual(parse({ use_sliding_window: true }), { scale: 0.25, layerTypes: ['full', 'sliding', 'sliding'], slidingWindow: 8 });
+  assert.deepEqual(parse({ use_sliding_window: false }), { scale: 0.25 });
 });
 
 /** Prefill, one chunk, then single tokens through a cache: each call's logits equal the full pass's row. */
@@ -122,7 +136,7 @@ async function checkCachedDecoding(model: CausalLM, tokens: number[], what: stri
 }
 
 for (const name of ['qwen3-gqa-tied', 'gemma2-softcap', 'gemma3-gqa', 'gemma3-legacy-linear']) {
-  test(`${name}: decoding with a KV cache equals full recomputation, past the sliding window`, async () => {
+  test(`${name}: decoding with a KV cache equals full recomputation (past the sliding window if any)`, async () => {
     const model = await loadModel(path.join(modelsDir, name), { backend: getBackend() });
     const tokens = readReference(modelsDir, name).inputIds[0]!;
     assert.ok(tokens.length > (model.config.attention.slidingWindow ?? 0) + 4);
@@ -190,8 +204,17 @@ test('wanda-sp at ratio 0.25 on Qwen3 and Gemma 3 writes a smaller Hugging Face 
   }
 });
 
+test('wanda at 50% on Llama with YaRN writes its rope scaling back', async () => {
+  const out = tempDir();
+  await pruneModel({ model: withTokenizer('llama-yarn'), method: 'wanda', target: TARGETS[0]!.target, methodOptions: {}, calibration: CALIBRATION, out, resume: false });
+  const config = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')) as { rope_scaling: Record<string, unknown> };
+  assert.deepEqual(config.rope_scaling, { rope_type: 'yarn', factor: 4, original_max_position_embeddings: 32, beta_fast: 32, beta_slow: 1, truncate: true, attention_factor: 0.1 * Math.log(4) + 1 });
+  const windows = readReference(modelsDir, 'llama-yarn').inputIds;
+  exports.push({ dir: out, windows, ours: await (await loadModel(out, { backend: getBackend() })).logits(windows), what: 'llama-yarn wanda 50%' });
+});
+
 test("transformers reloads every pruned folder above with Topiary's logits", () => {
-  assert.equal(exports.length, PRUNED_MODELS.length * TARGETS.length + 2, 'a pruning test above failed before exporting');
+  assert.equal(exports.length, PRUNED_MODELS.length * TARGETS.length + 3, 'a pruning test above failed before exporting');
   const reference = transformersLogits(exports);
   exports.forEach((run, i) => {
     const difference = relativeDifference(run.ours, reference[i]!);
