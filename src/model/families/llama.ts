@@ -39,7 +39,7 @@ export function slidingLayers(json: Json, file: string, numLayers: number): ('fu
   return new Array<'sliding'>(numLayers).fill('sliding');
 }
 
-export function parseConfig(json: Json, file: string): ModelConfig {
+function parseConfig(json: Json, file: string): ModelConfig {
   const shape = attentionShape(json, file);
   const numLayers = sizeField(json, file, 'num_hidden_layers');
   const { theta, scaling } = ropeBase(json, file);
