@@ -120,7 +120,7 @@ function toHfConfig(config: ModelConfig): Json {
     rms_norm_eps: config.norm.eps,
     max_position_embeddings: config.maxPositionEmbeddings,
     tie_word_embeddings: config.tieWordEmbeddings,
-    hidden_activation: config.hfConfig?.hidden_activation ?? 'gelu_pytorch_tanh',
+    hidden_activation: { silu: 'silu', gelu: 'gelu', gelu_tanh: 'gelu_pytorch_tanh', relu: 'relu' }[config.activation],
     // The config's own value when there is one: 1/scale² would round it.
     query_pre_attn_scalar: config.hfConfig?.query_pre_attn_scalar ?? Math.round(1 / config.attention.scale ** 2),
     attn_logit_softcapping: config.attention.softCap !== undefined ? new FloatValue(config.attention.softCap) : null,
