@@ -285,7 +285,7 @@ export interface GgufExportResult {
 /**
  * The GGUF block tensor names of `model`, or why llama.cpp could not run it as Topiary writes it:
  * the writer knows the LLaMA block (as `llama`, or `deci` for uneven layers) without a sliding
- * window or llama3 rope scaling. Checked before any pruning work starts.
+ * window or rope scaling other than linear. Checked before any pruning work starts.
  */
 export function ggufExportable(model: CausalLM): Record<string, string> {
   const { config, family, source } = model;
@@ -294,7 +294,8 @@ export function ggufExportable(model: CausalLM): Record<string, string> {
   };
   if (family.name !== 'llama' || !['llama', 'mistral'].includes(config.modelType)) refuse(`the GGUF writer knows the llama and mistral layouts, not "${config.modelType}"`);
   if (config.attention.layerTypes) refuse('sliding-window attention is not written to GGUF yet');
-  if (config.rope?.scaling.type === 'llama3') refuse('llama3 rope scaling is not written to GGUF yet');
+  const scaling = config.rope?.scaling.type ?? 'none';
+  if (scaling !== 'none' && scaling !== 'linear') refuse(`${scaling} rope scaling is not written to GGUF yet`);
   return family.gguf!.layerNames;
 }
 

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeSafetensors, type TensorToWrite } from '../formats/safetensors.js';
 import type { CausalLM } from '../model/causal-lm.js';
+import { configJson } from '../model/config.js';
 import { storedLayout } from '../model/sources.js';
 import { writeFileContentAtomic } from '../util/atomic.js';
 import { TopiaryError } from '../util/errors.js';
@@ -84,7 +85,7 @@ export function exportHfFolder(model: CausalLM, outDir: string, options: ExportO
   const dtype = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[options.dtype];
   const config = { ...model.family.toHfConfig(model.config), torch_dtype: dtype, dtype };
   const configFile = path.join(outDir, 'config.json');
-  writeFileContentAtomic(configFile, JSON.stringify(config, null, 2) + '\n');
+  writeFileContentAtomic(configFile, configJson(config));
   written.push(configFile);
   const tokenizer = tokenizerFiles(model);
   for (const [name, content] of Object.entries(tokenizer.files)) {

@@ -45,6 +45,8 @@ interface Mapping {
   unpermuteHeads?: number;
   /** Stored [in, out] (GPT-2's Conv1D): transposed to the canonical [out, in]. */
   transposed?: boolean;
+  /** Stored with this added to every element (GGUF Gemma norms): subtracted on read. */
+  offset?: number;
 }
 
 /** data [rows, cols] → [cols, rows]. */
@@ -102,6 +104,7 @@ function mappedSource(
       const data = store.read(entry.storeName);
       const [rows, cols = 1] = store.info(entry.storeName).shape as [number, number?];
       if (entry.transposed) return transpose(data, rows, cols);
+      if (entry.offset) return Float32Array.from(data, (value) => value - entry.offset!);
       if (!entry.unpermuteHeads) return data;
       return convertRopeRows(data, rows, cols, entry.unpermuteHeads, 'toRotateHalf');
     },
@@ -161,7 +164,8 @@ function fromGguf(file: string): ModelSource {
     };
     const mapping = new Map<string, Mapping>();
     const add = (hfName: string, storeName: string, unpermuteHeads?: number) => {
-      if (store.has(storeName)) mapping.set(hfName, { storeName, ...(unpermuteHeads ? { unpermuteHeads } : {}) });
+      const offset = layout.storedOffset?.(hfName);
+      if (store.has(storeName)) mapping.set(hfName, { storeName, ...(unpermuteHeads ? { unpermuteHeads } : {}), ...(offset ? { offset } : {}) });
     };
     add(family.embedTokens, 'token_embd.weight');
     if (family.positionEmbeddings) add(family.positionEmbeddings, 'position_embd.weight');

@@ -74,6 +74,11 @@ export interface GgufLayout {
   architectures: Record<string, { modelType: string; interleavedRope: boolean }>;
   /** GGUF block tensor names (without `blk.N.` and `.weight`) → Hugging Face names under the layer prefix. */
   layerNames: Record<string, string>;
+  /**
+   * What llama.cpp's converter adds to a tensor (Hugging Face name), subtracted on read: Gemma's
+   * norm weights are stored as 1 + w. Absent or 0: stored as is.
+   */
+  storedOffset?(name: string): number;
   /** The config from GGUF metadata, the tensors present being known. */
   parseConfig(meta: GgufMetadata, arch: string, modelType: string, tensors: { has(name: string): boolean; shape(name: string): number[] }, file: string): ModelConfig;
 }

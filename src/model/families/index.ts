@@ -1,10 +1,12 @@
 /** Every model family Topiary runs, and the lookups by Hugging Face model_type and GGUF architecture. */
 import { TopiaryError } from '../../util/errors.js';
 import type { Family } from './family.js';
+import { gemma } from './gemma.js';
 import { llama } from './llama.js';
 import { opt } from './opt.js';
+import { qwen3 } from './qwen3.js';
 
-export const FAMILIES: readonly Family[] = [llama, opt];
+export const FAMILIES: readonly Family[] = [llama, qwen3, gemma, opt];
 
 export const supportedModelTypes = (): string[] => FAMILIES.flatMap((family) => family.modelTypes);
 
