@@ -43,10 +43,10 @@ for (const name of MODELS) {
   }
 }
 
-/** A copy of fixture `name` (weights linked) with its config.json edited by `edit`; returns the config's path. */
+/** A copy of fixture `name` with its config.json edited by `edit`; returns the config's path. */
 function withConfig(name: string, edit: (config: Record<string, unknown>) => void): string {
   const dir = tempDir();
-  fs.symlinkSync(path.join(modelsDir, name, 'model.safetensors'), path.join(dir, 'model.safetensors'));
+  fs.copyFileSync(path.join(modelsDir, name, 'model.safetensors'), path.join(dir, 'model.safetensors'));
   const config = JSON.parse(fs.readFileSync(path.join(modelsDir, name, 'config.json'), 'utf8')) as Record<string, unknown>;
   edit(config);
   const file = path.join(dir, 'config.json');
@@ -107,7 +107,7 @@ test('GPT-2 checkpoints with causal-mask buffers (attn.bias, attn.masked_bias) l
 /** A copy of fixture `name` with a byte-level tokenizer over its 256 token ids (one per byte), so it can be calibrated on text. */
 function withByteTokenizer(name: string): string {
   const dir = tempDir();
-  for (const file of ['config.json', 'model.safetensors']) fs.symlinkSync(path.join(modelsDir, name, file), path.join(dir, file));
+  for (const file of ['config.json', 'model.safetensors']) fs.copyFileSync(path.join(modelsDir, name, file), path.join(dir, file));
   fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(byteTokenizerJson()));
   return dir;
 }

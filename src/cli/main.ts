@@ -64,11 +64,13 @@ topiary eval --model PATH --tasks arc_easy,piqa,...|all [--limit N] [--out FILE]
     return `topiary prune --model PATH --method NAME (--sparsity P | --pattern N:M | --ratio R) --out DIR
         [--permute] [--calib c4|wikitext2|text:FILE] [--nsamples N] [--seqlen L] [--seed S]
         [--layers ROLE,...] [--option KEY=VALUE ...] [--batch-windows B] [--dtype F32|F16|BF16]
-        [--resume] [--json]
+        [--resume] [--overwrite] [--json]
   Prunes without retraining, block by block on calibration windows, and writes the pruned model
   and topiary.json to DIR: a Hugging Face folder (config.json, model.safetensors, tokenizer) when
   every block keeps the same shapes and no bias was added, else DIR/model.gguf (llama.cpp runs it).
-  An interrupted run continues with the same command and --resume.
+  DIR must be new, empty or an earlier Topiary run; --overwrite allows other files there
+  (Topiary's own file names are replaced). Ctrl-C keeps the finished blocks: the same command
+  with --resume continues.
 
   Unstructured and N:M (--sparsity P in [0, 1), or --pattern N:M such as 2:4):
 ${methodLines(METHODS)}
@@ -219,6 +221,7 @@ async function run(argv: string[]): Promise<void> {
         dtype: { type: 'string' },
         out: { type: 'string' },
         resume: { type: 'boolean' },
+        overwrite: { type: 'boolean' },
       });
       applyThreads(values.threads);
       const dtype = typeof values.dtype === 'string' ? values.dtype.toUpperCase() : 'F32';
@@ -234,6 +237,7 @@ async function run(argv: string[]): Promise<void> {
           ...(typeof values['data-dir'] === 'string' ? { dataDir: values['data-dir'] } : {}),
           out: required(values.out, '--out'),
           resume: values.resume === true,
+          overwrite: values.overwrite === true,
           batchWindows: integer(values['batch-windows'], '--batch-windows', 4),
           dtype,
         },

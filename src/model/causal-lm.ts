@@ -190,12 +190,12 @@ export class CausalLM {
   }
   private readonly scratchBuffers = new Map<string, Float32Array>();
 
-  /** The RoPE table of layer `layer` covering `positions` positions (Gemma 3's local layers have their own base). */
+  /** The RoPE table of layer `layer` covering `positions` positions (Gemma 3's local layers have their own). */
   private ropeFor(layer: number, positions: number): RopeTable | undefined {
     const rope = this.config.rope;
     if (!rope || !this.ropeTables) return undefined;
     const local = rope.localTheta !== undefined && this.config.attention.layerTypes?.[layer] === 'sliding';
-    return this.ropeTables.forTheta(local ? rope.localTheta! : rope.theta, positions);
+    return this.ropeTables.forSetting(local ? 'local' : 'global', positions);
   }
 
   /**

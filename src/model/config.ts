@@ -16,13 +16,27 @@ export type RopeScaling =
       lowFreqFactor: number;
       highFreqFactor: number;
       originalMaxPositionEmbeddings: number;
+    }
+  | {
+      /** YaRN: frequencies blend from extrapolated (fast) to interpolated (slow) over a ramp. */
+      type: 'yarn';
+      factor: number;
+      originalMaxPositionEmbeddings: number;
+      betaFast: number;
+      betaSlow: number;
+      /** Round the ramp's ends to whole dimensions (transformers' default). */
+      truncate: boolean;
+      /** Multiplies cos and sin (default 0.1·ln(factor) + 1). */
+      attentionFactor: number;
     };
 
 export interface RopeSpec {
   theta: number;
-  /** Gemma 3: the base of its sliding-window (local) layers. */
-  localTheta?: number;
   scaling: RopeScaling;
+  /** Gemma 3: the base of its sliding-window (local) layers; `theta` and `scaling` then apply to the full ones. */
+  localTheta?: number;
+  /** With `localTheta`: the scaling of the local layers (none when absent). */
+  localScaling?: RopeScaling;
   /** Features of each head that rotate (headDim unless partial rotary). */
   rotaryDim: number;
   layout: 'half' | 'interleaved';
@@ -83,6 +97,24 @@ export interface ModelConfig {
 }
 
 export type Json = Record<string, unknown>;
+
+const FLOAT_MARK = '\u{1}float:';
+
+/**
+ * A number config.json must hold as a float: transformers 5 validates some float fields strictly
+ * and refuses 3 where it expects 3.0, which JSON.stringify would write. `configJson` writes it.
+ */
+export class FloatValue {
+  constructor(readonly value: number) {}
+  toJSON(): string {
+    return `${FLOAT_MARK}${Number.isInteger(this.value) ? this.value.toFixed(1) : String(this.value)}`;
+  }
+}
+
+/** config.json's text for `json`, FloatValues written as float literals. */
+export function configJson(json: Json): string {
+  return JSON.stringify(json, null, 2).replace(/"\\u0001float:([^"]*)"/g, '$1') + '\n';
+}
 
 /** A number field of a config.json; `fallback` when absent. */
 export function numberField(json: Json, file: string, key: string, fallback?: number): number {
@@ -170,8 +202,25 @@ export function parseRopeScaling(raw: unknown, file: string): RopeScaling {
         highFreqFactor: positiveField(scaling, file, 'high_freq_factor'),
         originalMaxPositionEmbeddings: positiveField(scaling, file, 'original_max_position_embeddings'),
       };
+    case 'yarn': {
+      const factor = positiveField(scaling, file, 'factor');
+      const mscale = numberField(scaling, file, 'mscale', 0);
+      const mscaleAllDim = numberField(scaling, file, 'mscale_all_dim', 0);
+      // transformers' default: 0.1·m·ln(factor) + 1 (1 for factor ≤ 1), as a ratio when both mscales are set.
+      const yarnScale = (m: number) => (factor <= 1 ? 1 : 0.1 * m * Math.log(factor) + 1);
+      return {
+        type: 'yarn',
+        factor,
+        originalMaxPositionEmbeddings: positiveField(scaling, file, 'original_max_position_embeddings'),
+        // transformers reads `x or default`: 0 means the default too.
+        betaFast: numberField(scaling, file, 'beta_fast', 0) || 32,
+        betaSlow: numberField(scaling, file, 'beta_slow', 0) || 1,
+        truncate: booleanField(scaling, file, 'truncate', true),
+        attentionFactor: positiveField(scaling, file, 'attention_factor', mscale && mscaleAllDim ? yarnScale(mscale) / yarnScale(mscaleAllDim) : yarnScale(1)),
+      };
+    }
     default:
-      throw new TopiaryError(`unsupported rope_scaling type ${JSON.stringify(type)} (supported: default, linear, llama3)`, file);
+      throw new TopiaryError(`unsupported rope_scaling type ${JSON.stringify(type)} (supported: default, linear, llama3, yarn)`, file);
   }
 }
 
@@ -190,6 +239,16 @@ export function ropeScalingJson(scaling: RopeScaling): Json | undefined {
         high_freq_factor: scaling.highFreqFactor,
         original_max_position_embeddings: scaling.originalMaxPositionEmbeddings,
       };
+    case 'yarn':
+      return {
+        rope_type: 'yarn',
+        factor: scaling.factor,
+        original_max_position_embeddings: scaling.originalMaxPositionEmbeddings,
+        beta_fast: scaling.betaFast,
+        beta_slow: scaling.betaSlow,
+        truncate: scaling.truncate,
+        attention_factor: scaling.attentionFactor,
+      };
   }
 }
 
@@ -197,12 +256,12 @@ export function ropeScalingJson(scaling: RopeScaling): Json | undefined {
  * RoPE base and scaling from either config layout: `rope_theta` + `rope_scaling` (most published
  * checkpoints) or transformers 5's `rope_parameters` (one object, or one per layer type).
  */
-export function ropeBase(json: Json, file: string, layerType = 'full_attention'): { theta: number; scaling: RopeScaling } {
+export function ropeBase(json: Json, file: string, layerType = 'full_attention', defaultTheta = 10000): { theta: number; scaling: RopeScaling } {
   let parameters = json.rope_parameters as Json | undefined;
   if (parameters && typeof parameters === 'object' && typeof parameters[layerType] === 'object') parameters = parameters[layerType] as Json;
   const source = parameters && typeof parameters === 'object' ? parameters : json;
   return {
-    theta: positiveField(source, file, 'rope_theta', 10000),
+    theta: positiveField(source, file, 'rope_theta', defaultTheta),
     scaling: parseRopeScaling(json.rope_scaling ?? parameters, file),
   };
 }

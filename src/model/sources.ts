@@ -12,6 +12,7 @@ import type { TensorStore } from '../formats/tensors.js';
 import { tokenizerFromGguf, tokenizerFromJson, tokenizerFromLlama2cBin } from '../tokenizers/load.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
 import { TopiaryError } from '../util/errors.js';
+import { openRegularFile, readJsonObject } from '../util/safe-fs.js';
 import type { ModelConfig } from './config.js';
 import { convertRopeRows } from './components/rope.js';
 import { familyFor, familyForGguf, type Family } from './families/index.js';
@@ -46,6 +47,8 @@ interface Mapping {
   transposed?: boolean;
   /** Reorders the stored [rows, cols] into the canonical row order (GGUF's layouts that differ from HF's). */
   reorderRows?: (data: Float32Array, rows: number, cols: number) => Float32Array;
+  /** Stored with this added to every element (GGUF Gemma norms): subtracted on read. */
+  offset?: number;
 }
 
 /** data [rows, cols] → [cols, rows]. */
@@ -104,6 +107,7 @@ function mappedSource(
       const [rows, cols = 1] = store.info(entry.storeName).shape as [number, number?];
       if (entry.transposed) return transpose(data, rows, cols);
       if (entry.reorderRows) return entry.reorderRows(data, rows, cols);
+      if (entry.offset) return Float32Array.from(data, (value) => value - entry.offset!);
       if (!entry.unpermuteHeads) return data;
       return convertRopeRows(data, rows, cols, entry.unpermuteHeads, 'toRotateHalf');
     },
@@ -120,26 +124,10 @@ function tryTokenizer(load: () => Tokenizer, what: string): ModelSource['tokeniz
   }
 }
 
-function readJson(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch {
-    throw new TopiaryError('file not found or unreadable', file);
-  }
-  try {
-    const value: unknown = JSON.parse(text);
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('not an object');
-    return value as Record<string, unknown>;
-  } catch (error) {
-    throw new TopiaryError(`invalid JSON (${(error as Error).message})`, file);
-  }
-}
-
 function fromHfFolder(dir: string): ModelSource {
   const configFile = path.join(dir, 'config.json');
   if (!fs.existsSync(configFile)) throw new TopiaryError('not a model folder: config.json is missing', dir);
-  const json = readJson(configFile);
+  const json = readJsonObject(configFile, { within: dir });
   if (typeof json.model_type !== 'string') throw new TopiaryError('missing required field "model_type"', configFile);
   const family = familyFor(json.model_type, configFile);
   const config = family.parseConfig(json, configFile);
@@ -179,7 +167,8 @@ function fromGguf(file: string): ModelSource {
     };
     const mapping = new Map<string, Mapping>();
     const add = (hfName: string, storeName: string, unpermuteHeads?: number, reorderRows?: Mapping['reorderRows']) => {
-      if (store.has(storeName)) mapping.set(hfName, { storeName, ...(unpermuteHeads ? { unpermuteHeads } : {}), ...(reorderRows ? { reorderRows } : {}) });
+      const offset = layout.storedOffset?.(hfName);
+      if (store.has(storeName)) mapping.set(hfName, { storeName, ...(unpermuteHeads ? { unpermuteHeads } : {}), ...(reorderRows ? { reorderRows } : {}), ...(offset ? { offset } : {}) });
     };
     add(family.embedTokens, 'token_embd.weight');
     if (family.positionEmbeddings) add(family.positionEmbeddings, 'position_embd.weight');
@@ -273,7 +262,7 @@ export function openModelSource(modelPath: string): ModelSource {
     return !fs.existsSync(path.join(modelPath, 'config.json')) && fs.existsSync(gguf) ? fromGguf(gguf) : fromHfFolder(modelPath);
   }
   const head = Buffer.alloc(4);
-  const fd = fs.openSync(modelPath, 'r');
+  const { fd } = openRegularFile(modelPath);
   try {
     fs.readSync(fd, head, 0, 4, 0);
   } finally {

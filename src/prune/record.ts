@@ -4,8 +4,7 @@
  * checkpoint keeps for each finished block, so a resumed run records exactly what an
  * uninterrupted one would.
  */
-import * as fs from 'node:fs';
-import { writeFileAtomic } from '../util/atomic.js';
+import { writeFileContentAtomic } from '../util/atomic.js';
 import { TopiaryError } from '../util/errors.js';
 
 export const RUN_RECORD_VERSION = 2;
@@ -81,7 +80,7 @@ export interface RunRecord {
 }
 
 export function writeRunRecord(file: string, record: RunRecord): void {
-  writeFileAtomic(file, (tmp) => fs.writeFileSync(tmp, JSON.stringify(record, null, 1) + '\n'));
+  writeFileContentAtomic(file, JSON.stringify(record, null, 1) + '\n');
 }
 
 type Json = Record<string, unknown>;

@@ -21,6 +21,7 @@ import type { ModelSource } from '../model/sources.js';
 import { UsageError } from '../util/errors.js';
 import { environmentInfo, peakRssMb } from '../util/run-info.js';
 import { CHECKPOINT_DIR, runFingerprint } from './checkpoint.js';
+import { OutputFolder } from './output-folder.js';
 import type { SparsityTarget } from './method.js';
 import { findMethod } from './methods/index.js';
 import { prunePipeline, type MethodOptions, type PipelineEvent, type PruneStrategy } from './pipeline.js';
@@ -43,6 +44,8 @@ export interface PruneSettings {
   out: string;
   /** Continue from DIR/.topiary-checkpoint (made with the same settings) instead of starting afresh. */
   resume: boolean;
+  /** Write into an --out folder that holds files other than an earlier Topiary run's. */
+  overwrite?: boolean;
   /** Windows per forward chunk (activation memory); default 4. */
   batchWindows?: number;
   /**
@@ -124,6 +127,17 @@ function fitsHuggingFace(pruned: ModelSource, original: ModelSource): boolean {
 export async function pruneModel(settings: PruneSettings): Promise<RunSummary> {
   const started = performance.now();
   findMethod(settings.method);
+  parseCorpusSpec(settings.calibration.corpus);
+  // The output folder is checked and locked before any work.
+  const output = OutputFolder.claim(settings.out, { overwrite: settings.overwrite ?? false });
+  try {
+    return await pruneInto(output, settings, started);
+  } finally {
+    output.release();
+  }
+}
+
+async function pruneInto(output: OutputFolder, settings: PruneSettings, started: number): Promise<RunSummary> {
   const corpus = parseCorpusSpec(settings.calibration.corpus);
   const model = await loadModel(settings.model);
   const errorWindows = settings.errorWindows ?? Math.max(1, Math.min(8, Math.round(settings.calibration.nsamples / 16)));
@@ -133,7 +147,7 @@ export async function pruneModel(settings: PruneSettings): Promise<RunSummary> {
     throw new UsageError(`--seqlen ${seqlen} exceeds the model's context (${model.config.maxPositionEmbeddings})`);
   }
   const dataDir = corpus.kind === 'text' ? '' : resolveDataDir(settings.dataDir);
-  const out = path.resolve(settings.out);
+  const out = output.dir;
   const checkpointDir = path.join(out, CHECKPOINT_DIR);
   const calibrationSettings = { corpus: describeCorpus(corpus), nsamples: settings.calibration.nsamples, seqlen, seed: settings.calibration.seed };
   const batchWindows = settings.batchWindows ?? 4;
@@ -155,7 +169,8 @@ export async function pruneModel(settings: PruneSettings): Promise<RunSummary> {
     ...(settings.onEvent ? { onEvent: settings.onEvent } : {}),
   });
 
-  // Export, streamed from the checkpoint.
+  // Export, streamed from the checkpoint into a staging folder that replaces the old contents at once.
+  const staging = output.stage();
   const pruned = result.source();
   const smaller = new CausalLM(pruned, model.backend);
   const dtype = settings.dtype ?? 'F32';
@@ -164,10 +179,12 @@ export async function pruneModel(settings: PruneSettings): Promise<RunSummary> {
   let files: string[];
   if (fitsHuggingFace(pruned, model.source)) {
     format = 'safetensors';
-    files = exportHfFolder(smaller, out, { dtype, override: () => undefined }).files;
+    const exported = exportHfFolder(smaller, staging, { dtype, override: () => undefined });
+    files = exported.files;
+    warnings.push(...exported.warnings);
   } else {
     format = 'gguf';
-    const file = path.join(out, 'model.gguf');
+    const file = path.join(staging, 'model.gguf');
     const written = exportGguf(smaller, file, { dtype: dtype === 'F32' ? 'F32' : 'F16', name: `${path.basename(settings.model)} ${settings.method} ${describeTarget(settings.target)}` });
     warnings.push(...written.warnings);
     files = [file];
@@ -225,7 +242,8 @@ export async function pruneModel(settings: PruneSettings): Promise<RunSummary> {
     output: { format, files: files.map((file) => path.basename(file)), bytes, warnings },
     layers: result.reports,
   };
-  writeRunRecord(path.join(out, 'topiary.json'), record);
+  writeRunRecord(path.join(staging, 'topiary.json'), record);
+  output.publish(staging);
   fs.rmSync(checkpointDir, { recursive: true, force: true });
   model.source.close();
   return summary;

@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import type { TaskResult } from '../eval/zeroshot.js';
 import { parseRunRecord, type BlockReport } from '../prune/record.js';
 import { TopiaryError } from '../util/errors.js';
+import { readJsonObject } from '../util/safe-fs.js';
 
 export interface PruneRecord {
   method: string;
@@ -45,14 +46,7 @@ export interface Run {
 type Json = Record<string, unknown>;
 
 function readJson(file: string): Json {
-  let value: unknown;
-  try {
-    value = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (error) {
-    throw new TopiaryError(`not readable JSON: ${(error as Error).message}`, file);
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new TopiaryError('should hold a JSON object', file);
-  return value as Json;
+  return readJsonObject(file, { within: path.dirname(file) });
 }
 
 function list(json: Json, key: string, file: string): Json[] {

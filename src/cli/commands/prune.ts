@@ -1,5 +1,6 @@
 import { describeTarget, pruneModel, type PruneSettings, type PruneTarget } from '../../prune/run.js';
 import { UsageError } from '../../util/errors.js';
+import { explainInterruptedPrune } from '../interrupt.js';
 import { Progress } from '../progress.js';
 
 /** `--sparsity 0.5`, `--pattern 2:4` or `--ratio 0.2`, exactly one of them. */
@@ -37,6 +38,7 @@ export function parseMethodOptions(entries: readonly string[], permute: boolean)
 
 export async function pruneCommand(settings: Omit<PruneSettings, 'onEvent'>, json: boolean): Promise<void> {
   const progress = new Progress(`prune ${settings.method} ${describeTarget(settings.target)}`);
+  const stopExplaining = explainInterruptedPrune(settings.out, progress);
   const summary = await pruneModel({
     ...settings,
     onEvent(event) {
@@ -58,9 +60,12 @@ export async function pruneCommand(settings: Omit<PruneSettings, 'onEvent'>, jso
         case 'layer-done':
           progress.update(event.report.layer + 1, event.layers, `layer ${event.report.layer + 1} took ${event.report.seconds.toFixed(1)} s`);
           break;
+        case 'export-warning':
+          progress.log(`warning: ${event.message}`);
+          break;
       }
     },
-  });
+  }).finally(stopExplaining);
   progress.done();
   if (json) {
     process.stdout.write(JSON.stringify(summary) + '\n');

@@ -11,7 +11,8 @@ import type { RopeScaling, RopeSpec } from '../config.js';
 export function inverseFrequencies(rotaryDim: number, theta: number, scaling: RopeScaling): Float32Array {
   const half = rotaryDim / 2;
   const inv = new Float32Array(half);
-  for (let i = 0; i < half; i++) inv[i] = 1 / Math.fround(theta ** Math.fround((2 * i) / rotaryDim));
+  const wavelengthBase = (i: number) => Math.fround(theta ** Math.fround((2 * i) / rotaryDim));
+  for (let i = 0; i < half; i++) inv[i] = 1 / wavelengthBase(i);
   if (scaling.type === 'linear') {
     for (let i = 0; i < half; i++) inv[i] = inv[i]! / scaling.factor;
   } else if (scaling.type === 'llama3') {
@@ -30,8 +31,31 @@ export function inverseFrequencies(rotaryDim: number, theta: number, scaling: Ro
         inv[i] = (1 - smooth) * (freq / scaling.factor) + smooth * freq;
       }
     }
+  } else if (scaling.type === 'yarn') {
+    // YaRN: dimensions that turn more than betaFast times over the original context keep their
+    // frequency, those turning fewer than betaSlow times are interpolated (÷ factor), a linear
+    // ramp blends the ones between.
+    const correctionDim = (rotations: number) =>
+      (rotaryDim * Math.log(scaling.originalMaxPositionEmbeddings / (rotations * 2 * Math.PI))) / (2 * Math.log(theta));
+    let low = correctionDim(scaling.betaFast);
+    let high = correctionDim(scaling.betaSlow);
+    if (scaling.truncate) [low, high] = [Math.floor(low), Math.ceil(high)];
+    low = Math.max(low, 0);
+    high = Math.min(high, rotaryDim - 1);
+    if (low === high) high += 0.001;
+    for (let i = 0; i < half; i++) {
+      const ramp = Math.min(Math.max(Math.fround((i - low) / (high - low)), 0), 1);
+      const extrapolation = Math.fround(1 - ramp);
+      const interpolated = Math.fround(1 / Math.fround(scaling.factor * wavelengthBase(i)));
+      inv[i] = Math.fround(interpolated * Math.fround(1 - extrapolation)) + Math.fround(inv[i]! * extrapolation);
+    }
   }
   return inv;
+}
+
+/** What RoPE multiplies cos and sin by: YaRN's attention factor, 1 otherwise. */
+export function ropeAttentionFactor(scaling: RopeScaling): number {
+  return scaling.type === 'yarn' ? scaling.attentionFactor : 1;
 }
 
 /** cos and sin tables [seqLen, rotaryDim/2] for positions 0..seqLen-1. */
@@ -56,22 +80,24 @@ export function ropeTable(invFreq: Float32Array, seqLen: number, attentionFactor
 }
 
 /**
- * The tables of one rope setting, grown by doubling so decoding rebuilds them rarely. A model
- * holds one per distinct theta (Gemma 3's local layers use another base than its global ones).
+ * A model's RoPE tables, grown by doubling so decoding rebuilds them rarely: one for the global
+ * setting (theta, scaling) and, for Gemma 3, one for its sliding-window layers' local setting.
  */
 export class RopeTables {
-  private readonly tables = new Map<number, { invFreq: Float32Array; table?: RopeTable }>();
+  private readonly tables = new Map<'global' | 'local', { invFreq: Float32Array; attentionFactor: number; table?: RopeTable }>();
   constructor(private readonly spec: RopeSpec) {}
 
-  /** The table for base `theta` covering positions 0..positions−1. */
-  forTheta(theta: number, positions: number): RopeTable {
-    let entry = this.tables.get(theta);
+  /** The table of the global or local setting covering positions 0..positions−1. */
+  forSetting(setting: 'global' | 'local', positions: number): RopeTable {
+    let entry = this.tables.get(setting);
     if (!entry) {
-      entry = { invFreq: inverseFrequencies(this.spec.rotaryDim, theta, this.spec.scaling) };
-      this.tables.set(theta, entry);
+      const { rotaryDim, theta, scaling, localTheta, localScaling = { type: 'none' } } = this.spec;
+      const [base, baseScaling] = setting === 'local' && localTheta !== undefined ? [localTheta, localScaling] : [theta, scaling];
+      entry = { invFreq: inverseFrequencies(rotaryDim, base, baseScaling), attentionFactor: ropeAttentionFactor(baseScaling) };
+      this.tables.set(setting, entry);
     }
     if (!entry.table || entry.table.seqLen < positions) {
-      entry.table = ropeTable(entry.invFreq, Math.max(positions, 2 * (entry.table?.seqLen ?? 0)));
+      entry.table = ropeTable(entry.invFreq, Math.max(positions, 2 * (entry.table?.seqLen ?? 0)), entry.attentionFactor);
     }
     return entry.table;
   }

@@ -86,6 +86,11 @@ export interface GgufLayout {
    * layer's attention heads). GPT-NeoX's fused q/k/v is [q | k | v] in GGUF, per head in HF.
    */
   rowsToHf?: Record<string, (data: Float32Array, rows: number, cols: number, heads: number) => Float32Array>;
+  /**
+   * What llama.cpp's converter adds to a tensor (Hugging Face name), subtracted on read: Gemma's
+   * norm weights are stored as 1 + w. Absent or 0: stored as is.
+   */
+  storedOffset?(name: string): number;
   /** The config from GGUF metadata, the tensors present being known. */
   parseConfig(meta: GgufMetadata, arch: string, modelType: string, tensors: GgufTensors, file: string): ModelConfig;
 }

@@ -20,7 +20,7 @@ import {
   type Json,
   type ModelConfig,
 } from '../config.js';
-import type { Block, BlockContext, Family } from './family.js';
+import type { Family } from './family.js';
 
 /** Which layers attend through a sliding window, from whichever convention the config uses. */
 export function slidingLayers(json: Json, file: string, numLayers: number): ('full' | 'sliding')[] | undefined {
@@ -30,8 +30,8 @@ export function slidingLayers(json: Json, file: string, numLayers: number): ('fu
     return types.map((type) => (type === 'sliding_attention' ? 'sliding' : 'full'));
   }
   if (typeof json.sliding_window !== 'number') return undefined;
-  // Qwen2 before layer_types: use_sliding_window turns it on from layer max_window_layers up.
-  if (json.model_type === 'qwen2') {
+  // Qwen2/Qwen3 before layer_types: use_sliding_window turns it on from layer max_window_layers up.
+  if (json.model_type === 'qwen2' || json.model_type === 'qwen3') {
     if (json.use_sliding_window !== true) return undefined;
     const from = typeof json.max_window_layers === 'number' ? json.max_window_layers : 0;
     return Array.from({ length: numLayers }, (_, layer) => (layer >= from ? 'sliding' : 'full'));
@@ -98,7 +98,7 @@ export function ggufNumber(meta: GgufMetadata, key: string, file: string, fallba
   return number;
 }
 
-function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, tensors: { has(name: string): boolean; shape(name: string): number[] }, file: string): ModelConfig {
+export function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, tensors: { has(name: string): boolean; shape(name: string): number[] }, file: string): ModelConfig {
   const num = (key: string, fallback?: number) => ggufNumber(meta, `${arch}.${key}`, file, fallback);
   const numLayers = num('block_count');
   /** A hyper-parameter that may be one number or one per layer (llama.cpp accepts both). */
@@ -140,6 +140,22 @@ function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, te
   };
 }
 
+/**
+ * The LLaMA block: pre-norm attention and gated MLP, each added to the residual stream. With
+ * `qkNorm` (Qwen3) q and k get a per-head RMSNorm before RoPE.
+ */
+export function llamaBlock(options: { qkNorm: boolean }): Family['forward'] {
+  return async (block, hidden, ctx) => {
+    const { backend, config } = ctx;
+    const qkNorm = options.qkNorm ? { q: block.tensors['self_attn.q_norm.weight']!, k: block.tensors['self_attn.k_norm.weight']! } : undefined;
+    const normed = ctx.scratch('normed', hidden.length);
+    await norm(backend, config.norm, block.tensors['input_layernorm.weight']!, undefined, hidden, normed);
+    await backend.addInPlace(hidden, await separateProjectionAttention(ctx, block, normed, qkNorm));
+    await norm(backend, config.norm, block.tensors['post_attention_layernorm.weight']!, undefined, hidden, normed);
+    await backend.addInPlace(hidden, await gatedMlp(ctx, block, normed, config.activation));
+  };
+}
+
 export const llama: Family = {
   name: 'llama',
   modelTypes: ['llama', 'mistral', 'qwen2'],
@@ -161,14 +177,7 @@ export const llama: Family = {
   ],
   inputGroups: [['q', 'k', 'v'], ['o'], ['gate', 'up'], ['down']],
 
-  async forward(block: Block, hidden: Float32Array, ctx: BlockContext): Promise<void> {
-    const { backend, config } = ctx;
-    const normed = ctx.scratch('normed', hidden.length);
-    await norm(backend, config.norm, block.tensors['input_layernorm.weight']!, undefined, hidden, normed);
-    await backend.addInPlace(hidden, await separateProjectionAttention(ctx, block, normed));
-    await norm(backend, config.norm, block.tensors['post_attention_layernorm.weight']!, undefined, hidden, normed);
-    await backend.addInPlace(hidden, await gatedMlp(ctx, block, normed, config.activation));
-  },
+  forward: llamaBlock({ qkNorm: false }),
 
   gguf: {
     architectures: {
