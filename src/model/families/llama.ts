@@ -84,8 +84,25 @@ function toHfConfig(config: ModelConfig): Json {
     max_position_embeddings: config.maxPositionEmbeddings,
     tie_word_embeddings: config.tieWordEmbeddings,
     hidden_act: 'silu',
+    ...slidingWindowJson(config),
     ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
     ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
+  };
+}
+
+/**
+ * The sliding window as transformers reads it back: Mistral applies `sliding_window` to every
+ * layer; Qwen2 and Qwen3 need `use_sliding_window` and say which layers in `layer_types`.
+ */
+function slidingWindowJson(config: ModelConfig): Json {
+  const { layerTypes, slidingWindow } = config.attention;
+  if (config.modelType === 'mistral') return { sliding_window: layerTypes ? slidingWindow : null };
+  if (config.modelType !== 'qwen2' && config.modelType !== 'qwen3') return {};
+  if (!layerTypes) return { use_sliding_window: false };
+  return {
+    use_sliding_window: true,
+    sliding_window: slidingWindow,
+    layer_types: layerTypes.map((type) => (type === 'sliding' ? 'sliding_attention' : 'full_attention')),
   };
 }
 
