@@ -173,16 +173,12 @@ export function llamaBlock(options: { qkNorm: boolean }): Family['forward'] {
   };
 }
 
-export const llama: Family = {
-  name: 'llama',
-  modelTypes: ['llama', 'mistral', 'qwen2'],
-  hfArchitectures: { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' },
-  parseConfig,
-  toHfConfig,
+/** Tensor names and linear layers of the LLaMA layout, which Qwen and Gemma checkpoints share. */
+export const llamaLayout: Pick<Family, 'embedTokens' | 'finalNorm' | 'lmHead' | 'layerPrefix' | 'linears' | 'inputGroups'> = {
   embedTokens: 'model.embed_tokens.weight',
   finalNorm: 'model.norm',
   lmHead: 'lm_head.weight',
-  layerPrefix: (layer) => `model.layers.${layer}.`,
+  layerPrefix: (layer: number) => `model.layers.${layer}.`,
   linears: [
     { role: 'q', name: 'self_attn.q_proj' },
     { role: 'k', name: 'self_attn.k_proj' },
@@ -193,6 +189,15 @@ export const llama: Family = {
     { role: 'down', name: 'mlp.down_proj' },
   ],
   inputGroups: [['q', 'k', 'v'], ['o'], ['gate', 'up'], ['down']],
+};
+
+export const llama: Family = {
+  name: 'llama',
+  modelTypes: ['llama', 'mistral', 'qwen2'],
+  hfArchitectures: { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' },
+  parseConfig,
+  toHfConfig,
+  ...llamaLayout,
 
   forward: llamaBlock({ qkNorm: false }),
 
