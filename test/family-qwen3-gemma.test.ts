@@ -212,8 +212,19 @@ test('wanda at 50% on Llama with YaRN writes its rope scaling back', async () =>
   exports.push({ dir: out, windows, ours: await (await loadModel(out, { backend: getBackend() })).logits(windows), what: 'llama-yarn wanda 50%' });
 });
 
+for (const name of ['mistral-sliding', 'qwen2-sliding']) {
+  test(`wanda at 50% on ${name} writes its sliding window back`, async () => {
+    const out = tempDir();
+    await pruneModel({ model: withTokenizer(name), method: 'wanda', target: TARGETS[0]!.target, methodOptions: {}, calibration: CALIBRATION, out, resume: false });
+    const pruned = await loadModel(out, { backend: getBackend() });
+    assert.deepEqual(pruned.config.attention, (await loadModel(path.join(modelsDir, name), { backend: getBackend() })).config.attention);
+    const windows = readReference(modelsDir, name).inputIds;
+    exports.push({ dir: out, windows, ours: await pruned.logits(windows), what: `${name} wanda 50%` });
+  });
+}
+
 test("transformers reloads every pruned folder above with Topiary's logits", () => {
-  assert.equal(exports.length, PRUNED_MODELS.length * TARGETS.length + 3, 'a pruning test above failed before exporting');
+  assert.equal(exports.length, PRUNED_MODELS.length * TARGETS.length + 5, 'a pruning test above failed before exporting');
   const reference = transformersLogits(exports);
   exports.forEach((run, i) => {
     const difference = relativeDifference(run.ours, reference[i]!);

@@ -283,20 +283,17 @@ export interface GgufExportResult {
 }
 
 /**
- * The GGUF block tensor names of `model`, or why llama.cpp could not run it as Topiary writes it:
- * the writer knows the LLaMA block (as `llama`, or `deci` for uneven layers) without a sliding
- * window or rope scaling other than linear. Checked before any pruning work starts.
+ * Why llama.cpp could not run `model` as this writer would write it, or undefined if it can: the
+ * writer knows the LLaMA block (as `llama`, or `deci` for uneven layers) without a sliding window
+ * and with no rope scaling but linear. Checked before any pruning work starts.
  */
-export function ggufExportable(model: CausalLM): Record<string, string> {
-  const { config, family, source } = model;
-  const refuse = (why: string): never => {
-    throw new TopiaryError(`cannot write GGUF: ${why} (write a Hugging Face folder instead)`, source.path);
-  };
-  if (family.name !== 'llama' || !['llama', 'mistral'].includes(config.modelType)) refuse(`the GGUF writer knows the llama and mistral layouts, not "${config.modelType}"`);
-  if (config.attention.layerTypes) refuse('sliding-window attention is not written to GGUF yet');
+export function ggufUnsupported(model: CausalLM): string | undefined {
+  const { config, family } = model;
+  if (family.name !== 'llama' || !['llama', 'mistral'].includes(config.modelType)) return `the GGUF writer knows the llama and mistral layouts, not "${config.modelType}"`;
+  if (config.attention.layerTypes) return 'sliding-window attention is not written to GGUF yet';
   const scaling = config.rope?.scaling.type ?? 'none';
-  if (scaling !== 'none' && scaling !== 'linear') refuse(`${scaling} rope scaling is not written to GGUF yet`);
-  return family.gguf!.layerNames;
+  if (scaling !== 'none' && scaling !== 'linear') return `${scaling} rope scaling is not written to GGUF yet`;
+  return undefined;
 }
 
 /**
@@ -307,7 +304,9 @@ export function ggufExportable(model: CausalLM): Record<string, string> {
  */
 export function exportGguf(model: CausalLM, file: string, options: GgufExportOptions): GgufExportResult {
   const { config, source, family } = model;
-  const layerNames = ggufExportable(model);
+  const unsupported = ggufUnsupported(model);
+  if (unsupported) throw new TopiaryError(`cannot write GGUF: ${unsupported}`, source.path);
+  const layerNames = family.gguf!.layerNames;
   const hd = config.headDim;
   const sizes: LayerSizes[] = [];
   for (let layer = 0; layer < config.numLayers; layer++) {

@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { describeCalibration, drawCalibration } from '../data/calibration.js';
 import { describeCorpus, parseCorpusSpec } from '../data/corpora.js';
 import { resolveDataDir } from '../data/datadir.js';
-import { exportGguf, ggufExportable } from '../export/gguf-writer.js';
+import { exportGguf, ggufUnsupported } from '../export/gguf-writer.js';
 import { exportHfFolder, type ExportDtype } from '../export/hf-folder.js';
 import { CausalLM } from '../model/causal-lm.js';
 import { loadModel } from '../model/load.js';
@@ -96,13 +96,8 @@ function strategyFor(model: CausalLM, settings: PruneSettings, errorWindows: num
     const reason = method.invalidOptions(methodOptions);
     if (reason) throw new UsageError(`${method.name}: ${reason}`);
     checkStructuredFamily(model);
-    if (method.addsBias || method.allocation(methodOptions) === 'global') {
-      try {
-        ggufExportable(model);
-      } catch (error) {
-        throw new UsageError(`${method.name} writes its result as GGUF (uneven layers or added biases), and ${(error as Error).message.replace(/^.*?cannot write GGUF: /, '')}`);
-      }
-    }
+    const unsupported = method.addsBias || method.allocation(methodOptions) === 'global' ? ggufUnsupported(model) : undefined;
+    if (unsupported) throw new UsageError(`${method.name} writes its result as GGUF (uneven layers or added biases), and ${unsupported}; wanda-sp and magnitude-sp write Hugging Face folders`);
     return { strategy: structuredStrategy(model, method, target.ratio, methodOptions) };
   }
   const method = found.method;

@@ -27,7 +27,7 @@ import {
   type RopeSpec,
 } from '../config.js';
 import type { Family } from './family.js';
-import { ggufNumber, llama, parseGgufConfig as parseLlamaGgufConfig, slidingLayers } from './llama.js';
+import { ggufNumber, llama, llamaLayout, parseGgufConfig as parseLlamaGgufConfig, slidingLayers } from './llama.js';
 
 /** transformers' defaults where the two configs differ. */
 const DEFAULTS = {
@@ -182,20 +182,7 @@ export const gemma: Family = {
   hfArchitectures: { gemma2: 'Gemma2ForCausalLM', gemma3_text: 'Gemma3ForCausalLM' },
   parseConfig,
   toHfConfig,
-  embedTokens: 'model.embed_tokens.weight',
-  finalNorm: 'model.norm',
-  lmHead: 'lm_head.weight',
-  layerPrefix: (layer) => `model.layers.${layer}.`,
-  linears: [
-    { role: 'q', name: 'self_attn.q_proj' },
-    { role: 'k', name: 'self_attn.k_proj' },
-    { role: 'v', name: 'self_attn.v_proj' },
-    { role: 'o', name: 'self_attn.o_proj' },
-    { role: 'gate', name: 'mlp.gate_proj' },
-    { role: 'up', name: 'mlp.up_proj' },
-    { role: 'down', name: 'mlp.down_proj' },
-  ],
-  inputGroups: [['q', 'k', 'v'], ['o'], ['gate', 'up'], ['down']],
+  ...llamaLayout,
 
   async forward(block, hidden, ctx) {
     const { backend, config } = ctx;

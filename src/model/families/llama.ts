@@ -84,8 +84,25 @@ function toHfConfig(config: ModelConfig): Json {
     max_position_embeddings: config.maxPositionEmbeddings,
     tie_word_embeddings: config.tieWordEmbeddings,
     hidden_act: 'silu',
+    ...slidingWindowJson(config),
     ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
     ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
+  };
+}
+
+/**
+ * The sliding window as transformers reads it back: Mistral applies `sliding_window` to every
+ * layer; Qwen2 and Qwen3 need `use_sliding_window` and say which layers in `layer_types`.
+ */
+function slidingWindowJson(config: ModelConfig): Json {
+  const { layerTypes, slidingWindow } = config.attention;
+  if (config.modelType === 'mistral') return { sliding_window: layerTypes ? slidingWindow : null };
+  if (config.modelType !== 'qwen2' && config.modelType !== 'qwen3') return {};
+  if (!layerTypes) return { use_sliding_window: false };
+  return {
+    use_sliding_window: true,
+    sliding_window: slidingWindow,
+    layer_types: layerTypes.map((type) => (type === 'sliding' ? 'sliding_attention' : 'full_attention')),
   };
 }
 
@@ -156,16 +173,12 @@ export function llamaBlock(options: { qkNorm: boolean }): Family['forward'] {
   };
 }
 
-export const llama: Family = {
-  name: 'llama',
-  modelTypes: ['llama', 'mistral', 'qwen2'],
-  hfArchitectures: { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' },
-  parseConfig,
-  toHfConfig,
+/** Tensor names and linear layers of the LLaMA layout, which Qwen and Gemma checkpoints share. */
+export const llamaLayout: Pick<Family, 'embedTokens' | 'finalNorm' | 'lmHead' | 'layerPrefix' | 'linears' | 'inputGroups'> = {
   embedTokens: 'model.embed_tokens.weight',
   finalNorm: 'model.norm',
   lmHead: 'lm_head.weight',
-  layerPrefix: (layer) => `model.layers.${layer}.`,
+  layerPrefix: (layer: number) => `model.layers.${layer}.`,
   linears: [
     { role: 'q', name: 'self_attn.q_proj' },
     { role: 'k', name: 'self_attn.k_proj' },
@@ -176,6 +189,15 @@ export const llama: Family = {
     { role: 'down', name: 'mlp.down_proj' },
   ],
   inputGroups: [['q', 'k', 'v'], ['o'], ['gate', 'up'], ['down']],
+};
+
+export const llama: Family = {
+  name: 'llama',
+  modelTypes: ['llama', 'mistral', 'qwen2'],
+  hfArchitectures: { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' },
+  parseConfig,
+  toHfConfig,
+  ...llamaLayout,
 
   forward: llamaBlock({ qkNorm: false }),
 

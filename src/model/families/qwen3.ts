@@ -8,19 +8,7 @@ import type { Family } from './family.js';
 import { llama, llamaBlock, parseGgufConfig } from './llama.js';
 
 function toHfConfig(config: ModelConfig): Record<string, unknown> {
-  const { layerTypes, slidingWindow } = config.attention;
-  return {
-    ...llama.toHfConfig(config),
-    architectures: [qwen3.hfArchitectures.qwen3],
-    attention_bias: false,
-    ...(layerTypes
-      ? {
-          use_sliding_window: true,
-          sliding_window: slidingWindow,
-          layer_types: layerTypes.map((type) => (type === 'sliding' ? 'sliding_attention' : 'full_attention')),
-        }
-      : { use_sliding_window: false }),
-  };
+  return { ...llama.toHfConfig(config), architectures: [qwen3.hfArchitectures.qwen3], attention_bias: false };
 }
 
 export const qwen3: Family = {
