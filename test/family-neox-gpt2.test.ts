@@ -1,8 +1,8 @@
 /**
  * The gpt_neox and gpt2 families beyond logit parity (test/family-parity.test.ts): incremental
- * decoding, one-line refusals of bad or unsupported configs and of structured pruning, and
- * unstructured / 2:4 pruning whose exported folder transformers reloads with Topiary's logits, and
- * GGUF input as llama.cpp's converter writes these families.
+ * decoding; one-line refusals of bad or unsupported configs and of structured pruning; GPT-2's
+ * causal-mask buffers; unstructured and 2:4 pruning whose exported folders transformers reloads
+ * with Topiary's logits; GGUF input as llama.cpp's converter writes these families.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -156,10 +156,7 @@ test('magnitude, wanda and sparsegpt at 50% and 2:4 hold their pattern and expor
   }
 
   const { inputIds } = readReference(modelsDir, PRUNED_MODELS[0]!);
-  const reloaded = transformersLogits(
-    runs.map((run) => run.out),
-    inputIds,
-  );
+  const reloaded = transformersLogits(runs.map((run) => run.out), inputIds);
   const dense = new Map<string, Float32Array>();
   for (const name of PRUNED_MODELS) dense.set(name, await (await loadModel(path.join(modelsDir, name), { backend: getBackend() })).logits(inputIds));
   for (const [i, run] of runs.entries()) {
