@@ -13,7 +13,7 @@ import type { Backend } from '../src/backend/backend.js';
 import { getBackend } from '../src/backend/index.js';
 import { ReferenceBackend } from '../src/backend/reference.js';
 import { exportHfFolder } from '../src/export/hf-folder.js';
-import { openSafetensors, writeSafetensors } from '../src/formats/safetensors.js';
+import { openSafetensors, writeSafetensors, type TensorToWrite } from '../src/formats/safetensors.js';
 import { loadModel } from '../src/model/load.js';
 import { openModelSource } from '../src/model/sources.js';
 import { checkNmPattern, prunedCount } from '../src/prune/masks.js';
@@ -81,19 +81,26 @@ test('structured pruning is refused in one line before any work', () => {
   }
 });
 
-test('GPT-2 checkpoints with causal-mask buffers (attn.bias, attn.masked_bias) load without them', async () => {
-  const name = 'gpt2-default-inner';
+/** A copy of fixture `name` whose tensors `edit` rewrites (stored names and layouts). */
+function withTensors(name: string, edit: (tensors: TensorToWrite[]) => TensorToWrite[]): string {
   const dir = tempDir();
   fs.copyFileSync(path.join(modelsDir, name, 'config.json'), path.join(dir, 'config.json'));
   const store = openSafetensors(path.join(modelsDir, name));
+  const tensors = store.list().map((info): TensorToWrite => ({ name: info.name, shape: info.shape, dtype: 'F32', data: store.read(info.name) }));
+  store.close();
+  writeSafetensors(path.join(dir, 'model.safetensors'), edit(tensors));
+  return dir;
+}
+
+test('GPT-2 checkpoints with causal-mask buffers (attn.bias, attn.masked_bias) load without them', async () => {
+  const name = 'gpt2-default-inner';
   const positions = 64;
   const mask = new Float32Array(positions * positions).map((_, i) => (i % positions <= Math.floor(i / positions) ? 1 : 0));
-  writeSafetensors(path.join(dir, 'model.safetensors'), [
-    ...store.list().map((info) => ({ name: info.name, shape: info.shape, dtype: 'F32' as const, data: store.read(info.name) })),
+  const dir = withTensors(name, (tensors) => [
+    ...tensors,
     { name: 'h.0.attn.bias', shape: [1, 1, positions, positions], dtype: 'F32', data: mask },
     { name: 'h.0.attn.masked_bias', shape: [1], dtype: 'F32', data: Float32Array.of(-1e4) },
   ]);
-  store.close();
   const model = await loadModel(dir, { backend: getBackend() });
   assert.deepEqual(
     model.source.tensorNames().filter((tensor) => tensor.includes('attn.') && !/attn\.c_(attn|proj)\./.test(tensor)),
@@ -102,6 +109,20 @@ test('GPT-2 checkpoints with causal-mask buffers (attn.bias, attn.masked_bias) l
   const { inputIds } = readReference(modelsDir, name);
   const plain = await loadModel(path.join(modelsDir, name), { backend: getBackend() });
   assert.deepEqual(await model.logits(inputIds), await plain.logits(inputIds));
+});
+
+test('a fused q/k/v projection that does not hold whole heads is refused in one line', async () => {
+  // c_attn is stored [in, out]: keep 176 of its 192 output columns (3 × 4 heads of 16).
+  const dir = withTensors('gpt2', (tensors) =>
+    tensors.map((tensor) => {
+      if (tensor.name === 'transformer.h.0.attn.c_attn.bias') return { ...tensor, shape: [176], data: (tensor.data as Float32Array).subarray(0, 176) };
+      if (tensor.name !== 'transformer.h.0.attn.c_attn.weight') return tensor;
+      const data = tensor.data as Float32Array;
+      return { ...tensor, shape: [64, 176], data: Float32Array.from({ length: 64 * 176 }, (_, i) => data[Math.floor(i / 176) * 192 + (i % 176)]!) };
+    }),
+  );
+  const model = await loadModel(dir, { backend: getBackend() });
+  await assert.rejects(model.logits([[1, 2, 3]]), /^TopiaryError: layer 0: the fused c_attn projection has 176 outputs, not three sets of whole heads of 16$/);
 });
 
 /** A copy of fixture `name` with a byte-level tokenizer over its 256 token ids (one per byte), so it can be calibrated on text. */

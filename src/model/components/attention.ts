@@ -4,6 +4,7 @@
  * with grouped-query sharing, an optional sliding window and score soft-capping.
  */
 import type { BlockContext, Block } from '../families/family.js';
+import { TopiaryError } from '../../util/errors.js';
 import { linear } from './linear.js';
 
 export interface AttentionInputs {
@@ -76,20 +77,25 @@ export async function separateProjectionAttention(ctx: BlockContext, block: Bloc
   return linear(ctx, out, oProj, 'residual');
 }
 
-/** The fused projection's output [rows, outFeatures] unpacked into attention's q, k and v. */
-export type FusedQkvSplit = (qkv: Float32Array, outFeatures: number) => Omit<AttentionInputs, 'qNorm' | 'kNorm'>;
+/** Unpacks a fused projection's output [rows, 3·heads·headDim] into q, k and v, each [rows, heads·headDim]. */
+export type FusedQkvSplit = (qkv: Float32Array, heads: number) => { q: Float32Array; k: Float32Array; v: Float32Array };
 
 /**
- * Attention with one fused q/k/v projection (GPT-2's c_attn, GPT-NeoX's query_key_value), pruned
- * as stored, and an output projection: from the normed input x [rows, hidden] to the output
- * projection's result (scratch 'residual'). `split` knows how the family lays out the fused rows.
+ * Multi-head attention with one fused q/k/v projection (GPT-2's c_attn, GPT-NeoX's
+ * query_key_value), pruned as stored, and an output projection: from the normed input x
+ * [rows, hidden] to the output projection's result (scratch 'residual'). `split` knows how the
+ * family lays out the fused rows.
  */
 export async function fusedProjectionAttention(ctx: BlockContext, block: Block, x: Float32Array, roles: { qkv: string; output: string }, split: FusedQkvSplit): Promise<Float32Array> {
   const qkvProj = block.linears[roles.qkv]!;
   const outProj = block.linears[roles.output]!;
+  const heads = qkvProj.outFeatures / (3 * ctx.config.headDim);
+  if (!Number.isInteger(heads)) {
+    throw new TopiaryError(`layer ${ctx.layer}: the fused ${roles.qkv} projection has ${qkvProj.outFeatures} outputs, not three sets of whole heads of ${ctx.config.headDim}`);
+  }
   await ctx.observe?.([roles.qkv], x, ctx.rows, qkvProj.inFeatures);
   const qkv = await linear(ctx, x, qkvProj, 'qkv');
-  const out = await attend(ctx, split(qkv, qkvProj.outFeatures));
+  const out = await attend(ctx, { ...split(qkv, heads), numHeads: heads, numKvHeads: heads });
   await ctx.observe?.([roles.output], out, ctx.rows, outProj.inFeatures);
   return linear(ctx, out, outProj, 'residual');
 }

@@ -185,10 +185,11 @@ export const gptNeox: Family = {
     // Parallel: the MLP reads the block's input, so normalise it before attention adds to it.
     const mlpInput = config.parallelResidual ? ctx.scratch('mlp input', hidden.length) : attentionInput;
     if (config.parallelResidual) await mlpNorm(hidden, mlpInput);
-    const attention = await fusedProjectionAttention(ctx, block, attentionInput, ATTENTION_ROLES, (qkv, outFeatures) => {
-      const heads = outFeatures / (3 * config.headDim);
-      return { q: headPart(ctx, qkv, heads, 0, 'q'), k: headPart(ctx, qkv, heads, 1, 'k'), v: headPart(ctx, qkv, heads, 2, 'v'), numHeads: heads, numKvHeads: heads };
-    });
+    const attention = await fusedProjectionAttention(ctx, block, attentionInput, ATTENTION_ROLES, (qkv, heads) => ({
+      q: headPart(ctx, qkv, heads, 0, 'q'),
+      k: headPart(ctx, qkv, heads, 1, 'k'),
+      v: headPart(ctx, qkv, heads, 2, 'v'),
+    }));
     await backend.addInPlace(hidden, attention);
     if (!config.parallelResidual) await mlpNorm(hidden, mlpInput);
     await backend.addInPlace(hidden, await plainMlp(ctx, block, mlpInput, config.activation, MLP_ROLES));

@@ -128,16 +128,13 @@ export const gpt2: Family = {
     const { tensors } = block;
     const normed = ctx.scratch('normed', hidden.length);
     await norm(backend, config.norm, tensors['ln_1.weight']!, tensors['ln_1.bias'], hidden, normed);
-    const attention = await fusedProjectionAttention(ctx, block, normed, ATTENTION_ROLES, (qkv, outFeatures) => {
-      // Rows [q | k | v], each numHeads·headDim wide.
-      const width = outFeatures / 3;
-      const heads = width / config.headDim;
+    const attention = await fusedProjectionAttention(ctx, block, normed, ATTENTION_ROLES, (qkv, heads) => {
+      // Rows [q | k | v], each heads·headDim wide.
+      const width = heads * config.headDim;
       return {
-        q: columns(ctx, qkv, outFeatures, 0, width, 'q'),
-        k: columns(ctx, qkv, outFeatures, width, width, 'k'),
-        v: columns(ctx, qkv, outFeatures, 2 * width, width, 'v'),
-        numHeads: heads,
-        numKvHeads: heads,
+        q: columns(ctx, qkv, 3 * width, 0, width, 'q'),
+        k: columns(ctx, qkv, 3 * width, width, width, 'k'),
+        v: columns(ctx, qkv, 3 * width, 2 * width, width, 'v'),
       };
     });
     await backend.addInPlace(hidden, attention);
