@@ -180,5 +180,5 @@ test('Ctrl-C during prune: one line saying the checkpoint is kept and how to res
 
   const resumed = runCli([...args, '--resume']);
   assert.equal(resumed.status, 0, resumed.stderr);
-  assert.match(resumed.stderr, /resumed: [1-4] finished layer/);
+  assert.match(resumed.stderr, /resumed: [1-4] finished block/);
 });

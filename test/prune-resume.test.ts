@@ -42,7 +42,7 @@ test('prune: kill after a few layers, --resume, same output as an uninterrupted 
 
   const resumed = runCli([...args(interrupted), '--resume']);
   assert.equal(resumed.status, 0, resumed.stderr);
-  assert.match(resumed.stderr, /resumed: \d+ finished layer/);
+  assert.match(resumed.stderr, /resumed: \d+ finished block/);
   assert.equal(sha256(path.join(interrupted, 'model.safetensors')), sha256(path.join(reference, 'model.safetensors')));
   const record = JSON.parse(fs.readFileSync(path.join(interrupted, 'topiary.json'), 'utf8')) as { layers: unknown[]; settings: { resumed: boolean } };
   assert.equal(record.layers.length, 30);
