@@ -63,10 +63,19 @@ export function defaultEvaluationWindows(spec: CorpusSpec): number | undefined {
   return spec.kind === 'c4' ? 256 : undefined;
 }
 
+/** A UTF-8 text file; binary data (NUL bytes, invalid UTF-8) is refused rather than tokenized as replacement characters. */
 export function readTextFile(file: string): string {
+  let bytes: Buffer;
   try {
-    return fs.readFileSync(file, 'utf8');
+    bytes = fs.readFileSync(file);
   } catch {
     throw new TopiaryError('text file not found or unreadable', file);
+  }
+  const nul = bytes.indexOf(0);
+  if (nul >= 0) throw new TopiaryError(`not a text file: NUL byte at offset ${nul}`, file);
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new TopiaryError('not a text file: invalid UTF-8', file);
   }
 }

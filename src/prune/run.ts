@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describeCalibration, drawCalibration } from '../data/calibration.js';
+import { checkCalibrationFits, describeCalibration, drawCalibration } from '../data/calibration.js';
 import { describeCorpus, parseCorpusSpec } from '../data/corpora.js';
 import { resolveDataDir } from '../data/datadir.js';
 import { exportHfFolder, type ExportDtype } from '../export/hf-folder.js';
@@ -63,6 +63,8 @@ export async function pruneModel(settings: PruneSettings): Promise<PruneSummary>
   const roles = settings.roles ?? LINEAR_ROLES;
   const unknownRole = roles.find((role) => !LINEAR_ROLES.includes(role));
   if (unknownRole) throw new UsageError(`unknown layer "${unknownRole}" (choose from ${LINEAR_ROLES.join(', ')})`);
+  const repeatedRole = roles.find((role, i) => roles.indexOf(role) !== i);
+  if (repeatedRole) throw new UsageError(`layer "${repeatedRole}" is named twice in --layers`);
   const corpus = parseCorpusSpec(settings.calibration.corpus);
   const model = await loadModel(settings.model);
   validateRequest(model, { method, target: settings.target, methodOptions: settings.methodOptions, roles });
@@ -70,6 +72,7 @@ export async function pruneModel(settings: PruneSettings): Promise<PruneSummary>
   if (seqlen > model.config.maxPositionEmbeddings) {
     throw new UsageError(`--seqlen ${seqlen} exceeds the model's context (${model.config.maxPositionEmbeddings})`);
   }
+  checkCalibrationFits(settings.calibration.nsamples, seqlen, model.config.hiddenSize);
   const dataDir = corpus.kind === 'text' ? '' : resolveDataDir(settings.dataDir);
   const out = path.resolve(settings.out);
   const checkpointDir = path.join(out, CHECKPOINT_DIR);

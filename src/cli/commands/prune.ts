@@ -3,11 +3,17 @@ import { describeTarget, pruneModel, type PruneSettings } from '../../prune/run.
 import { UsageError } from '../../util/errors.js';
 import { Progress } from '../progress.js';
 
+/** A number given on the command line; blank text is NaN, not the 0 that Number('') gives. */
+export function parseNumber(value: unknown): number {
+  const text = String(value).trim();
+  return text === '' ? Number.NaN : Number(text);
+}
+
 /** `--sparsity 0.5` or `--pattern 2:4`, exactly one of them. */
 export function parseTarget(sparsity: unknown, pattern: unknown): SparsityTarget {
   if ((sparsity === undefined) === (pattern === undefined)) throw new UsageError('give exactly one of --sparsity P or --pattern N:M');
   if (sparsity !== undefined) {
-    const value = Number(sparsity);
+    const value = parseNumber(sparsity);
     if (!Number.isFinite(value) || value < 0 || value >= 1) throw new UsageError(`--sparsity must be a number in [0, 1), got "${String(sparsity)}"`);
     return { kind: 'unstructured', sparsity: value };
   }
@@ -26,8 +32,11 @@ export function parseMethodOptions(entries: readonly string[], permute: boolean)
     const eq = entry.indexOf('=');
     if (eq <= 0) throw new UsageError(`--option expects KEY=VALUE, got "${entry}"`);
     const key = entry.slice(0, eq);
+    // Option names are plain identifiers: this also keeps "__proto__" from vanishing into the prototype.
+    if (!/^[A-Za-z][A-Za-z0-9]*$/.test(key)) throw new UsageError(`--option ${entry}: "${key}" is not an option name`);
+    if (Object.hasOwn(options, key)) throw new UsageError(`--option ${key} is given twice`);
     const raw = entry.slice(eq + 1);
-    options[key] = raw === 'true' ? true : raw === 'false' ? false : raw !== '' && Number.isFinite(Number(raw)) ? Number(raw) : raw;
+    options[key] = raw === 'true' ? true : raw === 'false' ? false : Number.isFinite(parseNumber(raw)) ? parseNumber(raw) : raw;
   }
   if (permute) options.permute = true;
   return options;

@@ -7,7 +7,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describeCalibration, drawCalibration } from '../../data/calibration.js';
+import { checkCalibrationFits, describeCalibration, drawCalibration } from '../../data/calibration.js';
 import { describeCorpus, parseCorpusSpec } from '../../data/corpora.js';
 import { resolveDataDir } from '../../data/datadir.js';
 import { exportGguf } from '../../export/gguf-writer.js';
@@ -75,6 +75,7 @@ export async function pruneModelStructured(settings: StructuredPruneSettings): P
   if (seqlen > model.config.maxPositionEmbeddings) {
     throw new UsageError(`--seqlen ${seqlen} exceeds the model's context (${model.config.maxPositionEmbeddings})`);
   }
+  checkCalibrationFits(settings.calibration.nsamples, seqlen, model.config.hiddenSize);
   const dataDir = corpus.kind === 'text' ? '' : resolveDataDir(settings.dataDir);
   const calibrationSettings = { corpus: describeCorpus(corpus), nsamples: settings.calibration.nsamples, seqlen, seed: settings.calibration.seed };
   const calibration = drawCalibration(model.tokenizer, { ...calibrationSettings, corpus }, dataDir);
