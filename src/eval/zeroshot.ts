@@ -28,6 +28,7 @@
 import type { CausalLM } from '../model/decoder.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
 import { TopiaryError } from '../util/errors.js';
+import { requireFinite } from '../util/finite.js';
 import { dataFile } from '../data/datadir.js';
 import type { LoadedTask, TaskDefinition, TaskItem, TaskMetric, TaskRequest } from './tasks/index.js';
 
@@ -294,6 +295,7 @@ export async function evaluateItems(
     inputs.push(...scorable);
   }
   const { logLikelihoods: lls, stats } = await scoreInputs(model, inputs, options);
+  requireFinite(lls, `${task.name}: the list of answer log-likelihoods`, model.source.path);
   let offset = 0;
   const scores = scoredItems.map((item) => {
     const itemScores = [...lls.subarray(offset, offset + item.requests.length)];

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { openGguf } from '../formats/gguf.js';
 import { openLlama2c } from '../formats/llama2c.js';
 import { openSafetensors } from '../formats/safetensors.js';
-import type { TensorStore } from '../formats/tensors.js';
+import { readFinite, type TensorStore } from '../formats/tensors.js';
 import { tokenizerFromGguf, tokenizerFromJson, tokenizerFromLlama2cBin } from '../tokenizers/load.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
 import { TopiaryError } from '../util/errors.js';
@@ -66,7 +66,7 @@ function mappedSource(
     dtype: (name) => store.info(lookup(name).storeName).dtype,
     read(name) {
       const entry = lookup(name);
-      const data = store.read(entry.storeName);
+      const data = readFinite(store, entry.storeName);
       if (!entry.unpermuteHeads) return data;
       const [rows, cols = 1] = store.info(entry.storeName).shape as [number, number?];
       return convertRopeRows(data, rows, cols, entry.unpermuteHeads, 'toRotateHalf');

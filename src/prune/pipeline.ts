@@ -10,6 +10,7 @@ import { openSafetensors, writeSafetensors } from '../formats/safetensors.js';
 import { INPUT_GROUPS, type LinearRole } from '../model/architectures/index.js';
 import type { CausalLM, DecoderLayer, InputObserver, Linear } from '../model/decoder.js';
 import { UsageError } from '../util/errors.js';
+import { requireFiniteNumber } from '../util/finite.js';
 import { finishedLayers, layerFile, openCheckpoint, readJson, writeJson } from './checkpoint.js';
 import { validateTarget } from './masks.js';
 import type { SparsityTarget, StatKind, UnstructuredMethod } from './method.js';
@@ -227,7 +228,8 @@ export async function pruneLayerwise(model: CausalLM, windows: readonly (readonl
       }
     });
     roles.forEach((role, i) => {
-      matrices[i]!.relativeError = errorEnergy.get(role)! / Math.max(denseEnergy.get(role)!, Number.MIN_VALUE);
+      const relativeError = errorEnergy.get(role)! / Math.max(denseEnergy.get(role)!, Number.MIN_VALUE);
+      matrices[i]!.relativeError = requireFiniteNumber(relativeError, `the output error of ${matrices[i]!.name}`, model.source.path);
     });
     const forwardSeconds = (performance.now() - forwardStart) / 1000;
 

@@ -27,6 +27,7 @@
 import { openSafetensors, writeSafetensors } from '../../formats/safetensors.js';
 import { LINEAR_ROLES } from '../../model/architectures/index.js';
 import type { CausalLM, DecoderLayer, Linear } from '../../model/decoder.js';
+import { requireFinite } from '../../util/finite.js';
 import { finishedLayers, layerFile, openCheckpoint, readJson, writeJson } from '../checkpoint.js';
 import { StatsAccumulator } from '../stats.js';
 import type { LinearStats, StatKind } from '../method.js';
@@ -262,7 +263,8 @@ export async function pruneStructured(model: CausalLM, windows: readonly (readon
     await forward(layer, advanceDense, (role, input, rows) => meters[role].add(model, input, rows));
     const errors = Object.fromEntries(
       (['o', 'down'] as const).map((p) => {
-        const [none, bias, final] = meters[p].relative() as [number, number, number];
+        const relative = requireFinite(meters[p].relative(), `layer ${layer}: the output errors of the pruned ${p} projection`, model.source.path);
+        const [none, bias, final] = relative as [number, number, number];
         return [p, { none, bias, final }];
       }),
     ) as LayerOutcome['errors'];
