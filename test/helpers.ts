@@ -29,13 +29,13 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `topiary ARGS` from the TypeScript sources (no build step needed). */
-export function runCli(args: string[], env: Record<string, string> = {}): CliResult {
+/** Runs `topiary ARGS` from the TypeScript sources (no build step needed); killed after `timeoutMs` (status null). */
+export function runCli(args: string[], env: Record<string, string> = {}, timeoutMs = 600_000): CliResult {
   const result = spawnSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src', 'cli', 'main.ts'), ...args], {
     cwd: repoRoot,
     encoding: 'utf8',
     env: { ...process.env, TOPIARY_DATA_DIR: testDataDir, ...env },
-    timeout: 600_000,
+    timeout: timeoutMs,
   });
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }

@@ -1,6 +1,7 @@
 import { Tokenizer as HfLibraryTokenizer } from '@huggingface/tokenizers';
 import type { Tokenizer } from './tokenizer.js';
 import { checkTokenIds } from './ids.js';
+import { TopiaryError } from '../util/errors.js';
 import { ggufVocabularyFromJson, type GgufVocabulary } from './gguf-export.js';
 
 /** The fields of a Hugging Face tokenizer_config.json this wrapper reads. */
@@ -59,9 +60,23 @@ export class HuggingFaceTokenizer implements Tokenizer {
   }
 
   encode(text: string, options: { addBos?: boolean } = {}): number[] {
-    const ids = text.length === 0 ? [] : this.library.encode(text, { add_special_tokens: false }).ids;
+    const ids = text.length === 0 ? [] : this.encodeBare(text);
     const addBos = options.addBos ?? this.addBosByDefault;
     return addBos && this.bosId !== undefined ? [this.bosId, ...ids] : ids;
+  }
+
+  /**
+   * The library's ids for `text`. Normalizers that lengthen the text are bounded when the file is
+   * loaded (json-checks.ts); a text that still grows past what a JavaScript string or array can
+   * hold is refused in one line rather than with the engine's RangeError.
+   */
+  private encodeBare(text: string): number[] {
+    try {
+      return this.library.encode(text, { add_special_tokens: false }).ids;
+    } catch (error) {
+      if (error instanceof RangeError) throw new TopiaryError(`cannot tokenize a text of ${text.length} characters: ${error.message}`, this.source);
+      throw error;
+    }
   }
 
   toHuggingFace(): { tokenizer: Record<string, unknown>; config: Record<string, unknown> } {

@@ -2,6 +2,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { TopiaryError } from '../util/errors.js';
 import { HuggingFaceTokenizer, type TokenizerConfig } from './huggingface.js';
+import { checkTokenizerJson } from './json-checks.js';
 import type { Tokenizer } from './tokenizer.js';
 
 export { tokenizerFromGguf } from './gguf-vocab.js';
@@ -32,6 +33,7 @@ export function tokenizerFromJson(source: string | object, config?: string | Tok
     if (existsSync(beside)) tokenizerConfig = readJsonObject(beside);
   }
 
+  checkTokenizerJson(tokenizerJson as Record<string, unknown>, tokenizerFile);
   try {
     return new HuggingFaceTokenizer(tokenizerJson, tokenizerConfig, 'tokenizer.json');
   } catch (error) {

@@ -1,0 +1,256 @@
+/**
+ * What a tokenizer.json from the internet may ask of the tokenizer library before it is handed
+ * over. The library runs the file's regexes with JavaScript's backtracking engine and its
+ * normalizers on the whole text, so a hostile file could otherwise hang Topiary or exhaust its
+ * memory. The bounds (chosen to admit every tokenizer real models publish):
+ * - regexes: no repeated group that can match in more than one way (nested quantifiers such as
+ *   `(\w+\s?)*`, repeated alternations such as `(a|aa)*`: exponential backtracking), no
+ *   backreferences, and at most MAX_REGEX_DEGREE unbounded quantifiers in a row (`.*.*.*x` is
+ *   polynomial of that degree); GPT-2's, Llama 3's, Qwen2's, GPT-4o's and DeepSeek's have at most 2;
+ * - normalizers and pre-tokenizers: a worst-case growth of the text, from the config, of at most
+ *   MAX_EXPANSION times (a Replace whose content is 100,000 characters long is refused);
+ * - token ids: non-negative integers, at most MAX_ID_GAP beyond the number of tokens (the library
+ *   sizes tables by the largest id).
+ */
+import { TopiaryError } from '../util/errors.js';
+
+export const MAX_REGEX_DEGREE = 2;
+export const MAX_EXPANSION = 1024;
+export const MAX_ID_GAP = 65_536;
+
+/** Worst-case growth of the text, per character, of each normalizer and pre-tokenizer type. */
+const EXPANSION_BY_TYPE: Record<string, number> = {
+  // Unicode compatibility decomposition: U+FDFA becomes 18 characters. Precompiled is NFKC in the library.
+  NFKC: 18,
+  NFKD: 18,
+  Precompiled: 18,
+  NFC: 4,
+  NFD: 4,
+  Lowercase: 3,
+  // Spaces around CJK characters, accents stripped, lowercase.
+  BertNormalizer: 3 * 3,
+  // A replacement character before each word.
+  Metaspace: 2,
+};
+
+type Json = Record<string, unknown>;
+
+/** Throws a one-line TopiaryError naming `file` and what is refused, or returns. */
+export function checkTokenizerJson(tokenizerJson: Json, file: string | undefined): void {
+  const fail = (message: string): never => {
+    throw new TopiaryError(`refusing this tokenizer: ${message}`, file);
+  };
+  forEachNode(tokenizerJson, '', (node, where) => {
+    const pattern = node.pattern as Json | undefined;
+    if (typeof pattern === 'object' && pattern !== null && typeof pattern.Regex === 'string') {
+      const problem = regexProblem(pattern.Regex);
+      if (problem) fail(`the regex ${JSON.stringify(pattern.Regex)} at ${where}.pattern ${problem}`);
+    }
+  });
+  for (const key of ['normalizer', 'pre_tokenizer']) {
+    const growth = expansion(tokenizerJson[key]);
+    if (growth > MAX_EXPANSION) fail(`its ${key} can make the text up to ${growth} times longer (at most ${MAX_EXPANSION} is accepted)`);
+  }
+  checkIds(tokenizerJson, fail);
+}
+
+/** Calls `visit` on every object in the tree, with its path (e.g. `pre_tokenizer.pretokenizers[0]`). */
+function forEachNode(node: unknown, where: string, visit: (node: Json, where: string) => void): void {
+  if (Array.isArray(node)) {
+    node.forEach((item, i) => forEachNode(item, `${where}[${i}]`, visit));
+  } else if (typeof node === 'object' && node !== null) {
+    visit(node as Json, where);
+    for (const [key, value] of Object.entries(node)) {
+      // The vocabulary and merges are data, not configuration: large, and holding no patterns.
+      if (key === 'vocab' || key === 'merges') continue;
+      forEachNode(value, where ? `${where}.${key}` : key, visit);
+    }
+  }
+}
+
+/** Worst-case factor by which a normalizer or pre-tokenizer config can lengthen the text. */
+function expansion(node: unknown): number {
+  if (typeof node !== 'object' || node === null) return 1;
+  if (Array.isArray(node)) return node.reduce((product: number, item) => product * expansion(item), 1);
+  const record = node as Json;
+  const text = (value: unknown) => (typeof value === 'string' ? value.length : 0);
+  let own = EXPANSION_BY_TYPE[String(record.type)] ?? 1;
+  // Each match (or, for an empty match, each position) becomes `content`; Prepend adds once per piece.
+  if (record.type === 'Replace') own = 1 + text(record.content);
+  if (record.type === 'Prepend') own = 1 + text(record.prepend);
+  const children = [record.normalizers, record.pretokenizers].reduce((product: number, list) => product * expansion(list), 1);
+  return own * children;
+}
+
+function checkIds(tokenizerJson: Json, fail: (message: string) => never): void {
+  const ids: { id: unknown; what: string }[] = [];
+  const model = tokenizerJson.model as Json | undefined;
+  const vocab = model?.vocab;
+  if (typeof vocab === 'object' && vocab !== null && !Array.isArray(vocab)) {
+    for (const [token, id] of Object.entries(vocab)) ids.push({ id, what: `model.vocab ${JSON.stringify(token)}` });
+  } else if (Array.isArray(vocab)) {
+    // Unigram: ids are positions; only the added tokens carry explicit ids.
+    ids.push({ id: vocab.length - 1, what: 'model.vocab' });
+  }
+  const added = Array.isArray(tokenizerJson.added_tokens) ? tokenizerJson.added_tokens : [];
+  added.forEach((token: unknown, i) => ids.push({ id: (token as Json | null)?.id, what: `added_tokens[${i}].id` }));
+  const limit = ids.length + MAX_ID_GAP;
+  for (const { id, what } of ids) {
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= limit) {
+      fail(`${what} is ${JSON.stringify(id)}, not a token id from 0 to ${limit - 1} (${ids.length} tokens)`);
+    }
+  }
+}
+
+interface RegexShape {
+  /** Most unbounded quantifiers one match can pass through in sequence. */
+  degree: number;
+  /** Whether the node can match strings of different lengths (a quantifier or an alternation inside). */
+  variable: boolean;
+}
+
+/**
+ * Why running `source` with a backtracking engine may take more than polynomial (or more than
+ * quadratic) time, or undefined. A syntax-level analysis of the Oniguruma/JavaScript subset that
+ * tokenizers use; a pattern it does not understand is left to the library to reject.
+ */
+export function regexProblem(source: string): string | undefined {
+  try {
+    const parser = new RegexParser(source);
+    const shape = parser.alternation();
+    if (shape.degree > MAX_REGEX_DEGREE) {
+      return `has ${shape.degree} unbounded quantifiers in a row (at most ${MAX_REGEX_DEGREE}): it can take polynomial time of that degree`;
+    }
+    return undefined;
+  } catch (error) {
+    if (error instanceof RegexRefusal) return error.message;
+    throw error;
+  }
+}
+
+class RegexRefusal extends Error {}
+
+class RegexParser {
+  private pos = 0;
+
+  constructor(private readonly source: string) {}
+
+  alternation(): RegexShape {
+    let shape = this.sequence();
+    while (this.source[this.pos] === '|') {
+      this.pos++;
+      const branch = this.sequence();
+      shape = { degree: Math.max(shape.degree, branch.degree), variable: true };
+    }
+    return shape;
+  }
+
+  private sequence(): RegexShape {
+    const shape: RegexShape = { degree: 0, variable: false };
+    while (this.pos < this.source.length && this.source[this.pos] !== '|' && this.source[this.pos] !== ')') {
+      const atom = this.atom();
+      const quantifier = this.quantifier();
+      if (!quantifier) {
+        shape.degree += atom.degree;
+        shape.variable ||= atom.variable;
+        continue;
+      }
+      if (quantifier.max > 1 && atom.variable) {
+        throw new RegexRefusal('repeats a group that can match in more than one way (a nested quantifier or a repeated alternation): it can take exponential time');
+      }
+      shape.degree += atom.degree + (quantifier.max === Infinity ? 1 : 0);
+      shape.variable ||= atom.variable || quantifier.min !== quantifier.max;
+    }
+    return shape;
+  }
+
+  private atom(): RegexShape {
+    const c = this.source[this.pos]!;
+    if (c === '(') return this.group();
+    if (c === '[') {
+      this.characterClass();
+      return { degree: 0, variable: false };
+    }
+    if (c === '\\') {
+      this.escape();
+      return { degree: 0, variable: false };
+    }
+    this.pos++;
+    return { degree: 0, variable: false };
+  }
+
+  private group(): RegexShape {
+    this.pos++; // (
+    if (this.source[this.pos] === '?') {
+      this.pos++;
+      const kind = this.source[this.pos];
+      if (kind === ':' || kind === '=' || kind === '!') {
+        this.pos++;
+      } else if (kind === '<' && (this.source[this.pos + 1] === '=' || this.source[this.pos + 1] === '!')) {
+        this.pos += 2;
+      } else if (kind === '<') {
+        const end = this.source.indexOf('>', this.pos);
+        this.pos = end < 0 ? this.source.length : end + 1;
+      } else {
+        // Inline flags: (?i) applies to what follows, (?i:...) to the group.
+        while (this.pos < this.source.length && /[A-Za-z-]/.test(this.source[this.pos]!)) this.pos++;
+        if (this.source[this.pos] === ')') {
+          this.pos++;
+          return { degree: 0, variable: false };
+        }
+        this.pos++; // :
+      }
+    }
+    const body = this.alternation();
+    this.pos++; // )
+    return body;
+  }
+
+  /** Skips a character class, with Oniguruma's nested classes ([a-z&&[^aeiou]]). */
+  private characterClass(): void {
+    let depth = 0;
+    while (this.pos < this.source.length) {
+      const c = this.source[this.pos]!;
+      if (c === '\\') {
+        this.pos += 2;
+        continue;
+      }
+      this.pos++;
+      if (c === '[') depth++;
+      else if (c === ']' && --depth === 0) return;
+    }
+  }
+
+  private escape(): void {
+    const next = this.source[this.pos + 1] ?? '';
+    if (/[1-9k]/.test(next)) throw new RegexRefusal('uses a backreference: it can take exponential time');
+    this.pos += 2;
+    // \p{...}, \u{...}, \x{...}: skip the braces.
+    if (/[pPux]/.test(next) && this.source[this.pos] === '{') {
+      const end = this.source.indexOf('}', this.pos);
+      this.pos = end < 0 ? this.source.length : end + 1;
+    }
+  }
+
+  private quantifier(): { min: number; max: number } | undefined {
+    const c = this.source[this.pos];
+    let bounds: { min: number; max: number } | undefined;
+    if (c === '*') bounds = { min: 0, max: Infinity };
+    else if (c === '+') bounds = { min: 1, max: Infinity };
+    else if (c === '?') bounds = { min: 0, max: 1 };
+    if (bounds) {
+      this.pos++;
+    } else if (c === '{') {
+      const match = /^\{(\d+)(,(\d*))?\}/.exec(this.source.slice(this.pos));
+      if (!match) return undefined; // a literal brace
+      this.pos += match[0].length;
+      const min = Number(match[1]);
+      bounds = { min, max: match[2] === undefined ? min : match[3] === '' ? Infinity : Number(match[3]) };
+    } else {
+      return undefined;
+    }
+    // Lazy (?) and possessive (+) forms backtrack no more than the greedy one.
+    if (this.source[this.pos] === '?' || this.source[this.pos] === '+') this.pos++;
+    return bounds;
+  }
+}
