@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openGguf } from '../formats/gguf.js';
+import { ggufHyperparameters, type GgufHyperparameters } from '../formats/gguf-hparams.js';
 import { openLlama2c } from '../formats/llama2c.js';
 import { openSafetensors } from '../formats/safetensors.js';
 import { readFinite, type TensorStore } from '../formats/tensors.js';
@@ -149,29 +150,13 @@ function fromGguf(file: string): ModelSource {
     store.close();
     throw new TopiaryError(`unsupported architecture "${arch}" (supported: ${Object.keys(GGUF_ARCHITECTURES).join(', ')})`, file);
   }
-  const num = (key: string, fallback?: number): number => {
-    const value = meta[`${arch}.${key}`];
-    if (typeof value === 'number') return value;
-    if (typeof value === 'bigint') return Number(value);
-    if (fallback !== undefined) return fallback;
-    throw new TopiaryError(`GGUF metadata lacks "${arch}.${key}"`, file);
-  };
-  const numLayers = num('block_count');
-  const hiddenSize = num('embedding_length');
-  /** A hyper-parameter that may be one number or one per layer (llama.cpp accepts both). */
-  const perLayer = (key: string, fallback?: number[]): number[] => {
-    const value = meta[`${arch}.${key}`];
-    if (!Array.isArray(value)) return value === undefined && fallback ? fallback : new Array<number>(numLayers).fill(num(key));
-    if (value.length !== numLayers || !value.every((v) => typeof v === 'number' && Number.isInteger(v) && v >= 0)) {
-      throw new TopiaryError(`GGUF metadata "${arch}.${key}" should hold ${numLayers} non-negative integers`, file);
-    }
-    return value as number[];
-  };
-  const headsPerLayer = perLayer('attention.head_count');
-  const kvHeadsPerLayer = perLayer('attention.head_count_kv', headsPerLayer);
-  const numHeads = Math.max(...headsPerLayer);
-  const numKvHeads = Math.max(...kvHeadsPerLayer);
-  const tokens = meta['tokenizer.ggml.tokens'];
+  let hp: GgufHyperparameters;
+  try {
+    hp = ggufHyperparameters(store, arch);
+  } catch (error) {
+    store.close();
+    throw error;
+  }
   const mapping = new Map<string, Mapping>();
   const add = (hfName: string, storeName: string, unpermuteHeads?: number) => {
     if (store.has(storeName)) mapping.set(hfName, { storeName, ...(unpermuteHeads ? { unpermuteHeads } : {}) });
@@ -179,10 +164,10 @@ function fromGguf(file: string): ModelSource {
   add('model.embed_tokens.weight', 'token_embd.weight');
   add('model.norm.weight', 'output_norm.weight');
   add('lm_head.weight', 'output.weight');
-  for (let layer = 0; layer < numLayers; layer++) {
+  for (let layer = 0; layer < hp.numLayers; layer++) {
     for (const [ggufName, hfName] of Object.entries(GGUF_LAYER_NAMES)) {
       for (const kind of ['weight', 'bias']) {
-        const heads = !known.interleavedRope ? undefined : ggufName === 'attn_q' ? headsPerLayer[layer] : ggufName === 'attn_k' ? kvHeadsPerLayer[layer] : undefined;
+        const heads = !known.interleavedRope ? undefined : ggufName === 'attn_q' ? hp.headsPerLayer[layer] : ggufName === 'attn_k' ? hp.kvHeadsPerLayer[layer] : undefined;
         add(`model.layers.${layer}.${hfName}.${kind}`, `blk.${layer}.${ggufName}.${kind}`, heads);
       }
     }
@@ -191,23 +176,22 @@ function fromGguf(file: string): ModelSource {
     store.close();
     throw new TopiaryError('GGUF files with a rope_freqs tensor (Llama 3.1 rope scaling) are not supported yet', file);
   }
-  const embedShape = store.info('token_embd.weight').shape;
   const config: ModelConfig = {
     modelType: known.modelType,
-    hiddenSize,
-    intermediateSize: Math.max(...perLayer('feed_forward_length')),
-    numLayers,
-    numHeads,
-    numKvHeads,
-    headDim: num('attention.key_length', hiddenSize / numHeads),
-    vocabSize: Array.isArray(tokens) ? tokens.length : embedShape[0]!,
-    rmsNormEps: num('attention.layer_norm_rms_epsilon', 1e-5),
-    ropeTheta: num('rope.freq_base', 10000),
+    hiddenSize: hp.hiddenSize,
+    intermediateSize: Math.max(...hp.ffnPerLayer),
+    numLayers: hp.numLayers,
+    numHeads: Math.max(...hp.headsPerLayer),
+    numKvHeads: Math.max(...hp.kvHeadsPerLayer),
+    headDim: hp.headDim,
+    vocabSize: hp.vocabSize,
+    rmsNormEps: hp.rmsNormEps,
+    ropeTheta: hp.ropeTheta,
     ropeScaling: { type: 'none' },
-    maxPositionEmbeddings: num('context_length', 2048),
+    maxPositionEmbeddings: hp.contextLength,
     tieWordEmbeddings: !store.has('output.weight'),
-    bosTokenId: typeof meta['tokenizer.ggml.bos_token_id'] === 'number' ? (meta['tokenizer.ggml.bos_token_id'] as number) : undefined,
-    eosTokenId: typeof meta['tokenizer.ggml.eos_token_id'] === 'number' ? (meta['tokenizer.ggml.eos_token_id'] as number) : undefined,
+    bosTokenId: hp.bosTokenId,
+    eosTokenId: hp.eosTokenId,
   };
   const tokenizer = tryTokenizer(() => tokenizerFromGguf(meta), file);
   return mappedSource('gguf', file, file, config, store, mapping, tokenizer);
