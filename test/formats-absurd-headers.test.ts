@@ -10,50 +10,18 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { getBackend } from '../src/backend/index.js';
 import { perplexity } from '../src/eval/perplexity.js';
-import { exportGguf, writeGguf, type GgufKeyValue } from '../src/export/gguf-writer.js';
-import { GgufValueType, openGguf, type GgufValue } from '../src/formats/gguf.js';
+import { GgufValueType } from '../src/formats/gguf.js';
 import { loadModel } from '../src/model/load.js';
 import { TopiaryError } from '../src/util/errors.js';
-import { repoRoot, smolLM2Path, stories260K, tempDir } from './helpers.js';
+import { smolLM2Path, stories260K, tempDir } from './helpers.js';
+import { kv, TINY_GGUF_METADATA, tinyGgufTensors, writeTinyGguf, type KeyValue } from './tiny-gguf.js';
 
 const dir = tempDir();
-const exported = path.join(dir, 'exported.gguf');
-exportGguf(await loadModel(path.join(repoRoot, 'test', 'fixtures', 'tiny', 'llama-gqa'), { backend: getBackend() }), exported, { dtype: 'F32' });
-
+const tensors = await tinyGgufTensors(dir);
 const { UINT32, INT32, UINT64, FLOAT32, FLOAT64, STRING, ARRAY } = GgufValueType;
-const kv = (type: GgufValueType, value: GgufValue, elementType?: GgufValueType) => ({ type, value, ...(elementType !== undefined ? { elementType } : {}) });
-
-/** The tiny model's metadata, with a SentencePiece-style vocabulary of its 256 embedding rows. */
-const BASE: Record<string, Omit<GgufKeyValue, 'key'>> = {
-  'general.architecture': kv(STRING, 'llama'),
-  'llama.block_count': kv(UINT32, 2),
-  'llama.context_length': kv(UINT32, 128),
-  'llama.embedding_length': kv(UINT32, 64),
-  'llama.feed_forward_length': kv(UINT32, 160),
-  'llama.attention.head_count': kv(UINT32, 4),
-  'llama.attention.head_count_kv': kv(UINT32, 2),
-  'llama.attention.key_length': kv(UINT32, 16),
-  'llama.rope.freq_base': kv(FLOAT32, 10000),
-  'llama.attention.layer_norm_rms_epsilon': kv(FLOAT32, 1e-5),
-  'tokenizer.ggml.model': kv(STRING, 'llama'),
-  'tokenizer.ggml.tokens': kv(ARRAY, ['<unk>', '<s>', '</s>', ...Array.from({ length: 253 }, (_, i) => `<0x${i.toString(16).toUpperCase().padStart(2, '0')}>`)], STRING),
-  'tokenizer.ggml.scores': kv(ARRAY, new Array<number>(256).fill(0), FLOAT32),
-  'tokenizer.ggml.token_type': kv(ARRAY, [2, 3, 3, ...new Array<number>(253).fill(6)], INT32),
-  'tokenizer.ggml.bos_token_id': kv(UINT32, 1),
-  'tokenizer.ggml.eos_token_id': kv(UINT32, 2),
-};
 
 let written = 0;
-/** The tiny model as GGUF with some keys replaced (or, given undefined, removed). */
-function ggufWith(overrides: Record<string, Omit<GgufKeyValue, 'key'> | undefined> = {}): string {
-  const merged = { ...BASE, ...overrides };
-  const keyValues = Object.entries(merged).flatMap(([key, value]) => (value ? [{ key, ...value }] : []));
-  const store = openGguf(exported);
-  const file = path.join(dir, `case-${written++}.gguf`);
-  writeGguf(file, keyValues, store.list().map((info) => ({ name: info.name, shape: info.shape, type: 'F32' as const, data: () => store.read(info.name) })));
-  store.close();
-  return file;
-}
+const ggufWith = (overrides: Record<string, KeyValue | undefined> = {}) => writeTinyGguf(path.join(dir, `case-${written++}.gguf`), tensors, overrides);
 
 /** Opens the model and runs one window: must fail with one line naming the file and matching `problem`. */
 async function assertRefused(file: string, problem: RegExp): Promise<void> {
@@ -114,7 +82,7 @@ test('embedding_length, head size, MLP width and context: absurd or not matching
 test('vocabulary: token ids of 1e9 or −1, and a token list that does not match the embedding', async () => {
   await assertRefused(ggufWith({ 'tokenizer.ggml.bos_token_id': kv(UINT32, 1e9) }), /"tokenizer\.ggml\.bos_token_id" is 1000000000: expected an integer from 0 to 255 \(the vocabulary has 256 tokens\)$/);
   await assertRefused(ggufWith({ 'tokenizer.ggml.eos_token_id': kv(INT32, -1) }), /"tokenizer\.ggml\.eos_token_id" is -1/);
-  const tokens = BASE['tokenizer.ggml.tokens']!.value as string[];
+  const tokens = TINY_GGUF_METADATA['tokenizer.ggml.tokens']!.value as string[];
   await assertRefused(
     ggufWith({ 'tokenizer.ggml.tokens': kv(ARRAY, [...tokens, 'extra'], STRING), 'tokenizer.ggml.scores': undefined, 'tokenizer.ggml.token_type': undefined }),
     /the GGUF vocabulary has 257 tokens, but token_embd\.weight has 256 rows$/,
