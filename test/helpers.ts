@@ -25,6 +25,8 @@ export function tempDir(prefix = 'topiary-test-'): string {
 
 export interface CliResult {
   status: number | null;
+  /** The signal that ended the process (SIGTERM when it ran past `timeoutMs`), or null. */
+  signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
 }
@@ -37,7 +39,7 @@ export function runCli(args: string[], env: Record<string, string> = {}, timeout
     env: { ...process.env, TOPIARY_DATA_DIR: testDataDir, ...env },
     timeout: timeoutMs,
   });
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+  return { status: result.status, signal: result.signal, stdout: result.stdout, stderr: result.stderr };
 }
 
 /** Asserts that `fn` throws a TopiaryError whose message starts with `file: ` and matches `pattern`. */

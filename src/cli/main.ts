@@ -47,15 +47,18 @@ Commands:
   prune --model PATH --method NAME (--sparsity P | --pattern N:M) --out DIR
         [--permute] [--calib c4|wikitext2|text:FILE] [--nsamples N] [--seqlen L]
         [--seed S] [--layers q,k,v,o,gate,up,down] [--option KEY=VALUE ...]
-        [--batch-windows B] [--dtype F32|F16|BF16] [--resume] [--json]
+        [--batch-windows B] [--dtype F32|F16|BF16] [--resume] [--overwrite] [--json]
       Layer-wise pruning without retraining; writes a Hugging Face folder
       (config.json, model.safetensors, tokenizer) and topiary.json to DIR.
+      DIR must be new, empty or an earlier Topiary run; --overwrite allows other
+      files there (Topiary's own file names are replaced). Ctrl-C keeps the
+      finished layers: the same command with --resume continues.
       Methods: ${METHODS.map((m) => m.name).join(', ')}.
       Method options: ria a=0.5 (exponent of the activation norm), perRow=true;
       sparsegpt/apt blocksize=128 damp=0.01 fp64=true.
       Defaults: --calib c4 --nsamples 128 --seqlen min(2048, context) --seed 0.
   prune --model PATH --method ${STRUCTURED_METHODS.map((m) => m.name).join('|')} --ratio R --out DIR
-        [--calib ...] [--nsamples N] [--seqlen L] [--seed S] [--option KEY=VALUE ...] [--dtype F32|F16] [--resume]
+        [--calib ...] [--nsamples N] [--seqlen L] [--seed S] [--option KEY=VALUE ...] [--dtype F32|F16] [--resume] [--overwrite]
       Structured pruning: removes the fraction R of the decoder-layer parameters as whole kv
       groups (a kv head with its query heads), MLP channels and (comp) layers. Writes a Hugging
       Face folder when every layer keeps the same shapes and no bias was added, else DIR/model.gguf
@@ -210,6 +213,7 @@ async function run(argv: string[]): Promise<void> {
         dtype: { type: 'string' },
         out: { type: 'string' },
         resume: { type: 'boolean' },
+        overwrite: { type: 'boolean' },
       });
       applyThreads(values.threads);
       const dtype = typeof values.dtype === 'string' ? values.dtype.toUpperCase() : 'F32';
@@ -228,6 +232,7 @@ async function run(argv: string[]): Promise<void> {
             ...(typeof values['data-dir'] === 'string' ? { dataDir: values['data-dir'] } : {}),
             out: required(values.out, '--out'),
             resume: values.resume === true,
+            overwrite: values.overwrite === true,
             batchWindows: integer(values['batch-windows'], '--batch-windows', 4),
             dtype,
           },
@@ -247,6 +252,7 @@ async function run(argv: string[]): Promise<void> {
           ...(typeof values['data-dir'] === 'string' ? { dataDir: values['data-dir'] } : {}),
           out: required(values.out, '--out'),
           resume: values.resume === true,
+          overwrite: values.overwrite === true,
           batchWindows: integer(values['batch-windows'], '--batch-windows', 4),
           dtype,
         },

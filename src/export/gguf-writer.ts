@@ -17,11 +17,11 @@
  */
 import * as fs from 'node:fs';
 import { GgufValueType, openGguf, type GgufValue } from '../formats/gguf.js';
-import { floatToHalfBits, describeFsError } from '../formats/binary.js';
+import { floatToHalfBits } from '../formats/binary.js';
 import { GGML_TYPES, ggmlByteLength, type GgmlType } from '../formats/ggml-quants.js';
 import type { CausalLM } from '../model/decoder.js';
 import { GGUF_LAYER_NAMES } from '../model/sources.js';
-import { writeFileAtomic } from '../util/atomic.js';
+import { writeAll, writeFileAtomic } from '../util/atomic.js';
 import { TopiaryError } from '../util/errors.js';
 import { firstNonFinite16, requireFinite } from '../util/finite.js';
 import { convertRopeRows } from '../model/rope.js';
@@ -164,10 +164,6 @@ function encodeTensor(tensor: GgufTensorToWrite, data: Float32Array, file: strin
   }
 }
 
-function writeAll(fd: number, bytes: Uint8Array): void {
-  for (let done = 0; done < bytes.length; ) done += fs.writeSync(fd, bytes, done, bytes.length - done);
-}
-
 /** Writes a GGUF v3 file atomically: key/values in the given order, tensors in the given order. */
 export function writeGguf(file: string, keyValues: readonly GgufKeyValue[], tensors: readonly GgufTensorToWrite[]): void {
   const header = new ByteSink();
@@ -198,29 +194,18 @@ export function writeGguf(file: string, keyValues: readonly GgufKeyValue[], tens
   }
   const headerBytes = header.bytes();
   const padding = (n: number) => new Uint8Array((ALIGNMENT - (n % ALIGNMENT)) % ALIGNMENT);
-  try {
-    writeFileAtomic(file, (tmp) => {
-      const fd = fs.openSync(tmp, 'w');
-      try {
-        writeAll(fd, headerBytes);
-        writeAll(fd, padding(headerBytes.length));
-        tensors.forEach((tensor, i) => {
-          const data = tensor.data();
-          if (data.length !== tensor.shape.reduce((a, b) => a * b, 1)) {
-            throw new TopiaryError(`tensor "${tensor.name}" has shape [${tensor.shape}] but ${data.length} values`, file);
-          }
-          const bytes = encodeTensor(tensor, data, file);
-          writeAll(fd, bytes);
-          writeAll(fd, padding(sizes[i]!));
-        });
-      } finally {
-        fs.closeSync(fd);
+  writeFileAtomic(file, (fd) => {
+    writeAll(fd, headerBytes);
+    writeAll(fd, padding(headerBytes.length));
+    tensors.forEach((tensor, i) => {
+      const data = tensor.data();
+      if (data.length !== tensor.shape.reduce((a, b) => a * b, 1)) {
+        throw new TopiaryError(`tensor "${tensor.name}" has shape [${tensor.shape}] but ${data.length} values`, file);
       }
+      writeAll(fd, encodeTensor(tensor, data, file));
+      writeAll(fd, padding(sizes[i]!));
     });
-  } catch (error) {
-    if (error instanceof TopiaryError) throw error;
-    throw new TopiaryError(describeFsError(error, 'cannot write'), file);
-  }
+  });
 }
 
 

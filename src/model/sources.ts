@@ -13,6 +13,7 @@ import { readFinite, type TensorStore } from '../formats/tensors.js';
 import { tokenizerFromGguf, tokenizerFromJson, tokenizerFromLlama2cBin } from '../tokenizers/load.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
 import { TopiaryError } from '../util/errors.js';
+import { openRegularFile, readJsonObject } from '../util/safe-fs.js';
 import { parseHfConfig, type ModelConfig } from './config.js';
 import { convertRopeRows } from './rope.js';
 
@@ -85,26 +86,10 @@ function tryTokenizer(load: () => Tokenizer, what: string): ModelSource['tokeniz
   }
 }
 
-function readJson(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch {
-    throw new TopiaryError('file not found or unreadable', file);
-  }
-  try {
-    const value: unknown = JSON.parse(text);
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('not an object');
-    return value as Record<string, unknown>;
-  } catch (error) {
-    throw new TopiaryError(`invalid JSON (${(error as Error).message})`, file);
-  }
-}
-
 function fromHfFolder(dir: string): ModelSource {
   const configFile = path.join(dir, 'config.json');
   if (!fs.existsSync(configFile)) throw new TopiaryError('not a model folder: config.json is missing', dir);
-  const config = parseHfConfig(readJson(configFile), configFile);
+  const config = parseHfConfig(readJsonObject(configFile, { within: dir }), configFile);
   const store = openSafetensors(dir);
   const mapping = new Map<string, Mapping>();
   for (const info of store.list()) mapping.set(info.name, { storeName: info.name });
@@ -253,7 +238,7 @@ export function openModelSource(modelPath: string): ModelSource {
   }
   if (stat.isDirectory()) return fromHfFolder(modelPath);
   const head = Buffer.alloc(4);
-  const fd = fs.openSync(modelPath, 'r');
+  const { fd } = openRegularFile(modelPath);
   try {
     fs.readSync(fd, head, 0, 4, 0);
   } finally {

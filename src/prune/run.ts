@@ -5,17 +5,18 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { checkCalibrationFits, describeCalibration, drawCalibration } from '../data/calibration.js';
-import { describeCorpus, parseCorpusSpec } from '../data/corpora.js';
+import { describeCorpus, parseCorpusSpec, type CorpusSpec } from '../data/corpora.js';
 import { resolveDataDir } from '../data/datadir.js';
 import { exportHfFolder, type ExportDtype } from '../export/hf-folder.js';
 import { LINEAR_ROLES, type LinearRole } from '../model/architectures/index.js';
 import { loadModel } from '../model/load.js';
 import { openSafetensors } from '../formats/safetensors.js';
-import { writeFileAtomic } from '../util/atomic.js';
+import { writeFileContentAtomic } from '../util/atomic.js';
 import { UsageError } from '../util/errors.js';
 import { environmentInfo, peakRssMb } from '../util/run-info.js';
 import { CHECKPOINT_DIR, runFingerprint } from './checkpoint.js';
-import type { SparsityTarget } from './method.js';
+import { OutputFolder } from './output-folder.js';
+import type { SparsityTarget, UnstructuredMethod } from './method.js';
 import { methodByName } from './methods/index.js';
 import { checkpointFile, pruneLayerwise, validateRequest, type LayerReport, type MethodOptions, type PipelineEvent } from './pipeline.js';
 
@@ -30,6 +31,8 @@ export interface PruneSettings {
   dataDir?: string;
   out: string;
   resume: boolean;
+  /** Write into an --out folder that holds files other than an earlier Topiary run's. */
+  overwrite?: boolean;
   /** Windows per forward chunk (activation memory); default 4. */
   batchWindows?: number;
   /**
@@ -39,7 +42,7 @@ export interface PruneSettings {
   errorWindows?: number;
   /** Stored dtype of the exported weights; default F32. */
   dtype?: ExportDtype;
-  onEvent?: (event: PipelineEvent | { kind: 'calibration'; windows: number; notes: string[] }) => void;
+  onEvent?: (event: PipelineEvent | { kind: 'calibration'; windows: number; notes: string[] } | { kind: 'export-warning'; message: string }) => void;
 }
 
 export interface PruneSummary {
@@ -66,6 +69,21 @@ export async function pruneModel(settings: PruneSettings): Promise<PruneSummary>
   const repeatedRole = roles.find((role, i) => roles.indexOf(role) !== i);
   if (repeatedRole) throw new UsageError(`layer "${repeatedRole}" is named twice in --layers`);
   const corpus = parseCorpusSpec(settings.calibration.corpus);
+  // The output folder is checked and locked before any work.
+  const output = OutputFolder.claim(settings.out, { overwrite: settings.overwrite ?? false });
+  try {
+    return await pruneInto(output, settings, { method, roles, corpus }, started);
+  } finally {
+    output.release();
+  }
+}
+
+async function pruneInto(
+  output: OutputFolder,
+  settings: PruneSettings,
+  { method, roles, corpus }: { method: UnstructuredMethod; roles: readonly LinearRole[]; corpus: CorpusSpec },
+  started: number,
+): Promise<PruneSummary> {
   const model = await loadModel(settings.model);
   validateRequest(model, { method, target: settings.target, methodOptions: settings.methodOptions, roles });
   const seqlen = settings.calibration.seqlen ?? Math.min(2048, model.config.maxPositionEmbeddings);
@@ -74,7 +92,7 @@ export async function pruneModel(settings: PruneSettings): Promise<PruneSummary>
   }
   checkCalibrationFits(settings.calibration.nsamples, seqlen, model.config.hiddenSize);
   const dataDir = corpus.kind === 'text' ? '' : resolveDataDir(settings.dataDir);
-  const out = path.resolve(settings.out);
+  const out = output.dir;
   const checkpointDir = path.join(out, CHECKPOINT_DIR);
   const calibrationSettings = { corpus: describeCorpus(corpus), nsamples: settings.calibration.nsamples, seqlen, seed: settings.calibration.seed };
   const batchWindows = settings.batchWindows ?? 4;
@@ -108,7 +126,8 @@ export async function pruneModel(settings: PruneSettings): Promise<PruneSummary>
   for (let layer = 0; layer < model.numLayers; layer++) {
     for (const role of roles) pruned.set(`${model.linearName(layer, role)}.weight`, layer);
   }
-  const exported = exportHfFolder(model, out, {
+  const staging = output.stage();
+  const exported = exportHfFolder(model, staging, {
     dtype: settings.dtype ?? 'F32',
     override(name) {
       const layer = pruned.get(name);
@@ -123,6 +142,7 @@ export async function pruneModel(settings: PruneSettings): Promise<PruneSummary>
       };
     },
   });
+  for (const message of exported.warnings) settings.onEvent?.({ kind: 'export-warning', message });
 
   let zeros = 0;
   let total = 0;
@@ -159,10 +179,11 @@ export async function pruneModel(settings: PruneSettings): Promise<PruneSummary>
     },
     calibration: describeCalibration(calibration),
     environment: environmentInfo(model.backend),
-    output: { files: exported.files.map((file) => path.basename(file)), bytes: exported.bytes },
+    output: { files: exported.files.map((file) => path.basename(file)), bytes: exported.bytes, warnings: exported.warnings },
     layers,
   };
-  writeFileAtomic(path.join(out, 'topiary.json'), (tmp) => fs.writeFileSync(tmp, JSON.stringify(record, null, 1) + '\n'));
+  writeFileContentAtomic(path.join(staging, 'topiary.json'), JSON.stringify(record, null, 1) + '\n');
+  output.publish(staging);
   fs.rmSync(checkpointDir, { recursive: true, force: true });
   model.source.close();
   return summary;

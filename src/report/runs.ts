@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { TaskResult } from '../eval/zeroshot.js';
 import { TopiaryError } from '../util/errors.js';
+import { readJsonObject } from '../util/safe-fs.js';
 
 export interface MatrixRecord {
   /** Short role name: q, k, v, o, gate, up, down. */
@@ -62,14 +63,7 @@ export interface Run {
 type Json = Record<string, unknown>;
 
 function readJson(file: string): Json {
-  let value: unknown;
-  try {
-    value = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (error) {
-    throw new TopiaryError(`not readable JSON: ${(error as Error).message}`, file);
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new TopiaryError('should hold a JSON object', file);
-  return value as Json;
+  return readJsonObject(file, { within: path.dirname(file) });
 }
 
 function num(json: Json, key: string, file: string): number {

@@ -1,9 +1,11 @@
 import { pruneModelStructured, type StructuredPruneSettings } from '../../prune/structured/run.js';
+import { explainInterruptedPrune } from '../interrupt.js';
 import { Progress } from '../progress.js';
 
 /** `topiary prune --method flap|comp|wanda-sp|magnitude-sp --ratio R`: progress and the one-line summary. */
 export async function pruneStructuredCommand(settings: Omit<StructuredPruneSettings, 'onEvent'>, json: boolean): Promise<void> {
   const progress = new Progress(`prune ${settings.method} ratio ${settings.ratio}`);
+  const stopExplaining = explainInterruptedPrune(settings.out, progress);
   const summary = await pruneModelStructured({
     ...settings,
     onEvent(event) {
@@ -18,7 +20,7 @@ export async function pruneStructuredCommand(settings: Omit<StructuredPruneSetti
         progress.update(event.layer, event.layers, `layer ${event.layer + 1}: ${event.stage}`);
       }
     },
-  });
+  }).finally(stopExplaining);
   progress.done();
   if (json) {
     process.stdout.write(JSON.stringify(summary) + '\n');

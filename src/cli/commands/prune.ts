@@ -1,6 +1,7 @@
 import type { SparsityTarget } from '../../prune/method.js';
 import { describeTarget, pruneModel, type PruneSettings } from '../../prune/run.js';
 import { UsageError } from '../../util/errors.js';
+import { explainInterruptedPrune } from '../interrupt.js';
 import { Progress } from '../progress.js';
 
 /** A number given on the command line; blank text is NaN, not the 0 that Number('') gives. */
@@ -44,6 +45,7 @@ export function parseMethodOptions(entries: readonly string[], permute: boolean)
 
 export async function pruneCommand(settings: Omit<PruneSettings, 'onEvent'>, json: boolean): Promise<void> {
   const progress = new Progress(`prune ${settings.method} ${describeTarget(settings.target)}`);
+  const stopExplaining = explainInterruptedPrune(settings.out, progress);
   const summary = await pruneModel({
     ...settings,
     onEvent(event) {
@@ -60,9 +62,12 @@ export async function pruneCommand(settings: Omit<PruneSettings, 'onEvent'>, jso
         case 'layer-done':
           progress.update(event.report.layer + 1, event.layers, `layer ${event.report.layer + 1} took ${event.report.seconds.toFixed(1)} s`);
           break;
+        case 'export-warning':
+          progress.log(`warning: ${event.message}`);
+          break;
       }
     },
-  });
+  }).finally(stopExplaining);
   progress.done();
   if (json) {
     process.stdout.write(JSON.stringify(summary) + '\n');

@@ -8,18 +8,20 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { checkCalibrationFits, describeCalibration, drawCalibration } from '../../data/calibration.js';
-import { describeCorpus, parseCorpusSpec } from '../../data/corpora.js';
+import { describeCorpus, parseCorpusSpec, type CorpusSpec } from '../../data/corpora.js';
 import { resolveDataDir } from '../../data/datadir.js';
 import { exportGguf } from '../../export/gguf-writer.js';
 import { exportHfFolder, type ExportDtype } from '../../export/hf-folder.js';
 import { CausalLM } from '../../model/decoder.js';
 import { loadModel } from '../../model/load.js';
-import { writeFileAtomic } from '../../util/atomic.js';
+import { writeFileContentAtomic } from '../../util/atomic.js';
 import { UsageError } from '../../util/errors.js';
 import { environmentInfo, peakRssMb } from '../../util/run-info.js';
 import { CHECKPOINT_DIR, runFingerprint } from '../checkpoint.js';
+import { OutputFolder } from '../output-folder.js';
 import type { MethodOptions } from '../pipeline.js';
 import { structuredMethodByName } from './index.js';
+import type { StructuredMethod } from './method.js';
 import { pruneStructured, type StructuredEvent } from './pipeline.js';
 import { prunedSource } from './pruned-source.js';
 
@@ -33,6 +35,8 @@ export interface StructuredPruneSettings {
   out: string;
   /** Continue from DIR/.topiary-checkpoint (made with the same settings) instead of starting afresh. */
   resume: boolean;
+  /** Write into an --out folder that holds files other than an earlier Topiary run's. */
+  overwrite?: boolean;
   batchWindows?: number;
   /** F32 (default) or F16 weights; BF16 is written as F16 in GGUF. */
   dtype?: ExportDtype;
@@ -70,6 +74,21 @@ export async function pruneModelStructured(settings: StructuredPruneSettings): P
   validateStructuredRequest(settings.method, settings.ratio, settings.methodOptions);
   const method = structuredMethodByName(settings.method);
   const corpus = parseCorpusSpec(settings.calibration.corpus);
+  // The output folder is checked and locked before any work.
+  const output = OutputFolder.claim(settings.out, { overwrite: settings.overwrite ?? false });
+  try {
+    return await pruneStructuredInto(output, settings, { method, corpus }, started);
+  } finally {
+    output.release();
+  }
+}
+
+async function pruneStructuredInto(
+  output: OutputFolder,
+  settings: StructuredPruneSettings,
+  { method, corpus }: { method: StructuredMethod; corpus: CorpusSpec },
+  started: number,
+): Promise<StructuredSummary> {
   const model = await loadModel(settings.model);
   const seqlen = settings.calibration.seqlen ?? Math.min(2048, model.config.maxPositionEmbeddings);
   if (seqlen > model.config.maxPositionEmbeddings) {
@@ -81,7 +100,7 @@ export async function pruneModelStructured(settings: StructuredPruneSettings): P
   const calibration = drawCalibration(model.tokenizer, { ...calibrationSettings, corpus }, dataDir);
   settings.onEvent?.({ kind: 'calibration', windows: calibration.windows.length, notes: calibration.notes });
   const batchWindows = settings.batchWindows ?? 4;
-  const out = path.resolve(settings.out);
+  const out = output.dir;
   const checkpointDir = path.join(out, CHECKPOINT_DIR);
   const fingerprint = runFingerprint(settings.model, {
     method: method.name,
@@ -111,12 +130,15 @@ export async function pruneModelStructured(settings: StructuredPruneSettings): P
   let format: StructuredSummary['format'];
   let files: string[];
   const exportWarnings: string[] = [];
+  const staging = output.stage();
   if (uniform && !hasAddedBias) {
     format = 'safetensors';
-    files = exportHfFolder(smaller, out, { dtype, override: () => undefined }).files;
+    const exported = exportHfFolder(smaller, staging, { dtype, override: () => undefined });
+    files = exported.files;
+    exportWarnings.push(...exported.warnings);
   } else {
     format = 'gguf';
-    const file = path.join(out, 'model.gguf');
+    const file = path.join(staging, 'model.gguf');
     const written = exportGguf(smaller, file, { dtype: dtype === 'F32' ? 'F32' : 'F16', name: `${path.basename(settings.model)} ${method.name} ${settings.ratio}` });
     exportWarnings.push(...written.warnings);
     files = [file];
@@ -158,7 +180,8 @@ export async function pruneModelStructured(settings: StructuredPruneSettings): P
     keptLayers: result.keptLayers,
     layers: result.outcomes,
   };
-  writeFileAtomic(path.join(out, 'topiary.json'), (tmp) => fs.writeFileSync(tmp, JSON.stringify(record, null, 1) + '\n'));
+  writeFileContentAtomic(path.join(staging, 'topiary.json'), JSON.stringify(record, null, 1) + '\n');
+  output.publish(staging);
   fs.rmSync(checkpointDir, { recursive: true, force: true });
   model.source.close();
   return summary;
