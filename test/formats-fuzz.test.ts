@@ -36,6 +36,7 @@ test(`${FAMILIES.length * CASES_PER_FAMILY} mutated inputs load cleanly or fail 
     assert.equal(failure, undefined, failure);
     assert.notEqual(child.status, null, `${family}: killed after ${FAMILY_TIMEOUT_MS} ms in ${lines.at(-1)} (seed ${1000 + k}): a hang`);
     assert.equal(child.status, 0, `${family}: ${child.stderr}`);
+    assert.equal(child.stderr, '', `${family}: nothing may be printed besides the errors (library warnings included)`);
     const summary = JSON.parse(lines.at(-1)!.replace(/^summary /, '')) as { opened: number; refused: number };
     // Both outcomes must occur, or the mutations are not exercising the loaders.
     assert.ok(summary.opened > 50 && summary.refused > 50, `${family}: ${summary.opened} opened, ${summary.refused} refused`);

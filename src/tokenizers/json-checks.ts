@@ -41,10 +41,14 @@ export function checkTokenizerJson(tokenizerJson: Json, file: string | undefined
     throw new TopiaryError(`refusing this tokenizer: ${message}`, file);
   };
   forEachNode(tokenizerJson, '', (node, where) => {
-    const pattern = node.pattern as Json | undefined;
-    if (typeof pattern === 'object' && pattern !== null && typeof pattern.Regex === 'string') {
+    if (!('pattern' in node) && node.type !== 'Replace' && node.type !== 'Split') return;
+    const pattern = node.pattern as Json | null;
+    // The library only warns about other shapes and then fails on first use.
+    if (typeof pattern?.Regex === 'string') {
       const problem = regexProblem(pattern.Regex);
       if (problem) fail(`the regex ${JSON.stringify(pattern.Regex)} at ${where}.pattern ${problem}`);
+    } else if (typeof pattern?.String !== 'string') {
+      fail(`${where}.pattern is not {"Regex": "..."} or {"String": "..."}`);
     }
   });
   for (const key of ['normalizer', 'pre_tokenizer']) {
@@ -86,11 +90,12 @@ function checkIds(tokenizerJson: Json, fail: (message: string) => never): void {
   const ids: { id: unknown; what: string }[] = [];
   const model = tokenizerJson.model as Json | undefined;
   const vocab = model?.vocab;
-  if (typeof vocab === 'object' && vocab !== null && !Array.isArray(vocab)) {
-    for (const [token, id] of Object.entries(vocab)) ids.push({ id, what: `model.vocab ${JSON.stringify(token)}` });
-  } else if (Array.isArray(vocab)) {
-    // Unigram: ids are positions; only the added tokens carry explicit ids.
+  if (model?.type === 'Unigram' && Array.isArray(vocab)) {
+    // Unigram: [piece, score] pairs whose ids are their positions.
     ids.push({ id: vocab.length - 1, what: 'model.vocab' });
+  } else if (typeof vocab === 'object' && vocab !== null) {
+    // Token to id (the library also takes an array here, as index to id).
+    for (const [token, id] of Object.entries(vocab)) ids.push({ id, what: `model.vocab ${JSON.stringify(token)}` });
   }
   const added = Array.isArray(tokenizerJson.added_tokens) ? tokenizerJson.added_tokens : [];
   added.forEach((token: unknown, i) => ids.push({ id: (token as Json | null)?.id, what: `added_tokens[${i}].id` }));
