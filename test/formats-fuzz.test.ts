@@ -3,7 +3,7 @@
  * (safetensors, single and sharded; GGUF structure and metadata values; llama2.c; tokenizer.json),
  * each through the real loader up to the first layer read. Every case must open and read, or
  * throw a one-line TopiaryError naming the input: never another error, never a non-finite tensor,
- * never a case over 2 s, never memory past the bounds (test/fuzz-cases.ts). Each family runs in a
+ * never a case over CASE_MS, never memory past the bounds (test/fuzz-cases.ts). Each family runs in a
  * child process, so that a hang is caught (the process is killed) and reported with its case.
  */
 import assert from 'node:assert/strict';
@@ -11,10 +11,10 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
+import { FAMILIES } from './fuzz-cases.js';
 import { repoRoot, tempDir } from './helpers.js';
 
 const CASES_PER_FAMILY = 1500;
-const FAMILIES = ['safetensors', 'small-gguf', 'quants-gguf', 'llama2c', 'sharded', 'gguf-metadata', 'tokenizer-json'];
 /** A family whose cases all take their usual few milliseconds finishes far sooner. */
 const FAMILY_TIMEOUT_MS = 45_000;
 

@@ -8,7 +8,8 @@
  * Families: byte mutations of a safetensors file, two GGUF files and a llama2.c checkpoint; byte
  * mutations of a sharded Hugging Face folder (either shard, the index or config.json); typed
  * value mutations of GGUF metadata; and structure or text mutations of tokenizer.json. Each case
- * goes through the real loader, up to reading the first layer.
+ * goes through the real loader, up to reading the first layer. FUZZ_CASE=N runs case N alone and
+ * keeps its input, to reproduce a failure.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
