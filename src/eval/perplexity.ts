@@ -47,7 +47,8 @@ export async function perplexity(model: CausalLM, tokens: readonly number[], opt
     options.onProgress?.(w + 1, windows, Math.exp(nll / predicted));
   }
   return {
-    perplexity: Math.exp(nll / predicted),
+    // Finite log-likelihoods can still average past what exp() can represent (an overflowing model).
+    perplexity: requireFiniteNumber(Math.exp(nll / predicted), 'the perplexity', model.source.path),
     nll,
     tokens: predicted,
     windows,
