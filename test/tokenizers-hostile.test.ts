@@ -43,6 +43,10 @@ test('patterns that backtrack exponentially or with a high degree are recognised
   assert.match(regexProblem('.*.*.*x')!, /3 unbounded quantifiers in a row/);
   assert.match(regexProblem('\\s+(?=.*.*z)')!, /3 unbounded quantifiers/);
   assert.equal(regexProblem('(?:ab){2,}|x?y*z+'), undefined, 'a repeated fixed-length group and two quantifiers are fine');
+  assert.match(regexProblem('('.repeat(100_000))!, /nests groups more than 64 deep/);
+  const started = Date.now();
+  assert.equal(regexProblem('a{'.repeat(200_000)), undefined, 'literal braces');
+  assert.ok(Date.now() - started < 1000, 'the check itself is linear');
 });
 
 /** A model folder (the tiny model) with the byte-level fixture tokenizer, edited by `edit`. */
@@ -89,6 +93,15 @@ test('a chain of small Replace normalizers that multiply is refused too', () => 
     tokenizer.normalizer = { type: 'Sequence', normalizers: Array.from({ length: 20 }, () => ({ type: 'Replace', pattern: { String: 'a' }, content: 'aa' })) };
   });
   expectRefused(dir, /its normalizer can make the text up to 3486784401 times longer/);
+});
+
+test('a configuration nested 10,000 deep is refused, not a stack overflow', () => {
+  const dir = modelWithTokenizer((tokenizer) => (tokenizer.normalizer = 'NESTED'));
+  // Written as text: JSON.stringify itself overflows the stack on such nesting.
+  const nested = '{"type":"Sequence","normalizers":['.repeat(10_000) + '{"type":"NFC"}' + ']}'.repeat(10_000);
+  const file = path.join(dir, 'tokenizer.json');
+  fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace('"NESTED"', nested));
+  expectRefused(dir, /refusing this tokenizer: normalizer nests more than 64 levels deep$/);
 });
 
 test('token ids of 1e9 in the vocabulary or the added tokens are refused', () => {

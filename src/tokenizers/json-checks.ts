@@ -17,6 +17,7 @@ import { TopiaryError } from '../util/errors.js';
 export const MAX_REGEX_DEGREE = 2;
 export const MAX_EXPANSION = 1024;
 export const MAX_ID_GAP = 65_536;
+const MAX_JSON_NESTING = 64;
 
 /** Worst-case growth of the text, per character, of each normalizer and pre-tokenizer type. */
 const EXPANSION_BY_TYPE: Record<string, number> = {
@@ -50,7 +51,7 @@ export function checkTokenizerJson(tokenizerJson: Json, file: string | undefined
     } else if (typeof pattern?.String !== 'string') {
       fail(`${where}.pattern is not {"Regex": "..."} or {"String": "..."}`);
     }
-  });
+  }, fail);
   for (const key of ['normalizer', 'pre_tokenizer']) {
     const growth = expansion(tokenizerJson[key]);
     if (growth > MAX_EXPANSION) fail(`its ${key} can make the text up to ${growth} times longer (at most ${MAX_EXPANSION} is accepted)`);
@@ -58,17 +59,22 @@ export function checkTokenizerJson(tokenizerJson: Json, file: string | undefined
   checkIds(tokenizerJson, fail);
 }
 
-/** Calls `visit` on every object in the tree, with its path (e.g. `pre_tokenizer.pretokenizers[0]`). */
-function forEachNode(node: unknown, where: string, visit: (node: Json, where: string) => void): void {
+/**
+ * Calls `visit` on every object in the tree, with its path (e.g. `pre_tokenizer.pretokenizers[0]`).
+ * Configurations nest a few levels; deeper ones are refused before anything recurses through them.
+ */
+function forEachNode(node: unknown, where: string, visit: (node: Json, where: string) => void, fail: (message: string) => never, depth = 0): void {
+  if (typeof node !== 'object' || node === null) return;
+  if (depth > MAX_JSON_NESTING) fail(`${where.split(/[.[]/, 1)[0]} nests more than ${MAX_JSON_NESTING} levels deep`);
   if (Array.isArray(node)) {
-    node.forEach((item, i) => forEachNode(item, `${where}[${i}]`, visit));
-  } else if (typeof node === 'object' && node !== null) {
-    visit(node as Json, where);
-    for (const [key, value] of Object.entries(node)) {
-      // The vocabulary and merges are data, not configuration: large, and holding no patterns.
-      if (key === 'vocab' || key === 'merges') continue;
-      forEachNode(value, where ? `${where}.${key}` : key, visit);
-    }
+    node.forEach((item, i) => forEachNode(item, `${where}[${i}]`, visit, fail, depth + 1));
+    return;
+  }
+  visit(node as Json, where);
+  for (const [key, value] of Object.entries(node)) {
+    // The vocabulary and merges are data, not configuration: large, and holding no patterns.
+    if (key === 'vocab' || key === 'merges') continue;
+    forEachNode(value, where ? `${where}.${key}` : key, visit, fail, depth + 1);
   }
 }
 
@@ -135,8 +141,14 @@ export function regexProblem(source: string): string | undefined {
 
 class RegexRefusal extends Error {}
 
+/** Groups nest at most this deep: the parser recurses per group, and real patterns nest two deep. */
+const MAX_GROUP_NESTING = 64;
+/** A counted quantifier at the current position ({n}, {n,}, {n,m}); sticky, so no slicing per brace. */
+const COUNTED_QUANTIFIER = /\{(\d+)(,(\d*))?\}/y;
+
 class RegexParser {
   private pos = 0;
+  private depth = 0;
 
   constructor(private readonly source: string) {}
 
@@ -185,6 +197,7 @@ class RegexParser {
   }
 
   private group(): RegexShape {
+    if (++this.depth > MAX_GROUP_NESTING) throw new RegexRefusal(`nests groups more than ${MAX_GROUP_NESTING} deep`);
     this.pos++; // (
     if (this.source[this.pos] === '?') {
       this.pos++;
@@ -201,6 +214,7 @@ class RegexParser {
         while (this.pos < this.source.length && /[A-Za-z-]/.test(this.source[this.pos]!)) this.pos++;
         if (this.source[this.pos] === ')') {
           this.pos++;
+          this.depth--;
           return { degree: 0, variable: false };
         }
         this.pos++; // :
@@ -208,6 +222,7 @@ class RegexParser {
     }
     const body = this.alternation();
     this.pos++; // )
+    this.depth--;
     return body;
   }
 
@@ -246,7 +261,8 @@ class RegexParser {
     if (bounds) {
       this.pos++;
     } else if (c === '{') {
-      const match = /^\{(\d+)(,(\d*))?\}/.exec(this.source.slice(this.pos));
+      COUNTED_QUANTIFIER.lastIndex = this.pos;
+      const match = COUNTED_QUANTIFIER.exec(this.source);
       if (!match) return undefined; // a literal brace
       this.pos += match[0].length;
       const min = Number(match[1]);
