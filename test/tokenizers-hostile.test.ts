@@ -40,8 +40,12 @@ test('patterns that backtrack exponentially or with a high degree are recognised
   assert.match(regexProblem('(a|aa)*b')!, /exponential/);
   assert.match(regexProblem('(?:x{1,3}){2,}')!, /exponential/);
   assert.match(regexProblem('(a)\\1')!, /backreference/);
-  assert.match(regexProblem('.*.*.*x')!, /3 unbounded quantifiers in a row/);
-  assert.match(regexProblem('\\s+(?=.*.*z)')!, /3 unbounded quantifiers/);
+  assert.match(regexProblem('a*b*c*')!, /3 unbounded quantifiers in a row/);
+  assert.match(regexProblem('.*.*.*x')!, /cubic time/);
+  assert.match(regexProblem('\\s+(?=.*.*z)')!, /two unbounded quantifiers in a row followed by something that can fail/);
+  assert.match(regexProblem('[\\s\\S]*[\\s\\S]*\\u0001')!, /cubic time/);
+  assert.match(regexProblem('(?:.*.+|y)x')!, /cubic time/);
+  assert.equal(regexProblem('a*b+c?(?:d|e)?'), undefined, 'two quantifiers followed only by optional parts');
   assert.equal(regexProblem('(?:ab){2,}|x?y*z+'), undefined, 'a repeated fixed-length group and two quantifiers are fine');
   assert.match(regexProblem('('.repeat(100_000))!, /nests groups more than 64 deep/);
   const started = Date.now();

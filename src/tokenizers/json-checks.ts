@@ -5,8 +5,11 @@
  * memory. The bounds (chosen to admit every tokenizer real models publish):
  * - regexes: no repeated group that can match in more than one way (nested quantifiers such as
  *   `(\w+\s?)*`, repeated alternations such as `(a|aa)*`: exponential backtracking), no
- *   backreferences, and at most MAX_REGEX_DEGREE unbounded quantifiers in a row (`.*.*.*x` is
- *   polynomial of that degree); GPT-2's, Llama 3's, Qwen2's, GPT-4o's and DeepSeek's have at most 2;
+ *   backreferences, at most MAX_REGEX_DEGREE unbounded quantifiers in a row, and no two followed by
+ *   something that can fail (`[\s\S]*[\s\S]*x` is cubic on a text without x). GPT-2's, Llama 3's,
+ *   Qwen2's, GPT-4o's and DeepSeek's have at most two, followed by nothing or by optional parts.
+ *   What this leaves is quadratic at worst in the length of a run of text one quantifier can take
+ *   (as Llama 3's `\s*[\r\n]+` is on a long run of spaces): slow on hostile text, not unbounded;
  * - normalizers and pre-tokenizers: a worst-case growth of the text, from the config, of at most
  *   MAX_EXPANSION times (a Replace whose content is 100,000 characters long is refused);
  * - token ids: non-negative integers, at most MAX_ID_GAP beyond the number of tokens (the library
@@ -118,7 +121,11 @@ interface RegexShape {
   degree: number;
   /** Whether the node can match strings of different lengths (a quantifier or an alternation inside). */
   variable: boolean;
+  /** Whether the node can fail to match (it cannot if it may always match the empty string: `x*`, `(?:y)?`). */
+  canFail: boolean;
 }
+
+const FIXED_ATOM: RegexShape = { degree: 0, variable: false, canFail: true };
 
 /**
  * Why running `source` with a backtracking engine may take more than polynomial (or more than
@@ -157,26 +164,32 @@ class RegexParser {
     while (this.source[this.pos] === '|') {
       this.pos++;
       const branch = this.sequence();
-      shape = { degree: Math.max(shape.degree, branch.degree), variable: true };
+      shape = { degree: Math.max(shape.degree, branch.degree), variable: true, canFail: shape.canFail && branch.canFail };
     }
     return shape;
   }
 
   private sequence(): RegexShape {
-    const shape: RegexShape = { degree: 0, variable: false };
+    const shape: RegexShape = { degree: 0, variable: false, canFail: false };
     while (this.pos < this.source.length && this.source[this.pos] !== '|' && this.source[this.pos] !== ')') {
       const atom = this.atom();
-      const quantifier = this.quantifier();
-      if (!quantifier) {
-        shape.degree += atom.degree;
-        shape.variable ||= atom.variable;
-        continue;
-      }
+      const quantifier = this.quantifier() ?? { min: 1, max: 1 };
       if (quantifier.max > 1 && atom.variable) {
         throw new RegexRefusal('repeats a group that can match in more than one way (a nested quantifier or a repeated alternation): it can take exponential time');
       }
-      shape.degree += atom.degree + (quantifier.max === Infinity ? 1 : 0);
-      shape.variable ||= atom.variable || quantifier.min !== quantifier.max;
+      const item: RegexShape = {
+        degree: atom.degree + (quantifier.max === Infinity ? 1 : 0),
+        variable: atom.variable || quantifier.min !== quantifier.max,
+        canFail: atom.canFail && quantifier.min > 0,
+      };
+      // Two unbounded quantifiers over overlapping text, then a failure, retry every split of the
+      // text between them at every start: cubic time (`[\s\S]*[\s\S]*x` on a text without x).
+      if (item.canFail && shape.degree >= 2) {
+        throw new RegexRefusal('has two unbounded quantifiers in a row followed by something that can fail to match: it can take cubic time');
+      }
+      shape.degree += item.degree;
+      shape.variable ||= item.variable;
+      shape.canFail ||= item.canFail;
     }
     return shape;
   }
@@ -186,26 +199,31 @@ class RegexParser {
     if (c === '(') return this.group();
     if (c === '[') {
       this.characterClass();
-      return { degree: 0, variable: false };
+      return FIXED_ATOM;
     }
     if (c === '\\') {
       this.escape();
-      return { degree: 0, variable: false };
+      return FIXED_ATOM;
     }
     this.pos++;
-    return { degree: 0, variable: false };
+    return FIXED_ATOM;
   }
 
   private group(): RegexShape {
     if (++this.depth > MAX_GROUP_NESTING) throw new RegexRefusal(`nests groups more than ${MAX_GROUP_NESTING} deep`);
     this.pos++; // (
+    let lookaround = false;
     if (this.source[this.pos] === '?') {
       this.pos++;
       const kind = this.source[this.pos];
-      if (kind === ':' || kind === '=' || kind === '!') {
+      if (kind === ':') {
         this.pos++;
+      } else if (kind === '=' || kind === '!') {
+        this.pos++;
+        lookaround = true;
       } else if (kind === '<' && (this.source[this.pos + 1] === '=' || this.source[this.pos + 1] === '!')) {
         this.pos += 2;
+        lookaround = true;
       } else if (kind === '<') {
         const end = this.source.indexOf('>', this.pos);
         this.pos = end < 0 ? this.source.length : end + 1;
@@ -215,7 +233,7 @@ class RegexParser {
         if (this.source[this.pos] === ')') {
           this.pos++;
           this.depth--;
-          return { degree: 0, variable: false };
+          return { degree: 0, variable: false, canFail: false };
         }
         this.pos++; // :
       }
@@ -223,7 +241,8 @@ class RegexParser {
     const body = this.alternation();
     this.pos++; // )
     this.depth--;
-    return body;
+    // A lookaround matches nothing, and may fail whatever it holds.
+    return lookaround ? { ...body, variable: false, canFail: true } : body;
   }
 
   /** Skips a character class, with Oniguruma's nested classes ([a-z&&[^aeiou]]). */
