@@ -44,8 +44,12 @@ test('patterns that backtrack exponentially or with a high degree are recognised
   assert.match(regexProblem('.*.*.*x')!, /cubic time/);
   assert.match(regexProblem('\\s+(?=.*.*z)')!, /two unbounded quantifiers in a row followed by something that can fail/);
   assert.match(regexProblem('[\\s\\S]*[\\s\\S]*\\u0001')!, /cubic time/);
-  assert.match(regexProblem('(?:.*.+|y)x')!, /cubic time/);
+  assert.match(regexProblem('(?:a*a+|y)x')!, /cubic time/);
   assert.equal(regexProblem('a*b+c?(?:d|e)?'), undefined, 'two quantifiers followed only by optional parts');
+  for (const quadratic of ['.*x', '[\\s\\S]*x', '[^a]+b', '\\S+(?=x)', '(?:.+)y']) {
+    assert.match(regexProblem(quadratic)!, /quadratic in the text/, quadratic);
+  }
+  assert.equal(regexProblem('\\s+(?!\\S)|[^\\s]+|x.*'), undefined, 'narrow classes before a failure, or broad ones at the end');
   assert.equal(regexProblem('(?:ab){2,}|x?y*z+'), undefined, 'a repeated fixed-length group and two quantifiers are fine');
   assert.match(regexProblem('('.repeat(100_000))!, /nests groups more than 64 deep/);
   const started = Date.now();

@@ -5,11 +5,12 @@
  * memory. The bounds (chosen to admit every tokenizer real models publish):
  * - regexes: no repeated group that can match in more than one way (nested quantifiers such as
  *   `(\w+\s?)*`, repeated alternations such as `(a|aa)*`: exponential backtracking), no
- *   backreferences, at most MAX_REGEX_DEGREE unbounded quantifiers in a row, and no two followed by
- *   something that can fail (`[\s\S]*[\s\S]*x` is cubic on a text without x). GPT-2's, Llama 3's,
- *   Qwen2's, GPT-4o's and DeepSeek's have at most two, followed by nothing or by optional parts.
- *   What this leaves is quadratic at worst in the length of a run of text one quantifier can take
- *   (as Llama 3's `\s*[\r\n]+` is on a long run of spaces): slow on hostile text, not unbounded;
+ *   backreferences, at most MAX_REGEX_DEGREE unbounded quantifiers in a row, no two followed by
+ *   something that can fail (`[\s\S]*[\s\S]*x` is cubic on a text without x), and no unbounded
+ *   repeat of (nearly) any character (`.`, `[^...]`, `\S`) followed by something that can fail
+ *   (`.*x` is quadratic in the text). GPT-2's, Llama 3's, Qwen2's, GPT-4o's and DeepSeek's pass:
+ *   their broad repeats end their alternatives. What this leaves is quadratic at worst in the
+ *   length of a run of one character class (as Llama 3's `\s*[\r\n]+` is on a run of spaces);
  * - normalizers and pre-tokenizers: a worst-case growth of the text, from the config, of at most
  *   MAX_EXPANSION times (a Replace whose content is 100,000 characters long is refused);
  * - token ids: non-negative integers, at most MAX_ID_GAP beyond the number of tokens (the library
@@ -123,9 +124,11 @@ interface RegexShape {
   variable: boolean;
   /** Whether the node can fail to match (it cannot if it may always match the empty string: `x*`, `(?:y)?`). */
   canFail: boolean;
+  /** Whether it holds an unbounded quantifier over (nearly) any character: `.*`, `[^x]+`, `\S*`. */
+  sweeps: boolean;
 }
 
-const FIXED_ATOM: RegexShape = { degree: 0, variable: false, canFail: true };
+const FIXED_ATOM: RegexShape = { degree: 0, variable: false, canFail: true, sweeps: false };
 
 /**
  * Why running `source` with a backtracking engine may take more than polynomial (or more than
@@ -164,14 +167,15 @@ class RegexParser {
     while (this.source[this.pos] === '|') {
       this.pos++;
       const branch = this.sequence();
-      shape = { degree: Math.max(shape.degree, branch.degree), variable: true, canFail: shape.canFail && branch.canFail };
+      shape = { degree: Math.max(shape.degree, branch.degree), variable: true, canFail: shape.canFail && branch.canFail, sweeps: shape.sweeps || branch.sweeps };
     }
     return shape;
   }
 
   private sequence(): RegexShape {
-    const shape: RegexShape = { degree: 0, variable: false, canFail: false };
+    const shape: RegexShape = { degree: 0, variable: false, canFail: false, sweeps: false };
     while (this.pos < this.source.length && this.source[this.pos] !== '|' && this.source[this.pos] !== ')') {
+      const broad = this.atBroadAtom();
       const atom = this.atom();
       const quantifier = this.quantifier() ?? { min: 1, max: 1 };
       if (quantifier.max > 1 && atom.variable) {
@@ -181,13 +185,20 @@ class RegexParser {
         degree: atom.degree + (quantifier.max === Infinity ? 1 : 0),
         variable: atom.variable || quantifier.min !== quantifier.max,
         canFail: atom.canFail && quantifier.min > 0,
+        sweeps: atom.sweeps || (broad && quantifier.max === Infinity),
       };
       // Two unbounded quantifiers over overlapping text, then a failure, retry every split of the
       // text between them at every start: cubic time (`[\s\S]*[\s\S]*x` on a text without x).
       if (item.canFail && shape.degree >= 2) {
         throw new RegexRefusal('has two unbounded quantifiers in a row followed by something that can fail to match: it can take cubic time');
       }
+      // One over any character, then a failure, retries the rest of the text from every start:
+      // quadratic in the text's length (`.*x` on a long line without x).
+      if (item.canFail && shape.sweeps) {
+        throw new RegexRefusal('repeats (nearly) any character without bound, then needs something that can fail to match: it can take time quadratic in the text');
+      }
       shape.degree += item.degree;
+      shape.sweeps ||= item.sweeps;
       shape.variable ||= item.variable;
       shape.canFail ||= item.canFail;
     }
@@ -233,7 +244,7 @@ class RegexParser {
         if (this.source[this.pos] === ')') {
           this.pos++;
           this.depth--;
-          return { degree: 0, variable: false, canFail: false };
+          return { degree: 0, variable: false, canFail: false, sweeps: false };
         }
         this.pos++; // :
       }
@@ -243,6 +254,23 @@ class RegexParser {
     this.depth--;
     // A lookaround matches nothing, and may fail whatever it holds.
     return lookaround ? { ...body, variable: false, canFail: true } : body;
+  }
+
+  /**
+   * Whether the atom at the current position matches (nearly) any character: `.`, a negated
+   * class, `\S`-like escapes, or a class holding one (`[\s\S]`).
+   */
+  private atBroadAtom(): boolean {
+    const c = this.source[this.pos];
+    if (c === '.') return true;
+    if (c === '\\') return /[SWDP]/.test(this.source[this.pos + 1] ?? '');
+    if (c !== '[') return false;
+    if (this.source[this.pos + 1] === '^') return true;
+    const start = this.pos;
+    this.characterClass();
+    const text = this.source.slice(start, this.pos);
+    this.pos = start;
+    return /\\[SWDP]/.test(text);
   }
 
   /** Skips a character class, with Oniguruma's nested classes ([a-z&&[^aeiou]]). */
