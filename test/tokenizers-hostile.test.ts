@@ -33,6 +33,9 @@ test('every published pattern and every pre-tokenizer Topiary knows passes the c
     assert.doesNotThrow(() => checkTokenizerJson({ pre_tokenizer: preTokenizer, model: { vocab: {} } }, name), name);
   }
   for (const name of ['tiny_bytelevel', 'tiny_llama']) assert.doesNotThrow(() => tokenizerFromJson(path.join(fixtures, name)), name);
+  // A large Unigram vocabulary (ids are positions) with added tokens after it, as T5's and XLM-R's.
+  const unigram = { model: { type: 'Unigram', vocab: Array.from({ length: 250_000 }, (_, i) => [`p${i}`, -i]) }, added_tokens: [{ id: 250_000, content: '<mask>' }] };
+  assert.doesNotThrow(() => checkTokenizerJson(unigram, 'unigram'));
 });
 
 test('patterns that backtrack exponentially or with a high degree are recognised', () => {

@@ -100,19 +100,19 @@ function checkIds(tokenizerJson: Json, fail: (message: string) => never): void {
   const ids: { id: unknown; what: string }[] = [];
   const model = tokenizerJson.model as Json | undefined;
   const vocab = model?.vocab;
-  if (model?.type === 'Unigram' && Array.isArray(vocab)) {
-    // Unigram: [piece, score] pairs whose ids are their positions.
-    ids.push({ id: vocab.length - 1, what: 'model.vocab' });
-  } else if (typeof vocab === 'object' && vocab !== null) {
+  // Unigram vocabularies are [piece, score] pairs whose ids are their positions: nothing to check.
+  let tokens = model?.type === 'Unigram' && Array.isArray(vocab) ? vocab.length : 0;
+  if (tokens === 0 && typeof vocab === 'object' && vocab !== null) {
     // Token to id (the library also takes an array here, as index to id).
     for (const [token, id] of Object.entries(vocab)) ids.push({ id, what: `model.vocab ${JSON.stringify(token)}` });
   }
   const added = Array.isArray(tokenizerJson.added_tokens) ? tokenizerJson.added_tokens : [];
   added.forEach((token: unknown, i) => ids.push({ id: (token as Json | null)?.id, what: `added_tokens[${i}].id` }));
-  const limit = ids.length + MAX_ID_GAP;
+  tokens += ids.length;
+  const limit = tokens + MAX_ID_GAP;
   for (const { id, what } of ids) {
     if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= limit) {
-      fail(`${what} is ${JSON.stringify(id)}, not a token id from 0 to ${limit - 1} (${ids.length} tokens)`);
+      fail(`${what} is ${JSON.stringify(id)}, not a token id from 0 to ${limit - 1} (${tokens} tokens)`);
     }
   }
 }
