@@ -91,3 +91,51 @@ test('usage errors exit with status 2', () => {
   assert.equal(result.status, 2);
   assert.match(result.stderr, /^topiary: --seqlen must be an integer/);
 });
+
+/** Requests that must be refused with one usage line (status 2) before any work starts. */
+function expectUsageError(args: string[], problem: RegExp): void {
+  const started = Date.now();
+  const result = runCli(args);
+  assert.equal(result.status, 2, `expected a usage error, got status ${result.status}:\n${result.stdout}${result.stderr}`);
+  assert.equal(result.stderr.trim().split('\n').length, 1, `expected one line, got:\n${result.stderr}`);
+  assert.match(result.stderr, problem);
+  assert.ok(Date.now() - started < 20_000, 'refused before any work');
+}
+
+test('prune requests refused before any work', () => {
+  const prune = ['prune', '--model', stories260K, '--calib', 'wikitext2', '--out', tempDir()];
+  expectUsageError([...prune, '--method', 'magnitude', '--sparsity', ''], /--sparsity must be a number in \[0, 1\), got ""/);
+  expectUsageError([...prune, '--method', 'magnitude', '--sparsity', ' '], /--sparsity must be a number/);
+  expectUsageError([...prune, '--method', 'flap', '--ratio', ''], /--ratio must be a number, got ""/);
+  expectUsageError([...prune, '--method', 'wanda', '--sparsity', '0.5', '--nsamples', '1000000000'], /--nsamples 1000000000 × --seqlen 512 needs about .* GiB.*use fewer samples/);
+  expectUsageError([...prune, '--method', 'wanda', '--sparsity', '0.5', '--layers', 'q,q'], /layer "q" is named twice in --layers/);
+  expectUsageError([...prune, '--method', 'ria', '--sparsity', '0.5', '--option', '__proto__=1'], /"__proto__" is not an option name/);
+  expectUsageError([...prune, '--method', 'ria', '--sparsity', '0.5', '--option', 'a=1', '--option', 'a=2'], /--option a is given twice/);
+  expectUsageError([...prune, '--method', 'magnitude', '--sparsity', '0.5', 'stray'], /unexpected argument "stray"/);
+  expectUsageError([...prune, '--method', 'magnitude', '--sparsity', '0.5', '--threads', '100000'], /--threads must be an integer from 1 to \d+, got "100000"/);
+  expectUsageError([...prune, '--method', 'magnitude', '--sparsity', '0.5', '--seed', ''], /--seed must be an integer/);
+});
+
+test('a negative number where a value is expected is one line', () => {
+  expectUsageError(['eval', '--model', tinyModel, '--seqlen', '-5'], /^topiary: Option '--seqlen' argument is ambiguous\. .*--seqlen=-XYZ/);
+  expectUsageError(['eval', '--model', tinyModel, '--seqlen=-5'], /--seqlen must be an integer ≥ 2, got "-5"/);
+});
+
+test('stray arguments to eval and generate are refused', () => {
+  expectUsageError(['eval', '--model', tinyModel, 'wikitext2'], /unexpected argument "wikitext2"/);
+  expectUsageError(['generate', '--model', stories260K, '--prompt', 'a', 'b'], /unexpected argument "b"/);
+});
+
+test('generate refuses more new tokens than the context holds', () => {
+  expectUsageError(['generate', '--model', stories260K, '--prompt', 'Once', '--max-new-tokens', '100000'], /--max-new-tokens 100000 after a \d+-token prompt exceeds the model's context of 512 tokens/);
+});
+
+test('a binary calibration or evaluation file is refused, naming it', () => {
+  const dir = tempDir();
+  const withNul = path.join(dir, 'nul.txt');
+  fs.writeFileSync(withNul, Buffer.from('Once upon a time\0there was'));
+  const invalidUtf8 = path.join(dir, 'latin1.txt');
+  fs.writeFileSync(invalidUtf8, Buffer.from([0x4f, 0x6e, 0x63, 0x65, 0xff, 0xfe, 0x20, 0x61]));
+  expectCleanError(['prune', '--model', stories260K, '--method', 'magnitude', '--sparsity', '0.5', '--calib', `text:${withNul}`, '--out', path.join(dir, 'out')], 'nul.txt', /not a text file: NUL byte at offset 16/);
+  expectCleanError(['eval', '--model', stories260K, '--dataset', `text:${invalidUtf8}`], 'latin1.txt', /not a text file: invalid UTF-8/);
+});

@@ -107,6 +107,15 @@ test('contexts longer than the model are cut on the left as the harness does; a 
   assert.equal(result.requests, 4);
 });
 
+test('a task none of whose items can be scored is an error, not an accuracy of NaN', async () => {
+  const m = await model();
+  const tooLong = { index: 0, requests: [{ context: 'The dog', continuation: ' and then'.repeat(400) }], gold: 0, choiceLengths: [3600] };
+  await assert.rejects(
+    () => evaluateItems(m, { name: 'toy', title: 'Toy', metrics: ['acc'] }, { items: [tooLong], skipped: [] }),
+    /^TopiaryError: toy: none of its 1 items can be scored \(item 0: .*longer than the model's context/,
+  );
+});
+
 test('acc, acc_norm (by choice length) and the harness stderr sqrt(p(1-p)/(n-1))', () => {
   const items: TaskItem[] = [
     { index: 0, requests: [], gold: 0, choiceLengths: [10, 2] }, // acc: -3 > -4 right; norm: -0.3 > -2 right

@@ -34,7 +34,7 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `topiary ARGS` from the TypeScript sources (no build step needed). */
+/** Runs `topiary ARGS` from the TypeScript sources (no build step needed); killed after `timeoutMs` (status null). */
 export function runCli(args: string[], env: Record<string, string> = {}, timeoutMs = 600_000): CliResult {
   const result = spawnSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src', 'cli', 'main.ts'), ...args], {
     cwd: repoRoot,

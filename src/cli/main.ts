@@ -3,6 +3,7 @@
  * The `topiary` command: argument parsing and error reporting only; every command is a thin call
  * into the library.
  */
+import * as os from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { getBackend } from '../backend/index.js';
 import { TopiaryError, UsageError } from '../util/errors.js';
@@ -12,13 +13,13 @@ import { reportCommand } from './commands/report.js';
 import { compareCommand } from './commands/compare.js';
 import { generateCommand } from './commands/generate.js';
 import { inspectCommand } from './commands/inspect.js';
-import { parseMethodOptions, parseTarget, pruneCommand } from './commands/prune.js';
+import { parseMethodOptions, parseNumber, parseTarget, pruneCommand } from './commands/prune.js';
 import { FAMILIES } from '../model/families/index.js';
 import { METHODS } from '../prune/methods/index.js';
 import { STRUCTURED_METHODS } from '../prune/structured/index.js';
 
 const COMMON_OPTIONS = `Common options:
-  --threads N    BLAS threads (default: all cores)
+  --threads N    BLAS threads (default: all cores; at most 4 × cores)
   --data-dir DIR data folder (default: $TOPIARY_DATA_DIR, else ../shared/data beside the checkout)
   -h, --help     this help
 `;
@@ -100,27 +101,41 @@ const COMMON: ParseArgsConfig['options'] = {
   'data-dir': { type: 'string' },
 };
 
-function parse(args: string[], options: ParseArgsConfig['options']) {
+/**
+ * More BLAS threads than this only oversubscribe the cores; a bound also keeps a typo such as
+ * --threads 100000 from asking the thread pool for memory it cannot have.
+ */
+const MAX_THREADS = os.availableParallelism() * 4;
+
+/** Parses a command's options; `positionals` says whether it takes operands (inspect, report, compare). */
+function parse(args: string[], options: ParseArgsConfig['options'], positionals = false) {
+  let parsed;
   try {
-    return parseArgs({ args, options: { ...COMMON, ...options }, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args, options: { ...COMMON, ...options }, allowPositionals: true, strict: true });
   } catch (error) {
-    throw new UsageError((error as Error).message);
+    // node:util's messages can span lines (e.g. for "--seqlen -5"); ours are one line.
+    throw new UsageError((error as Error).message.split('\n').map((line) => line.trim()).join(' '));
   }
+  if (!positionals && parsed.positionals.length > 0) throw new UsageError(`unexpected argument "${parsed.positionals[0]}"`);
+  return parsed;
 }
 
-function integer(value: unknown, flag: string, fallback?: number, min = 1): number {
+function integer(value: unknown, flag: string, fallback?: number, min = 1, max = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined) {
     if (fallback === undefined) throw new UsageError(`${flag} is required`);
     return fallback;
   }
-  const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < min) throw new UsageError(`${flag} must be an integer ≥ ${min}, got "${String(value)}"`);
+  const parsed = parseNumber(value);
+  if (!Number.isInteger(parsed) || parsed < min || parsed > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `≥ ${min}` : `from ${min} to ${max}`;
+    throw new UsageError(`${flag} must be an integer ${range}, got "${String(value)}"`);
+  }
   return parsed;
 }
 
 function number(value: unknown, flag: string, fallback: number): number {
   if (value === undefined) return fallback;
-  const parsed = Number(value);
+  const parsed = parseNumber(value);
   if (!Number.isFinite(parsed)) throw new UsageError(`${flag} must be a number, got "${String(value)}"`);
   return parsed;
 }
@@ -138,7 +153,7 @@ async function run(argv: string[]): Promise<void> {
   }
   const commands: Record<string, () => Promise<void>> = {
     async inspect() {
-      const { values, positionals } = parse(rest, {});
+      const { values, positionals } = parse(rest, {}, true);
       if (positionals.length !== 1) throw new UsageError('inspect takes one model path');
       await inspectCommand(positionals[0]!, values.json === true);
     },
@@ -192,7 +207,7 @@ async function run(argv: string[]): Promise<void> {
       });
     },
     async report() {
-      const { values, positionals } = parse(rest, { out: { type: 'string' }, baseline: { type: 'string' } });
+      const { values, positionals } = parse(rest, { out: { type: 'string' }, baseline: { type: 'string' } }, true);
       reportCommand({
         runs: positionals,
         out: required(values.out, '--out'),
@@ -200,7 +215,7 @@ async function run(argv: string[]): Promise<void> {
       });
     },
     async compare() {
-      const { values, positionals } = parse(rest, { baseline: { type: 'string' } });
+      const { values, positionals } = parse(rest, { baseline: { type: 'string' } }, true);
       compareCommand({ runs: positionals, ...(typeof values.baseline === 'string' ? { baseline: values.baseline } : {}), json: values.json === true });
     },
     async prune() {
@@ -265,7 +280,7 @@ function calibrationOptions(values: Record<string, unknown>): { corpus: string; 
 }
 
 function applyThreads(value: unknown): void {
-  if (value !== undefined) getBackend().setThreads(integer(value, '--threads'));
+  if (value !== undefined) getBackend().setThreads(integer(value, '--threads', undefined, 1, MAX_THREADS));
 }
 
 // Output piped into `head` and the like: a closed pipe ends the command quietly.

@@ -3,6 +3,8 @@
  * random document with more tokens than the window, then a random window inside it. Seeded, so
  * the same settings give the same windows.
  */
+import * as os from 'node:os';
+import * as v8 from 'node:v8';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
 import { createRng } from '../util/random.js';
 import { UsageError } from '../util/errors.js';
@@ -25,6 +27,31 @@ export interface CalibrationSet {
   longDocuments: number;
   documents: number;
 }
+
+/**
+ * Refuses calibration sets that cannot fit before any work starts: pruning keeps every window's
+ * activations (`nsamples × seqlen × hidden` fp32 values, twice where a method compares dense and
+ * pruned outputs) and the windows' token ids on the JavaScript heap. A request beyond the
+ * machine's memory would otherwise end in a heap abort long after it began.
+ */
+export function checkCalibrationFits(nsamples: number, seqlen: number, hiddenSize: number): void {
+  const activationBytes = 2 * nsamples * seqlen * hiddenSize * 4;
+  const memory = Math.min(os.totalmem(), process.constrainedMemory?.() || Infinity);
+  if (activationBytes > memory) {
+    throw new UsageError(
+      `--nsamples ${nsamples} × --seqlen ${seqlen} needs about ${gib(activationBytes)} GiB of activations (hidden size ${hiddenSize}), ` +
+        `more than this machine's ${gib(memory)} GiB: use fewer samples`,
+    );
+  }
+  // Token ids are kept as JavaScript numbers (8 bytes); V8 aborts the process beyond its heap limit.
+  const tokenBytes = nsamples * seqlen * 8;
+  const heapLimit = v8.getHeapStatistics().heap_size_limit;
+  if (tokenBytes > heapLimit / 2) {
+    throw new UsageError(`--nsamples ${nsamples} × --seqlen ${seqlen} tokens do not fit in the ${gib(heapLimit)} GiB JavaScript heap: use fewer samples`);
+  }
+}
+
+const gib = (bytes: number): string => (bytes / 2 ** 30).toFixed(1);
 
 function randomWindow(tokens: readonly number[], seqlen: number, rng: ReturnType<typeof createRng>): number[] {
   const start = rng.int(tokens.length - seqlen);

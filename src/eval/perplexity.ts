@@ -1,5 +1,6 @@
 import type { CausalLM } from '../model/causal-lm.js';
 import { UsageError } from '../util/errors.js';
+import { requireFiniteNumber } from '../util/finite.js';
 
 export interface PerplexityOptions {
   seqlen: number;
@@ -40,12 +41,14 @@ export async function perplexity(model: CausalLM, tokens: readonly number[], opt
   for (let w = 0; w < windows; w++) {
     const window = tokens.slice(w * seqlen, (w + 1) * seqlen);
     const result = await model.windowNll([window]);
+    requireFiniteNumber(result.nll, `the log-likelihood of window ${w + 1}`, model.source.path);
     nll += result.nll;
     predicted += result.predicted;
     options.onProgress?.(w + 1, windows, Math.exp(nll / predicted));
   }
   return {
-    perplexity: Math.exp(nll / predicted),
+    // Finite log-likelihoods can still average past what exp() can represent (an overflowing model).
+    perplexity: requireFiniteNumber(Math.exp(nll / predicted), 'the perplexity', model.source.path),
     nll,
     tokens: predicted,
     windows,

@@ -28,6 +28,7 @@
 import type { CausalLM } from '../model/causal-lm.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
 import { TopiaryError } from '../util/errors.js';
+import { requireFinite } from '../util/finite.js';
 import { dataFile } from '../data/datadir.js';
 import type { LoadedTask, TaskDefinition, TaskItem, TaskMetric, TaskRequest } from './tasks/index.js';
 
@@ -293,7 +294,12 @@ export async function evaluateItems(
     scoredItems.push(item);
     inputs.push(...scorable);
   }
+  // Accuracy over no items would be NaN: say why there is none instead of reporting it.
+  if (scoredItems.length === 0) {
+    throw new TopiaryError(`${task.name}: none of its ${items.length} items can be scored${skipped.length > 0 ? ` (item ${skipped[0]!.index}: ${skipped[0]!.reason})` : ''}`);
+  }
   const { logLikelihoods: lls, stats } = await scoreInputs(model, inputs, options);
+  requireFinite(lls, `${task.name}: the list of answer log-likelihoods`, model.source.path);
   let offset = 0;
   const scores = scoredItems.map((item) => {
     const itemScores = [...lls.subarray(offset, offset + item.requests.length)];

@@ -22,6 +22,7 @@ import { GGML_TYPES, ggmlByteLength, type GgmlType } from '../formats/ggml-quant
 import type { CausalLM } from '../model/causal-lm.js';
 import { writeAll, writeFileAtomic } from '../util/atomic.js';
 import { TopiaryError } from '../util/errors.js';
+import { firstNonFinite16, requireFinite } from '../util/finite.js';
 import { convertRopeRows } from '../model/components/rope.js';
 import type { GgufVocabulary } from '../tokenizers/gguf-export.js';
 import { tokenKindToGguf } from '../tokenizers/score-merge.js';
@@ -144,13 +145,17 @@ export function quantizeQ8_0(values: Float32Array): Uint8Array {
   return out;
 }
 
-function encodeTensor(tensor: GgufTensorToWrite, data: Float32Array): Uint8Array {
+/** The tensor's bytes; refuses a NaN or infinity (or a value F16 cannot hold) rather than write it. */
+function encodeTensor(tensor: GgufTensorToWrite, data: Float32Array, file: string): Uint8Array {
+  requireFinite(data, `refusing to write tensor "${tensor.name}": it`, file);
   switch (tensor.type) {
     case 'F32':
       return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     case 'F16': {
       const bits = new Uint16Array(data.length);
       floatToHalfBits(data, bits);
+      const overflow = firstNonFinite16(bits, 'F16');
+      if (overflow >= 0) throw new TopiaryError(`refusing to write tensor "${tensor.name}": its value ${data[overflow]} at index ${overflow} does not fit F16`, file);
       return new Uint8Array(bits.buffer);
     }
     case 'Q8_0':
@@ -196,7 +201,7 @@ export function writeGguf(file: string, keyValues: readonly GgufKeyValue[], tens
       if (data.length !== tensor.shape.reduce((a, b) => a * b, 1)) {
         throw new TopiaryError(`tensor "${tensor.name}" has shape [${tensor.shape}] but ${data.length} values`, file);
       }
-      writeAll(fd, encodeTensor(tensor, data));
+      writeAll(fd, encodeTensor(tensor, data, file));
       writeAll(fd, padding(sizes[i]!));
     });
   });

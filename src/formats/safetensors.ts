@@ -6,6 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { firstNonFinite16, requireFinite } from '../util/finite.js';
 import { TopiaryError } from '../util/errors.js';
 import { writeAll, writeFileAtomic } from '../util/atomic.js';
 import { describeFsError, describeJsonError, openRegularFile, parseJson, readTextFile, READ_LIMITS, type ReadOptions } from '../util/safe-fs.js';
@@ -291,7 +292,12 @@ const CONVERT_CHUNK = 1 << 20;
  * Writes tensors (in the given order) to a .safetensors file atomically, streaming each tensor's
  * bytes instead of building the whole file in memory.
  */
-export function writeSafetensors(file: string, tensors: TensorToWrite[], metadata?: Record<string, string>): void {
+/**
+ * Writes tensors atomically. NaN and infinities, and values the stored type cannot hold, are
+ * refused unless `allowNonFinite` (for tests of the format's rounding itself): a model file that
+ * holds one is broken, not a result.
+ */
+export function writeSafetensors(file: string, tensors: TensorToWrite[], metadata?: Record<string, string>, options: { allowNonFinite?: boolean } = {}): void {
   // No prototype, so a tensor named like an Object method (or __proto__) is just a key.
   const header: Record<string, unknown> = Object.create(null);
   if (metadata) {
@@ -324,7 +330,7 @@ export function writeSafetensors(file: string, tensors: TensorToWrite[], metadat
   writeFileAtomic(file, (fd) => {
     writeAll(fd, lengthBytes);
     writeAll(fd, headerBytes);
-    for (const tensor of tensors) writeTensorData(fd, tensor, file);
+    for (const tensor of tensors) writeTensorData(fd, tensor, file, options.allowNonFinite === true);
   });
 }
 
@@ -332,12 +338,13 @@ function valueCount(tensor: TensorToWrite): string {
   return typeof tensor.data === 'function' ? 'a lazy' : String(tensor.data.length);
 }
 
-function writeTensorData(fd: number, tensor: TensorToWrite, file: string): void {
+function writeTensorData(fd: number, tensor: TensorToWrite, file: string, allowNonFinite: boolean): void {
   const data = typeof tensor.data === 'function' ? tensor.data() : tensor.data;
   if (data.length !== product(tensor.shape)) {
     throw new TopiaryError(`tensor "${tensor.name}" has shape [${tensor.shape.join(', ')}] but ${data.length} values`, file);
   }
   const dtype = tensor.dtype ?? 'F32';
+  if (!allowNonFinite) requireFinite(data, `refusing to write tensor "${tensor.name}": it`, file);
   if (dtype === 'F32') {
     writeAll(fd, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     return;
@@ -348,6 +355,10 @@ function writeTensorData(fd: number, tensor: TensorToWrite, file: string): void 
     const chunk = data.subarray(start, Math.min(start + CONVERT_CHUNK, data.length));
     const out = bits.subarray(0, chunk.length);
     narrow(chunk, out);
+    const overflow = firstNonFinite16(out, dtype);
+    if (overflow >= 0 && !allowNonFinite) {
+      throw new TopiaryError(`refusing to write tensor "${tensor.name}": its value ${chunk[overflow]} at index ${start + overflow} does not fit ${dtype}`, file);
+    }
     writeAll(fd, new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
   }
 }

@@ -1,3 +1,5 @@
+import { requireFinite } from '../util/finite.js';
+
 /**
  * What every weight format reader provides: the tensors of a file (or sharded folder) by name,
  * read lazily, one at a time, dequantized to fp32. Readers know bytes, not architectures: names
@@ -25,4 +27,12 @@ export interface TensorStore {
   /** Reads one tensor and converts it to fp32. Throws TopiaryError naming the file on any problem. */
   read(name: string): Float32Array;
   close(): void;
+}
+
+/**
+ * Reads a tensor of a model and refuses it if it holds a NaN or infinity, naming the tensor and
+ * the file: what comes from a downloaded model must be finite before any method or metric sees it.
+ */
+export function readFinite(store: TensorStore, name: string): Float32Array {
+  return requireFinite(store.read(name), `tensor "${name}"`, store.path);
 }

@@ -6,9 +6,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openGguf } from '../formats/gguf.js';
+import { ggufHyperparameters } from '../formats/gguf-hparams.js';
 import { openLlama2c } from '../formats/llama2c.js';
 import { openSafetensors } from '../formats/safetensors.js';
-import type { TensorStore } from '../formats/tensors.js';
+import { readFinite, type TensorStore } from '../formats/tensors.js';
 import { tokenizerFromGguf, tokenizerFromJson, tokenizerFromLlama2cBin } from '../tokenizers/load.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
 import { TopiaryError } from '../util/errors.js';
@@ -103,7 +104,7 @@ function mappedSource(
     dtype: (name) => store.info(lookup(name).storeName).dtype,
     read(name) {
       const entry = lookup(name);
-      const data = store.read(entry.storeName);
+      const data = readFinite(store, entry.storeName);
       const [rows, cols = 1] = store.info(entry.storeName).shape as [number, number?];
       if (entry.transposed) return transpose(data, rows, cols);
       if (entry.reorderRows) return entry.reorderRows(data, rows, cols);
@@ -156,11 +157,8 @@ function fromGguf(file: string): ModelSource {
     const { family, modelType, interleavedRope } = familyForGguf(arch, file);
     const layout = family.gguf!;
     if (store.has('rope_freqs.weight')) throw new TopiaryError('GGUF files with a rope_freqs tensor (Llama 3.1 rope scaling) are not supported yet', file);
-    // Bounded by the tensors present before anything loops over it.
-    const numLayers = Number(meta[`${arch}.block_count`]);
-    if (!Number.isInteger(numLayers) || numLayers <= 0 || numLayers > store.list().length) {
-      throw new TopiaryError(`GGUF metadata "${arch}.block_count" (${String(meta[`${arch}.block_count`])}) does not match the tensors in the file`, file);
-    }
+    // Every size in the header is bounded by the tensors present before anything loops over it.
+    const { numLayers } = ggufHyperparameters(store, arch);
     const perLayer = (key: string): number | undefined => {
       const value = meta[`${arch}.${key}`];
       return typeof value === 'number' ? value : undefined;

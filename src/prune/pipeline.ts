@@ -16,6 +16,7 @@
 import { openSafetensors, writeSafetensors } from '../formats/safetensors.js';
 import type { Block, CausalLM, InputObserver } from '../model/causal-lm.js';
 import type { ModelSource } from '../model/sources.js';
+import { requireFiniteNumber } from '../util/finite.js';
 import { finishedLayers, layerFile, openCheckpoint, readJson, writeJson } from './checkpoint.js';
 import type { LinearStats, StatKind } from './method.js';
 import { prunedSource } from './pruned-source.js';
@@ -293,6 +294,9 @@ export async function prunePipeline<Plan>(model: CausalLM, windows: readonly (re
       await forward(layer, 'forward', true, meter?.on === advanceThrough ? meterFor : undefined);
     }
     meter?.finish();
+    for (const matrix of decision.report.matrices) {
+      matrix.relativeError = requireFiniteNumber(matrix.relativeError, `the output error of ${matrix.name}`, model.source.path);
+    }
     const forwardSeconds = (performance.now() - forwardStart) / 1000;
 
     // Checkpoint: weights first, then the report that marks the block finished.

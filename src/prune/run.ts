@@ -10,7 +10,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describeCalibration, drawCalibration } from '../data/calibration.js';
+import { checkCalibrationFits, describeCalibration, drawCalibration } from '../data/calibration.js';
 import { describeCorpus, parseCorpusSpec } from '../data/corpora.js';
 import { resolveDataDir } from '../data/datadir.js';
 import { exportGguf, ggufUnsupported } from '../export/gguf-writer.js';
@@ -141,6 +141,7 @@ async function pruneInto(output: OutputFolder, settings: PruneSettings, started:
   if (seqlen > model.config.maxPositionEmbeddings) {
     throw new UsageError(`--seqlen ${seqlen} exceeds the model's context (${model.config.maxPositionEmbeddings})`);
   }
+  checkCalibrationFits(settings.calibration.nsamples, seqlen, model.config.hiddenSize);
   const dataDir = corpus.kind === 'text' ? '' : resolveDataDir(settings.dataDir);
   const out = output.dir;
   const checkpointDir = path.join(out, CHECKPOINT_DIR);

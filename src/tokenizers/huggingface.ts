@@ -1,6 +1,7 @@
 import { Tokenizer as HfLibraryTokenizer } from '@huggingface/tokenizers';
 import type { Tokenizer } from './tokenizer.js';
 import { checkTokenIds } from './ids.js';
+import { TopiaryError } from '../util/errors.js';
 import { ggufVocabularyFromJson, type GgufVocabulary } from './gguf-export.js';
 
 /** The fields of a Hugging Face tokenizer_config.json this wrapper reads. */
@@ -59,9 +60,27 @@ export class HuggingFaceTokenizer implements Tokenizer {
   }
 
   encode(text: string, options: { addBos?: boolean } = {}): number[] {
-    const ids = text.length === 0 ? [] : this.library.encode(text, { add_special_tokens: false }).ids;
+    const ids = text.length === 0 ? [] : this.encodeBare(text);
     const addBos = options.addBos ?? this.addBosByDefault;
     return addBos && this.bosId !== undefined ? [this.bosId, ...ids] : ids;
+  }
+
+  /**
+   * The library's ids for `text`. Normalizers that lengthen the text are bounded when the file is
+   * loaded (json-checks.ts); a text that still grows past what a JavaScript string or array can
+   * hold is refused in one line rather than with the engine's RangeError.
+   */
+  private encodeBare(text: string): number[] {
+    let ids: number[];
+    try {
+      ids = this.library.encode(text, { add_special_tokens: false }).ids;
+    } catch (error) {
+      if (error instanceof RangeError) throw new TopiaryError(`cannot tokenize a text of ${text.length} characters: ${error.message}`, this.source);
+      throw libraryFailure(error, this.source);
+    }
+    // A vocabulary without an unknown token gives the library no id for text it cannot spell.
+    if (ids.some((id) => !Number.isInteger(id))) throw new TopiaryError('cannot tokenize the text: the vocabulary cannot spell part of it and has no unknown token', this.source);
+    return ids;
   }
 
   toHuggingFace(): { tokenizer: Record<string, unknown>; config: Record<string, unknown> } {
@@ -86,8 +105,20 @@ export class HuggingFaceTokenizer implements Tokenizer {
   decode(ids: number[]): string {
     checkTokenIds(ids, this.vocabSize);
     if (ids.length === 0) return '';
-    return this.library.decode(ids, { skip_special_tokens: true, clean_up_tokenization_spaces: this.cleanUpSpaces });
+    try {
+      return this.library.decode(ids, { skip_special_tokens: true, clean_up_tokenization_spaces: this.cleanUpSpaces });
+    } catch (error) {
+      throw libraryFailure(error, this.source);
+    }
   }
+}
+
+/**
+ * The library checks a tokenizer.json's parts only when they first run; what fails then is the
+ * file's fault (a decoder of the wrong shape, say), and is reported as such.
+ */
+function libraryFailure(error: unknown, source: string): TopiaryError {
+  return error instanceof TopiaryError ? error : new TopiaryError(`the tokenizer failed: ${(error as Error).message}`, source);
 }
 
 /**

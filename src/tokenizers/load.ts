@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path';
 import { TopiaryError } from '../util/errors.js';
 import { READ_LIMITS, readJsonObject } from '../util/safe-fs.js';
 import { HuggingFaceTokenizer, type TokenizerConfig } from './huggingface.js';
+import { checkTokenizerJson } from './json-checks.js';
 import type { Tokenizer } from './tokenizer.js';
 
 export { tokenizerFromGguf } from './gguf-vocab.js';
@@ -34,6 +35,7 @@ export function tokenizerFromJson(source: string | object, config?: string | Tok
     if (existsSync(beside)) tokenizerConfig = readJsonObject(beside, { within: dirname(tokenizerFile) });
   }
 
+  checkTokenizerJson(tokenizerJson as Record<string, unknown>, tokenizerFile);
   try {
     return new HuggingFaceTokenizer(tokenizerJson, tokenizerConfig, 'tokenizer.json');
   } catch (error) {

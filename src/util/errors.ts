@@ -11,9 +11,18 @@ export class TopiaryError extends Error {
     /** Process exit code the CLI uses: 2 for bad usage, 1 otherwise. */
     readonly exitCode: number = 1,
   ) {
-    super(file ? `${file}: ${message}` : message);
+    super(oneLine(file ? `${file}: ${message}` : message));
     this.name = 'TopiaryError';
   }
+}
+
+/**
+ * Control characters (newlines, terminal escapes) escaped as \uXXXX: messages quote names read
+ * from files (GGUF keys, tensor names), and a hostile file must not be able to break the one-line
+ * error or write to the terminal through them.
+ */
+function oneLine(message: string): string {
+  return message.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** Thrown for invalid command-line or API requests, before any work starts. */

@@ -117,7 +117,15 @@ export function readRegularFile(file: string, maxBytes: number, options: ReadOpt
 
 /** A UTF-8 text file (see `readRegularFile`). */
 export function readTextFile(file: string, maxBytes: number = READ_LIMITS.text, options: ReadOptions = {}): string {
-  return readRegularFile(file, maxBytes, options).toString('utf8');
+  const bytes = readRegularFile(file, maxBytes, options);
+  // Binary data is refused rather than read as replacement characters (and tokenized as such).
+  const nul = bytes.indexOf(0);
+  if (nul >= 0) throw new TopiaryError(`not a text file: NUL byte at offset ${nul}`, file);
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new TopiaryError('not a text file: invalid UTF-8', file);
+  }
 }
 
 /**

@@ -1,6 +1,7 @@
 import { generate } from '../../model/generate.js';
 import { loadModel } from '../../model/load.js';
 import { createRng } from '../../util/random.js';
+import { UsageError } from '../../util/errors.js';
 
 export interface GenerateArgs {
   model: string;
@@ -15,6 +16,11 @@ export async function generateCommand(args: GenerateArgs): Promise<void> {
   const tokenizer = model.tokenizer;
   const prompt = tokenizer.encode(args.prompt);
   if (prompt.length === 0) prompt.push(model.config.bosTokenId ?? 0);
+  const context = model.config.maxPositionEmbeddings;
+  if (prompt.length + args.maxNewTokens > context) {
+    model.source.close();
+    throw new UsageError(`--max-new-tokens ${args.maxNewTokens} after a ${prompt.length}-token prompt exceeds the model's context of ${context} tokens`);
+  }
   const rng = createRng(args.seed);
   process.stdout.write(args.prompt);
   let printed = '';

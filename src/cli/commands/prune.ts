@@ -3,12 +3,18 @@ import { UsageError } from '../../util/errors.js';
 import { explainInterruptedPrune } from '../interrupt.js';
 import { Progress } from '../progress.js';
 
+/** A number given on the command line; blank text is NaN, not the 0 that Number('') gives. */
+export function parseNumber(value: unknown): number {
+  const text = String(value).trim();
+  return text === '' ? Number.NaN : Number(text);
+}
+
 /** `--sparsity 0.5`, `--pattern 2:4` or `--ratio 0.2`, exactly one of them. */
 export function parseTarget(sparsity: unknown, pattern: unknown, ratio?: unknown): PruneTarget {
   const given = [sparsity, pattern, ratio].filter((value) => value !== undefined).length;
   if (given !== 1) throw new UsageError('give exactly one of --sparsity P, --pattern N:M or --ratio R');
   const fraction = (value: unknown, flag: string): number => {
-    const parsed = typeof value === 'string' && value.trim() !== '' ? Number(value) : NaN;
+    const parsed = parseNumber(value);
     if (!Number.isFinite(parsed) || parsed < 0 || parsed >= 1) throw new UsageError(`${flag} must be a number in [0, 1), got "${String(value)}"`);
     return parsed;
   };
@@ -29,8 +35,11 @@ export function parseMethodOptions(entries: readonly string[], permute: boolean)
     const eq = entry.indexOf('=');
     if (eq <= 0) throw new UsageError(`--option expects KEY=VALUE, got "${entry}"`);
     const key = entry.slice(0, eq);
+    // Option names are plain identifiers: this also keeps "__proto__" from vanishing into the prototype.
+    if (!/^[A-Za-z][A-Za-z0-9]*$/.test(key)) throw new UsageError(`--option ${entry}: "${key}" is not an option name`);
+    if (Object.hasOwn(options, key)) throw new UsageError(`--option ${key} is given twice`);
     const raw = entry.slice(eq + 1);
-    options[key] = raw === 'true' ? true : raw === 'false' ? false : raw !== '' && Number.isFinite(Number(raw)) ? Number(raw) : raw;
+    options[key] = raw === 'true' ? true : raw === 'false' ? false : Number.isFinite(parseNumber(raw)) ? parseNumber(raw) : raw;
   }
   if (permute) options.permute = true;
   return options;
