@@ -31,6 +31,8 @@ export class CausalLM {
   private positions?: Float32Array;
   private finalNorm?: { weight: Float32Array; bias?: Float32Array };
   private headWeight?: Float32Array;
+  /** The LM head's bias (Phi), null once known to be absent. */
+  private headBias?: Float32Array | null;
   private readonly ropeTables?: RopeTables;
 
   constructor(
@@ -221,6 +223,11 @@ export class CausalLM {
     await norm(this.backend, this.config.norm, this.finalNorm.weight, this.finalNorm.bias, hidden.subarray(0, rows * d), normed);
     const logits = new Float32Array(rows * vocabSize);
     await this.backend.gemm(normed, this.headMatrix(), logits, { m: rows, n: vocabSize, k: d, transB: true });
+    if (this.headBias === undefined) {
+      const biasName = this.family.lmHead.replace(/\.weight$/, '.bias');
+      this.headBias = this.source.has(biasName) ? this.readTensor(biasName, [vocabSize]) : null;
+    }
+    if (this.headBias) await this.backend.addBias(logits, this.headBias);
     if (this.config.finalLogitSoftCap !== undefined) await this.backend.softCap(logits, this.config.finalLogitSoftCap);
     return logits;
   }

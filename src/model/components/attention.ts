@@ -4,7 +4,8 @@
  * with grouped-query sharing, an optional sliding window and score soft-capping.
  */
 import type { BlockContext, Block } from '../families/family.js';
-import { linear } from './linear.js';
+import { TopiaryError } from '../../util/errors.js';
+import { columns, linear } from './linear.js';
 
 export interface AttentionInputs {
   /** [rows, numHeads·headDim] */
@@ -73,5 +74,34 @@ export async function separateProjectionAttention(ctx: BlockContext, block: Bloc
     ...(qkNorm ? { qNorm: qkNorm.q, kNorm: qkNorm.k } : {}),
   });
   await ctx.observe?.(['o'], out, ctx.rows, oProj.inFeatures);
+  return linear(ctx, out, oProj, 'residual');
+}
+
+/**
+ * Attention with one fused projection whose output columns are three blocks [q | k | v]
+ * (Phi-3's qkv_proj: numHeads·headDim, then numKvHeads·headDim twice), then the output
+ * projection. Pruned as stored, so the head counts are the config's. Per-head interleaved fused
+ * layouts (GPT-NeoX) are not this one.
+ */
+export async function blockFusedAttention(ctx: BlockContext, block: Block, x: Float32Array, roles: { qkv: string; o: string }): Promise<Float32Array> {
+  const qkvProj = block.linears[roles.qkv]!;
+  const oProj = block.linears[roles.o]!;
+  const { headDim, numHeads, numKvHeads } = ctx.config;
+  const qWidth = numHeads * headDim;
+  const kvWidth = numKvHeads * headDim;
+  const width = qWidth + 2 * kvWidth;
+  if (qkvProj.outFeatures !== width) {
+    throw new TopiaryError(`layer ${ctx.layer}: the fused ${roles.qkv} projection has ${qkvProj.outFeatures} outputs, expected ${width} (${numHeads} query and 2 × ${numKvHeads} key/value heads of ${headDim})`);
+  }
+  await ctx.observe?.([roles.qkv], x, ctx.rows, qkvProj.inFeatures);
+  const qkv = await linear(ctx, x, qkvProj, 'qkv');
+  const out = await attend(ctx, {
+    q: columns(ctx, qkv, width, 0, qWidth, 'q'),
+    k: columns(ctx, qkv, width, qWidth, kvWidth, 'k'),
+    v: columns(ctx, qkv, width, qWidth + kvWidth, kvWidth, 'v'),
+    numHeads,
+    numKvHeads,
+  });
+  await ctx.observe?.([roles.o], out, ctx.rows, oProj.inFeatures);
   return linear(ctx, out, oProj, 'residual');
 }

@@ -2,8 +2,10 @@
 import { TopiaryError } from '../../util/errors.js';
 import type { Family } from './family.js';
 import { llama } from './llama.js';
+import { phi } from './phi.js';
+import { phi3 } from './phi3.js';
 
-export const FAMILIES: readonly Family[] = [llama];
+export const FAMILIES: readonly Family[] = [llama, phi, phi3];
 
 export const supportedModelTypes = (): string[] => FAMILIES.flatMap((family) => family.modelTypes);
 

@@ -1,0 +1,135 @@
+/**
+ * Phi-1/Phi-2 (model_type 'phi'): one LayerNorm feeds attention and the MLP in parallel, whose
+ * outputs both join the residual stream; partial rotary; biases on every linear layer including
+ * the LM head; a final LayerNorm. The attention output projection is `dense`, the MLP a plain
+ * fc1 → act → fc2.
+ */
+import { TopiaryError } from '../../util/errors.js';
+import { separateProjectionAttention } from '../components/attention.js';
+import { plainMlp } from '../components/mlp.js';
+import { norm } from '../components/norm.js';
+import {
+  activationField,
+  attentionShape,
+  booleanField,
+  firstId,
+  numberField,
+  positiveField,
+  ropeBase,
+  ropeScalingJson,
+  sizeField,
+  type Json,
+  type ModelConfig,
+} from '../config.js';
+import type { Block, BlockContext, Family } from './family.js';
+
+/**
+ * Features of each head that rotate: int(headDim · partial_rotary_factor), the factor read as
+ * transformers does — from rope_parameters, else the top-level field, else the family's default.
+ */
+export function partialRotaryDim(json: Json, file: string, headDim: number, defaultFactor: number): number {
+  const parameters = json.rope_parameters;
+  const inParameters = typeof parameters === 'object' && parameters !== null && (parameters as Json).partial_rotary_factor !== undefined;
+  const factor = inParameters
+    ? numberField(parameters as Json, file, 'partial_rotary_factor')
+    : numberField(json, file, 'partial_rotary_factor', defaultFactor);
+  const rotaryDim = Math.floor(headDim * factor);
+  if (!(factor > 0 && factor <= 1) || rotaryDim < 2 || rotaryDim % 2 !== 0) {
+    throw new TopiaryError(`field "partial_rotary_factor" (${factor}) should rotate an even number of the ${headDim} features of a head, not ${rotaryDim}`, file);
+  }
+  return rotaryDim;
+}
+
+/** The rope_parameters object to write back: base, scaling and the partial rotary factor. */
+export function ropeParametersJson(config: ModelConfig): Json | undefined {
+  const rope = config.rope;
+  if (!rope) return undefined;
+  return { rope_type: 'default', ...ropeScalingJson(rope.scaling), rope_theta: rope.theta, partial_rotary_factor: rope.rotaryDim / config.headDim };
+}
+
+function parseConfig(json: Json, file: string): ModelConfig {
+  if (json.qk_layernorm === true) throw new TopiaryError('Phi models with "qk_layernorm": true are not supported', file);
+  const shape = attentionShape(json, file);
+  const { theta, scaling } = ropeBase(json, file);
+  return {
+    modelType: 'phi',
+    ...shape,
+    intermediateSize: sizeField(json, file, 'intermediate_size'),
+    numLayers: sizeField(json, file, 'num_hidden_layers'),
+    vocabSize: sizeField(json, file, 'vocab_size'),
+    maxPositionEmbeddings: sizeField(json, file, 'max_position_embeddings', 2048),
+    tieWordEmbeddings: booleanField(json, file, 'tie_word_embeddings', false),
+    bosTokenId: firstId(json.bos_token_id),
+    eosTokenId: firstId(json.eos_token_id),
+    norm: { kind: 'layer', eps: positiveField(json, file, 'layer_norm_eps', 1e-5) },
+    rope: { theta, scaling, rotaryDim: partialRotaryDim(json, file, shape.headDim, 0.5), layout: 'half' },
+    attention: { scale: 1 / Math.sqrt(shape.headDim) },
+    activation: activationField(json, file, 'hidden_act', 'gelu_new'),
+    hfConfig: json,
+  };
+}
+
+/**
+ * The source's config.json when there is one (pruning as stored changes none of it), without its
+ * dtype: export states the dtype it writes.
+ */
+export function sourceHfConfig(config: ModelConfig): Json | undefined {
+  if (!config.hfConfig) return undefined;
+  const { dtype: _dtype, torch_dtype: _torchDtype, ...rest } = config.hfConfig;
+  return rest;
+}
+
+function toHfConfig(config: ModelConfig): Json {
+  const source = sourceHfConfig(config);
+  if (source) return source;
+  return {
+    architectures: ['PhiForCausalLM'],
+    model_type: 'phi',
+    hidden_size: config.hiddenSize,
+    intermediate_size: config.intermediateSize,
+    num_hidden_layers: config.numLayers,
+    num_attention_heads: config.numHeads,
+    num_key_value_heads: config.numKvHeads,
+    vocab_size: config.vocabSize,
+    layer_norm_eps: config.norm.eps,
+    rope_parameters: ropeParametersJson(config),
+    max_position_embeddings: config.maxPositionEmbeddings,
+    tie_word_embeddings: config.tieWordEmbeddings,
+    hidden_act: { gelu_tanh: 'gelu_new', gelu: 'gelu', relu: 'relu', silu: 'silu' }[config.activation],
+    qk_layernorm: false,
+    ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
+    ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
+  };
+}
+
+export const phi: Family = {
+  name: 'phi',
+  modelTypes: ['phi'],
+  hfArchitectures: { phi: 'PhiForCausalLM' },
+  parseConfig,
+  toHfConfig,
+  embedTokens: 'model.embed_tokens.weight',
+  finalNorm: 'model.final_layernorm',
+  lmHead: 'lm_head.weight',
+  layerPrefix: (layer) => `model.layers.${layer}.`,
+  linears: [
+    { role: 'q', name: 'self_attn.q_proj' },
+    { role: 'k', name: 'self_attn.k_proj' },
+    { role: 'v', name: 'self_attn.v_proj' },
+    { role: 'o', name: 'self_attn.dense' },
+    { role: 'fc1', name: 'mlp.fc1' },
+    { role: 'fc2', name: 'mlp.fc2' },
+  ],
+  // Attention and the MLP read the same normed input; observed once per branch, as two groups.
+  inputGroups: [['q', 'k', 'v'], ['o'], ['fc1'], ['fc2']],
+
+  async forward(block: Block, hidden: Float32Array, ctx: BlockContext): Promise<void> {
+    const { backend, config } = ctx;
+    const normed = ctx.scratch('normed', hidden.length);
+    await norm(backend, config.norm, block.tensors['input_layernorm.weight']!, block.tensors['input_layernorm.bias'], hidden, normed);
+    // Both branches read `normed`; the attention output joins the stream before the MLP runs
+    // because both return their result in the same scratch buffer.
+    await backend.addInPlace(hidden, await separateProjectionAttention(ctx, block, normed));
+    await backend.addInPlace(hidden, await plainMlp(ctx, block, normed, config.activation, { up: 'fc1', down: 'fc2' }));
+  },
+};

@@ -1,0 +1,114 @@
+/**
+ * Phi-3 and Phi-4-mini (model_type 'phi3'): the LLaMA block with fused projections — qkv_proj
+ * holds [q | k | v], gate_up_proj holds [gate | up] — pruned as stored. Partial rotary
+ * (Phi-4-mini rotates 3/4 of each head) and a sliding window on every layer when one is set.
+ */
+import { TopiaryError } from '../../util/errors.js';
+import { blockFusedAttention } from '../components/attention.js';
+import { fusedGatedMlp } from '../components/mlp.js';
+import { norm } from '../components/norm.js';
+import {
+  activationField,
+  attentionShape,
+  booleanField,
+  firstId,
+  positiveField,
+  ropeBase,
+  sizeField,
+  type Json,
+  type ModelConfig,
+} from '../config.js';
+import type { Block, BlockContext, Family } from './family.js';
+import { slidingLayers } from './llama.js';
+import { partialRotaryDim, ropeParametersJson, sourceHfConfig } from './phi.js';
+
+/**
+ * Phi-3 knows two rope types: default, and longrope (the old names "su" and "yarn" mean it too),
+ * whose frequencies switch with the sequence length; Topiary runs only the first.
+ */
+function refuseRopeScaling(json: Json, file: string): void {
+  for (const key of ['rope_scaling', 'rope_parameters']) {
+    const value = json[key];
+    if (typeof value !== 'object' || value === null) continue;
+    const type = (value as Json).rope_type ?? (value as Json).type ?? 'default';
+    if (type !== 'default') throw new TopiaryError(`${key} type ${JSON.stringify(type)} is not supported for Phi-3 (longrope is not implemented yet; supported: default)`, file);
+  }
+}
+
+function parseConfig(json: Json, file: string): ModelConfig {
+  refuseRopeScaling(json, file);
+  const shape = attentionShape(json, file);
+  const numLayers = sizeField(json, file, 'num_hidden_layers');
+  const { theta, scaling } = ropeBase(json, file);
+  const sliding = slidingLayers(json, file, numLayers);
+  return {
+    modelType: 'phi3',
+    ...shape,
+    intermediateSize: sizeField(json, file, 'intermediate_size'),
+    numLayers,
+    vocabSize: sizeField(json, file, 'vocab_size'),
+    maxPositionEmbeddings: sizeField(json, file, 'max_position_embeddings', 4096),
+    tieWordEmbeddings: booleanField(json, file, 'tie_word_embeddings', false),
+    bosTokenId: firstId(json.bos_token_id),
+    eosTokenId: firstId(json.eos_token_id),
+    norm: { kind: 'rms', eps: positiveField(json, file, 'rms_norm_eps', 1e-5), weightOffset: 0 },
+    rope: { theta, scaling, rotaryDim: partialRotaryDim(json, file, shape.headDim, 1), layout: 'half' },
+    attention: {
+      scale: 1 / Math.sqrt(shape.headDim),
+      ...(sliding?.includes('sliding') ? { layerTypes: sliding, slidingWindow: sizeField(json, file, 'sliding_window') } : {}),
+    },
+    activation: activationField(json, file, 'hidden_act', 'silu'),
+    hfConfig: json,
+  };
+}
+
+function toHfConfig(config: ModelConfig): Json {
+  const source = sourceHfConfig(config);
+  if (source) return source;
+  return {
+    architectures: ['Phi3ForCausalLM'],
+    model_type: 'phi3',
+    hidden_size: config.hiddenSize,
+    intermediate_size: config.intermediateSize,
+    num_hidden_layers: config.numLayers,
+    num_attention_heads: config.numHeads,
+    num_key_value_heads: config.numKvHeads,
+    vocab_size: config.vocabSize,
+    rms_norm_eps: config.norm.eps,
+    rope_parameters: ropeParametersJson(config),
+    max_position_embeddings: config.maxPositionEmbeddings,
+    sliding_window: config.attention.slidingWindow ?? null,
+    tie_word_embeddings: config.tieWordEmbeddings,
+    hidden_act: 'silu',
+    ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
+    ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
+  };
+}
+
+export const phi3: Family = {
+  name: 'phi3',
+  modelTypes: ['phi3'],
+  hfArchitectures: { phi3: 'Phi3ForCausalLM' },
+  parseConfig,
+  toHfConfig,
+  embedTokens: 'model.embed_tokens.weight',
+  finalNorm: 'model.norm',
+  lmHead: 'lm_head.weight',
+  layerPrefix: (layer) => `model.layers.${layer}.`,
+  linears: [
+    { role: 'qkv', name: 'self_attn.qkv_proj' },
+    { role: 'o', name: 'self_attn.o_proj' },
+    { role: 'gate_up', name: 'mlp.gate_up_proj' },
+    { role: 'down', name: 'mlp.down_proj' },
+  ],
+  inputGroups: [['qkv'], ['o'], ['gate_up'], ['down']],
+
+  async forward(block: Block, hidden: Float32Array, ctx: BlockContext): Promise<void> {
+    const { backend, config } = ctx;
+    const normed = ctx.scratch('normed', hidden.length);
+    await norm(backend, config.norm, block.tensors['input_layernorm.weight']!, undefined, hidden, normed);
+    await backend.addInPlace(hidden, await blockFusedAttention(ctx, block, normed, { qkv: 'qkv', o: 'o' }));
+    await norm(backend, config.norm, block.tensors['post_attention_layernorm.weight']!, undefined, hidden, normed);
+    await backend.addInPlace(hidden, await fusedGatedMlp(ctx, block, normed, config.activation, { gateUp: 'gate_up', down: 'down' }));
+  },
+};
