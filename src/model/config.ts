@@ -204,3 +204,13 @@ export function attentionShape(json: Json, file: string, keys = { heads: 'num_at
   const headDim = sizeField(json, file, 'head_dim', Math.floor(hiddenSize / numHeads));
   return { hiddenSize, numHeads, numKvHeads, headDim };
 }
+
+/**
+ * The config.json to export: the one the model came with (keeping fields Topiary does not model),
+ * with `fields` written over it and the `superseded` fields (older spellings of what `fields` say)
+ * removed. The source's dtype is dropped too: export states the dtype it writes.
+ */
+export function exportedHfConfig(config: ModelConfig, fields: Json, superseded: readonly string[] = []): Json {
+  const kept = Object.entries(config.hfConfig ?? {}).filter(([key]) => !['dtype', 'torch_dtype', ...superseded].includes(key));
+  return { ...Object.fromEntries(kept), ...fields };
+}

@@ -4,8 +4,7 @@
  * with grouped-query sharing, an optional sliding window and score soft-capping.
  */
 import type { BlockContext, Block } from '../families/family.js';
-import { TopiaryError } from '../../util/errors.js';
-import { columns, linear } from './linear.js';
+import { linear } from './linear.js';
 
 export interface AttentionInputs {
   /** [rows, numHeads·headDim] */
@@ -77,31 +76,20 @@ export async function separateProjectionAttention(ctx: BlockContext, block: Bloc
   return linear(ctx, out, oProj, 'residual');
 }
 
+/** The fused projection's output [rows, outFeatures] unpacked into attention's q, k and v. */
+export type FusedQkvSplit = (qkv: Float32Array, outFeatures: number) => Omit<AttentionInputs, 'qNorm' | 'kNorm'>;
+
 /**
- * Attention with one fused projection whose output columns are three blocks [q | k | v]
- * (Phi-3's qkv_proj: numHeads·headDim, then numKvHeads·headDim twice), then the output
- * projection. Pruned as stored, so the head counts are the config's. Per-head interleaved fused
- * layouts (GPT-NeoX) are not this one.
+ * Attention with one fused q/k/v projection (GPT-2's c_attn, GPT-NeoX's query_key_value), pruned
+ * as stored, and an output projection: from the normed input x [rows, hidden] to the output
+ * projection's result (scratch 'residual'). `split` knows how the family lays out the fused rows.
  */
-export async function blockFusedAttention(ctx: BlockContext, block: Block, x: Float32Array, roles: { qkv: string; o: string }): Promise<Float32Array> {
+export async function fusedProjectionAttention(ctx: BlockContext, block: Block, x: Float32Array, roles: { qkv: string; output: string }, split: FusedQkvSplit): Promise<Float32Array> {
   const qkvProj = block.linears[roles.qkv]!;
-  const oProj = block.linears[roles.o]!;
-  const { headDim, numHeads, numKvHeads } = ctx.config;
-  const qWidth = numHeads * headDim;
-  const kvWidth = numKvHeads * headDim;
-  const width = qWidth + 2 * kvWidth;
-  if (qkvProj.outFeatures !== width) {
-    throw new TopiaryError(`layer ${ctx.layer}: the fused ${roles.qkv} projection has ${qkvProj.outFeatures} outputs, expected ${width} (${numHeads} query and 2 × ${numKvHeads} key/value heads of ${headDim})`);
-  }
+  const outProj = block.linears[roles.output]!;
   await ctx.observe?.([roles.qkv], x, ctx.rows, qkvProj.inFeatures);
   const qkv = await linear(ctx, x, qkvProj, 'qkv');
-  const out = await attend(ctx, {
-    q: columns(ctx, qkv, width, 0, qWidth, 'q'),
-    k: columns(ctx, qkv, width, qWidth, kvWidth, 'k'),
-    v: columns(ctx, qkv, width, qWidth + kvWidth, kvWidth, 'v'),
-    numHeads,
-    numKvHeads,
-  });
-  await ctx.observe?.([roles.o], out, ctx.rows, oProj.inFeatures);
-  return linear(ctx, out, oProj, 'residual');
+  const out = await attend(ctx, split(qkv, qkvProj.outFeatures));
+  await ctx.observe?.([roles.output], out, ctx.rows, outProj.inFeatures);
+  return linear(ctx, out, outProj, 'residual');
 }

@@ -12,6 +12,7 @@ import {
   activationField,
   attentionShape,
   booleanField,
+  exportedHfConfig,
   firstId,
   numberField,
   positiveField,
@@ -69,37 +70,37 @@ function parseConfig(json: Json, file: string): ModelConfig {
   };
 }
 
-/**
- * The source's config.json when there is one (pruning as stored changes none of it), without its
- * dtype: export states the dtype it writes.
- */
-export function sourceHfConfig(config: ModelConfig): Json | undefined {
-  if (!config.hfConfig) return undefined;
-  const { dtype: _dtype, torch_dtype: _torchDtype, ...rest } = config.hfConfig;
-  return rest;
+/** Hugging Face's hidden_act name for an activation (gelu_new for the tanh approximation, as Phi-2 names it). */
+export function hfActivationName(activation: ModelConfig['activation']): string {
+  return { gelu_tanh: 'gelu_new', gelu: 'gelu', relu: 'relu', silu: 'silu' }[activation];
 }
 
+/** The rope fields transformers reads from before rope_parameters: they would contradict it. */
+export const SUPERSEDED_ROPE_FIELDS = ['rope_theta', 'rope_scaling', 'partial_rotary_factor'];
+
 function toHfConfig(config: ModelConfig): Json {
-  const source = sourceHfConfig(config);
-  if (source) return source;
-  return {
-    architectures: ['PhiForCausalLM'],
-    model_type: 'phi',
-    hidden_size: config.hiddenSize,
-    intermediate_size: config.intermediateSize,
-    num_hidden_layers: config.numLayers,
-    num_attention_heads: config.numHeads,
-    num_key_value_heads: config.numKvHeads,
-    vocab_size: config.vocabSize,
-    layer_norm_eps: config.norm.eps,
-    rope_parameters: ropeParametersJson(config),
-    max_position_embeddings: config.maxPositionEmbeddings,
-    tie_word_embeddings: config.tieWordEmbeddings,
-    hidden_act: { gelu_tanh: 'gelu_new', gelu: 'gelu', relu: 'relu', silu: 'silu' }[config.activation],
-    qk_layernorm: false,
-    ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
-    ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
-  };
+  return exportedHfConfig(
+    config,
+    {
+      architectures: ['PhiForCausalLM'],
+      model_type: 'phi',
+      hidden_size: config.hiddenSize,
+      intermediate_size: config.intermediateSize,
+      num_hidden_layers: config.numLayers,
+      num_attention_heads: config.numHeads,
+      num_key_value_heads: config.numKvHeads,
+      vocab_size: config.vocabSize,
+      layer_norm_eps: config.norm.eps,
+      rope_parameters: ropeParametersJson(config),
+      max_position_embeddings: config.maxPositionEmbeddings,
+      tie_word_embeddings: config.tieWordEmbeddings,
+      hidden_act: hfActivationName(config.activation),
+      qk_layernorm: false,
+      ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
+      ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
+    },
+    SUPERSEDED_ROPE_FIELDS,
+  );
 }
 
 export const phi: Family = {

@@ -4,13 +4,15 @@
  * (Phi-4-mini rotates 3/4 of each head) and a sliding window on every layer when one is set.
  */
 import { TopiaryError } from '../../util/errors.js';
-import { blockFusedAttention } from '../components/attention.js';
+import { fusedProjectionAttention, type AttentionInputs } from '../components/attention.js';
+import { columns } from '../components/linear.js';
 import { fusedGatedMlp } from '../components/mlp.js';
 import { norm } from '../components/norm.js';
 import {
   activationField,
   attentionShape,
   booleanField,
+  exportedHfConfig,
   firstId,
   positiveField,
   ropeBase,
@@ -20,7 +22,7 @@ import {
 } from '../config.js';
 import type { Block, BlockContext, Family } from './family.js';
 import { slidingLayers } from './llama.js';
-import { partialRotaryDim, ropeParametersJson, sourceHfConfig } from './phi.js';
+import { hfActivationName, partialRotaryDim, ropeParametersJson, SUPERSEDED_ROPE_FIELDS } from './phi.js';
 
 /**
  * Phi-3 knows two rope types: default, and longrope (the old names "su" and "yarn" mean it too),
@@ -63,25 +65,47 @@ function parseConfig(json: Json, file: string): ModelConfig {
 }
 
 function toHfConfig(config: ModelConfig): Json {
-  const source = sourceHfConfig(config);
-  if (source) return source;
+  return exportedHfConfig(
+    config,
+    {
+      architectures: ['Phi3ForCausalLM'],
+      model_type: 'phi3',
+      hidden_size: config.hiddenSize,
+      intermediate_size: config.intermediateSize,
+      num_hidden_layers: config.numLayers,
+      num_attention_heads: config.numHeads,
+      num_key_value_heads: config.numKvHeads,
+      vocab_size: config.vocabSize,
+      rms_norm_eps: config.norm.eps,
+      rope_parameters: ropeParametersJson(config),
+      max_position_embeddings: config.maxPositionEmbeddings,
+      sliding_window: config.attention.slidingWindow ?? null,
+      tie_word_embeddings: config.tieWordEmbeddings,
+      hidden_act: hfActivationName(config.activation),
+      ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
+      ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
+    },
+    SUPERSEDED_ROPE_FIELDS,
+  );
+}
+
+/**
+ * Splits qkv_proj's output: its columns are three blocks [q | k | v] of numHeads·headDim and
+ * twice numKvHeads·headDim (GPT-NeoX interleaves per head instead).
+ */
+function splitQkvBlocks(ctx: BlockContext, qkv: Float32Array, outFeatures: number): AttentionInputs {
+  const { headDim, numHeads, numKvHeads } = ctx.config;
+  const qWidth = numHeads * headDim;
+  const kvWidth = numKvHeads * headDim;
+  if (outFeatures !== qWidth + 2 * kvWidth) {
+    throw new TopiaryError(`layer ${ctx.layer}: qkv_proj has ${outFeatures} outputs, expected ${qWidth + 2 * kvWidth} (${numHeads} query and 2 × ${numKvHeads} key/value heads of ${headDim})`);
+  }
   return {
-    architectures: ['Phi3ForCausalLM'],
-    model_type: 'phi3',
-    hidden_size: config.hiddenSize,
-    intermediate_size: config.intermediateSize,
-    num_hidden_layers: config.numLayers,
-    num_attention_heads: config.numHeads,
-    num_key_value_heads: config.numKvHeads,
-    vocab_size: config.vocabSize,
-    rms_norm_eps: config.norm.eps,
-    rope_parameters: ropeParametersJson(config),
-    max_position_embeddings: config.maxPositionEmbeddings,
-    sliding_window: config.attention.slidingWindow ?? null,
-    tie_word_embeddings: config.tieWordEmbeddings,
-    hidden_act: 'silu',
-    ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
-    ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
+    q: columns(ctx, qkv, outFeatures, 0, qWidth, 'q'),
+    k: columns(ctx, qkv, outFeatures, qWidth, kvWidth, 'k'),
+    v: columns(ctx, qkv, outFeatures, qWidth + kvWidth, kvWidth, 'v'),
+    numHeads,
+    numKvHeads,
   };
 }
 
@@ -107,7 +131,7 @@ export const phi3: Family = {
     const { backend, config } = ctx;
     const normed = ctx.scratch('normed', hidden.length);
     await norm(backend, config.norm, block.tensors['input_layernorm.weight']!, undefined, hidden, normed);
-    await backend.addInPlace(hidden, await blockFusedAttention(ctx, block, normed, { qkv: 'qkv', o: 'o' }));
+    await backend.addInPlace(hidden, await fusedProjectionAttention(ctx, block, normed, { qkv: 'qkv', output: 'o' }, (qkv, outFeatures) => splitQkvBlocks(ctx, qkv, outFeatures)));
     await norm(backend, config.norm, block.tensors['post_attention_layernorm.weight']!, undefined, hidden, normed);
     await backend.addInPlace(hidden, await fusedGatedMlp(ctx, block, normed, config.activation, { gateUp: 'gate_up', down: 'down' }));
   },

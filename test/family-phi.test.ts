@@ -1,0 +1,182 @@
+/**
+ * The Phi families beyond logit parity (test/family-parity.test.ts): Phi-2 ('phi') and Phi-3 /
+ * Phi-4-mini ('phi3') on the generated tiny models. Cached decoding equals the full pass (through
+ * Phi-3's sliding window); unsupported variants are refused in one line naming config.json;
+ * unstructured and 2:4 pruning keep the fused projections' exact patterns and the exported folders
+ * load in transformers with Topiary's logits; structured pruning is refused before any work.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { getBackend } from '../src/backend/index.js';
+import { openSafetensors } from '../src/formats/safetensors.js';
+import { loadModel } from '../src/model/load.js';
+import { openModelSource } from '../src/model/sources.js';
+import { checkNmPattern, prunedCount } from '../src/prune/masks.js';
+import type { SparsityTarget } from '../src/prune/method.js';
+import { pruneModel } from '../src/prune/run.js';
+import { familyModels, readReference } from './family-models.js';
+import { checkAgainstFullPass } from './kv-cache-check.js';
+import { assertTopiaryError, repoRoot, runCli, tempDir, testDataDir } from './helpers.js';
+import { PARITY_TOLERANCE } from './parity.js';
+
+const { dir: modelsDir } = await familyModels();
+const modelDir = (name: string) => path.join(modelsDir, name);
+
+for (const name of ['phi3-mha-sliding', 'phi-mha']) {
+  test(`${name}: prefill, chunk and decode steps match the full forward pass`, async () => {
+    const model = await loadModel(modelDir(name), { backend: getBackend() });
+    const [tokens] = readReference(modelsDir, name).inputIds;
+    // A prefill longer than phi3-mha-sliding's window of 8, so cached keys leave the window too.
+    await checkAgainstFullPass(model, tokens!, 9, 5, name);
+  });
+}
+
+/** A copy of fixture `name`'s config.json with `changes` (undefined deletes a field), in a fresh folder. */
+function editedConfig(name: string, changes: Record<string, unknown>): { dir: string; configFile: string } {
+  const dir = tempDir();
+  const config = JSON.parse(fs.readFileSync(path.join(modelDir(name), 'config.json'), 'utf8')) as Record<string, unknown>;
+  for (const [key, value] of Object.entries(changes)) {
+    if (value === undefined) delete config[key];
+    else config[key] = value;
+  }
+  const configFile = path.join(dir, 'config.json');
+  fs.writeFileSync(configFile, JSON.stringify(config));
+  return { dir, configFile };
+}
+
+const REFUSED_CONFIGS: { what: string; name: string; changes: Record<string, unknown>; error: RegExp }[] = [
+  { what: 'a missing hidden_size', name: 'phi-mha', changes: { hidden_size: undefined }, error: /missing required field "hidden_size"/ },
+  { what: 'q/k LayerNorm', name: 'phi-mha', changes: { qk_layernorm: true }, error: /"qk_layernorm": true are not supported/ },
+  { what: 'a rotary part of one feature', name: 'phi-gqa-legacy', changes: { partial_rotary_factor: 0.1 }, error: /"partial_rotary_factor" \(0\.1\) should rotate an even number/ },
+  {
+    what: 'longrope',
+    name: 'phi3-mha-sliding',
+    changes: { rope_parameters: { rope_type: 'longrope', rope_theta: 10000, short_factor: [1], long_factor: [1] } },
+    error: /rope_parameters type "longrope" is not supported for Phi-3/,
+  },
+  { what: 'legacy "su" rope scaling', name: 'phi3-gqa-partial', changes: { rope_scaling: { type: 'su' } }, error: /rope_scaling type "su" is not supported for Phi-3/ },
+  { what: 'a missing intermediate_size', name: 'phi3-mha-sliding', changes: { intermediate_size: undefined }, error: /missing required field "intermediate_size"/ },
+];
+
+for (const { what, name, changes, error } of REFUSED_CONFIGS) {
+  test(`${name} with ${what} is refused in one line naming config.json`, () => {
+    const { dir, configFile } = editedConfig(name, changes);
+    assertTopiaryError(() => openModelSource(dir), configFile, error);
+  });
+}
+
+test('structured pruning refuses the Phi families in one line, before any work', () => {
+  for (const [name, roles] of [['phi-mha', 'q, k, v, o, fc1, fc2'], ['phi3-gqa-partial', 'qkv, o, gate_up, down']]) {
+    const out = path.join(tempDir(), 'out');
+    const result = runCli(['prune', '--model', modelDir(name), '--method', 'flap', '--ratio', '0.2', '--calib', 'wikitext2', '--out', out]);
+    assert.equal(result.status, 2, result.stderr);
+    assert.equal(result.stderr.trim().split('\n').length, 1, result.stderr);
+    assert.ok(result.stderr.includes(`structured pruning needs separate q, k, v, o projections and a gated MLP; the ${name.split('-')[0]} family has ${roles}`), result.stderr);
+    assert.ok(!fs.existsSync(out), 'nothing was written');
+  }
+});
+
+/**
+ * A byte-level tokenizer whose 256 ids fit the tiny models' vocabulary: the tiny test tokenizer's
+ * byte alphabet without its special token and merges. Pruning needs one to read calibration text.
+ */
+function byteTokenizer(): object {
+  const base = JSON.parse(fs.readFileSync(path.join(repoRoot, 'test', 'fixtures', 'tokenizers', 'tiny_bytelevel', 'tokenizer.json'), 'utf8')) as {
+    model: { vocab: Record<string, number>; merges: unknown[] };
+  };
+  const bytes = Object.entries(base.model.vocab).filter(([token, id]) => id > 0 && [...token].length === 1);
+  assert.equal(bytes.length, 256);
+  return { ...base, added_tokens: [], model: { ...base.model, vocab: Object.fromEntries(bytes.map(([token, id]) => [token, id - 1])), merges: [] } };
+}
+
+/** Fixture `name` with the byte tokenizer, in a fresh folder. */
+function withTokenizer(name: string): string {
+  const dir = tempDir();
+  for (const file of ['config.json', 'model.safetensors']) fs.copyFileSync(path.join(modelDir(name), file), path.join(dir, file));
+  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(byteTokenizer()));
+  return dir;
+}
+
+/** transformers' logits for each folder, from one Python process (loading torch dominates). */
+function transformersLogits(dirs: string[], windows: number[][]): Float32Array[] {
+  const script = [
+    'import json, sys, torch',
+    'from transformers import AutoModelForCausalLM',
+    'dirs, tokens = json.loads(sys.argv[1]), torch.tensor(json.loads(sys.argv[2]))',
+    'out = []',
+    'for d in dirs:',
+    '    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()',
+    '    with torch.no_grad(): out.append(model(tokens).logits.flatten().tolist())',
+    'json.dump(out, sys.stdout)',
+  ].join('\n');
+  const result = spawnSync('python3', ['-c', script, JSON.stringify(dirs), JSON.stringify(windows)], { encoding: 'utf8', maxBuffer: 1 << 28 });
+  assert.equal(result.status, 0, `transformers failed:\n${result.stderr}`);
+  return (JSON.parse(result.stdout) as number[][]).map((logits) => Float32Array.from(logits));
+}
+
+function maxRelativeDifference(ours: Float32Array, reference: Float32Array): number {
+  let maxDiff = 0;
+  let maxRef = 0;
+  for (let i = 0; i < ours.length; i++) {
+    maxDiff = Math.max(maxDiff, Math.abs(ours[i]! - reference[i]!));
+    maxRef = Math.max(maxRef, Math.abs(reference[i]!));
+  }
+  return maxDiff / maxRef;
+}
+
+const TARGETS: { label: string; target: SparsityTarget }[] = [
+  { label: '50% unstructured', target: { kind: 'unstructured', sparsity: 0.5 } },
+  { label: '2:4', target: { kind: 'nm', n: 2, m: 4 } },
+];
+
+test('magnitude, wanda and sparsegpt prune phi and phi3 exactly; the exports load in transformers with Topiary\'s logits', async () => {
+  // A few kilobytes: every byte is a token, and encoding the whole WikiText-2 file twelve times would dominate.
+  const calibFile = path.join(tempDir(), 'calibration.txt');
+  fs.writeFileSync(calibFile, fs.readFileSync(path.join(testDataDir, 'wikitext2', 'wiki.valid.raw'), 'utf8').slice(0, 4000));
+  const calib = `text:${calibFile}`;
+  const runs: { what: string; out: string; dense: string }[] = [];
+  for (const name of ['phi-mha', 'phi3-gqa-partial']) {
+    const source = withTokenizer(name);
+    const weights = openSafetensors(source);
+    const prunable = weights.list().filter((info) => /\.layers\.\d+\..*(proj|fc\d|dense)\.weight$/.test(info.name));
+    weights.close();
+    for (const method of ['magnitude', 'wanda', 'sparsegpt']) {
+      for (const { label, target } of TARGETS) {
+        const what = `${name} ${method} ${label}`;
+        const out = tempDir();
+        await pruneModel({ model: source, method, target, methodOptions: {}, calibration: { corpus: calib, nsamples: 4, seqlen: 32, seed: 0 }, out, resume: false });
+        const store = openSafetensors(out);
+        for (const { name: tensor, shape } of prunable) {
+          const [rows, cols] = shape as [number, number];
+          const weight = store.read(tensor);
+          const zeros = weight.filter((value) => value === 0).length;
+          if (target.kind === 'nm') {
+            assert.ok(checkNmPattern(weight, rows, cols, 2, 4), `${what}: ${tensor} breaks 2:4`);
+            assert.equal(zeros, (rows * cols) / 2, `${what}: ${tensor} zeros`);
+          } else {
+            // Per-row methods prune floor(p·d_in) per row; whole-matrix ones floor(p·size).
+            assert.ok([rows * prunedCount(0.5, cols), prunedCount(0.5, rows * cols)].includes(zeros), `${what}: ${tensor} has ${zeros} zeros`);
+          }
+        }
+        store.close();
+        runs.push({ what, out, dense: source });
+      }
+    }
+  }
+  const windows = [
+    [1, 40, 41, 26, 37, 41, 26, 26, 42, 26, 30, 31],
+    [1, 9, 100, 200, 30, 40, 50, 42, 7, 77, 111, 222],
+  ];
+  const reference = transformersLogits(runs.map((run) => run.out), windows);
+  for (const [i, run] of runs.entries()) {
+    const ours = await (await loadModel(run.out, { backend: getBackend() })).logits(windows);
+    assert.equal(ours.length, reference[i]!.length, run.what);
+    const difference = maxRelativeDifference(ours, reference[i]!);
+    assert.ok(difference <= PARITY_TOLERANCE, `${run.what}: max relative logit difference ${difference}`);
+    const dense = await (await loadModel(run.dense, { backend: getBackend() })).logits(windows);
+    assert.ok(maxRelativeDifference(dense, reference[i]!) > 1e-2, `${run.what}: pruning changed nothing`);
+  }
+});
