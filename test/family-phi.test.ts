@@ -3,7 +3,8 @@
  * Phi-4-mini ('phi3') on the generated tiny models. Cached decoding equals the full pass (through
  * Phi-3's sliding window); unsupported variants are refused in one line naming config.json;
  * unstructured and 2:4 pruning keep the fused projections' exact patterns and the exported folders
- * load in transformers with Topiary's logits; structured pruning is refused before any work.
+ * load in transformers with Topiary's logits; structured pruning is refused before any work; Phi-3
+ * written as GGUF the way llama.cpp's converter writes it gives transformers' logits.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -11,6 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { getBackend } from '../src/backend/index.js';
+import { exportHfFolder } from '../src/export/hf-folder.js';
 import { openSafetensors } from '../src/formats/safetensors.js';
 import { loadModel } from '../src/model/load.js';
 import { openModelSource } from '../src/model/sources.js';
@@ -20,7 +22,7 @@ import { pruneModel } from '../src/prune/run.js';
 import { familyModels, readReference } from './family-models.js';
 import { checkAgainstFullPass } from './kv-cache-check.js';
 import { assertTopiaryError, repoRoot, runCli, tempDir, testDataDir } from './helpers.js';
-import { PARITY_TOLERANCE } from './parity.js';
+import { assertLogitParity, PARITY_TOLERANCE } from './parity.js';
 
 const { dir: modelsDir } = await familyModels();
 const modelDir = (name: string) => path.join(modelsDir, name);
@@ -31,6 +33,20 @@ for (const name of ['phi3-mha-sliding', 'phi-mha']) {
     const [tokens] = readReference(modelsDir, name).inputIds;
     // A prefill longer than phi3-mha-sliding's window of 8, so cached keys leave the window too.
     await checkAgainstFullPass(model, tokens!, 9, 5, name);
+  });
+}
+
+/** Fixture `name` written as an F32 GGUF the way llama.cpp's converter lays it out. */
+function asGguf(name: string): string {
+  const file = path.join(tempDir(), `${name}.gguf`);
+  const result = spawnSync('python3', [path.join(repoRoot, 'scripts', 'hf_to_gguf_f32.py'), modelDir(name), file], { encoding: 'utf8' });
+  assert.equal(result.status, 0, result.stderr);
+  return file;
+}
+
+for (const name of ['phi3-gqa-partial', 'phi3-mha-sliding']) {
+  test(`${name} as an F32 GGUF (llama.cpp's phi3 layout) gives transformers' logits`, async () => {
+    await assertLogitParity(name, asGguf(name), readReference(modelsDir, name), getBackend());
   });
 }
 
@@ -126,6 +142,16 @@ function maxRelativeDifference(ours: Float32Array, reference: Float32Array): num
   }
   return maxDiff / maxRef;
 }
+
+test('a Phi-3 GGUF exports to a Hugging Face folder that transformers loads with the same logits', async () => {
+  const model = await loadModel(asGguf('phi3-gqa-partial'), { backend: getBackend() });
+  const out = tempDir();
+  exportHfFolder(model, out, { dtype: 'F32', override: () => undefined });
+  const windows = [[1, 5, 9, 200, 3, 4, 5, 6]];
+  const [reference] = transformersLogits([out], windows);
+  const difference = maxRelativeDifference(await model.logits(windows), reference!);
+  assert.ok(difference <= PARITY_TOLERANCE, `max relative logit difference ${difference}`);
+});
 
 const TARGETS: { label: string; target: SparsityTarget }[] = [
   { label: '50% unstructured', target: { kind: 'unstructured', sparsity: 0.5 } },

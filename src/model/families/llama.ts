@@ -98,7 +98,7 @@ function ggufNumber(meta: GgufMetadata, key: string, file: string, fallback?: nu
   return number;
 }
 
-function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, tensors: { has(name: string): boolean; shape(name: string): number[] }, file: string): ModelConfig {
+export function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, tensors: { has(name: string): boolean; shape(name: string): number[] }, file: string): ModelConfig {
   const num = (key: string, fallback?: number) => ggufNumber(meta, `${arch}.${key}`, file, fallback);
   const numLayers = num('block_count');
   /** A hyper-parameter that may be one number or one per layer (llama.cpp accepts both). */

@@ -75,6 +75,16 @@ export function hfActivationName(activation: ModelConfig['activation']): string 
   return { gelu_tanh: 'gelu_new', gelu: 'gelu', relu: 'relu', silu: 'silu' }[activation];
 }
 
+/**
+ * Special token ids for a config.json built without a source one (GGUF): those known, the rest
+ * null — transformers' Phi-3 defaults (32000) lie outside smaller vocabularies and fail to load.
+ * A source config.json keeps its own (possibly lists of) ids.
+ */
+export function specialTokenFields(config: ModelConfig): Json {
+  if (config.hfConfig) return {};
+  return { bos_token_id: config.bosTokenId ?? null, eos_token_id: config.eosTokenId ?? null, pad_token_id: null };
+}
+
 /** The rope fields transformers reads from before rope_parameters: they would contradict it. */
 export const SUPERSEDED_ROPE_FIELDS = ['rope_theta', 'rope_scaling', 'partial_rotary_factor'];
 
@@ -96,8 +106,7 @@ function toHfConfig(config: ModelConfig): Json {
       tie_word_embeddings: config.tieWordEmbeddings,
       hidden_act: hfActivationName(config.activation),
       qk_layernorm: false,
-      ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
-      ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
+      ...specialTokenFields(config),
     },
     SUPERSEDED_ROPE_FIELDS,
   );

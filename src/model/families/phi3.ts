@@ -3,6 +3,7 @@
  * holds [q | k | v], gate_up_proj holds [gate | up] — pruned as stored. Partial rotary
  * (Phi-4-mini rotates 3/4 of each head) and a sliding window on every layer when one is set.
  */
+import type { GgufMetadata } from '../../formats/gguf.js';
 import { TopiaryError } from '../../util/errors.js';
 import { fusedProjectionAttention, type AttentionInputs } from '../components/attention.js';
 import { columns } from '../components/linear.js';
@@ -20,9 +21,9 @@ import {
   type Json,
   type ModelConfig,
 } from '../config.js';
-import type { Block, BlockContext, Family } from './family.js';
-import { slidingLayers } from './llama.js';
-import { hfActivationName, partialRotaryDim, ropeParametersJson, SUPERSEDED_ROPE_FIELDS } from './phi.js';
+import type { Block, BlockContext, Family, GgufLayout } from './family.js';
+import { parseGgufConfig as llamaGgufConfig, slidingLayers } from './llama.js';
+import { hfActivationName, partialRotaryDim, ropeParametersJson, specialTokenFields, SUPERSEDED_ROPE_FIELDS } from './phi.js';
 
 /**
  * Phi-3 knows two rope types: default, and longrope (the old names "su" and "yarn" mean it too),
@@ -82,8 +83,7 @@ function toHfConfig(config: ModelConfig): Json {
       sliding_window: config.attention.slidingWindow ?? null,
       tie_word_embeddings: config.tieWordEmbeddings,
       hidden_act: hfActivationName(config.activation),
-      ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
-      ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
+      ...specialTokenFields(config),
     },
     SUPERSEDED_ROPE_FIELDS,
   );
@@ -108,6 +108,21 @@ function splitQkvBlocks(ctx: BlockContext, qkv: Float32Array, outFeatures: numbe
     numKvHeads,
   };
 }
+
+/**
+ * The config of a GGUF written by llama.cpp's converter: the LLaMA metadata (a sliding_window of 0
+ * meaning none, as for Phi-3 itself), plus the rotated part of each head.
+ */
+const parseGgufConfig: GgufLayout['parseConfig'] = (meta: GgufMetadata, arch, modelType, tensors, file) => {
+  // The converter writes an attention factor only with longrope's rope_factors_long/short tensors.
+  if (meta[`${arch}.rope.scaling.attn_factor`] !== undefined) throw new TopiaryError('Phi-3 longrope (rope_factors_long/short) is not supported yet', file);
+  const config = llamaGgufConfig(meta, arch, modelType, tensors, file);
+  const rotaryDim = meta[`${arch}.rope.dimension_count`] ?? config.headDim;
+  if (typeof rotaryDim !== 'number' || !Number.isInteger(rotaryDim) || rotaryDim < 2 || rotaryDim % 2 !== 0 || rotaryDim > config.headDim) {
+    throw new TopiaryError(`GGUF metadata "${arch}.rope.dimension_count" (${String(rotaryDim)}) should be an even number of features up to the head size ${config.headDim}`, file);
+  }
+  return { ...config, rope: { ...config.rope!, rotaryDim } };
+};
 
 export const phi3: Family = {
   name: 'phi3',
@@ -134,5 +149,20 @@ export const phi3: Family = {
     await backend.addInPlace(hidden, await fusedProjectionAttention(ctx, block, normed, { qkv: 'qkv', output: 'o' }, (qkv, outFeatures) => splitQkvBlocks(ctx, qkv, outFeatures)));
     await norm(backend, config.norm, block.tensors['post_attention_layernorm.weight']!, undefined, hidden, normed);
     await backend.addInPlace(hidden, await fusedGatedMlp(ctx, block, normed, config.activation, { gateUp: 'gate_up', down: 'down' }));
+  },
+
+  gguf: {
+    // llama.cpp's phi3 rotates halves (NeoX style), as transformers does: q/k rows are stored as is.
+    architectures: { phi3: { modelType: 'phi3', interleavedRope: false } },
+    layerNames: {
+      attn_norm: 'input_layernorm',
+      ffn_norm: 'post_attention_layernorm',
+      attn_qkv: 'self_attn.qkv_proj',
+      attn_output: 'self_attn.o_proj',
+      // The fused [gate | up] projection keeps llama.cpp's name for the up projection.
+      ffn_up: 'mlp.gate_up_proj',
+      ffn_down: 'mlp.down_proj',
+    },
+    parseConfig: parseGgufConfig,
   },
 };

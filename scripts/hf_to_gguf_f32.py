@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Writes a small Hugging Face model as an F32 GGUF laid out as llama.cpp's convert_hf_to_gguf.py
+lays it out: tensor names from the gguf package's name map, and the hyper-parameter keys the
+converter writes for the architecture. No tokenizer: tests feed token ids. For tests of GGUF input
+on tiny models; add an architecture by adding its metadata function to ARCHITECTURES.
+
+Usage: python3 scripts/hf_to_gguf_f32.py MODEL_DIR OUT.gguf
+"""
+import json
+import os
+import sys
+
+import gguf
+import numpy as np
+from safetensors.numpy import load_file
+
+
+def rope_field(config: dict, key: str, default: float) -> float:
+    """A rope setting from transformers 5's rope_parameters or, in older configs, the top level."""
+    parameters = config.get("rope_parameters") or {}
+    return parameters.get(key, config.get(key, default))
+
+
+def phi3_metadata(writer: gguf.GGUFWriter, config: dict) -> None:
+    """As Phi3MiniModel.set_gguf_parameters (a sliding_window of 0 means none)."""
+    n_embd, n_head = config["hidden_size"], config["num_attention_heads"]
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_rope_scaling_orig_ctx_len(config.get("original_max_position_embeddings", config["max_position_embeddings"]))
+    writer.add_embedding_length(n_embd)
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(config.get("num_key_value_heads") or n_head)
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    writer.add_rope_dimension_count(int(rope_field(config, "partial_rotary_factor", 1.0) * n_embd) // n_head)
+    writer.add_rope_freq_base(rope_field(config, "rope_theta", 10000.0))
+    writer.add_sliding_window(config.get("sliding_window") or 0)
+
+
+ARCHITECTURES = {"phi3": (gguf.MODEL_ARCH.PHI3, phi3_metadata)}
+
+
+def main() -> None:
+    model_dir, out = sys.argv[1], sys.argv[2]
+    with open(os.path.join(model_dir, "config.json")) as f:
+        config = json.load(f)
+    if config["model_type"] not in ARCHITECTURES:
+        sys.exit(f"no GGUF layout for model_type {config['model_type']!r} (known: {', '.join(ARCHITECTURES)})")
+    arch, metadata = ARCHITECTURES[config["model_type"]]
+    writer = gguf.GGUFWriter(out, gguf.MODEL_ARCH_NAMES[arch])
+    metadata(writer, config)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    names = gguf.get_tensor_name_map(arch, config["num_hidden_layers"])
+    for name, data in load_file(os.path.join(model_dir, "model.safetensors")).items():
+        gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        if gguf_name is None:
+            sys.exit(f"no GGUF name for tensor {name!r}")
+        writer.add_tensor(gguf_name, data.astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+if __name__ == "__main__":
+    main()
