@@ -1,10 +1,11 @@
 /**
  * The Phi families beyond logit parity (test/family-parity.test.ts): Phi-2 ('phi') and Phi-3 /
  * Phi-4-mini ('phi3') on the generated tiny models. Cached decoding equals the full pass (through
- * Phi-3's sliding window); unsupported variants are refused in one line naming config.json;
+ * Phi-3's sliding window); unsupported or malformed variants are refused in one line naming config.json;
  * unstructured and 2:4 pruning keep the fused projections' exact patterns and the exported folders
  * load in transformers with Topiary's logits; structured pruning is refused before any work; Phi-3
- * written as GGUF the way llama.cpp's converter writes it gives transformers' logits.
+ * written as GGUF the way llama.cpp's converter writes it gives transformers' logits; LongRoPE
+ * matches transformers within and beyond the original context.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -50,6 +51,37 @@ for (const name of ['phi3-gqa-partial', 'phi3-mha-sliding']) {
   });
 }
 
+/**
+ * A tiny Phi-3 with LongRoPE (original context 16 of 64, so an attention factor above 1; partial
+ * rotary 0.75 = 6 factors per set), and transformers' logits for one window within the original
+ * context (short factors) and one beyond it (long factors), each its own forward pass.
+ */
+const LONGROPE_SCRIPT = `
+import json, sys, torch
+from transformers import Phi3Config, Phi3ForCausalLM
+out = sys.argv[1]
+torch.manual_seed(0)
+config = Phi3Config(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=64, original_max_position_embeddings=16, initializer_range=0.2,
+    pad_token_id=0, eos_token_id=2, rope_scaling={"type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+    "short_factor": [1.0, 1.3, 1.9, 2.6, 3.8, 5.1], "long_factor": [1.1, 2.0, 4.5, 9.0, 17.0, 30.0]})
+model = Phi3ForCausalLM(config).eval()
+model.save_pretrained(out)
+windows = [torch.randint(0, 256, (1, 12), generator=torch.Generator().manual_seed(1)), torch.randint(0, 256, (1, 40), generator=torch.Generator().manual_seed(2))]
+with torch.no_grad():
+    json.dump([{"tokens": w[0].tolist(), "logits": model(w).logits.flatten().tolist()} for w in windows], sys.stdout)
+`;
+
+test('Phi-3 LongRoPE: short factors within the original context, long ones beyond, as transformers', async () => {
+  const dir = tempDir();
+  const result = spawnSync('python3', ['-c', LONGROPE_SCRIPT, dir], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  assert.equal(result.status, 0, result.stderr);
+  const references = JSON.parse(result.stdout) as { tokens: number[]; logits: number[] }[];
+  for (const reference of references) {
+    await assertLogitParity(`longrope, ${reference.tokens.length} tokens`, dir, { inputIds: [reference.tokens], logits: reference.logits }, getBackend());
+  }
+});
+
 /** A copy of fixture `name`'s config.json with `changes` (undefined deletes a field), in a fresh folder. */
 function editedConfig(name: string, changes: Record<string, unknown>): { dir: string; configFile: string } {
   const dir = tempDir();
@@ -68,12 +100,13 @@ const REFUSED_CONFIGS: { what: string; name: string; changes: Record<string, unk
   { what: 'q/k LayerNorm', name: 'phi-mha', changes: { qk_layernorm: true }, error: /"qk_layernorm": true are not supported/ },
   { what: 'a rotary part of one feature', name: 'phi-gqa-legacy', changes: { partial_rotary_factor: 0.1 }, error: /"partial_rotary_factor" \(0\.1\) should rotate an even number/ },
   {
-    what: 'longrope',
+    what: 'LongRoPE factors that do not match the rotated frequencies',
     name: 'phi3-mha-sliding',
     changes: { rope_parameters: { rope_type: 'longrope', rope_theta: 10000, short_factor: [1], long_factor: [1] } },
-    error: /rope_parameters type "longrope" is not supported for Phi-3/,
+    error: /field "rope_parameters.short_factor" should list 8 positive numbers/,
   },
-  { what: 'legacy "su" rope scaling', name: 'phi3-gqa-partial', changes: { rope_scaling: { type: 'su' } }, error: /rope_scaling type "su" is not supported for Phi-3/ },
+  { what: 'legacy "su" rope scaling without factors', name: 'phi3-gqa-partial', changes: { rope_scaling: { type: 'su' } }, error: /field "rope_scaling.short_factor" should list 6 positive numbers/ },
+  { what: 'linear rope scaling', name: 'phi3-gqa-partial', changes: { rope_scaling: { type: 'linear', factor: 2 } }, error: /rope_scaling type "linear" is not one Phi-3 has \(default, longrope\)/ },
   { what: 'a missing intermediate_size', name: 'phi3-mha-sliding', changes: { intermediate_size: undefined }, error: /missing required field "intermediate_size"/ },
 ];
 
@@ -143,27 +176,22 @@ function maxRelativeDifference(ours: Float32Array, reference: Float32Array): num
   return maxDiff / maxRef;
 }
 
-test('a Phi-3 GGUF exports to a Hugging Face folder that transformers loads with the same logits', async () => {
-  const model = await loadModel(asGguf('phi3-gqa-partial'), { backend: getBackend() });
-  const out = tempDir();
-  exportHfFolder(model, out, { dtype: 'F32', override: () => undefined });
-  const windows = [[1, 5, 9, 200, 3, 4, 5, 6]];
-  const [reference] = transformersLogits([out], windows);
-  const difference = maxRelativeDifference(await model.logits(windows), reference!);
-  assert.ok(difference <= PARITY_TOLERANCE, `max relative logit difference ${difference}`);
-});
-
 const TARGETS: { label: string; target: SparsityTarget }[] = [
   { label: '50% unstructured', target: { kind: 'unstructured', sparsity: 0.5 } },
   { label: '2:4', target: { kind: 'nm', n: 2, m: 4 } },
 ];
 
-test('magnitude, wanda and sparsegpt prune phi and phi3 exactly; the exports load in transformers with Topiary\'s logits', async () => {
+test('magnitude, wanda and sparsegpt prune phi and phi3 exactly; the exports, and a GGUF-sourced phi3, load in transformers with Topiary\'s logits', async () => {
   // A few kilobytes: every byte is a token, and encoding the whole WikiText-2 file twelve times would dominate.
   const calibFile = path.join(tempDir(), 'calibration.txt');
   fs.writeFileSync(calibFile, fs.readFileSync(path.join(testDataDir, 'wikitext2', 'wiki.valid.raw'), 'utf8').slice(0, 4000));
   const calib = `text:${calibFile}`;
-  const runs: { what: string; out: string; dense: string }[] = [];
+  const runs: { what: string; out: string; dense?: string }[] = [];
+  // Export from GGUF builds config.json from the GGUF metadata alone.
+  const fromGguf = await loadModel(asGguf('phi3-gqa-partial'), { backend: getBackend() });
+  const ggufExport = tempDir();
+  exportHfFolder(fromGguf, ggufExport, { dtype: 'F32', override: () => undefined });
+  runs.push({ what: 'phi3-gqa-partial from GGUF', out: ggufExport });
   for (const name of ['phi-mha', 'phi3-gqa-partial']) {
     const source = withTokenizer(name);
     const weights = openSafetensors(source);
@@ -202,6 +230,7 @@ test('magnitude, wanda and sparsegpt prune phi and phi3 exactly; the exports loa
     assert.equal(ours.length, reference[i]!.length, run.what);
     const difference = maxRelativeDifference(ours, reference[i]!);
     assert.ok(difference <= PARITY_TOLERANCE, `${run.what}: max relative logit difference ${difference}`);
+    if (run.dense === undefined) continue;
     const dense = await (await loadModel(run.dense, { backend: getBackend() })).logits(windows);
     assert.ok(maxRelativeDifference(dense, reference[i]!) > 1e-2, `${run.what}: pruning changed nothing`);
   }

@@ -16,6 +16,17 @@ export type RopeScaling =
       lowFreqFactor: number;
       highFreqFactor: number;
       originalMaxPositionEmbeddings: number;
+    }
+  | {
+      /**
+       * Phi-3's LongRoPE: per-frequency divisors, the short set while the positions in use fit the
+       * original context and the long set beyond it; cos and sin are multiplied by attentionFactor.
+       */
+      type: 'longrope';
+      shortFactor: readonly number[];
+      longFactor: readonly number[];
+      originalMaxPositionEmbeddings: number;
+      attentionFactor: number;
     };
 
 export interface RopeSpec {
@@ -175,6 +186,14 @@ export function ropeScalingJson(scaling: RopeScaling): Json | undefined {
         low_freq_factor: scaling.lowFreqFactor,
         high_freq_factor: scaling.highFreqFactor,
         original_max_position_embeddings: scaling.originalMaxPositionEmbeddings,
+      };
+    case 'longrope':
+      return {
+        rope_type: 'longrope',
+        short_factor: scaling.shortFactor,
+        long_factor: scaling.longFactor,
+        original_max_position_embeddings: scaling.originalMaxPositionEmbeddings,
+        attention_factor: scaling.attentionFactor,
       };
   }
 }

@@ -7,12 +7,18 @@
  */
 import type { RopeScaling, RopeSpec } from '../config.js';
 
-/** Inverse frequencies, computed in fp32 as transformers does, with the rope scaling applied. */
-export function inverseFrequencies(rotaryDim: number, theta: number, scaling: RopeScaling): Float32Array {
+/**
+ * Inverse frequencies, computed in fp32 as transformers does, with the rope scaling applied for a
+ * forward pass over positions 0..positions−1 (only LongRoPE depends on it).
+ */
+export function inverseFrequencies(rotaryDim: number, theta: number, scaling: RopeScaling, positions = 0): Float32Array {
   const half = rotaryDim / 2;
   const inv = new Float32Array(half);
   for (let i = 0; i < half; i++) inv[i] = 1 / Math.fround(theta ** Math.fround((2 * i) / rotaryDim));
-  if (scaling.type === 'linear') {
+  if (scaling.type === 'longrope') {
+    const factors = usesLongFactors(scaling, positions) ? scaling.longFactor : scaling.shortFactor;
+    for (let i = 0; i < half; i++) inv[i] = 1 / Math.fround(Math.fround(factors[i]!) * Math.fround(theta ** Math.fround((2 * i) / rotaryDim)));
+  } else if (scaling.type === 'linear') {
     for (let i = 0; i < half; i++) inv[i] = inv[i]! / scaling.factor;
   } else if (scaling.type === 'llama3') {
     // Llama 3.1: keep high frequencies, divide low ones by `factor`, blend smoothly in between.
@@ -32,6 +38,11 @@ export function inverseFrequencies(rotaryDim: number, theta: number, scaling: Ro
     }
   }
   return inv;
+}
+
+/** LongRoPE switches to its long factors once a forward pass reaches beyond the original context. */
+function usesLongFactors(scaling: RopeScaling, positions: number): boolean {
+  return scaling.type === 'longrope' && positions > scaling.originalMaxPositionEmbeddings;
 }
 
 /** cos and sin tables [seqLen, rotaryDim/2] for positions 0..seqLen-1. */
@@ -60,18 +71,21 @@ export function ropeTable(invFreq: Float32Array, seqLen: number, attentionFactor
  * holds one per distinct theta (Gemma 3's local layers use another base than its global ones).
  */
 export class RopeTables {
-  private readonly tables = new Map<number, { invFreq: Float32Array; table?: RopeTable }>();
+  private readonly tables = new Map<number, { invFreq: Float32Array; long: boolean; table?: RopeTable }>();
   constructor(private readonly spec: RopeSpec) {}
 
   /** The table for base `theta` covering positions 0..positions−1. */
   forTheta(theta: number, positions: number): RopeTable {
+    const { rotaryDim, scaling } = this.spec;
+    const long = usesLongFactors(scaling, positions);
     let entry = this.tables.get(theta);
-    if (!entry) {
-      entry = { invFreq: inverseFrequencies(this.spec.rotaryDim, theta, this.spec.scaling) };
+    if (!entry || entry.long !== long) {
+      entry = { invFreq: inverseFrequencies(rotaryDim, theta, scaling, positions), long };
       this.tables.set(theta, entry);
     }
     if (!entry.table || entry.table.seqLen < positions) {
-      entry.table = ropeTable(entry.invFreq, Math.max(positions, 2 * (entry.table?.seqLen ?? 0)));
+      const attentionFactor = scaling.type === 'longrope' ? scaling.attentionFactor : 1;
+      entry.table = ropeTable(entry.invFreq, Math.max(positions, 2 * (entry.table?.seqLen ?? 0)), attentionFactor);
     }
     return entry.table;
   }

@@ -25,15 +25,23 @@ import {
 import type { Block, BlockContext, Family } from './family.js';
 
 /**
- * Features of each head that rotate: int(headDim · partial_rotary_factor), the factor read as
- * transformers does — from rope_parameters, else the top-level field, else the family's default.
+ * The object transformers reads the rope settings of Phi and Phi-3 from: rope_scaling when set
+ * (older configs), else rope_parameters; fields it lacks come from the top level.
  */
+export function ropeSettings(json: Json): Json | undefined {
+  const settings = json.rope_scaling ?? json.rope_parameters;
+  return typeof settings === 'object' && settings !== null ? (settings as Json) : undefined;
+}
+
+/** A rope field from ropeSettings, else the top level, else `fallback`. */
+export function ropeField(json: Json, file: string, key: string, fallback: number): number {
+  const settings = ropeSettings(json);
+  return numberField(settings?.[key] !== undefined ? settings : json, file, key, fallback);
+}
+
+/** Features of each head that rotate: int(headDim · partial_rotary_factor), the factor defaulting per family. */
 export function partialRotaryDim(json: Json, file: string, headDim: number, defaultFactor: number): number {
-  const parameters = json.rope_parameters;
-  const inParameters = typeof parameters === 'object' && parameters !== null && (parameters as Json).partial_rotary_factor !== undefined;
-  const factor = inParameters
-    ? numberField(parameters as Json, file, 'partial_rotary_factor')
-    : numberField(json, file, 'partial_rotary_factor', defaultFactor);
+  const factor = ropeField(json, file, 'partial_rotary_factor', defaultFactor);
   const rotaryDim = Math.floor(headDim * factor);
   if (!(factor > 0 && factor <= 1) || rotaryDim < 2 || rotaryDim % 2 !== 0) {
     throw new TopiaryError(`field "partial_rotary_factor" (${factor}) should rotate an even number of the ${headDim} features of a head, not ${rotaryDim}`, file);

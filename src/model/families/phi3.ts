@@ -1,7 +1,8 @@
 /**
  * Phi-3 and Phi-4-mini (model_type 'phi3'): the LLaMA block with fused projections — qkv_proj
  * holds [q | k | v], gate_up_proj holds [gate | up] — pruned as stored. Partial rotary
- * (Phi-4-mini rotates 3/4 of each head) and a sliding window on every layer when one is set.
+ * (Phi-4-mini rotates 3/4 of each head), LongRoPE (the 128k-context models) and a sliding window
+ * on every layer when one is set.
  */
 import type { GgufMetadata } from '../../formats/gguf.js';
 import { TopiaryError } from '../../util/errors.js';
@@ -16,33 +17,52 @@ import {
   exportedHfConfig,
   firstId,
   positiveField,
-  ropeBase,
   sizeField,
   type Json,
   type ModelConfig,
+  type RopeScaling,
 } from '../config.js';
 import type { Block, BlockContext, Family, GgufLayout } from './family.js';
 import { parseGgufConfig as llamaGgufConfig, slidingLayers } from './llama.js';
-import { hfActivationName, partialRotaryDim, ropeParametersJson, specialTokenFields, SUPERSEDED_ROPE_FIELDS } from './phi.js';
+import { hfActivationName, partialRotaryDim, ropeField, ropeParametersJson, ropeSettings, specialTokenFields, SUPERSEDED_ROPE_FIELDS } from './phi.js';
 
 /**
- * Phi-3 knows two rope types: default, and longrope (the old names "su" and "yarn" mean it too),
- * whose frequencies switch with the sequence length; Topiary runs only the first.
+ * Phi-3's rope scaling as transformers reads it: none, or LongRoPE (also under its old names "su"
+ * and "yarn"). The original context is the top-level original_max_position_embeddings (4096 by
+ * default, even when the rope object names another); the attention factor defaults to
+ * √(1 + ln(s)/ln(original)) for s = `factor`, else max_position_embeddings / original, above 1.
  */
-function refuseRopeScaling(json: Json, file: string): void {
-  for (const key of ['rope_scaling', 'rope_parameters']) {
-    const value = json[key];
-    if (typeof value !== 'object' || value === null) continue;
-    const type = (value as Json).rope_type ?? (value as Json).type ?? 'default';
-    if (type !== 'default') throw new TopiaryError(`${key} type ${JSON.stringify(type)} is not supported for Phi-3 (longrope is not implemented yet; supported: default)`, file);
+function phi3RopeScaling(json: Json, file: string, rotaryDim: number, maxPositionEmbeddings: number): RopeScaling {
+  const settings = ropeSettings(json);
+  const key = json.rope_scaling != null ? 'rope_scaling' : 'rope_parameters';
+  const type = settings?.rope_type ?? settings?.type ?? 'default';
+  if (!settings || type === 'default') return { type: 'none' };
+  if (type !== 'longrope' && type !== 'su' && type !== 'yarn') {
+    throw new TopiaryError(`${key} type ${JSON.stringify(type)} is not one Phi-3 has (default, longrope)`, file);
   }
+  const factors = (field: string): number[] => {
+    const value = settings[field];
+    if (!Array.isArray(value) || value.length !== rotaryDim / 2 || !value.every((x) => typeof x === 'number' && x > 0 && Number.isFinite(x))) {
+      throw new TopiaryError(`field "${key}.${field}" should list ${rotaryDim / 2} positive numbers (one per rotated frequency)`, file);
+    }
+    return value as number[];
+  };
+  const original = sizeField(json, file, 'original_max_position_embeddings', 4096);
+  const factor = positiveField(settings, file, 'factor', maxPositionEmbeddings / original);
+  return {
+    type: 'longrope',
+    shortFactor: factors('short_factor'),
+    longFactor: factors('long_factor'),
+    originalMaxPositionEmbeddings: original,
+    attentionFactor: positiveField(settings, file, 'attention_factor', factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(original))),
+  };
 }
 
 function parseConfig(json: Json, file: string): ModelConfig {
-  refuseRopeScaling(json, file);
   const shape = attentionShape(json, file);
   const numLayers = sizeField(json, file, 'num_hidden_layers');
-  const { theta, scaling } = ropeBase(json, file);
+  const maxPositionEmbeddings = sizeField(json, file, 'max_position_embeddings', 4096);
+  const rotaryDim = partialRotaryDim(json, file, shape.headDim, 1);
   const sliding = slidingLayers(json, file, numLayers);
   return {
     modelType: 'phi3',
@@ -50,12 +70,17 @@ function parseConfig(json: Json, file: string): ModelConfig {
     intermediateSize: sizeField(json, file, 'intermediate_size'),
     numLayers,
     vocabSize: sizeField(json, file, 'vocab_size'),
-    maxPositionEmbeddings: sizeField(json, file, 'max_position_embeddings', 4096),
+    maxPositionEmbeddings,
     tieWordEmbeddings: booleanField(json, file, 'tie_word_embeddings', false),
     bosTokenId: firstId(json.bos_token_id),
     eosTokenId: firstId(json.eos_token_id),
     norm: { kind: 'rms', eps: positiveField(json, file, 'rms_norm_eps', 1e-5), weightOffset: 0 },
-    rope: { theta, scaling, rotaryDim: partialRotaryDim(json, file, shape.headDim, 1), layout: 'half' },
+    rope: {
+      theta: ropeField(json, file, 'rope_theta', 10000),
+      scaling: phi3RopeScaling(json, file, rotaryDim, maxPositionEmbeddings),
+      rotaryDim,
+      layout: 'half',
+    },
     attention: {
       scale: 1 / Math.sqrt(shape.headDim),
       ...(sliding?.includes('sliding') ? { layerTypes: sliding, slidingWindow: sizeField(json, file, 'sliding_window') } : {}),
@@ -80,6 +105,8 @@ function toHfConfig(config: ModelConfig): Json {
       rms_norm_eps: config.norm.eps,
       rope_parameters: ropeParametersJson(config),
       max_position_embeddings: config.maxPositionEmbeddings,
+      // transformers takes LongRoPE's original context from here, not from rope_parameters.
+      ...(config.rope?.scaling.type === 'longrope' ? { original_max_position_embeddings: config.rope.scaling.originalMaxPositionEmbeddings } : {}),
       sliding_window: config.attention.slidingWindow ?? null,
       tie_word_embeddings: config.tieWordEmbeddings,
       hidden_act: hfActivationName(config.activation),
