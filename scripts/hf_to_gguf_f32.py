@@ -37,7 +37,22 @@ def phi3_metadata(writer: gguf.GGUFWriter, config: dict) -> None:
     writer.add_sliding_window(config.get("sliding_window") or 0)
 
 
-ARCHITECTURES = {"phi3": (gguf.MODEL_ARCH.PHI3, phi3_metadata)}
+def phi2_metadata(writer: gguf.GGUFWriter, config: dict) -> None:
+    """As Phi2Model.set_gguf_parameters, which writes 4·hidden as the MLP width and no separate
+    key/value head count whatever the model has."""
+    n_embd, n_head = config["hidden_size"], config["num_attention_heads"]
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(n_embd)
+    writer.add_feed_forward_length(4 * n_embd)
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head)
+    writer.add_layer_norm_eps(config["layer_norm_eps"])
+    writer.add_rope_dimension_count(int(rope_field(config, "partial_rotary_factor", 0.5) * n_embd) // n_head)
+    writer.add_add_bos_token(False)
+
+
+ARCHITECTURES = {"phi3": (gguf.MODEL_ARCH.PHI3, phi3_metadata), "phi": (gguf.MODEL_ARCH.PHI2, phi2_metadata)}
 
 
 def main() -> None:

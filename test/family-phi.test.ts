@@ -3,8 +3,8 @@
  * Phi-4-mini ('phi3') on the generated tiny models. Cached decoding equals the full pass (through
  * Phi-3's sliding window); unsupported or malformed variants are refused in one line naming config.json;
  * unstructured and 2:4 pruning keep the fused projections' exact patterns and the exported folders
- * load in transformers with Topiary's logits; structured pruning is refused before any work; Phi-3
- * written as GGUF the way llama.cpp's converter writes it gives transformers' logits; LongRoPE
+ * load in transformers with Topiary's logits; structured pruning is refused before any work; both
+ * written as GGUF the way llama.cpp's converter writes them give transformers' logits; LongRoPE
  * matches transformers within and beyond the original context.
  */
 import assert from 'node:assert/strict';
@@ -45,8 +45,10 @@ function asGguf(name: string): string {
   return file;
 }
 
-for (const name of ['phi3-gqa-partial', 'phi3-mha-sliding']) {
-  test(`${name} as an F32 GGUF (llama.cpp's phi3 layout) gives transformers' logits`, async () => {
+// phi-mha's MLP width is not the 4·hidden llama.cpp's phi2 metadata states. (llama.cpp runs every
+// phi2 GGUF with the tanh GELU, so phi-gqa-legacy's exact GELU would not match transformers.)
+for (const name of ['phi3-gqa-partial', 'phi3-mha-sliding', 'phi-mha']) {
+  test(`${name} as an F32 GGUF (llama.cpp's layout) gives transformers' logits`, async () => {
     await assertLogitParity(name, asGguf(name), readReference(modelsDir, name), getBackend());
   });
 }

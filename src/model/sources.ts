@@ -180,6 +180,7 @@ function fromGguf(file: string): ModelSource {
     add(`${family.finalNorm}.weight`, 'output_norm.weight');
     add(`${family.finalNorm}.bias`, 'output_norm.bias');
     add(family.lmHead, 'output.weight');
+    add(family.lmHead.replace(/\.weight$/, '.bias'), 'output.bias');
     const headCount = (key: string, layer: number): number => {
       const value = meta[`${arch}.${key}`];
       return Array.isArray(value) ? Number(value[layer]) : (perLayer(key) ?? perLayer('attention.head_count')!);

@@ -90,7 +90,7 @@ function toHfConfig(config: ModelConfig): Json {
 }
 
 /** A size in GGUF metadata, bounded like config.json's. */
-function ggufNumber(meta: GgufMetadata, key: string, file: string, fallback?: number): number {
+export function ggufNumber(meta: GgufMetadata, key: string, file: string, fallback?: number): number {
   const value = meta[key];
   const number = typeof value === 'bigint' ? Number(value) : value;
   if (number === undefined && fallback !== undefined) return fallback;

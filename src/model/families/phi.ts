@@ -4,6 +4,7 @@
  * the LM head; a final LayerNorm. The attention output projection is `dense`, the MLP a plain
  * fc1 → act → fc2.
  */
+import type { GgufMetadata } from '../../formats/gguf.js';
 import { TopiaryError } from '../../util/errors.js';
 import { separateProjectionAttention } from '../components/attention.js';
 import { plainMlp } from '../components/mlp.js';
@@ -22,7 +23,8 @@ import {
   type Json,
   type ModelConfig,
 } from '../config.js';
-import type { Block, BlockContext, Family } from './family.js';
+import type { Block, BlockContext, Family, GgufLayout } from './family.js';
+import { ggufNumber } from './llama.js';
 
 /**
  * The object transformers reads the rope settings of Phi and Phi-3 from: rope_scaling when set
@@ -120,6 +122,47 @@ function toHfConfig(config: ModelConfig): Json {
   );
 }
 
+/**
+ * The config of a GGUF written by llama.cpp's converter (architecture phi2). The converter writes
+ * 4·hidden as the MLP width and the query head count as the key/value one whatever the model has,
+ * so both are read from the tensors.
+ */
+const parseGgufConfig: GgufLayout['parseConfig'] = (meta: GgufMetadata, arch, modelType, tensors, file) => {
+  const num = (key: string, fallback?: number) => ggufNumber(meta, `${arch}.${key}`, file, fallback);
+  const layer0 = phi.layerPrefix(0);
+  if (!tensors.has(`${layer0}self_attn.q_proj.weight`)) {
+    throw new TopiaryError('Phi-2 GGUF files with a fused attn_qkv (converted from the original Microsoft checkpoint) are not supported; convert from the Hugging Face model', file);
+  }
+  const hiddenSize = num('embedding_length');
+  const numHeads = num('attention.head_count');
+  const headDim = hiddenSize / numHeads;
+  const rotaryDim = num('rope.dimension_count', headDim);
+  if (!Number.isInteger(headDim) || !Number.isInteger(rotaryDim) || rotaryDim < 2 || rotaryDim % 2 !== 0 || rotaryDim > headDim) {
+    throw new TopiaryError(`GGUF metadata "${arch}.rope.dimension_count" (${rotaryDim}) should be an even number of features up to the head size ${headDim}`, file);
+  }
+  const tokens = meta['tokenizer.ggml.tokens'];
+  const id = (key: string) => (typeof meta[key] === 'number' ? (meta[key] as number) : undefined);
+  return {
+    modelType,
+    hiddenSize,
+    intermediateSize: tensors.shape(`${layer0}mlp.fc1.weight`)[0]!,
+    numLayers: num('block_count'),
+    numHeads,
+    numKvHeads: tensors.shape(`${layer0}self_attn.k_proj.weight`)[0]! / headDim,
+    headDim,
+    vocabSize: Array.isArray(tokens) ? tokens.length : tensors.shape(phi.embedTokens)[0]!,
+    maxPositionEmbeddings: num('context_length', 2048),
+    tieWordEmbeddings: !tensors.has(phi.lmHead),
+    bosTokenId: id('tokenizer.ggml.bos_token_id'),
+    eosTokenId: id('tokenizer.ggml.eos_token_id'),
+    norm: { kind: 'layer', eps: num('attention.layer_norm_epsilon', 1e-5) },
+    rope: { theta: num('rope.freq_base', 10000), scaling: { type: 'none' }, rotaryDim, layout: 'half' },
+    attention: { scale: 1 / Math.sqrt(headDim) },
+    // llama.cpp's phi2 graph uses the tanh approximation (Phi-2's gelu_new).
+    activation: 'gelu_tanh',
+  };
+};
+
 export const phi: Family = {
   name: 'phi',
   modelTypes: ['phi'],
@@ -149,5 +192,20 @@ export const phi: Family = {
     // because both return their result in the same scratch buffer.
     await backend.addInPlace(hidden, await separateProjectionAttention(ctx, block, normed));
     await backend.addInPlace(hidden, await plainMlp(ctx, block, normed, config.activation, { up: 'fc1', down: 'fc2' }));
+  },
+
+  gguf: {
+    // llama.cpp's phi2 rotates halves (NeoX style), as transformers does: q/k rows are stored as is.
+    architectures: { phi2: { modelType: 'phi', interleavedRope: false } },
+    layerNames: {
+      attn_norm: 'input_layernorm',
+      attn_q: 'self_attn.q_proj',
+      attn_k: 'self_attn.k_proj',
+      attn_v: 'self_attn.v_proj',
+      attn_output: 'self_attn.dense',
+      ffn_up: 'mlp.fc1',
+      ffn_down: 'mlp.fc2',
+    },
+    parseConfig: parseGgufConfig,
   },
 };
