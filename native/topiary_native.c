@@ -448,19 +448,20 @@ MULTIVERSION static void rms_norm_kernel(const float *x, const float *weight, fl
 }
 
 /* x [rows, cols], weight and bias (NULL: none) [cols]: out[r, :] = (x[r, :] − mean) / sqrt(var + eps) ⊙ weight + bias
- * (LayerNorm, biased variance). Two passes over the row, so the variance does not cancel. */
+ * (LayerNorm, biased variance). Two passes over the row, so the variance does not cancel, summed in
+ * double: a float sum of a row far from zero puts the mean off by a visible fraction of the spread. */
 MULTIVERSION static void layer_norm_kernel(const float *x, const float *weight, const float *bias, float *out, size_t rows,
                                            size_t cols, float eps) {
   for (size_t r = 0; r < rows; r++) {
     const float *row = x + r * cols;
-    float sum = 0;
+    double sum = 0;
 #pragma omp simd reduction(+ : sum)
     for (size_t c = 0; c < cols; c++) sum += row[c];
-    const float mean = sum / (float)cols;
-    float sum_squares = 0;
+    const float mean = (float)(sum / (double)cols);
+    double sum_squares = 0;
 #pragma omp simd reduction(+ : sum_squares)
-    for (size_t c = 0; c < cols; c++) sum_squares += (row[c] - mean) * (row[c] - mean);
-    const float scale = 1.0f / sqrtf(sum_squares / (float)cols + eps);
+    for (size_t c = 0; c < cols; c++) sum_squares += (double)(row[c] - mean) * (row[c] - mean);
+    const float scale = (float)(1.0 / sqrt(sum_squares / (double)cols + eps));
     float *out_row = out + r * cols;
 #pragma omp simd
     for (size_t c = 0; c < cols; c++) out_row[c] = (row[c] - mean) * scale * weight[c] + (bias ? bias[c] : 0.0f);

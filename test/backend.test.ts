@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { Backend, FloatArray, GemmOptions } from '../src/backend/backend.js';
+import { ACTIVATIONS, type Activation, type AttentionOptions, type Backend, type FloatArray, type GemmOptions, type RopeOptions } from '../src/backend/backend.js';
 import { describeBackend, getBackend } from '../src/backend/index.js';
 import { loadNativeBackend } from '../src/backend/native.js';
-import { ReferenceBackend } from '../src/backend/reference.js';
+import { erf, ReferenceBackend } from '../src/backend/reference.js';
 import { TopiaryError } from '../src/util/errors.js';
 import { createRng, type Rng } from '../src/util/random.js';
 
@@ -360,6 +360,289 @@ describe('rmsNorm', () => {
       for (let i = 0; i < x.length; i++) assert.ok(Math.abs(x[i] - expected[i]) <= 1e-5 * Math.max(1, Math.abs(expected[i])), `cols ${cols}, index ${i}`);
     }
     assert.throws(() => native!.rmsNorm(new Float32Array(10), new Float32Array(3), 1e-5, new Float32Array(10)), TopiaryError);
+  });
+});
+
+/** |actual − expected| ≤ tolerance·max(1, |expected|) element by element. */
+function assertCloseEach(actual: ArrayLike<number>, expected: ArrayLike<number>, tolerance: number, what: string): void {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  for (let i = 0; i < expected.length; i++) {
+    const error = Math.abs(actual[i] - expected[i]);
+    if (!(error <= tolerance * Math.max(1, Math.abs(expected[i])))) assert.fail(`${what}: index ${i}: got ${actual[i]}, want ${expected[i]}`);
+  }
+}
+
+/** Random values scaled by `scale`, led by the awkward ones: zero, tiny, past exp's range, huge. */
+function awkwardArray(rng: Rng, length: number, scale: number): Float32Array {
+  const x = randomArray(rng, length, Float32Array).map((value) => value * scale);
+  x.set([0, -1e-30, 1e-30, -100, 100, -88, 88, -1e10, 1e10, 0.625, -0.625, 5.5, -5.5, 13, -13]);
+  return x;
+}
+
+describe('elementwise operations: reference golden values', () => {
+  test('erf against math.erf', () => {
+    for (const [x, expected] of [[0.5, 0.5204998778130465], [-2.2, -0.9981371537020182], [4.5, 0.9999999998033839], [0, 0], [7, 1]]) {
+      assert.ok(Math.abs(erf(x) - expected) < 1e-15, `erf(${x}) = ${erf(x)}`);
+    }
+  });
+
+  test('activations at 1, −1, −3 and 2.5 against torch (float64)', async () => {
+    const x = new Float32Array([1, -1, -3, 2.5]);
+    const torchValues: Record<Activation, number[]> = {
+      silu: [0.7310585786300049, -0.2689414213699951, -0.14227761953270035, 2.3103545499468914],
+      gelu: [0.841344746068543, -0.15865525393145702, -0.00404969409489031, 2.4844758366855597],
+      gelu_tanh: [0.8411919906082768, -0.15880800939172324, -0.0036373920817729943, 2.484915733910001],
+      relu: [1, 0, 0, 2.5],
+    };
+    for (const kind of ACTIVATIONS) {
+      const out = new Float32Array(4);
+      await reference.activation(kind, x, out);
+      assertCloseEach(out, torchValues[kind].map(Math.fround), 1e-7, kind);
+      await reference.gatedActivation(kind, x, new Float32Array([2, 2, 2, 2]), out);
+      assertCloseEach(out, torchValues[kind].map((value) => Math.fround(2 * value)), 1e-7, `gated ${kind}`);
+    }
+  });
+
+  test('layerNorm of a row by hand, with and without bias', async () => {
+    // mean 2.5, biased variance 1.25
+    const x = new Float32Array([1, 2, 3, 4]);
+    const weight = new Float32Array([1, 1, 2, 2]);
+    const out = new Float32Array(4);
+    const normalised = [-1.5, -0.5, 0.5, 1.5].map((value) => value / Math.sqrt(1.25 + 0.25));
+    await reference.layerNorm(x, weight, new Float32Array([0, 1, 0, 1]), 0.25, out);
+    assertCloseEach(out, [normalised[0], normalised[1] + 1, 2 * normalised[2], 2 * normalised[3] + 1], 1e-7, 'with bias');
+    await reference.layerNorm(x, weight, undefined, 0.25, out);
+    assertCloseEach(out, [normalised[0], normalised[1], 2 * normalised[2], 2 * normalised[3]], 1e-7, 'without bias');
+  });
+
+  test('rmsNorm with weightOffset 1 scales by 1 + weight', async () => {
+    const out = new Float32Array(2);
+    await reference.rmsNorm(new Float32Array([3, 4]), new Float32Array([0, 1]), 0, out, 1);
+    const scale = 1 / Math.sqrt(12.5);
+    assertCloseEach(out, [3 * scale, 8 * scale], 1e-7, 'Gemma RMSNorm');
+  });
+
+  test('addBias, addInPlace and softCap by hand', async () => {
+    const y = new Float32Array([1, 2, 3, 4, 5, 6]);
+    await reference.addBias(y, new Float32Array([10, 20, 30]));
+    assert.deepEqual(Array.from(y), [11, 22, 33, 14, 25, 36]);
+    await reference.addInPlace(y, new Float32Array([1, 1, 1, -1, -1, -1]));
+    assert.deepEqual(Array.from(y), [12, 23, 34, 13, 24, 35]);
+    const logits = new Float32Array([0, 30, -60]);
+    await reference.softCap(logits, 30);
+    assertCloseEach(logits, [0, 30 * Math.tanh(1), 30 * Math.tanh(-2)], 1e-7, 'softCap');
+  });
+
+  test('rope turns each pair by its position’s angle; the rest of the head passes through', async () => {
+    // One head of 6 features, the first 4 rotary; row 1 is at position 1 (a quarter turn, then
+    // half a turn for pair 1: cos/sin rows [cos θ0, cos θ1] per position).
+    const cos = new Float32Array([1, 1, 0, -1]);
+    const sin = new Float32Array([0, 0, 1, 0]);
+    const options: RopeOptions = { rows: 2, heads: 1, headDim: 6, rotaryDim: 4, seqLen: 2, firstPosition: 0, layout: 'half' };
+    const x = new Float32Array([1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6]);
+    await reference.rope(x, cos, sin, options);
+    // half: pairs (0, 2) and (1, 3); (a, b) → (−b, a) for a quarter turn, (−a, −b) for half a turn.
+    assert.deepEqual(Array.from(x), [1, 2, 3, 4, 5, 6, -3, -2, 1, -4, 5, 6]);
+    const y = new Float32Array([1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6]);
+    await reference.rope(y, cos, sin, { ...options, layout: 'interleaved' });
+    // interleaved: pairs (0, 1) and (2, 3).
+    assert.deepEqual(Array.from(y), [1, 2, 3, 4, 5, 6, -2, 1, -3, -4, 5, 6]);
+  });
+});
+
+describe('elementwise operations: native matches reference', { skip: nativeSkip }, () => {
+  for (const kind of ACTIVATIONS) {
+    test(`activation and gatedActivation ${kind} over awkward values, in place`, async () => {
+      const rng = createRng(31);
+      // 4099 elements run inline; 300 001 run on the thread pool.
+      for (const length of [4099, 300_001]) {
+        const x = awkwardArray(rng, length, 4);
+        const up = randomArray(rng, length, Float32Array);
+        const expected = new Float32Array(length);
+        await reference.activation(kind, x, expected);
+        const out = x.slice();
+        await native!.activation(kind, out, out);
+        assertCloseEach(out, expected, 1e-6, `${kind} of ${length}`);
+        await reference.gatedActivation(kind, x, up, expected);
+        await native!.gatedActivation(kind, x, up, x);
+        assertCloseEach(x, expected, 1e-6, `gated ${kind} of ${length}`);
+      }
+    });
+  }
+
+  test('swiglu is gatedActivation silu', async () => {
+    const rng = createRng(32);
+    const gate = randomArray(rng, 513, Float32Array);
+    const up = randomArray(rng, 513, Float32Array);
+    const [viaSwiglu, viaGated] = [new Float32Array(513), new Float32Array(513)];
+    await native!.swiglu(gate, up, viaSwiglu);
+    await native!.gatedActivation('silu', gate, up, viaGated);
+    assert.deepEqual(viaSwiglu, viaGated);
+  });
+
+  test('layerNorm on odd widths, far-from-zero means, with and without bias, in place', async () => {
+    const rng = createRng(33);
+    for (const cols of [1, 7, 576, 1001]) {
+      for (const withBias of [true, false]) {
+        const x = randomArray(rng, 37 * cols, Float32Array).map((value) => 100 + value * 5);
+        const weight = randomArray(rng, cols, Float32Array);
+        const bias = withBias ? randomArray(rng, cols, Float32Array) : undefined;
+        const expected = new Float32Array(x.length);
+        await reference.layerNorm(x, weight, bias, 1e-5, expected);
+        await native!.layerNorm(x, weight, bias, 1e-5, x);
+        assertCloseEach(x, expected, 1e-5, `cols ${cols}${withBias ? ' with bias' : ''}`);
+      }
+    }
+  });
+
+  test('rmsNorm with weightOffset 1', async () => {
+    const rng = createRng(34);
+    const x = randomArray(rng, 5 * 2305, Float32Array);
+    const weight = randomArray(rng, 2305, Float32Array).map((value) => value * 0.1);
+    const [expected, actual] = [new Float32Array(x.length), new Float32Array(x.length)];
+    await reference.rmsNorm(x, weight, 1e-6, expected, 1);
+    await native!.rmsNorm(x, weight, 1e-6, actual, 1);
+    assertCloseEach(actual, expected, 1e-5, 'offset RMSNorm');
+  });
+
+  test('addBias and addInPlace give the exact float sums', async () => {
+    const rng = createRng(35);
+    for (const [rows, cols] of [[1, 1], [3, 7], [129, 2048]]) {
+      const y = randomArray(rng, rows * cols, Float32Array);
+      const bias = randomArray(rng, cols, Float32Array);
+      const expected = y.slice();
+      await reference.addBias(expected, bias);
+      await native!.addBias(y, bias);
+      assert.deepEqual(y, expected);
+      const b = randomArray(rng, rows * cols, Float32Array);
+      await reference.addInPlace(expected, b);
+      await native!.addInPlace(y, b);
+      assert.deepEqual(y, expected);
+    }
+  });
+
+  test('softCap over awkward values, inline and on the thread pool', async () => {
+    const rng = createRng(36);
+    for (const [length, cap] of [[4099, 30], [300_001, 50]]) {
+      const x = awkwardArray(rng, length, cap);
+      const expected = x.slice();
+      await reference.softCap(expected, cap);
+      await native!.softCap(x, cap);
+      assertCloseEach(x, expected, 1e-6, `softCap ${cap}`);
+    }
+  });
+
+  test('rope: native equals reference bit for bit, both layouts, partial rotary, later positions', async () => {
+    const rng = createRng(37);
+    const shapes: Omit<RopeOptions, 'layout'>[] = [
+      { rows: 1, heads: 1, headDim: 2, rotaryDim: 2, seqLen: 1, firstPosition: 0 },
+      { rows: 3 * 11, heads: 5, headDim: 14, rotaryDim: 14, seqLen: 11, firstPosition: 0 },
+      { rows: 2 * 9, heads: 3, headDim: 80, rotaryDim: 32, seqLen: 9, firstPosition: 0 }, // phi-2
+      { rows: 4, heads: 7, headDim: 64, rotaryDim: 16, seqLen: 4, firstPosition: 123 }, // gpt_neox-like, with a cache
+      { rows: 5000, heads: 4, headDim: 64, rotaryDim: 64, seqLen: 2500, firstPosition: 0 }, // thread pool
+    ];
+    for (const shape of shapes) {
+      for (const layout of ['half', 'interleaved'] as const) {
+        const positions = shape.firstPosition + shape.seqLen;
+        const cos = randomArray(rng, positions * (shape.rotaryDim / 2), Float32Array);
+        const sin = randomArray(rng, positions * (shape.rotaryDim / 2), Float32Array);
+        const x = randomArray(rng, shape.rows * shape.heads * shape.headDim, Float32Array);
+        const expected = x.slice();
+        await reference.rope(expected, cos, sin, { ...shape, layout });
+        await native!.rope(x, cos, sin, { ...shape, layout });
+        assert.deepEqual(x, expected, `${JSON.stringify(shape)} ${layout}`);
+      }
+    }
+  });
+});
+
+
+describe('causalAttention with a sliding window and soft-capping', () => {
+  test('reference: window w averages the values of the last w positions when scores are equal', async () => {
+    // q = 0 makes every visible key equally likely, so out = mean of the visible value rows.
+    const [seqLen, past, window] = [5, 3, 2];
+    const v = Float32Array.from({ length: past + seqLen }, (_, j) => 2 ** j);
+    const out = new Float32Array(seqLen);
+    const options = { windows: 1, seqLen, pastLength: past, numHeads: 1, numKvHeads: 1, headDim: 1, scale: 1, slidingWindow: window };
+    await reference.causalAttention(new Float32Array(seqLen), new Float32Array(past + seqLen), v, out, options);
+    // The query at position p sees keys p − 1 and p (transformers: kv_idx > q_idx − sliding_window).
+    assert.deepEqual(Array.from(out), [3, 4, 5, 6, 7].map((p) => (2 ** (p - 1) + 2 ** p) / 2));
+  });
+
+  test('reference: soft-capped scores by hand', async () => {
+    // Second query (q = 1) scores keys 1 and 2 as 1 and 2, capped at 1: tanh(1), tanh(2).
+    const out = new Float32Array(2);
+    const options = { windows: 1, seqLen: 2, numHeads: 1, numKvHeads: 1, headDim: 1, scale: 1, softCap: 1 };
+    await reference.causalAttention(new Float32Array([0, 1]), new Float32Array([1, 2]), new Float32Array([10, 20]), out, options);
+    const [w1, w2] = [Math.exp(Math.tanh(1)), Math.exp(Math.tanh(2))];
+    assertCloseEach(out, [10, (10 * w1 + 20 * w2) / (w1 + w2)], 1e-7, 'capped attention');
+  });
+
+  const configurations: (Omit<AttentionOptions, 'scale'> & { label: string })[] = [
+    { label: 'window 1: each query sees only itself', windows: 2, seqLen: 9, numHeads: 2, numKvHeads: 1, headDim: 3, slidingWindow: 1 },
+    { label: 'window longer than the sequence', windows: 1, seqLen: 20, numHeads: 3, numKvHeads: 3, headDim: 5, slidingWindow: 64 },
+    { label: 'GQA 6/2, odd head dim, window 50 across 128-row query blocks', windows: 2, seqLen: 200, numHeads: 6, numKvHeads: 2, headDim: 7, slidingWindow: 50 },
+    { label: 'cache of 131 then 3 queries, window 64 (positions are absolute)', windows: 2, seqLen: 3, pastLength: 131, numHeads: 4, numKvHeads: 2, headDim: 9, slidingWindow: 64 },
+    { label: 'cache of 5, window 4, 13 queries', windows: 1, seqLen: 13, pastLength: 5, numHeads: 2, numKvHeads: 2, headDim: 4, slidingWindow: 4 },
+    { label: 'soft cap 3 (scores well beyond it)', windows: 2, seqLen: 70, numHeads: 4, numKvHeads: 2, headDim: 16, softCap: 3 },
+    { label: 'Gemma 2-like: soft cap 50 with window 33 and a cache', windows: 1, seqLen: 140, pastLength: 20, numHeads: 8, numKvHeads: 4, headDim: 11, slidingWindow: 33, softCap: 50 },
+  ];
+  for (const { label, ...shape } of configurations) {
+    test(`native matches reference: ${label}`, { skip: nativeSkip }, async () => {
+      const rng = createRng(shape.seqLen * 7 + shape.headDim);
+      const past = shape.pastLength ?? 0;
+      const keyRows = shape.windows * (past + shape.seqLen);
+      const options = { ...shape, scale: 1 / Math.sqrt(shape.headDim) };
+      const q = randomArray(rng, shape.windows * shape.seqLen * shape.numHeads * shape.headDim, Float32Array).map((value) => value * 4);
+      const k = randomArray(rng, keyRows * shape.numKvHeads * shape.headDim, Float32Array);
+      const v = randomArray(rng, keyRows * shape.numKvHeads * shape.headDim, Float32Array);
+      const outNative = new Float32Array(q.length).fill(Number.NaN);
+      const outReference = new Float32Array(q.length);
+      await native!.causalAttention(q, k, v, outNative, options);
+      await reference.causalAttention(q, k, v, outReference, options);
+      assertClose(outNative, outReference, 1e-5, 'attention output');
+    });
+  }
+
+  test('native: a window covering every key changes nothing', { skip: nativeSkip }, async () => {
+    const shape = { windows: 2, seqLen: 150, pastLength: 10, numHeads: 4, numKvHeads: 1, headDim: 8, scale: 0.3 };
+    const rng = createRng(39);
+    const keyRows = shape.windows * (shape.pastLength + shape.seqLen);
+    const q = randomArray(rng, shape.windows * shape.seqLen * 32, Float32Array);
+    const k = randomArray(rng, keyRows * 8, Float32Array);
+    const v = randomArray(rng, keyRows * 8, Float32Array);
+    const [plain, windowed] = [new Float32Array(q.length), new Float32Array(q.length)];
+    await native!.causalAttention(q, k, v, plain, shape);
+    await native!.causalAttention(q, k, v, windowed, { ...shape, slidingWindow: 160 });
+    assert.deepEqual(windowed, plain);
+  });
+});
+
+describe('native validation of the model operations', { skip: nativeSkip }, () => {
+  const rejects = (call: () => unknown, pattern: RegExp): void => {
+    assert.throws(call, (error: unknown) => error instanceof TopiaryError && pattern.test(error.message));
+  };
+
+  test('bad activations, lengths, caps and windows are TopiaryErrors', () => {
+    const x = new Float32Array(8);
+    rejects(() => native!.activation('gelu_fast' as Activation, x, x), /unknown activation 'gelu_fast'/);
+    rejects(() => native!.gatedActivation('silu', x, new Float32Array(7), x), /same length/);
+    rejects(() => native!.layerNorm(x, new Float32Array(4), new Float32Array(3), 1e-5, x), /same length/);
+    rejects(() => native!.addBias(x, new Float32Array(3)), /whole rows/);
+    rejects(() => native!.softCap(x, 0), /cap must be a positive/);
+    const attention = { windows: 1, seqLen: 2, numHeads: 1, numKvHeads: 1, headDim: 4, scale: 1 };
+    rejects(() => native!.causalAttention(x, x, x, x, { ...attention, slidingWindow: 0 }), /slidingWindow must be a positive integer/);
+    rejects(() => native!.causalAttention(x, x, x, x, { ...attention, softCap: -1 }), /softCap must be a positive/);
+  });
+
+  test('rope needs an even rotaryDim within the head and tables covering every position', () => {
+    const x = new Float32Array(2 * 8);
+    const table = new Float32Array(2 * 2);
+    const options: RopeOptions = { rows: 2, heads: 1, headDim: 8, rotaryDim: 4, seqLen: 2, firstPosition: 0, layout: 'half' };
+    rejects(() => native!.rope(x, table, table, { ...options, rotaryDim: 3 }), /must be even/);
+    rejects(() => native!.rope(x, table, table, { ...options, rotaryDim: 10 }), /at most headDim/);
+    rejects(() => native!.rope(x, table, table, { ...options, firstPosition: 1 }), /cover 3 positions/);
+    rejects(() => native!.rope(x, table, table, { ...options, heads: 2 }), /x holds 16 values/);
   });
 });
 

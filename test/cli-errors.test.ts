@@ -68,13 +68,11 @@ test('config missing a required field', () => {
   expectCleanError(['inspect', dir], 'config.json', /hidden_size/);
 });
 
-test('unsupported architecture', () => {
+test('unsupported model type, named before any field complaint', () => {
   const dir = copyTiny();
   const configFile = path.join(dir, 'config.json');
-  const config = JSON.parse(fs.readFileSync(configFile, 'utf8')) as Record<string, unknown>;
-  config.model_type = 'gpt_neox';
-  fs.writeFileSync(configFile, JSON.stringify(config));
-  expectCleanError(['inspect', dir], 'config.json', /unsupported architecture "gpt_neox"/);
+  fs.writeFileSync(configFile, JSON.stringify({ model_type: 'bloom', n_embed: 64 }));
+  expectCleanError(['inspect', dir], 'config.json', /unsupported model type "bloom" \(supported: llama, mistral, qwen2/);
 });
 
 test('missing tokenizer when text is needed', () => {

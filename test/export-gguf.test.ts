@@ -18,8 +18,8 @@ import { GGML_TYPES } from '../src/formats/ggml-quants.js';
 import { CausalLM } from '../src/model/causal-lm.js';
 import { loadModel } from '../src/model/load.js';
 import { structuredMethodByName } from '../src/prune/structured/index.js';
-import { pruneStructured } from '../src/prune/structured/pipeline.js';
-import { prunedSource } from '../src/prune/structured/pruned-source.js';
+import { prunePipeline } from '../src/prune/pipeline.js';
+import { structuredStrategy } from '../src/prune/structured/strategy.js';
 import { createRng } from '../src/util/random.js';
 import { smolLM2Path, stories260K, tempDir, testDataDir } from './helpers.js';
 import { assertLlamaCppAgrees, nodeLlamaCpp } from './llama-cpp.js';
@@ -115,8 +115,11 @@ test('llama.cpp runs a FLAP-pruned SmolLM2 (per-layer heads and widths, o/down b
   if (!lib) return t.skip('node-llama-cpp is not installed');
   const model = await loadModel(smol!, { backend: getBackend() });
   const { windows } = drawCalibration(model.tokenizer, { corpus: { kind: 'wikitext2' }, nsamples: 4, seqlen: 64, seed: 0 }, testDataDir);
-  const result = await pruneStructured(model, windows, { method: structuredMethodByName('flap'), ratio: 0.2, methodOptions: {}, batchWindows: 4 });
-  const smaller = new CausalLM(prunedSource(model.source, result.keptLayers, result.pruned), model.backend);
+  const result = await prunePipeline(model, windows, structuredStrategy(model, structuredMethodByName('flap'), 0.2, {}), {
+    batchWindows: 4,
+    checkpoint: { dir: tempDir(), fingerprint: 'flap', resume: false },
+  });
+  const smaller = new CausalLM(result.source(), model.backend);
   const file = path.join(tempDir(), 'smol-flap.gguf');
   assert.equal(exportGguf(smaller, file, { dtype: 'F16' }).architecture, 'deci');
   const tokens = model.tokenizer.encode(' The game began development in 2010 , carrying over a large portion of the work done on Valkyria Chronicles II').slice(0, 24);

@@ -18,9 +18,7 @@ import { assertLogitParity, nativeBackend } from './parity.js';
 const IMPLEMENTED_FAMILIES = new Set(supportedModelTypes());
 
 /** Models of implemented families that need a feature Topiary does not have yet. */
-const PENDING_FEATURES = new Map<string, string>([
-  ['llama-yarn', 'yarn rope scaling not yet implemented'],
-]);
+const PENDING_FEATURES = new Map<string, string>([]);
 
 function todoReason(model: FamilyModel): string | undefined {
   if (!IMPLEMENTED_FAMILIES.has(model.modelType)) return 'family not yet implemented';

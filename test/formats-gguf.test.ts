@@ -206,7 +206,7 @@ test('bad GGUF input gives one clear TopiaryError naming the file', () => {
 
   file = at('missing.gguf');
   assertTopiaryError(() => openGguf(file), file, /no such file/);
-  assertTopiaryError(() => openGguf(dir), dir, /not a regular file/);
+  assertTopiaryError(() => openGguf(dir), dir, /a folder; only regular files are read/);
   fs.rmSync(dir, { recursive: true });
 });
 

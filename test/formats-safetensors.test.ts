@@ -149,7 +149,7 @@ test('sharded folder with model.safetensors.index.json', () => {
   fs.writeFileSync(indexPath, JSON.stringify({ weight_map: { a: 'missing.safetensors' } }));
   assertTopiaryError(() => openSafetensors(dir), path.join(dir, 'missing.safetensors'), /no such file/);
   fs.writeFileSync(indexPath, '{"weight_map": ');
-  assertTopiaryError(() => openSafetensors(dir), indexPath, /not readable JSON/);
+  assertTopiaryError(() => openSafetensors(dir), indexPath, /invalid JSON: the text ends too early/);
   fs.rmSync(indexPath);
   assertTopiaryError(() => openSafetensors(dir), dir, /neither model.safetensors.index.json nor model.safetensors/);
   fs.rmSync(dir, { recursive: true });
@@ -168,7 +168,7 @@ test('bad safetensors input gives one clear TopiaryError naming the file', () =>
   fs.writeFileSync(file, Buffer.alloc(5));
   assertTopiaryError(() => openSafetensors(file), file, /too short/);
   file = writeRaw(at('json.safetensors'), null, 16, '{"w": {"dtype": "F32", ');
-  assertTopiaryError(() => openSafetensors(file), file, /header is not valid UTF-8 JSON/);
+  assertTopiaryError(() => openSafetensors(file), file, /header is invalid JSON/);
   file = writeRaw(at('array.safetensors'), [1, 2], 0);
   assertTopiaryError(() => openSafetensors(file), file, /header is not a JSON object/);
   file = at('length.safetensors');

@@ -28,19 +28,21 @@ export function tempDir(prefix = 'topiary-test-'): string {
 
 export interface CliResult {
   status: number | null;
+  /** The signal that ended the process (SIGTERM when it ran past `timeoutMs`), or null. */
+  signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
 }
 
 /** Runs `topiary ARGS` from the TypeScript sources (no build step needed). */
-export function runCli(args: string[], env: Record<string, string> = {}): CliResult {
+export function runCli(args: string[], env: Record<string, string> = {}, timeoutMs = 600_000): CliResult {
   const result = spawnSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src', 'cli', 'main.ts'), ...args], {
     cwd: repoRoot,
     encoding: 'utf8',
     env: { ...process.env, TOPIARY_DATA_DIR: testDataDir, ...env },
-    timeout: 600_000,
+    timeout: timeoutMs,
   });
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+  return { status: result.status, signal: result.signal, stdout: result.stdout, stderr: result.stderr };
 }
 
 /** Asserts that `fn` throws a TopiaryError whose message starts with `file: ` and matches `pattern`. */

@@ -17,10 +17,10 @@ import { CausalLM, KvCache } from '../src/model/causal-lm.js';
 import { generate } from '../src/model/generate.js';
 import { loadModel } from '../src/model/load.js';
 import { structuredMethodByName } from '../src/prune/structured/index.js';
-import { pruneStructured } from '../src/prune/structured/pipeline.js';
-import { prunedSource } from '../src/prune/structured/pruned-source.js';
+import { prunePipeline } from '../src/prune/pipeline.js';
+import { structuredStrategy } from '../src/prune/structured/strategy.js';
 import { TopiaryError } from '../src/util/errors.js';
-import { stories260K, testDataDir } from './helpers.js';
+import { stories260K, tempDir, testDataDir } from './helpers.js';
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'tiny');
 const TOLERANCE = 1e-4;
@@ -86,9 +86,12 @@ for (const name of fs.readdirSync(FIXTURES).sort()) {
 test('FLAP-pruned stories260K with uneven layers: cached logits match the full pass, greedy tokens are identical', async () => {
   const model = await loadModel(stories260K, { backend: getBackend() });
   const { windows } = drawCalibration(model.tokenizer, { corpus: { kind: 'wikitext2' }, nsamples: 8, seqlen: 64, seed: 0 }, testDataDir);
-  const result = await pruneStructured(model, windows, { method: structuredMethodByName('flap'), ratio: 0.3, methodOptions: {}, batchWindows: 4 });
-  const pruned = new CausalLM(prunedSource(model.source, result.keptLayers, result.pruned), model.backend);
-  const layers = [...result.pruned.values()];
+  const result = await prunePipeline(model, windows, structuredStrategy(model, structuredMethodByName('flap'), 0.3, {}), {
+    batchWindows: 4,
+    checkpoint: { dir: tempDir(), fingerprint: 'flap', resume: false },
+  });
+  const pruned = new CausalLM(result.source(), model.backend);
+  const layers = result.keptLayers.map((layer) => result.block(layer));
   const headCounts = new Set(layers.map((layer) => layer.linears.q.outFeatures));
   const channelCounts = new Set(layers.map((layer) => layer.linears.gate.outFeatures));
   assert.ok(headCounts.size > 1 && channelCounts.size > 1, 'the pruned layers differ in heads and MLP channels');

@@ -8,12 +8,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { getBackend } from '../src/backend/index.js';
-import { openSafetensors } from '../src/formats/safetensors.js';
+import type { CausalLM } from '../src/model/causal-lm.js';
 import { loadModel } from '../src/model/load.js';
+import { openSafetensors } from '../src/formats/safetensors.js';
 import { checkNmPattern, prunedCount } from '../src/prune/masks.js';
 import type { SparsityTarget } from '../src/prune/method.js';
 import { METHODS } from '../src/prune/methods/index.js';
-import { pruneLayerwise } from '../src/prune/pipeline.js';
+import { prunePipeline } from '../src/prune/pipeline.js';
+import { unstructuredStrategy, type UnstructuredRequest } from '../src/prune/unstructured.js';
 import { createRng } from '../src/util/random.js';
 import { repoRoot, runCli, stories260K, tempDir, testDataDir } from './helpers.js';
 
@@ -36,6 +38,14 @@ function zeros(data: Float32Array): number {
   return count;
 }
 
+/** The unstructured pipeline on `windows`, checkpointed in a fresh folder. */
+async function pruneBlocks(model: CausalLM, windows: number[][], request: Omit<UnstructuredRequest, 'roles'>, batchWindows: number) {
+  return prunePipeline(model, windows, unstructuredStrategy(model, { ...request, roles: model.roles }), {
+    batchWindows,
+    checkpoint: { dir: tempDir(), fingerprint: request.method.name, resume: false },
+  });
+}
+
 const TARGETS: { target: SparsityTarget; permute: boolean }[] = [
   { target: { kind: 'unstructured', sparsity: 0.5 }, permute: false },
   { target: { kind: 'nm', n: 2, m: 4 }, permute: false },
@@ -46,29 +56,18 @@ const TARGETS: { target: SparsityTarget; permute: boolean }[] = [
 for (const method of METHODS) {
   for (const { target, permute } of TARGETS) {
     const options: Record<string, boolean> = permute ? { permute: true } : {};
-    if (permute && !method.optionNames.includes('permute')) continue;
+    if (permute && !Object.hasOwn(method.options, 'permute')) continue;
     if (method.unsupported(target, options)) continue;
     const label = `${method.name} ${target.kind === 'nm' ? `${target.n}:${target.m}` : 'unstructured 50%'}${permute ? ' permuted' : ''}`;
     test(`pipeline: ${label} gives the exact pattern in every matrix and changes only pruned layers`, async () => {
       const model = await loadModel(tinyModel, { backend: getBackend() });
       const windows = randomWindows(6, 24, model.config.vocabSize, 1);
-      const dir = tempDir();
-      const reports = await pruneLayerwise(model, windows, {
-        method,
-        target,
-        methodOptions: options,
-        roles: model.roles,
-        batchWindows: 4,
-        checkpointDir: dir,
-        fingerprint: label,
-        resume: false,
-        errorWindows: 6,
-      });
-      assert.equal(reports.length, model.numLayers);
-      for (const report of reports) {
-        const store = openSafetensors(path.join(dir, `layer-${String(report.layer).padStart(4, '0')}.safetensors`));
+      const result = await pruneBlocks(model, windows, { method, target, methodOptions: options, errorWindows: 6 }, 4);
+      assert.equal(result.reports.length, model.numLayers);
+      for (const report of result.reports) {
+        const block = result.block(report.layer);
         for (const matrix of report.matrices) {
-          const weight = store.read(`${matrix.name}.weight`);
+          const weight = block.linears[matrix.role]!.weight;
           if (target.kind === 'nm') {
             // With permutation the pattern holds in the permuted channel order (weights are stored
             // in the original order, so the layer computes the same function).
@@ -86,7 +85,6 @@ for (const method of METHODS) {
           assert.equal(matrix.sparsity, zeros(weight) / weight.length);
           assert.ok(matrix.relativeError > 0 && matrix.relativeError < 1, `${matrix.name}: relative error ${matrix.relativeError}`);
         }
-        store.close();
       }
     });
   }
@@ -96,17 +94,12 @@ test('pipeline: second-order methods reconstruct better than Wanda on the same l
   const errors: Record<string, number> = {};
   for (const name of ['wanda', 'sparsegpt', 'apt']) {
     const model = await loadModel(tinyModel, { backend: getBackend() });
-    const reports = await pruneLayerwise(model, randomWindows(8, 32, model.config.vocabSize, 2), {
-      method: METHODS.find((m) => m.name === name)!,
-      target: { kind: 'unstructured', sparsity: 0.5 },
-      methodOptions: {},
-      roles: model.roles,
-      batchWindows: 8,
-      checkpointDir: tempDir(),
-      fingerprint: name,
-      resume: false,
-      errorWindows: 8,
-    });
+    const { reports } = await pruneBlocks(
+      model,
+      randomWindows(8, 32, model.config.vocabSize, 2),
+      { method: METHODS.find((m) => m.name === name)!, target: { kind: 'unstructured', sparsity: 0.5 }, methodOptions: {}, errorWindows: 8 },
+      8,
+    );
     // The first layer sees identical inputs in every run, so its errors compare method to method.
     errors[name] = reports[0]!.matrices.reduce((sum, m) => sum + m.relativeError, 0);
   }

@@ -11,11 +11,12 @@ import { getBackend } from '../src/backend/index.js';
 import { drawCalibration } from '../src/data/calibration.js';
 import { exportGguf } from '../src/export/gguf-writer.js';
 import { openGguf } from '../src/formats/gguf.js';
-import { CausalLM } from '../src/model/causal-lm.js';
+import { CausalLM, type Linear as CausalLMLinear } from '../src/model/causal-lm.js';
 import { loadModel } from '../src/model/load.js';
 import { STRUCTURED_METHODS, structuredMethodByName } from '../src/prune/structured/index.js';
-import { pruneStructured, type StructuredResult } from '../src/prune/structured/pipeline.js';
-import { prunedSource } from '../src/prune/structured/pruned-source.js';
+import { blockParams, prunePipeline, type PipelineResult } from '../src/prune/pipeline.js';
+import { structuredStrategy } from '../src/prune/structured/strategy.js';
+import type { BlockReport } from '../src/prune/record.js';
 import { runCli, stories260K, tempDir, testDataDir } from './helpers.js';
 
 async function calibrated() {
@@ -26,11 +27,29 @@ async function calibrated() {
 
 async function prune(method: string, ratio: number, methodOptions: Record<string, string | number> = {}) {
   const { model, windows } = await calibrated();
-  const result = await pruneStructured(model, windows, { method: structuredMethodByName(method), ratio, methodOptions, batchWindows: 4 });
-  const smaller = new CausalLM(prunedSource(model.source, result.keptLayers, result.pruned), model.backend);
+  const pipeline = await prunePipeline(model, windows, structuredStrategy(model, structuredMethodByName(method), ratio, methodOptions), {
+    batchWindows: 4,
+    checkpoint: { dir: tempDir(), fingerprint: method, resume: false },
+  });
+  const smaller = new CausalLM(pipeline.source(), model.backend);
   evalWindows = await evalWindowsFor(model);
-  return { model, windows, result, smaller };
+  return { model, windows, result: summarize(pipeline), smaller };
 }
+
+/** The pipeline's result as these tests read it: structure reports flattened, pruned blocks by original index, parameter totals. */
+function summarize(pipeline: PipelineResult) {
+  const paramsBefore = pipeline.reports.reduce((sum, report) => sum + report.paramsBefore, 0);
+  const paramsAfter = pipeline.reports.reduce((sum, report) => sum + report.paramsAfter, 0);
+  return {
+    outcomes: pipeline.reports.map((report) => ({ ...report, ...report.structure })),
+    pruned: new Map(pipeline.keptLayers.map((layer) => [layer, pipeline.block(layer)])),
+    keptLayers: pipeline.keptLayers,
+    paramsBefore,
+    paramsAfter,
+    achievedRatio: 1 - paramsAfter / paramsBefore,
+  };
+}
+type StructuredResult = ReturnType<typeof summarize>;
 
 /** Two windows of real TinyStories-style text (stories260K's tokenizer), 24 tokens each. */
 async function evalWindowsFor(model: CausalLM): Promise<number[][]> {
@@ -45,11 +64,8 @@ let evalWindows: number[][] = [];
 function decoderParamsOf(result: StructuredResult): number {
   let total = 0;
   for (const layer of result.pruned.values()) {
-    for (const tensor of Object.values(layer.tensors)) total += tensor.length;
-    for (const lin of Object.values(layer.linears)) {
-      assert.equal(lin.weight.length, lin.outFeatures * lin.inFeatures);
-      total += lin.weight.length + (lin.bias?.length ?? 0);
-    }
+    for (const lin of Object.values(layer.linears)) assert.equal(lin.weight.length, lin.outFeatures * lin.inFeatures);
+    total += blockParams(layer);
   }
   return total;
 }
@@ -73,7 +89,7 @@ for (const method of STRUCTURED_METHODS) {
     assert.equal(result.achievedRatio, 1 - result.paramsAfter / result.paramsBefore);
     const headDim = model.config.headDim;
     for (const layer of result.pruned.values()) {
-      const { q, k, v, o, gate, up, down } = layer.linears;
+      const { q, k, v, o, gate, up, down } = layer.linears as Record<string, CausalLMLinear>;
       assert.equal(q.outFeatures / k.outFeatures, 2, 'every kept kv head keeps its 2 query heads');
       assert.equal(v.outFeatures, k.outFeatures);
       assert.equal(o.inFeatures, q.outFeatures);
@@ -134,13 +150,13 @@ test('comp: the coarse stage removes the least important whole layers, and the s
 
 test('flap: the exported non-uniform GGUF reloads in Topiary with identical logits', async () => {
   const { result, smaller } = await prune('flap', 0.3);
-  const widths = [...result.pruned.values()].map((l) => `${l.linears.k.outFeatures}/${l.linears.gate.outFeatures}`);
+  const widths = [...result.pruned.values()].map((l) => `${l.linears.k!.outFeatures}/${l.linears.gate!.outFeatures}`);
   assert.ok(new Set(widths).size > 1, 'AL-AM gives layers different widths');
   const file = path.join(tempDir(), 'model.gguf');
   assert.equal(exportGguf(smaller, file, { dtype: 'F32' }).architecture, 'deci');
   const store = openGguf(file);
   const heads = store.metadata['deci.attention.head_count'] as number[];
-  assert.deepEqual(heads, [...result.pruned.values()].map((l) => l.linears.q.outFeatures / smaller.config.headDim));
+  assert.deepEqual(heads, [...result.pruned.values()].map((l) => l.linears.q!.outFeatures / smaller.config.headDim));
   let decoderParams = 0;
   for (const info of store.list()) if (info.name.startsWith('blk.')) decoderParams += info.shape.reduce((a, b) => a * b, 1);
   store.close();
@@ -155,6 +171,7 @@ test('cli: prune --ratio writes a HF folder for uniform shapes, GGUF otherwise, 
   const uniform = runCli(['prune', ...common, '--method', 'wanda-sp', '--ratio', '0.2', '--out', uniformDir, '--json']);
   assert.equal(uniform.status, 0, uniform.stderr);
   assert.equal(JSON.parse(uniform.stdout).format, 'safetensors');
+  assert.equal(JSON.parse(uniform.stdout).kind, 'structured');
   assert.ok(fs.existsSync(path.join(uniformDir, 'model.safetensors')));
   const reloaded = await loadModel(uniformDir, { backend: getBackend() });
   assert.equal(reloaded.config.numKvHeads, 3, 'one of 4 kv groups removed in every layer');
@@ -166,13 +183,14 @@ test('cli: prune --ratio writes a HF folder for uniform shapes, GGUF otherwise, 
   assert.equal(record.output.format, 'gguf');
   assert.ok(fs.existsSync(path.join(flapDir, 'model.gguf')));
   assert.equal(record.settings.methodOptions.metric, 'ifv');
-  const removedGroups = record.layers.flatMap((l: { attention: { removedGroups: { score: number }[] } }) => l.attention.removedGroups);
-  const removedChannels = record.layers.reduce((s: number, l: { mlp: { removedChannels: number[]; removedScores: number[] } }) => {
-    assert.equal(l.mlp.removedChannels.length, l.mlp.removedScores.length);
-    return s + l.mlp.removedChannels.length;
+  const structures = (record.layers as BlockReport[]).map((l) => l.structure!);
+  const removedGroups = structures.flatMap((l) => l.attention!.removedGroups);
+  const removedChannels = structures.reduce((s, l) => {
+    assert.equal(l.mlp!.removedChannels.length, l.mlp!.removedScores.length);
+    return s + l.mlp!.removedChannels.length;
   }, 0);
   assert.ok(removedGroups.length + removedChannels > 0);
-  assert.ok(Math.abs(record.summary.achievedRatio - 0.2) < 0.02);
+  assert.ok(Math.abs(record.summary.sparsity - 0.2) < 0.02);
 
   const bad = runCli(['prune', ...common, '--method', 'flap', '--ratio', '0.2', '--option', 'metric=nope', '--out', tempDir()]);
   assert.notEqual(bad.status, 0);

@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { repoRoot, runCli, stories260K, tempDir, testDataDir } from './helpers.js';
+import { parseRunRecord, type RunRecord } from '../src/prune/record.js';
 
 const sha256 = (file: string) => createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 
@@ -30,9 +31,9 @@ const cliArgs = (method: string, ratio: number, options: Options, out: string) =
 ];
 
 const KILLER = `
-import { pruneModelStructured } from ${JSON.stringify(pathToFileURL(path.join(repoRoot, 'src', 'prune', 'structured', 'run.ts')).href)};
+import { pruneModel } from ${JSON.stringify(pathToFileURL(path.join(repoRoot, 'src', 'prune', 'run.ts')).href)};
 const { settings, stage, layer } = JSON.parse(process.env.TOPIARY_TEST_KILL);
-await pruneModelStructured({
+await pruneModel({
   ...settings,
   onEvent(event) {
     if (event.kind === 'stage' && event.stage === stage && event.layer >= layer) process.kill(process.pid, 'SIGKILL');
@@ -48,7 +49,7 @@ function killAt(method: string, ratio: number, options: Options, out: string, re
   const settings = {
     model: stories260K,
     method,
-    ratio,
+    target: { kind: 'structured', ratio },
     methodOptions: options,
     calibration: { corpus: 'wikitext2', nsamples: NSAMPLES, seqlen: SEQLEN, seed: 0 },
     out,
@@ -73,20 +74,15 @@ function modelFiles(dir: string): Record<string, string> {
   return Object.fromEntries(files.sort().map((name) => [name, sha256(path.join(dir, name))]));
 }
 
-interface RunRecord {
-  layers: unknown[];
-  keptLayers: number[];
-  summary: { paramsAfter: number; format: string };
-  settings: { resumed: boolean };
-}
-const record = (dir: string) => JSON.parse(fs.readFileSync(path.join(dir, 'topiary.json'), 'utf8')) as RunRecord;
+const record = (dir: string) => parseRunRecord(JSON.parse(fs.readFileSync(path.join(dir, 'topiary.json'), 'utf8')), 'topiary.json');
+const keptLayers = (run: RunRecord) => run.layers.filter((layer) => !layer.removed).map((layer) => layer.layer);
 
 const CASES: { method: string; ratio: number; options: Options; kills: [stage: string, layer: number][] }[] = [
   // Uniform with a dense pass: killed while ranking layers, then while pruning; layer 0.5 of the
   // budget as whole layers removes one of the five.
-  { method: 'comp', ratio: 0.4, options: { layers: 0.5 }, kills: [['importance', 2], ['measure', 2]] },
+  { method: 'comp', ratio: 0.4, options: { layers: 0.5 }, kills: [['dense pass', 2], ['forward', 2]] },
   // Global: killed in the dense scoring pass, then in the pruning pass.
-  { method: 'flap', ratio: 0.3, options: {}, kills: [['statistics', 2], ['measure', 3]] },
+  { method: 'flap', ratio: 0.3, options: {}, kills: [['dense pass', 2], ['forward', 3]] },
 ];
 
 for (const { method, ratio, options, kills } of CASES) {
@@ -103,16 +99,17 @@ for (const { method, ratio, options, kills } of CASES) {
 
     const resumed = runCli([...cliArgs(method, ratio, options, interrupted), '--resume']);
     assert.equal(resumed.status, 0, resumed.stderr);
-    assert.match(resumed.stderr, /resumed: [1-9]\d* finished layer\(s\) and the dense pass of 5 layer\(s\)/);
+    assert.match(resumed.stderr, /resumed: [1-9]\d* finished block\(s\) and the dense pass of 5 block\(s\)/);
     assert.ok(!fs.existsSync(path.join(interrupted, '.topiary-checkpoint')), 'checkpoint removed after success');
 
     assert.deepEqual(modelFiles(interrupted), modelFiles(reference));
     const [before, after] = [record(reference), record(interrupted)];
-    assert.deepEqual(after.layers, before.layers);
-    assert.deepEqual(after.keptLayers, before.keptLayers);
+    const withoutTimes = (run: RunRecord) => run.layers.map(({ seconds, statisticsSeconds, pruneSeconds, forwardSeconds, ...rest }) => rest);
+    assert.deepEqual(withoutTimes(after), withoutTimes(before));
+    assert.deepEqual(keptLayers(after), keptLayers(before));
     assert.equal(after.summary.paramsAfter, before.summary.paramsAfter);
     assert.equal(after.settings.resumed, true);
-    if (method === 'comp') assert.equal(after.keptLayers.length, 4, 'one whole layer removed');
+    if (method === 'comp') assert.equal(keptLayers(after).length, 4, 'one whole layer removed');
   });
 }
 

@@ -9,10 +9,12 @@
 export type FloatArray = Float32Array | Float64Array;
 
 /**
- * Elementwise activations, as Hugging Face's `hidden_act` names them: 'silu' (x·sigmoid(x), also
- * "swish"), 'gelu' (the exact erf GELU, x·Φ(x)), 'gelu_tanh' (the tanh approximation
- * 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))): "gelu_new" and "gelu_pytorch_tanh", but not
- * "gelu_fast", whose constants differ slightly), 'relu'.
+ * Elementwise activations. In Hugging Face's `hidden_act` names: 'silu' is "silu"/"swish"
+ * (x·sigmoid(x)); 'gelu' is "gelu"/"gelu_python" (the exact erf GELU, x·Φ(x)); 'gelu_tanh' is the
+ * tanh approximation 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))) of "gelu_new", "gelu_pytorch_tanh",
+ * "gelu_python_tanh", "gelu_accurate", and also "gelu_fast", which is the same formula with √(2/π)
+ * rounded to 10 digits (transformers 5.23: within 1e-7 relative of gelu_new, below fp32
+ * resolution); 'relu' is "relu". ("quick_gelu", x·sigmoid(1.702x), is none of these.)
  */
 export type Activation = 'silu' | 'gelu' | 'gelu_tanh' | 'relu';
 

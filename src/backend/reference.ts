@@ -18,7 +18,7 @@ export function erf(x: number): number {
 }
 
 /** The activations in doubles, by their defining formulas. */
-export function activate(kind: Activation, x: number): number {
+function activate(kind: Activation, x: number): number {
   switch (kind) {
     case 'silu':
       return x / (1 + Math.exp(-x));

@@ -13,58 +13,85 @@ import { compareCommand } from './commands/compare.js';
 import { generateCommand } from './commands/generate.js';
 import { inspectCommand } from './commands/inspect.js';
 import { parseMethodOptions, parseTarget, pruneCommand } from './commands/prune.js';
+import { FAMILIES } from '../model/families/index.js';
 import { METHODS } from '../prune/methods/index.js';
-import { isStructuredMethod, STRUCTURED_METHODS } from '../prune/structured/index.js';
-import { pruneStructuredCommand } from './commands/prune-structured.js';
+import { STRUCTURED_METHODS } from '../prune/structured/index.js';
 
-const USAGE = () => `Usage: topiary <command> [options]
-
-Commands:
-  inspect PATH [--json]
-      Architecture, sizes, parameter count, dtypes and format of a model
-      (Hugging Face folder, .gguf file, or llama2.c checkpoint).
-  generate --model PATH --prompt TEXT [--max-new-tokens N] [--temperature T] [--seed S]
-      Generate text (temperature 0 = greedy).
-  eval --model PATH --dataset wikitext2|c4|text:FILE [--seqlen N] [--max-windows K]
-       [--data-dir DIR] [--out FILE] [--json]
-      Perplexity over non-overlapping windows of N tokens (default 2048; C4 stops
-      after 256 windows as in SparseGPT/Wanda). --out also writes the JSON result
-      (name it RUN_DIR/eval-wikitext2.json for topiary report).
-  eval --model PATH --tasks arc_easy,piqa,...|all [--limit N] [--out FILE] [--data-dir DIR] [--json]
-      Zero-shot accuracy scored as lm-evaluation-harness does (acc, acc_norm, stderr). Tasks:
-      boolq, piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa, rte, social_iqa.
-      --limit N scores N items spread evenly through each file; --out writes the JSON result
-      (name it RUN_DIR/eval-tasks.json for topiary report).
-  report RUN_DIR... --out report.html [--baseline DIR]
-      One self-contained HTML page comparing runs (folders written by prune, with eval*.json
-      results — the JSON of eval --json/--out); a folder with only eval results is the dense
-      baseline.
-  compare RUN_DIR... [--baseline DIR] [--json]
-      The report's results table in the terminal.
-
-  prune --model PATH --method NAME (--sparsity P | --pattern N:M) --out DIR
-        [--permute] [--calib c4|wikitext2|text:FILE] [--nsamples N] [--seqlen L]
-        [--seed S] [--layers q,k,v,o,gate,up,down] [--option KEY=VALUE ...]
-        [--batch-windows B] [--dtype F32|F16|BF16] [--resume] [--json]
-      Layer-wise pruning without retraining; writes a Hugging Face folder
-      (config.json, model.safetensors, tokenizer) and topiary.json to DIR.
-      Methods: ${METHODS.map((m) => m.name).join(', ')}.
-      Method options: ria a=0.5 (exponent of the activation norm), perRow=true;
-      sparsegpt/apt blocksize=128 damp=0.01 fp64=true.
-      Defaults: --calib c4 --nsamples 128 --seqlen min(2048, context) --seed 0.
-  prune --model PATH --method ${STRUCTURED_METHODS.map((m) => m.name).join('|')} --ratio R --out DIR
-        [--calib ...] [--nsamples N] [--seqlen L] [--seed S] [--option KEY=VALUE ...] [--dtype F32|F16] [--resume]
-      Structured pruning: removes the fraction R of the decoder-layer parameters as whole kv
-      groups (a kv head with its query heads), MLP channels and (comp) layers. Writes a Hugging
-      Face folder when every layer keeps the same shapes and no bias was added, else DIR/model.gguf
-      (per-layer head counts; llama.cpp runs it). Options: flap metric=wifv|ifv|wifn
-      structure=al-am|ul-um; comp layers=0.25 damp=0.01 tune=scales|refit|none.
-
-Common options:
+const COMMON_OPTIONS = `Common options:
   --threads N    BLAS threads (default: all cores)
   --data-dir DIR data folder (default: $TOPIARY_DATA_DIR, else ../shared/data beside the checkout)
   -h, --help     this help
 `;
+
+/** Each command's help; `prune`'s lists are generated from the method and family registries. */
+const HELP: Record<string, () => string> = {
+  inspect: () => `topiary inspect PATH [--json]
+      Architecture, sizes (per layer for uneven models), parameter count, dtypes and format of a
+      model: a Hugging Face folder, a folder prune wrote (model.gguf inside), a .gguf file, or a
+      llama2.c checkpoint.
+`,
+  generate: () => `topiary generate --model PATH --prompt TEXT [--max-new-tokens N] [--temperature T] [--seed S]
+      Generate text (temperature 0 = greedy).
+`,
+  eval: () => `topiary eval --model PATH --dataset wikitext2|c4|text:FILE [--seqlen N] [--max-windows K]
+       [--data-dir DIR] [--out FILE] [--json]
+      Perplexity over non-overlapping windows of N tokens (default 2048; C4 stops
+      after 256 windows as in SparseGPT/Wanda). --out also writes the JSON result
+      (name it RUN_DIR/eval-wikitext2.json for topiary report).
+topiary eval --model PATH --tasks arc_easy,piqa,...|all [--limit N] [--out FILE] [--data-dir DIR] [--json]
+      Zero-shot accuracy scored as lm-evaluation-harness does (acc, acc_norm, stderr). Tasks:
+      boolq, piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa, rte, social_iqa.
+      --limit N scores N items spread evenly through each file; --out writes the JSON result
+      (name it RUN_DIR/eval-tasks.json for topiary report).
+`,
+  report: () => `topiary report RUN_DIR... --out report.html [--baseline DIR]
+      One self-contained HTML page comparing runs (folders written by prune, with eval*.json
+      results — the JSON of eval --json/--out); a folder with only eval results is the dense
+      baseline.
+`,
+  compare: () => `topiary compare RUN_DIR... [--baseline DIR] [--json]
+      The report's results table in the terminal.
+`,
+  prune: () => {
+    const methodLines = (methods: readonly { name: string; description: string; options: Readonly<Record<string, string>> }[]) =>
+      methods
+        .map((m) => {
+          const options = Object.entries(m.options).map(([key, help]) => `          ${key}=${help}`);
+          return [`      ${m.name}: ${m.description}`, ...(options.length ? options : ['          (no options)'])].join('\n');
+        })
+        .join('\n');
+    const families = FAMILIES.map((f) => `      ${f.modelTypes.join(', ')}: ${f.linears.map((l) => l.role).join(',')}`).join('\n');
+    return `topiary prune --model PATH --method NAME (--sparsity P | --pattern N:M | --ratio R) --out DIR
+        [--permute] [--calib c4|wikitext2|text:FILE] [--nsamples N] [--seqlen L] [--seed S]
+        [--layers ROLE,...] [--option KEY=VALUE ...] [--batch-windows B] [--dtype F32|F16|BF16]
+        [--resume] [--overwrite] [--json]
+  Prunes without retraining, block by block on calibration windows, and writes the pruned model
+  and topiary.json to DIR: a Hugging Face folder (config.json, model.safetensors, tokenizer) when
+  every block keeps the same shapes and no bias was added, else DIR/model.gguf (llama.cpp runs it).
+  DIR must be new, empty or an earlier Topiary run; --overwrite allows other files there
+  (Topiary's own file names are replaced). Ctrl-C keeps the finished blocks: the same command
+  with --resume continues.
+
+  Unstructured and N:M (--sparsity P in [0, 1), or --pattern N:M such as 2:4):
+${methodLines(METHODS)}
+  Structured (--ratio R: the share of the decoder blocks' parameters removed, as whole kv groups,
+  MLP channels and, for comp, whole blocks; families with separate q,k,v,o and a gated MLP):
+${methodLines(STRUCTURED_METHODS)}
+
+  --layers takes the roles of the model's family (default: all of them):
+${families}
+  Defaults: --calib c4 --nsamples 128 --seqlen min(2048, context) --seed 0 --batch-windows 4 --dtype F32.
+`;
+  },
+};
+
+const USAGE = () => `Usage: topiary <command> [options]   (topiary <command> --help for one command)
+
+Commands:
+${Object.values(HELP)
+  .map((help) => help())
+  .join('')}
+${COMMON_OPTIONS}`;
 
 const COMMON: ParseArgsConfig['options'] = {
   threads: { type: 'string' },
@@ -194,43 +221,23 @@ async function run(argv: string[]): Promise<void> {
         dtype: { type: 'string' },
         out: { type: 'string' },
         resume: { type: 'boolean' },
+        overwrite: { type: 'boolean' },
       });
       applyThreads(values.threads);
       const dtype = typeof values.dtype === 'string' ? values.dtype.toUpperCase() : 'F32';
       if (dtype !== 'F32' && dtype !== 'F16' && dtype !== 'BF16') throw new UsageError(`--dtype must be F32, F16 or BF16, got "${dtype}"`);
-      const methodName = required(values.method, '--method');
-      if (isStructuredMethod(methodName)) {
-        if (values.sparsity !== undefined || values.pattern !== undefined) throw new UsageError(`${methodName} is structured: give --ratio R, not --sparsity/--pattern`);
-        if (values.ratio === undefined) throw new UsageError(`${methodName} needs --ratio R (the fraction of decoder parameters to remove)`);
-        await pruneStructuredCommand(
-          {
-            model: required(values.model, '--model'),
-            method: methodName,
-            ratio: number(values.ratio, '--ratio', 0),
-            methodOptions: parseMethodOptions((values.option as string[] | undefined) ?? [], false),
-            calibration: calibrationOptions(values),
-            ...(typeof values['data-dir'] === 'string' ? { dataDir: values['data-dir'] } : {}),
-            out: required(values.out, '--out'),
-            resume: values.resume === true,
-            batchWindows: integer(values['batch-windows'], '--batch-windows', 4),
-            dtype,
-          },
-          values.json === true,
-        );
-        return;
-      }
-      if (values.ratio !== undefined) throw new UsageError(`--ratio is for the structured methods (${STRUCTURED_METHODS.map((m) => m.name).join(', ')})`);
       await pruneCommand(
         {
           model: required(values.model, '--model'),
-          method: methodName,
-          target: parseTarget(values.sparsity, values.pattern),
+          method: required(values.method, '--method'),
+          target: parseTarget(values.sparsity, values.pattern, values.ratio),
           methodOptions: parseMethodOptions((values.option as string[] | undefined) ?? [], values.permute === true),
           ...(typeof values.layers === 'string' ? { roles: values.layers.split(',').map((s) => s.trim()) } : {}),
           calibration: calibrationOptions(values),
           ...(typeof values['data-dir'] === 'string' ? { dataDir: values['data-dir'] } : {}),
           out: required(values.out, '--out'),
           resume: values.resume === true,
+          overwrite: values.overwrite === true,
           batchWindows: integer(values['batch-windows'], '--batch-windows', 4),
           dtype,
         },
@@ -241,7 +248,7 @@ async function run(argv: string[]): Promise<void> {
   const handler = commands[command];
   if (!handler) throw new UsageError(`unknown command "${command}" (try: topiary --help)`);
   if (rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(USAGE());
+    process.stdout.write(HELP[command]!() + '\n' + COMMON_OPTIONS);
     return;
   }
   await handler();

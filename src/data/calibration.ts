@@ -6,7 +6,8 @@
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
 import { createRng } from '../util/random.js';
 import { UsageError } from '../util/errors.js';
-import { c4Documents, describeCorpus, readTextFile, wikitext2Text, type CorpusSpec } from './corpora.js';
+import { readTextFile } from '../util/safe-fs.js';
+import { c4Documents, describeCorpus, wikitext2Text, type CorpusSpec } from './corpora.js';
 
 export interface CalibrationSettings {
   corpus: CorpusSpec;

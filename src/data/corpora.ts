@@ -2,8 +2,8 @@
  * Text corpora as the papers' loaders see them. A corpus spec on the command line is
  * `wikitext2`, `c4`, or `text:FILE`.
  */
-import * as fs from 'node:fs';
 import { TopiaryError, UsageError } from '../util/errors.js';
+import { describeJsonError, readTextFile } from '../util/safe-fs.js';
 import { dataFile } from './datadir.js';
 
 export type CorpusSpec = { kind: 'wikitext2' } | { kind: 'c4' } | { kind: 'text'; file: string };
@@ -23,7 +23,7 @@ export function describeCorpus(spec: CorpusSpec): string {
  * the raw file is a row keeping its "\n", blank lines (" \n") are empty rows.
  */
 export function wikitext2Text(dataDir: string, split: 'test' | 'valid'): string {
-  const raw = fs.readFileSync(dataFile(dataDir, 'wikitext2', `wiki.${split}.raw`), 'utf8');
+  const raw = readTextFile(dataFile(dataDir, 'wikitext2', `wiki.${split}.raw`));
   const lines = raw.split(/(?<=\n)/);
   return lines.map((line) => (line === ' \n' ? '' : line)).join('\n\n');
 }
@@ -31,15 +31,16 @@ export function wikitext2Text(dataDir: string, split: 'test' | 'valid'): string 
 /** The C4 validation documents (jsonl, one {"text": ...} per line). */
 export function c4Documents(dataDir: string): string[] {
   const file = dataFile(dataDir, 'c4', 'c4_validation_2k.jsonl');
-  const lines = fs.readFileSync(file, 'utf8').split('\n').filter((line) => line.trim() !== '');
+  const lines = readTextFile(file).split('\n').filter((line) => line.trim() !== '');
   return lines.map((line, i) => {
+    let doc: { text?: unknown };
     try {
-      const doc = JSON.parse(line) as { text?: unknown };
-      if (typeof doc.text !== 'string') throw new Error('no "text" string');
-      return doc.text;
+      doc = JSON.parse(line) as { text?: unknown };
     } catch (error) {
-      throw new TopiaryError(`line ${i + 1}: ${(error as Error).message}`, file);
+      throw new TopiaryError(`line ${i + 1}: ${describeJsonError(error)}`, file);
     }
+    if (typeof doc?.text !== 'string') throw new TopiaryError(`line ${i + 1}: no "text" string`, file);
+    return doc.text;
   });
 }
 
@@ -61,12 +62,4 @@ export function evaluationText(spec: CorpusSpec, dataDir: string): string {
 /** SparseGPT's and Wanda's C4 evaluation stops after 256 windows; other corpora are used whole. */
 export function defaultEvaluationWindows(spec: CorpusSpec): number | undefined {
   return spec.kind === 'c4' ? 256 : undefined;
-}
-
-export function readTextFile(file: string): string {
-  try {
-    return fs.readFileSync(file, 'utf8');
-  } catch {
-    throw new TopiaryError('text file not found or unreadable', file);
-  }
 }

@@ -17,10 +17,10 @@
  */
 import * as fs from 'node:fs';
 import { GgufValueType, openGguf, type GgufValue } from '../formats/gguf.js';
-import { floatToHalfBits, describeFsError } from '../formats/binary.js';
+import { floatToHalfBits } from '../formats/binary.js';
 import { GGML_TYPES, ggmlByteLength, type GgmlType } from '../formats/ggml-quants.js';
 import type { CausalLM } from '../model/causal-lm.js';
-import { writeFileAtomic } from '../util/atomic.js';
+import { writeAll, writeFileAtomic } from '../util/atomic.js';
 import { TopiaryError } from '../util/errors.js';
 import { convertRopeRows } from '../model/components/rope.js';
 import type { GgufVocabulary } from '../tokenizers/gguf-export.js';
@@ -158,10 +158,6 @@ function encodeTensor(tensor: GgufTensorToWrite, data: Float32Array): Uint8Array
   }
 }
 
-function writeAll(fd: number, bytes: Uint8Array): void {
-  for (let done = 0; done < bytes.length; ) done += fs.writeSync(fd, bytes, done, bytes.length - done);
-}
-
 /** Writes a GGUF v3 file atomically: key/values in the given order, tensors in the given order. */
 export function writeGguf(file: string, keyValues: readonly GgufKeyValue[], tensors: readonly GgufTensorToWrite[]): void {
   const header = new ByteSink();
@@ -192,29 +188,18 @@ export function writeGguf(file: string, keyValues: readonly GgufKeyValue[], tens
   }
   const headerBytes = header.bytes();
   const padding = (n: number) => new Uint8Array((ALIGNMENT - (n % ALIGNMENT)) % ALIGNMENT);
-  try {
-    writeFileAtomic(file, (tmp) => {
-      const fd = fs.openSync(tmp, 'w');
-      try {
-        writeAll(fd, headerBytes);
-        writeAll(fd, padding(headerBytes.length));
-        tensors.forEach((tensor, i) => {
-          const data = tensor.data();
-          if (data.length !== tensor.shape.reduce((a, b) => a * b, 1)) {
-            throw new TopiaryError(`tensor "${tensor.name}" has shape [${tensor.shape}] but ${data.length} values`, file);
-          }
-          const bytes = encodeTensor(tensor, data);
-          writeAll(fd, bytes);
-          writeAll(fd, padding(sizes[i]!));
-        });
-      } finally {
-        fs.closeSync(fd);
+  writeFileAtomic(file, (fd) => {
+    writeAll(fd, headerBytes);
+    writeAll(fd, padding(headerBytes.length));
+    tensors.forEach((tensor, i) => {
+      const data = tensor.data();
+      if (data.length !== tensor.shape.reduce((a, b) => a * b, 1)) {
+        throw new TopiaryError(`tensor "${tensor.name}" has shape [${tensor.shape}] but ${data.length} values`, file);
       }
+      writeAll(fd, encodeTensor(tensor, data));
+      writeAll(fd, padding(sizes[i]!));
     });
-  } catch (error) {
-    if (error instanceof TopiaryError) throw error;
-    throw new TopiaryError(describeFsError(error, 'cannot write'), file);
-  }
+  });
 }
 
 
@@ -298,19 +283,17 @@ export interface GgufExportResult {
 }
 
 /**
- * The GGUF block tensor names of `model`, or why llama.cpp could not run it as Topiary writes it:
- * the writer knows the LLaMA block (as `llama`, or `deci` for uneven layers) without a sliding
- * window or llama3 rope scaling. Checked before any pruning work starts.
+ * Why llama.cpp could not run `model` as this writer would write it, or undefined if it can: the
+ * writer knows the LLaMA block (as `llama`, or `deci` for uneven layers) without a sliding window
+ * and with no rope scaling but linear. Checked before any pruning work starts.
  */
-export function ggufExportable(model: CausalLM): Record<string, string> {
-  const { config, family, source } = model;
-  const refuse = (why: string): never => {
-    throw new TopiaryError(`cannot write GGUF: ${why} (write a Hugging Face folder instead)`, source.path);
-  };
-  if (family.name !== 'llama' || !['llama', 'mistral'].includes(config.modelType)) refuse(`the GGUF writer knows the llama and mistral layouts, not "${config.modelType}"`);
-  if (config.attention.layerTypes) refuse('sliding-window attention is not written to GGUF yet');
-  if (config.rope?.scaling.type === 'llama3') refuse('llama3 rope scaling is not written to GGUF yet');
-  return family.gguf!.layerNames;
+export function ggufUnsupported(model: CausalLM): string | undefined {
+  const { config, family } = model;
+  if (family.name !== 'llama' || !['llama', 'mistral'].includes(config.modelType)) return `the GGUF writer knows the llama and mistral layouts, not "${config.modelType}"`;
+  if (config.attention.layerTypes) return 'sliding-window attention is not written to GGUF yet';
+  const scaling = config.rope?.scaling.type ?? 'none';
+  if (scaling !== 'none' && scaling !== 'linear') return `${scaling} rope scaling is not written to GGUF yet`;
+  return undefined;
 }
 
 /**
@@ -321,7 +304,9 @@ export function ggufExportable(model: CausalLM): Record<string, string> {
  */
 export function exportGguf(model: CausalLM, file: string, options: GgufExportOptions): GgufExportResult {
   const { config, source, family } = model;
-  const layerNames = ggufExportable(model);
+  const unsupported = ggufUnsupported(model);
+  if (unsupported) throw new TopiaryError(`cannot write GGUF: ${unsupported}`, source.path);
+  const layerNames = family.gguf!.layerNames;
   const hd = config.headDim;
   const sizes: LayerSizes[] = [];
   for (let layer = 0; layer < config.numLayers; layer++) {

@@ -8,8 +8,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeSafetensors, type TensorToWrite } from '../formats/safetensors.js';
 import type { CausalLM } from '../model/causal-lm.js';
+import { configJson } from '../model/config.js';
 import { storedLayout } from '../model/sources.js';
-import { writeFileAtomic } from '../util/atomic.js';
+import { writeFileContentAtomic } from '../util/atomic.js';
+import { TopiaryError } from '../util/errors.js';
+import { READ_LIMITS, readRegularFile } from '../util/safe-fs.js';
 
 export type ExportDtype = 'F32' | 'F16' | 'BF16';
 
@@ -19,30 +22,52 @@ export interface ExportOptions {
   override: (name: string) => (() => Float32Array) | undefined;
 }
 
-/** The tokenizer files to carry over, by file name (byte for byte: tokenizer.model and .bin are binary). */
-function tokenizerFiles(model: CausalLM): Record<string, Buffer> {
+/** Files carried over from a Hugging Face source folder, with their size limits. */
+const CARRIED_OVER: Readonly<Record<string, number>> = {
+  'tokenizer.json': READ_LIMITS.tokenizerJson,
+  'tokenizer_config.json': READ_LIMITS.json,
+  'special_tokens_map.json': READ_LIMITS.json,
+  'tokenizer.model': READ_LIMITS.tokenizerBinary,
+  'tokenizer.bin': READ_LIMITS.tokenizerBinary,
+  'generation_config.json': READ_LIMITS.json,
+};
+
+/**
+ * The tokenizer files to carry over, by file name (byte for byte: tokenizer.model and .bin are
+ * binary). Only regular files that really lie in the source folder are copied: a link leading
+ * elsewhere, or a FIFO, is left out and named in `warnings`.
+ */
+function tokenizerFiles(model: CausalLM): { files: Record<string, Buffer>; warnings: string[] } {
   const source = model.source;
-  if (source.format === 'safetensors') {
-    const files: Record<string, Buffer> = {};
-    for (const name of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model', 'tokenizer.bin', 'generation_config.json']) {
-      const file = path.join(source.path, name);
-      if (fs.existsSync(file)) files[name] = fs.readFileSync(file);
+  const files: Record<string, Buffer> = {};
+  const warnings: string[] = [];
+  const carryOver = (folder: string, name: string) => {
+    const file = path.join(folder, name);
+    if (!fs.existsSync(file)) return;
+    try {
+      files[name] = readRegularFile(file, CARRIED_OVER[name]!, { within: folder });
+    } catch (error) {
+      if (!(error instanceof TopiaryError)) throw error;
+      warnings.push(`${name} not copied to the output: ${error.message}`);
     }
-    return files;
+  };
+  if (source.format === 'safetensors') {
+    for (const name of Object.keys(CARRIED_OVER)) carryOver(source.path, name);
+    return { files, warnings };
   }
   const tokenizer = source.tokenizer;
   if (!('missing' in tokenizer) && tokenizer.toHuggingFace) {
     const { tokenizer: json, config } = tokenizer.toHuggingFace();
-    return { 'tokenizer.json': Buffer.from(JSON.stringify(json)), 'tokenizer_config.json': Buffer.from(JSON.stringify(config, null, 2) + '\n') };
+    files['tokenizer.json'] = Buffer.from(JSON.stringify(json));
+    files['tokenizer_config.json'] = Buffer.from(JSON.stringify(config, null, 2) + '\n');
+  } else if (source.format === 'llama2c') {
+    carryOver(path.dirname(source.path), 'tokenizer.bin');
   }
-  if (source.format === 'llama2c') {
-    const bin = path.join(path.dirname(source.path), 'tokenizer.bin');
-    if (fs.existsSync(bin)) return { 'tokenizer.bin': fs.readFileSync(bin) };
-  }
-  return {};
+  return { files, warnings };
 }
 
-export function exportHfFolder(model: CausalLM, outDir: string, options: ExportOptions): { files: string[]; bytes: number } {
+/** Writes the folder; `warnings` name source files that were not carried over, and why. */
+export function exportHfFolder(model: CausalLM, outDir: string, options: ExportOptions): { files: string[]; bytes: number; warnings: string[] } {
   fs.mkdirSync(outDir, { recursive: true });
   const tensors: TensorToWrite[] = model.source
     .tensorNames()
@@ -55,14 +80,18 @@ export function exportHfFolder(model: CausalLM, outDir: string, options: ExportO
   const modelFile = path.join(outDir, 'model.safetensors');
   writeSafetensors(modelFile, tensors, { format: 'pt' });
   const written = [modelFile];
-  const config = { ...model.family.toHfConfig(model.config), torch_dtype: { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[options.dtype] };
+  // transformers 5 reads `dtype` ahead of `torch_dtype`: both name the written weights' dtype, so
+  // a source config's own (float16 for a half-precision checkpoint) never survives into the export.
+  const dtype = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[options.dtype];
+  const config = { ...model.family.toHfConfig(model.config), torch_dtype: dtype, dtype };
   const configFile = path.join(outDir, 'config.json');
-  writeFileAtomic(configFile, (tmp) => fs.writeFileSync(tmp, JSON.stringify(config, null, 2) + '\n'));
+  writeFileContentAtomic(configFile, configJson(config));
   written.push(configFile);
-  for (const [name, content] of Object.entries(tokenizerFiles(model))) {
+  const tokenizer = tokenizerFiles(model);
+  for (const [name, content] of Object.entries(tokenizer.files)) {
     const file = path.join(outDir, name);
-    writeFileAtomic(file, (tmp) => fs.writeFileSync(tmp, content));
+    writeFileContentAtomic(file, content);
     written.push(file);
   }
-  return { files: written, bytes: written.reduce((sum, file) => sum + fs.statSync(file).size, 0) };
+  return { files: written, bytes: written.reduce((sum, file) => sum + fs.statSync(file).size, 0), warnings: tokenizer.warnings };
 }

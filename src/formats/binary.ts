@@ -14,30 +14,6 @@ if (os.endianness() !== 'LE') {
 /** Node refuses single reads of 2 GiB or more; larger ranges are read in pieces. */
 const MAX_READ_CHUNK = 1 << 30;
 
-/** Opens `file` read-only, turning "missing", "is a folder" and permission problems into one clear line. */
-export function openReadOnly(file: string): { fd: number; size: number } {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch (error) {
-    throw new TopiaryError(describeFsError(error, 'cannot open'), file);
-  }
-  const stat = fs.fstatSync(fd);
-  if (!stat.isFile()) {
-    fs.closeSync(fd);
-    throw new TopiaryError('not a regular file', file);
-  }
-  return { fd, size: stat.size };
-}
-
-export function describeFsError(error: unknown, action: string): string {
-  const code = (error as NodeJS.ErrnoException | undefined)?.code;
-  if (code === 'ENOENT') return 'no such file or folder';
-  if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
-  if (code === 'EISDIR') return 'is a folder, not a file';
-  return `${action}: ${(error as Error)?.message ?? String(error)}`;
-}
-
 /** Fills `target` from `fd` at `position`; a short read means the file is shorter than its header said. */
 export function readExactly(fd: number, target: Uint8Array, position: number, file: string): void {
   let done = 0;

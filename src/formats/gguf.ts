@@ -7,7 +7,8 @@
 import * as fs from 'node:fs';
 import { TopiaryError } from '../util/errors.js';
 import type { TensorInfo, TensorStore } from './tensors.js';
-import { openReadOnly, product, readExactly, readFloat32 } from './binary.js';
+import { openRegularFile } from '../util/safe-fs.js';
+import { product, readExactly, readFloat32 } from './binary.js';
 import { GGML_TYPES, canDequantize, dequantize, ggmlByteLength, ggmlTypeFromId, type GgmlType } from './ggml-quants.js';
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
@@ -204,7 +205,7 @@ function publicInfo(entry: GgufEntry): TensorInfo {
 
 /** Opens a GGUF file lazily: the header now, each tensor's bytes when it is read. */
 export function openGguf(file: string): TensorStore & { readonly version: number; readonly metadata: Record<string, GgufValue> } {
-  const { fd, size } = openReadOnly(file);
+  const { fd, size } = openRegularFile(file);
   try {
     const { version, metadata, entries } = parseGguf(fd, size, file);
     return new GgufStore(file, fd, version, metadata, entries);

@@ -12,7 +12,8 @@
 import * as fs from 'node:fs';
 import { TopiaryError } from '../util/errors.js';
 import type { TensorInfo, TensorStore } from './tensors.js';
-import { openReadOnly, product, readExactly, readFloat32 } from './binary.js';
+import { openRegularFile } from '../util/safe-fs.js';
+import { product, readExactly, readFloat32 } from './binary.js';
 
 export const LLAMA2C_MAGIC = 0x616b3432; // "ak42" as written by struct.pack('I', ...)
 const LEGACY_HEADER_BYTES = 7 * 4;
@@ -147,7 +148,7 @@ class Llama2cStore implements TensorStore {
 
 /** Opens a llama2.c checkpoint (legacy or version 1) lazily. */
 export function openLlama2c(file: string): TensorStore & { readonly metadata: Llama2cMetadata } {
-  const { fd, size } = openReadOnly(file);
+  const { fd, size } = openRegularFile(file);
   try {
     const { meta, dataStart } = readHeader(fd, size, file);
     const layout = segments(meta);

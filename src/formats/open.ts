@@ -5,7 +5,8 @@
 import * as fs from 'node:fs';
 import { TopiaryError } from '../util/errors.js';
 import type { TensorStore } from './tensors.js';
-import { describeFsError, openReadOnly, readExactly } from './binary.js';
+import { describeFsError, openRegularFile } from '../util/safe-fs.js';
+import { readExactly } from './binary.js';
 import { GGUF_MAGIC, openGguf } from './gguf.js';
 import { LLAMA2C_MAGIC, isLlama2cCheckpoint, openLlama2c } from './llama2c.js';
 import { MAX_HEADER_BYTES, openSafetensors } from './safetensors.js';
@@ -21,7 +22,7 @@ export function detectFormat(target: string): TensorFormat | undefined {
     throw new TopiaryError(describeFsError(error, 'cannot open'), target);
   }
   if (stat.isDirectory()) return 'safetensors';
-  const { fd, size } = openReadOnly(target);
+  const { fd, size } = openRegularFile(target);
   const head = Buffer.alloc(Math.min(size, 9));
   try {
     readExactly(fd, head, 0, target);

@@ -7,15 +7,14 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { TopiaryError } from '../util/errors.js';
-import { writeFileAtomic } from '../util/atomic.js';
+import { writeAll, writeFileAtomic } from '../util/atomic.js';
+import { describeFsError, describeJsonError, openRegularFile, parseJson, readTextFile, READ_LIMITS, type ReadOptions } from '../util/safe-fs.js';
 import type { TensorInfo, TensorStore } from './tensors.js';
 import {
   bfloat16BitsToFloat,
-  describeFsError,
   floatToBfloat16Bits,
   floatToHalfBits,
   halfBitsToFloat,
-  openReadOnly,
   product,
   readExactly,
   readFloat32,
@@ -45,20 +44,22 @@ class SafetensorsFile {
     readonly file: string,
     readonly entries: Map<string, Entry>,
     readonly metadata: Record<string, string>,
+    private readonly readOptions: ReadOptions,
   ) {}
 
-  static open(file: string): SafetensorsFile {
-    const { fd, size } = openReadOnly(file);
+  /** Opens `file`; with `within`, it must really lie in that folder (a shard of a model folder). */
+  static open(file: string, readOptions: ReadOptions = {}): SafetensorsFile {
+    const { fd, size } = openRegularFile(file, readOptions);
     try {
       const { entries, metadata } = parseHeader(fd, size, file);
-      return new SafetensorsFile(file, entries, metadata);
+      return new SafetensorsFile(file, entries, metadata, readOptions);
     } finally {
       fs.closeSync(fd);
     }
   }
 
   read(entry: Entry): Float32Array {
-    this.fd ??= openReadOnly(this.file).fd;
+    this.fd ??= openRegularFile(this.file, this.readOptions).fd;
     const count = product(entry.shape);
     switch (entry.dtype) {
       case 'F32':
@@ -101,11 +102,17 @@ function parseHeader(fd: number, fileSize: number, file: string): { entries: Map
   if (8 + headerBytes > fileSize) fail(`header length ${headerBytes} runs past the end of the ${fileSize}-byte file`);
   const raw = Buffer.alloc(headerBytes);
   readExactly(fd, raw, 8, file);
+  let text = '';
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(raw);
+  } catch {
+    fail('header is not valid UTF-8');
+  }
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(raw));
+    header = JSON.parse(text);
   } catch (error) {
-    fail(`header is not valid UTF-8 JSON (${(error as Error).message})`);
+    fail(`header is ${describeJsonError(error)}`);
   }
   if (!isPlainObject(header)) return fail('header is not a JSON object');
 
@@ -223,12 +230,12 @@ export function openSafetensors(target: string): TensorStore {
   const indexPath = path.join(target, INDEX_FILE);
   if (fs.existsSync(indexPath)) return shardedStore(target, indexPath);
   const singlePath = path.join(target, SINGLE_FILE);
-  if (fs.existsSync(singlePath)) return singleFileStore(target, singlePath);
+  if (fs.existsSync(singlePath)) return singleFileStore(target, singlePath, { within: target });
   throw new TopiaryError(`folder has neither ${INDEX_FILE} nor ${SINGLE_FILE}`, target);
 }
 
-function singleFileStore(storePath: string, file: string): TensorStore {
-  const opened = SafetensorsFile.open(file);
+function singleFileStore(storePath: string, file: string, readOptions: ReadOptions = {}): TensorStore {
+  const opened = SafetensorsFile.open(file, readOptions);
   const owners = new Map([...opened.entries.keys()].map((name) => [name, opened]));
   return new SafetensorsStore(storePath, { ...opened.metadata }, [opened], owners);
 }
@@ -237,12 +244,7 @@ function shardedStore(folder: string, indexPath: string): TensorStore {
   const fail = (message: string): never => {
     throw new TopiaryError(`invalid shard index: ${message}`, indexPath);
   };
-  let index: unknown;
-  try {
-    index = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
-  } catch (error) {
-    fail(`not readable JSON (${(error as Error).message})`);
-  }
+  const index = parseJson(readTextFile(indexPath, READ_LIMITS.json, { within: folder }), indexPath);
   if (!isPlainObject(index) || !isPlainObject(index.weight_map)) return fail('no "weight_map" object');
   const shards = new Map<string, SafetensorsFile>();
   const owners = new Map<string, SafetensorsFile>();
@@ -254,7 +256,7 @@ function shardedStore(folder: string, indexPath: string): TensorStore {
       }
       let shard = shards.get(shardName as string);
       if (!shard) {
-        shard = SafetensorsFile.open(path.join(folder, shardName as string));
+        shard = SafetensorsFile.open(path.join(folder, shardName as string), { within: folder });
         shards.set(shardName as string, shard);
       }
       if (!shard.entries.has(name)) fail(`tensor "${name}" is not in its shard ${shardName}`);
@@ -319,21 +321,11 @@ export function writeSafetensors(file: string, tensors: TensorToWrite[], metadat
   const lengthBytes = Buffer.alloc(8);
   lengthBytes.writeBigUInt64LE(BigInt(headerBytes.length));
 
-  try {
-    writeFileAtomic(file, (tmp) => {
-      const fd = fs.openSync(tmp, 'w');
-      try {
-        writeAll(fd, lengthBytes);
-        writeAll(fd, headerBytes);
-        for (const tensor of tensors) writeTensorData(fd, tensor, file);
-      } finally {
-        fs.closeSync(fd);
-      }
-    });
-  } catch (error) {
-    if (error instanceof TopiaryError) throw error;
-    throw new TopiaryError(describeFsError(error, 'cannot write'), file);
-  }
+  writeFileAtomic(file, (fd) => {
+    writeAll(fd, lengthBytes);
+    writeAll(fd, headerBytes);
+    for (const tensor of tensors) writeTensorData(fd, tensor, file);
+  });
 }
 
 function valueCount(tensor: TensorToWrite): string {
@@ -358,8 +350,4 @@ function writeTensorData(fd: number, tensor: TensorToWrite, file: string): void 
     narrow(chunk, out);
     writeAll(fd, new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
   }
-}
-
-function writeAll(fd: number, bytes: Uint8Array): void {
-  for (let done = 0; done < bytes.length; ) done += fs.writeSync(fd, bytes, done, bytes.length - done);
 }

@@ -33,6 +33,7 @@ export class CausalLM {
   private headWeight?: Float32Array;
   /** The LM head's bias (Phi), null once known to be absent. */
   private headBias?: Float32Array | null;
+  private readonly projections: { embedProjection?: Float32Array; headProjection?: Float32Array } = {};
   private readonly ropeTables?: RopeTables;
 
   constructor(
@@ -118,35 +119,58 @@ export class CausalLM {
     this.blocks[index] = undefined;
   }
 
+  /** Width of the token embeddings and of the head's input: hiddenSize unless projected (OPT). */
+  private get wordWidth(): number {
+    return this.config.wordEmbeddingSize ?? this.config.hiddenSize;
+  }
+
   private embeddingMatrix(): Float32Array {
-    this.embedding ??= this.readTensor(this.family.embedTokens, [this.config.vocabSize, this.config.hiddenSize]);
+    this.embedding ??= this.readTensor(this.family.embedTokens, [this.config.vocabSize, this.wordWidth]);
     return this.embedding;
+  }
+
+  /** The projection from word width to hiddenSize ('embedProjection') or back ('headProjection'), if the widths differ. */
+  private projection(which: 'embedProjection' | 'headProjection'): Float32Array | undefined {
+    const { hiddenSize, wordEmbeddingSize } = this.config;
+    if (wordEmbeddingSize === undefined || wordEmbeddingSize === hiddenSize) return undefined;
+    const name = this.family[which];
+    if (!name) throw new TopiaryError(`the ${this.family.name} family cannot project ${wordEmbeddingSize}-wide word embeddings to hidden size ${hiddenSize}`, this.source.path);
+    const shape = which === 'embedProjection' ? [hiddenSize, wordEmbeddingSize] : [wordEmbeddingSize, hiddenSize];
+    return (this.projections[which] ??= this.readTensor(name, shape));
   }
 
   /**
    * Hidden states of layer 0 for equal-length token windows: [windows·seqLen, hidden]. Learned
    * positions (OPT, GPT-2) start at `firstPosition` (the cached length when decoding).
    */
-  embed(windows: readonly (readonly number[])[], firstPosition = 0): Float32Array {
+  async embed(windows: readonly (readonly number[])[], firstPosition = 0): Promise<Float32Array> {
     const { hiddenSize: d, vocabSize, embeddingScale, positionOffset = 0 } = this.config;
+    const e = this.wordWidth;
     const table = this.embeddingMatrix();
     const seqLen = windows[0]?.length ?? 0;
-    const out = new Float32Array(windows.length * seqLen * d);
+    const rows = windows.length * seqLen;
+    let out = new Float32Array(rows * e);
     windows.forEach((tokens, w) => {
       if (tokens.length !== seqLen) throw new TopiaryError('all windows in a batch must have the same length');
       tokens.forEach((token, t) => {
         if (!Number.isInteger(token) || token < 0 || token >= vocabSize) {
           throw new TopiaryError(`token id ${token} is outside the vocabulary (size ${vocabSize})`);
         }
-        out.set(table.subarray(token * d, (token + 1) * d), (w * seqLen + t) * d);
+        out.set(table.subarray(token * e, (token + 1) * e), (w * seqLen + t) * e);
       });
     });
     if (embeddingScale !== undefined) for (let i = 0; i < out.length; i++) out[i] = out[i]! * embeddingScale;
+    const projection = this.projection('embedProjection');
+    if (projection) {
+      const projected = new Float32Array(rows * d);
+      await this.backend.gemm(out, projection, projected, { m: rows, n: d, k: e, transB: true });
+      out = projected;
+    }
     if (this.family.positionEmbeddings) {
       this.positions ??= this.readTensor(this.family.positionEmbeddings);
       const available = this.positions.length / d - positionOffset;
       if (firstPosition + seqLen > available) throw new TopiaryError(`the model has learned positions for ${available} tokens, not ${firstPosition + seqLen}`, this.source.path);
-      for (let row = 0; row < windows.length * seqLen; row++) {
+      for (let row = 0; row < rows; row++) {
         const position = (firstPosition + (row % seqLen) + positionOffset) * d;
         for (let c = 0; c < d; c++) out[row * d + c] = out[row * d + c]! + this.positions[position + c]!;
       }
@@ -168,12 +192,12 @@ export class CausalLM {
   }
   private readonly scratchBuffers = new Map<string, Float32Array>();
 
-  /** The RoPE table of layer `layer` covering `positions` positions (Gemma 3's local layers have their own base). */
+  /** The RoPE table of layer `layer` covering `positions` positions (Gemma 3's local layers have their own). */
   private ropeFor(layer: number, positions: number): RopeTable | undefined {
     const rope = this.config.rope;
     if (!rope || !this.ropeTables) return undefined;
     const local = rope.localTheta !== undefined && this.config.attention.layerTypes?.[layer] === 'sliding';
-    return this.ropeTables.forTheta(local ? rope.localTheta! : rope.theta, positions);
+    return this.ropeTables.forSetting(local ? 'local' : 'global', positions);
   }
 
   /**
@@ -207,22 +231,32 @@ export class CausalLM {
   private headMatrix(): Float32Array {
     const name = this.family.lmHead;
     if (this.config.tieWordEmbeddings || !this.source.has(name)) return this.embeddingMatrix();
-    this.headWeight ??= this.readTensor(name, [this.config.vocabSize, this.config.hiddenSize]);
+    this.headWeight ??= this.readTensor(name, [this.config.vocabSize, this.wordWidth]);
     return this.headWeight;
   }
 
   /** Final norm and LM head on `rows` hidden states (a slice of the stream): logits [rows, vocab]. */
   async head(hidden: Float32Array, rows: number): Promise<Float32Array> {
     const { hiddenSize: d, vocabSize } = this.config;
-    if (!this.finalNorm) {
-      const prefix = this.family.finalNorm;
-      const bias = this.source.has(`${prefix}.bias`) ? this.readTensor(`${prefix}.bias`, [d]) : undefined;
-      this.finalNorm = { weight: this.readTensor(`${prefix}.weight`, [d]), ...(bias ? { bias } : {}) };
+    let features = hidden.subarray(0, rows * d);
+    if (!this.config.noFinalNorm) {
+      if (!this.finalNorm) {
+        const prefix = this.family.finalNorm;
+        const bias = this.source.has(`${prefix}.bias`) ? this.readTensor(`${prefix}.bias`, [d]) : undefined;
+        this.finalNorm = { weight: this.readTensor(`${prefix}.weight`, [d]), ...(bias ? { bias } : {}) };
+      }
+      const normed = new Float32Array(rows * d);
+      await norm(this.backend, this.config.norm, this.finalNorm.weight, this.finalNorm.bias, features, normed);
+      features = normed;
     }
-    const normed = new Float32Array(rows * d);
-    await norm(this.backend, this.config.norm, this.finalNorm.weight, this.finalNorm.bias, hidden.subarray(0, rows * d), normed);
+    const projection = this.projection('headProjection');
+    if (projection) {
+      const projected = new Float32Array(rows * this.wordWidth);
+      await this.backend.gemm(features, projection, projected, { m: rows, n: this.wordWidth, k: d, transB: true });
+      features = projected;
+    }
     const logits = new Float32Array(rows * vocabSize);
-    await this.backend.gemm(normed, this.headMatrix(), logits, { m: rows, n: vocabSize, k: d, transB: true });
+    await this.backend.gemm(features, this.headMatrix(), logits, { m: rows, n: vocabSize, k: this.wordWidth, transB: true });
     if (this.headBias === undefined) {
       const biasName = this.family.lmHead.replace(/\.weight$/, '.bias');
       this.headBias = this.source.has(biasName) ? this.readTensor(biasName, [vocabSize]) : null;
@@ -235,7 +269,7 @@ export class CausalLM {
   /** Hidden states after the last layer for a batch of equal-length windows. */
   async finalHidden(windows: readonly (readonly number[])[]): Promise<Float32Array> {
     const seqLen = windows[0]?.length ?? 0;
-    const hidden = this.embed(windows);
+    const hidden = await this.embed(windows);
     for (let i = 0; i < this.numLayers; i++) await this.runLayer(i, hidden, seqLen);
     return hidden;
   }
@@ -248,7 +282,7 @@ export class CausalLM {
   async forwardCached(tokens: readonly number[], cache: KvCache): Promise<Float32Array> {
     if (tokens.length === 0) throw new TopiaryError('forwardCached needs at least one token');
     const d = this.config.hiddenSize;
-    const hidden = this.embed([tokens], cache.length);
+    const hidden = await this.embed([tokens], cache.length);
     for (let i = 0; i < this.numLayers; i++) await this.runLayer(i, hidden, tokens.length, undefined, cache);
     cache.advance(tokens.length);
     return this.head(hidden.subarray((tokens.length - 1) * d), 1);

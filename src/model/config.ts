@@ -18,6 +18,18 @@ export type RopeScaling =
       originalMaxPositionEmbeddings: number;
     }
   | {
+      /** YaRN: frequencies blend from extrapolated (fast) to interpolated (slow) over a ramp. */
+      type: 'yarn';
+      factor: number;
+      originalMaxPositionEmbeddings: number;
+      betaFast: number;
+      betaSlow: number;
+      /** Round the ramp's ends to whole dimensions (transformers' default). */
+      truncate: boolean;
+      /** Multiplies cos and sin (default 0.1·ln(factor) + 1). */
+      attentionFactor: number;
+    }
+  | {
       /**
        * Phi-3's LongRoPE: per-frequency divisors, the short set while the positions in use fit the
        * original context and the long set beyond it; cos and sin are multiplied by attentionFactor.
@@ -31,9 +43,11 @@ export type RopeScaling =
 
 export interface RopeSpec {
   theta: number;
-  /** Gemma 3: the base of its sliding-window (local) layers. */
-  localTheta?: number;
   scaling: RopeScaling;
+  /** Gemma 3: the base of its sliding-window (local) layers; `theta` and `scaling` then apply to the full ones. */
+  localTheta?: number;
+  /** With `localTheta`: the scaling of the local layers (none when absent). */
+  localScaling?: RopeScaling;
   /** Features of each head that rotate (headDim unless partial rotary). */
   rotaryDim: number;
   layout: 'half' | 'interleaved';
@@ -76,6 +90,15 @@ export interface ModelConfig {
   embeddingScale?: number;
   /** OPT looks up learned position p at row p + 2. */
   positionOffset?: number;
+  /**
+   * OPT's word_embed_proj_dim, when it differs from hiddenSize: the token embeddings and the head
+   * are this wide, projected to and from hiddenSize by the family's embedProjection/headProjection.
+   */
+  wordEmbeddingSize?: number;
+  /** OPT-350m (do_layer_norm_before false): blocks normalize after each residual add instead of before each sublayer. */
+  postNorm?: boolean;
+  /** The blocks' output goes to the head without a final norm (OPT post-norm). */
+  noFinalNorm?: boolean;
   /** Gemma 2: final logits become cap·tanh(logit/cap). */
   finalLogitSoftCap?: number;
   /** The config.json the model came with, if any: export writes it back with what pruning changed. */
@@ -83,6 +106,24 @@ export interface ModelConfig {
 }
 
 export type Json = Record<string, unknown>;
+
+const FLOAT_MARK = '\u{1}float:';
+
+/**
+ * A number config.json must hold as a float: transformers 5 validates some float fields strictly
+ * and refuses 3 where it expects 3.0, which JSON.stringify would write. `configJson` writes it.
+ */
+export class FloatValue {
+  constructor(readonly value: number) {}
+  toJSON(): string {
+    return `${FLOAT_MARK}${Number.isInteger(this.value) ? this.value.toFixed(1) : String(this.value)}`;
+  }
+}
+
+/** config.json's text for `json`, FloatValues written as float literals. */
+export function configJson(json: Json): string {
+  return JSON.stringify(json, null, 2).replace(/"\\u0001float:([^"]*)"/g, '$1') + '\n';
+}
 
 /** A number field of a config.json; `fallback` when absent. */
 export function numberField(json: Json, file: string, key: string, fallback?: number): number {
@@ -167,8 +208,25 @@ export function parseRopeScaling(raw: unknown, file: string): RopeScaling {
         highFreqFactor: positiveField(scaling, file, 'high_freq_factor'),
         originalMaxPositionEmbeddings: positiveField(scaling, file, 'original_max_position_embeddings'),
       };
+    case 'yarn': {
+      const factor = positiveField(scaling, file, 'factor');
+      const mscale = numberField(scaling, file, 'mscale', 0);
+      const mscaleAllDim = numberField(scaling, file, 'mscale_all_dim', 0);
+      // transformers' default: 0.1·m·ln(factor) + 1 (1 for factor ≤ 1), as a ratio when both mscales are set.
+      const yarnScale = (m: number) => (factor <= 1 ? 1 : 0.1 * m * Math.log(factor) + 1);
+      return {
+        type: 'yarn',
+        factor,
+        originalMaxPositionEmbeddings: positiveField(scaling, file, 'original_max_position_embeddings'),
+        // transformers reads `x or default`: 0 means the default too.
+        betaFast: numberField(scaling, file, 'beta_fast', 0) || 32,
+        betaSlow: numberField(scaling, file, 'beta_slow', 0) || 1,
+        truncate: booleanField(scaling, file, 'truncate', true),
+        attentionFactor: positiveField(scaling, file, 'attention_factor', mscale && mscaleAllDim ? yarnScale(mscale) / yarnScale(mscaleAllDim) : yarnScale(1)),
+      };
+    }
     default:
-      throw new TopiaryError(`unsupported rope_scaling type ${JSON.stringify(type)} (supported: default, linear, llama3)`, file);
+      throw new TopiaryError(`unsupported rope_scaling type ${JSON.stringify(type)} (supported: default, linear, llama3, yarn)`, file);
   }
 }
 
@@ -187,6 +245,16 @@ export function ropeScalingJson(scaling: RopeScaling): Json | undefined {
         high_freq_factor: scaling.highFreqFactor,
         original_max_position_embeddings: scaling.originalMaxPositionEmbeddings,
       };
+    case 'yarn':
+      return {
+        rope_type: 'yarn',
+        factor: scaling.factor,
+        original_max_position_embeddings: scaling.originalMaxPositionEmbeddings,
+        beta_fast: scaling.betaFast,
+        beta_slow: scaling.betaSlow,
+        truncate: scaling.truncate,
+        attention_factor: scaling.attentionFactor,
+      };
     case 'longrope':
       return {
         rope_type: 'longrope',
@@ -202,12 +270,12 @@ export function ropeScalingJson(scaling: RopeScaling): Json | undefined {
  * RoPE base and scaling from either config layout: `rope_theta` + `rope_scaling` (most published
  * checkpoints) or transformers 5's `rope_parameters` (one object, or one per layer type).
  */
-export function ropeBase(json: Json, file: string, layerType = 'full_attention'): { theta: number; scaling: RopeScaling } {
+export function ropeBase(json: Json, file: string, layerType = 'full_attention', defaultTheta = 10000): { theta: number; scaling: RopeScaling } {
   let parameters = json.rope_parameters as Json | undefined;
   if (parameters && typeof parameters === 'object' && typeof parameters[layerType] === 'object') parameters = parameters[layerType] as Json;
   const source = parameters && typeof parameters === 'object' ? parameters : json;
   return {
-    theta: positiveField(source, file, 'rope_theta', 10000),
+    theta: positiveField(source, file, 'rope_theta', defaultTheta),
     scaling: parseRopeScaling(json.rope_scaling ?? parameters, file),
   };
 }

@@ -12,6 +12,7 @@ import type { TensorStore } from '../formats/tensors.js';
 import { tokenizerFromGguf, tokenizerFromJson, tokenizerFromLlama2cBin } from '../tokenizers/load.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
 import { TopiaryError } from '../util/errors.js';
+import { openRegularFile, readJsonObject } from '../util/safe-fs.js';
 import type { ModelConfig } from './config.js';
 import { convertRopeRows } from './components/rope.js';
 import { familyFor, familyForGguf, type Family } from './families/index.js';
@@ -44,6 +45,8 @@ interface Mapping {
   unpermuteHeads?: number;
   /** Stored [in, out] (GPT-2's Conv1D): transposed to the canonical [out, in]. */
   transposed?: boolean;
+  /** Stored with this added to every element (GGUF Gemma norms): subtracted on read. */
+  offset?: number;
 }
 
 /** data [rows, cols] → [cols, rows]. */
@@ -101,6 +104,7 @@ function mappedSource(
       const data = store.read(entry.storeName);
       const [rows, cols = 1] = store.info(entry.storeName).shape as [number, number?];
       if (entry.transposed) return transpose(data, rows, cols);
+      if (entry.offset) return Float32Array.from(data, (value) => value - entry.offset!);
       if (!entry.unpermuteHeads) return data;
       return convertRopeRows(data, rows, cols, entry.unpermuteHeads, 'toRotateHalf');
     },
@@ -117,32 +121,19 @@ function tryTokenizer(load: () => Tokenizer, what: string): ModelSource['tokeniz
   }
 }
 
-function readJson(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch {
-    throw new TopiaryError('file not found or unreadable', file);
-  }
-  try {
-    const value: unknown = JSON.parse(text);
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('not an object');
-    return value as Record<string, unknown>;
-  } catch (error) {
-    throw new TopiaryError(`invalid JSON (${(error as Error).message})`, file);
-  }
-}
-
 function fromHfFolder(dir: string): ModelSource {
   const configFile = path.join(dir, 'config.json');
   if (!fs.existsSync(configFile)) throw new TopiaryError('not a model folder: config.json is missing', dir);
-  const json = readJson(configFile);
+  const json = readJsonObject(configFile, { within: dir });
   if (typeof json.model_type !== 'string') throw new TopiaryError('missing required field "model_type"', configFile);
   const family = familyFor(json.model_type, configFile);
   const config = family.parseConfig(json, configFile);
   const store = openSafetensors(dir);
   const mapping = new Map<string, Mapping>();
-  for (const info of store.list()) mapping.set(info.name, { storeName: info.name, ...(isTransposed(family, info.name) ? { transposed: true } : {}) });
+  for (const info of store.list()) {
+    const name = family.canonicalTensorName?.(info.name) ?? info.name;
+    mapping.set(name, { storeName: info.name, ...(isTransposed(family, name) ? { transposed: true } : {}) });
+  }
   // tokenizer.bin is how models exported from llama2.c checkpoints carry their vocabulary.
   const tokenizerFile = path.join(dir, 'tokenizer.json');
   const llama2cTokenizer = path.join(dir, 'tokenizer.bin');
@@ -173,7 +164,8 @@ function fromGguf(file: string): ModelSource {
     };
     const mapping = new Map<string, Mapping>();
     const add = (hfName: string, storeName: string, unpermuteHeads?: number) => {
-      if (store.has(storeName)) mapping.set(hfName, { storeName, ...(unpermuteHeads ? { unpermuteHeads } : {}) });
+      const offset = layout.storedOffset?.(hfName);
+      if (store.has(storeName)) mapping.set(hfName, { storeName, ...(unpermuteHeads ? { unpermuteHeads } : {}), ...(offset ? { offset } : {}) });
     };
     add(family.embedTokens, 'token_embd.weight');
     if (family.positionEmbeddings) add(family.positionEmbeddings, 'position_embd.weight');
@@ -260,9 +252,13 @@ export function openModelSource(modelPath: string): ModelSource {
   } catch {
     throw new TopiaryError('no such file or folder', modelPath);
   }
-  if (stat.isDirectory()) return fromHfFolder(modelPath);
+  // A folder prune wrote as GGUF (uneven blocks or added biases) holds model.gguf and no config.json.
+  if (stat.isDirectory()) {
+    const gguf = path.join(modelPath, 'model.gguf');
+    return !fs.existsSync(path.join(modelPath, 'config.json')) && fs.existsSync(gguf) ? fromGguf(gguf) : fromHfFolder(modelPath);
+  }
   const head = Buffer.alloc(4);
-  const fd = fs.openSync(modelPath, 'r');
+  const { fd } = openRegularFile(modelPath);
   try {
     fs.readSync(fd, head, 0, 4, 0);
   } finally {

@@ -6,8 +6,9 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { writeFileAtomic } from '../util/atomic.js';
+import { writeFileContentAtomic } from '../util/atomic.js';
 import { TopiaryError } from '../util/errors.js';
+import { describeFsError, parseJson, READ_LIMITS, readTextFile } from '../util/safe-fs.js';
 
 /** The checkpoint folder's name inside a run's output folder; removed after a successful export. */
 export const CHECKPOINT_DIR = '.topiary-checkpoint';
@@ -19,21 +20,38 @@ export function runFingerprint(model: string, settings: Readonly<Record<string, 
 }
 
 /**
+ * Refuses an existing checkpoint path that is a symbolic link or not a folder: its files are
+ * deleted and written, and through a planted link to another folder those would be.
+ */
+export function checkCheckpointFolder(dir: string): void {
+  const stat = fs.lstatSync(dir);
+  if (stat.isSymbolicLink() || !stat.isDirectory()) {
+    throw new TopiaryError('is a symbolic link or not a folder; the checkpoint must be a real folder inside the output folder (remove it)', dir);
+  }
+}
+
+/**
  * Prepares `dir` for a run: with `resume`, an existing checkpoint must carry the same fingerprint
  * (one made with other settings is refused); otherwise any old checkpoint is cleared and the
  * fingerprint recorded.
  */
 export function openCheckpoint(dir: string, fingerprint: string, resume: boolean): void {
-  fs.mkdirSync(dir, { recursive: true });
+  fs.mkdirSync(path.dirname(dir), { recursive: true });
+  try {
+    fs.mkdirSync(dir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw new TopiaryError(describeFsError(error, 'cannot create'), dir);
+  }
+  checkCheckpointFolder(dir);
   const stateFile = path.join(dir, 'state.json');
   if (resume && fs.existsSync(stateFile)) {
-    const state = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as { fingerprint: string };
+    const state = readJson<{ fingerprint: string }>(stateFile);
     if (state.fingerprint !== fingerprint) {
       throw new TopiaryError('cannot resume: the checkpoint was made with different settings (remove it or repeat the original command)', dir);
     }
   } else {
     for (const entry of fs.readdirSync(dir)) fs.rmSync(path.join(dir, entry), { recursive: true, force: true });
-    writeFileAtomic(stateFile, (tmp) => fs.writeFileSync(tmp, JSON.stringify({ fingerprint }) + '\n'));
+    writeFileContentAtomic(stateFile, JSON.stringify({ fingerprint }) + '\n');
   }
 }
 
@@ -58,11 +76,11 @@ export function writeJson(file: string, value: unknown): void {
     (_key, v: unknown) => (v instanceof Float64Array ? { float64: [...v] } : v instanceof Float32Array ? { float32: [...v] } : v),
     1,
   );
-  writeFileAtomic(file, (tmp) => fs.writeFileSync(tmp, text + '\n'));
+  writeFileContentAtomic(file, text + '\n');
 }
 
 export function readJson<T>(file: string): T {
-  return JSON.parse(fs.readFileSync(file, 'utf8'), (_key, v: unknown) => {
+  return parseJson(readTextFile(file, READ_LIMITS.json, { within: path.dirname(file) }), file, (_key, v: unknown) => {
     if (v === null || typeof v !== 'object' || Array.isArray(v)) return v;
     const keys = Object.keys(v);
     const tag = keys[0] as keyof typeof TYPED;

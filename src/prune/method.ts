@@ -56,7 +56,8 @@ export interface UnstructuredMethod {
   /** One-line description for `--help`. */
   readonly description: string;
   /** The method options it understands (`--option KEY=VALUE`); anything else is refused. */
-  readonly optionNames: readonly string[];
+  /** The options it understands (`--option KEY=VALUE`), each with its default and meaning for `--help`; anything else is refused. */
+  readonly options: Readonly<Record<string, string>>;
   /** Statistics of each pruned linear layer's input the method needs (may be empty). */
   readonly needs: readonly StatKind[];
   /** Null if the method can produce this target with these options, else the reason it cannot. */

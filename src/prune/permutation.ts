@@ -62,7 +62,12 @@ export function parsePermutationOptions(options: MethodOptions): PermutationOpti
 }
 
 /** The options that control permutation, accepted by every method that supports it. */
-export const PERMUTATION_OPTION_NAMES = ['permute', 'permuteBlock', 'permuteRounds'] as const;
+/** The permutation options of the methods that support it (`--help` lists them). */
+export const PERMUTATION_OPTIONS = {
+  permute: 'false: channel permutation before N:M selection (same as --permute)',
+  permuteBlock: `${DEFAULT_PERMUTATION_OPTIONS.blockGroups}: groups per Hungarian reassignment block`,
+  permuteRounds: `${DEFAULT_PERMUTATION_OPTIONS.maxRounds}: most reassignment rounds while the kept score rises`,
+} as const;
 
 /**
  * The reason a method cannot honour its permutation options for this target, or null. A method

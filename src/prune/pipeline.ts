@@ -1,252 +1,320 @@
 /**
- * The layer-wise pruning loop shared by every unstructured and N:M method (METHODS.md): embed the
- * calibration windows once; for each decoder layer, (1) run it on its inputs while accumulating
- * the statistics the method needs on each linear group's input, (2) prune every selected linear
- * layer, (3) run the pruned layer again to produce the next layer's inputs, measuring each pruned
- * matrix's output error on the way, and (4) checkpoint the layer so an interrupted run resumes.
- * Memory holds one decoder layer and one layer's activations. The pipeline knows no method's math.
+ * The one block loop every pruning method runs in (METHODS.md), unstructured, N:M and structured:
+ * embed the calibration windows once; for each block, (1) run the dense block on its inputs while
+ * accumulating the statistics the method asked for on each linear group's input, (2) let the
+ * method decide (new weights, fewer units, or the whole block removed), (3) run the block again to
+ * produce the next block's inputs while the method's meter measures the output error, and (4)
+ * checkpoint the block so an interrupted run resumes where it stopped. Memory holds one block's
+ * weights and one block's activations; pruned blocks live in the checkpoint, from which export
+ * streams them (`PipelineResult.source`).
+ *
+ * Methods come as strategies (./unstructured.ts, ./structured/strategy.ts): what statistics they
+ * need, optionally a first pass over the dense model whose per-block results make a plan for the
+ * whole model (FLAP's global ranking, COMP's layer removal), and the decision for one block. The
+ * pipeline knows no method's math and no family's layout.
  */
 import { openSafetensors, writeSafetensors } from '../formats/safetensors.js';
-import type { Block, CausalLM, InputObserver, Linear } from '../model/causal-lm.js';
-import { UsageError } from '../util/errors.js';
+import type { Block, CausalLM, InputObserver } from '../model/causal-lm.js';
+import type { ModelSource } from '../model/sources.js';
 import { finishedLayers, layerFile, openCheckpoint, readJson, writeJson } from './checkpoint.js';
-import { validateTarget } from './masks.js';
-import type { SparsityTarget, StatKind, UnstructuredMethod } from './method.js';
+import type { LinearStats, StatKind } from './method.js';
+import { prunedSource } from './pruned-source.js';
+import type { BlockReport } from './record.js';
 import { StatsAccumulator } from './stats.js';
 
 export type MethodOptions = Readonly<Record<string, number | boolean | string>>;
 
-export interface MatrixReport {
-  name: string;
-  rows: number;
-  cols: number;
-  /** Fraction of exact zeros after pruning. */
-  sparsity: number;
-  /** ‖X(W − Ŵ)ᵀ‖² / ‖XWᵀ‖² on the inputs the pruned layer sees, over the first `errorWindows` calibration windows. */
-  relativeError: number;
-  seconds: number;
-  method: Record<string, number | string | boolean | number[]>;
+/** Statistics of the inputs of these roles' linear layers (roles sharing an input share one). */
+export interface StatRequest {
+  roles: ReadonlySet<string>;
+  kinds: ReadonlySet<StatKind>;
 }
 
-export interface LayerReport {
-  layer: number;
-  seconds: number;
-  statisticsSeconds: number;
-  pruneSeconds: number;
-  forwardSeconds: number;
-  matrices: MatrixReport[];
+export type StatsByRole = ReadonlyMap<string, LinearStats>;
+
+/** Measures a decision's output error while the pipeline runs a block over the calibration windows. */
+export interface BlockMeter {
+  /** The block it watches: the dense one (inputs as the dense model sees them) or the pruned one. */
+  on: 'dense' | 'pruned';
+  /** Only the first `windows` calibration windows (all when absent). */
+  windows?: number;
+  observe: InputObserver;
+  /** Called once the pass is over: writes the measured errors into the decision's report. */
+  finish(): void;
+}
+
+export interface BlockDecision {
+  /** The pruned block, or null when the block is removed whole. */
+  block: Block | null;
+  report: Pick<BlockReport, 'matrices'> & Partial<Pick<BlockReport, 'structure'>>;
+  meter?: BlockMeter;
+}
+
+/** A pass over the dense model, before any pruning, whose results plan the whole run. */
+export interface DensePass<Plan> {
+  statistics?: StatRequest;
+  /** Also measure 1 − cos(input, output) of each block, summed over every token (COMP). */
+  cosine?: boolean;
+  /** One block's result from what the pass saw (checkpointed as JSON, so a resumed run skips it). */
+  score(layer: number, dense: Block, seen: { stats: StatsByRole; cosineSum: number; tokens: number }): Promise<unknown>;
+  plan(results: unknown[]): Plan;
+  /** Whether later blocks see the dense model's activations (FLAP) rather than the pruned blocks'. */
+  advanceDense: boolean;
+}
+
+export interface PruneStrategy<Plan = unknown> {
+  /** Statistics the decision for each block needs from its dense inputs (no roles: no statistics pass). */
+  statistics: StatRequest;
+  densePass?: DensePass<Plan>;
+  decide(input: { layer: number; dense: Block; stats: StatsByRole; plan: Plan | undefined }): Promise<BlockDecision>;
 }
 
 export type PipelineEvent =
-  | { kind: 'resumed'; layers: number }
-  | { kind: 'stage'; layer: number; layers: number; stage: 'statistics' | 'prune' | 'forward' | 'replay'; done: number; total: number }
-  | { kind: 'layer-done'; layers: number; report: LayerReport };
+  /** `layers` finished blocks and the dense pass of `scored` blocks came from the checkpoint. */
+  | { kind: 'resumed'; layers: number; scored: number }
+  | { kind: 'stage'; layer: number; layers: number; stage: 'dense pass' | 'statistics' | 'prune' | 'forward' | 'replay'; done: number; total: number }
+  | { kind: 'layer-done'; layers: number; report: BlockReport };
 
 export interface PipelineOptions {
-  method: UnstructuredMethod;
-  target: SparsityTarget;
-  methodOptions: MethodOptions;
-  /** Roles of the linear layers to prune in every block (default: all the family has). */
-  roles: readonly string[];
   /** Windows per forward chunk: bounds activation memory. */
   batchWindows: number;
-  /** Folder for per-layer checkpoints; a run with the same `fingerprint` resumes from it. */
-  checkpointDir: string;
-  /** Identifies the run's settings; a checkpoint made with other settings is refused on resume. */
-  fingerprint: string;
-  resume: boolean;
-  /** Windows on which each pruned matrix's output error is measured (the first ones). */
-  errorWindows: number;
+  /** Per-block checkpoints; a run with the same `fingerprint` resumes from them. */
+  checkpoint: { dir: string; fingerprint: string; resume: boolean };
   onEvent?: (event: PipelineEvent) => void;
 }
 
-/** Refuses impossible requests before any work: bad targets, widths N:M can't divide, unsupported combinations. */
-export function validateRequest(model: CausalLM, options: Pick<PipelineOptions, 'method' | 'target' | 'methodOptions' | 'roles'>): void {
-  validateTarget(options.target);
-  const unknown = Object.keys(options.methodOptions).filter((key) => !options.method.optionNames.includes(key));
-  if (unknown.length > 0) {
-    const accepted = options.method.optionNames.length > 0 ? `it accepts ${options.method.optionNames.join(', ')}` : 'it takes no options';
-    throw new UsageError(`${options.method.name} does not understand ${unknown.map((key) => `"${key}"`).join(', ')} (${accepted})`);
-  }
-  const reason = options.method.unsupported(options.target, options.methodOptions);
-  if (reason) throw new UsageError(`${options.method.name}: ${reason}`);
-  if (options.roles.length === 0) throw new UsageError('no linear layers selected for pruning');
-  for (let layer = 0; layer < model.numLayers; layer++) {
-    for (const role of options.roles) {
-      const [, cols] = model.source.shape(`${model.linearName(layer, role)}.weight`) as [number, number];
-      validateTarget(options.target, cols, model.linearName(layer, role));
-    }
-  }
+export interface PipelineResult {
+  reports: BlockReport[];
+  /** Original indices of the blocks that remain. */
+  keptLayers: number[];
+  /** A kept block's pruned weights, read from the checkpoint. */
+  block(layer: number): Block;
+  /** The pruned model: untouched tensors from the original source, blocks streamed from the checkpoint. */
+  source(): ModelSource;
 }
 
-/** Where a finished layer's pruned weights are saved. */
-export const checkpointFile = (dir: string, layer: number): string => layerFile(dir, layer, 'safetensors');
-const reportFile = (dir: string, layer: number) => layerFile(dir, layer, 'json');
+/** Every parameter of a block. */
+export function blockParams(block: Block): number {
+  let total = Object.values(block.tensors).reduce((sum, tensor) => sum + tensor.length, 0);
+  for (const lin of Object.values(block.linears)) total += lin.weight.length + (lin.bias?.length ?? 0);
+  return total;
+}
 
-/** The pruned weights of one layer as saved in its checkpoint. */
-function loadCheckpoint(model: CausalLM, dir: string, layer: number, roles: readonly string[]): Block {
-  const store = openSafetensors(checkpointFile(dir, layer));
+/** A block's tensors for its checkpoint: linear layers as `linear.ROLE.weight|bias`, the rest as `tensor.NAME`. */
+function saveBlock(file: string, block: Block): void {
+  writeSafetensors(file, [
+    ...Object.entries(block.tensors).map(([name, data]) => ({ name: `tensor.${name}`, shape: [data.length], data })),
+    ...Object.entries(block.linears).flatMap(([role, { weight, bias, outFeatures, inFeatures }]) => [
+      { name: `linear.${role}.weight`, shape: [outFeatures, inFeatures], data: weight },
+      ...(bias ? [{ name: `linear.${role}.bias`, shape: [outFeatures], data: bias }] : []),
+    ]),
+  ]);
+}
+
+function loadBlock(file: string): Block {
+  const store = openSafetensors(file);
   try {
-    const dense = model.layer(layer);
-    const linears = { ...dense.linears };
-    for (const role of roles) linears[role] = { ...dense.linears[role], weight: store.read(model.linearName(layer, role) + '.weight') };
-    return { ...dense, linears };
+    const block: Block = { linears: {}, tensors: {} };
+    for (const { name, shape } of store.list()) {
+      const [kind, ...rest] = name.split('.');
+      if (kind === 'tensor') {
+        block.tensors[rest.join('.')] = store.read(name);
+      } else if (rest.at(-1) === 'weight') {
+        const role = rest.slice(0, -1).join('.');
+        const bias = `linear.${role}.bias`;
+        block.linears[role] = { weight: store.read(name), outFeatures: shape[0]!, inFeatures: shape[1]!, ...(store.has(bias) ? { bias: store.read(bias) } : {}) };
+      }
+    }
+    return block;
   } finally {
     store.close();
   }
 }
 
-/** Squared Frobenius norm of x·wᵀ over the rows of x, by GEMM. */
-async function outputEnergy(model: CausalLM, x: Float32Array, rows: number, weight: Float32Array, lin: Linear): Promise<number> {
-  const y = new Float32Array(rows * lin.outFeatures);
-  await model.backend.gemm(x, weight, y, { m: rows, n: lin.outFeatures, k: lin.inFeatures, transB: true });
-  let sum = 0;
-  for (let i = 0; i < y.length; i++) sum += y[i]! * y[i]!;
-  return sum;
-}
-
-function subtract(a: Float32Array, b: Float32Array): Float32Array {
-  const out = new Float32Array(a.length);
-  for (let i = 0; i < a.length; i++) out[i] = a[i]! - b[i]!;
-  return out;
+function cosineRows(a: Float32Array, b: Float32Array, rows: number, cols: number): number {
+  let total = 0;
+  for (let r = 0; r < rows; r++) {
+    let dot = 0;
+    let na = 0;
+    let nb = 0;
+    for (let c = r * cols; c < (r + 1) * cols; c++) {
+      dot += a[c]! * b[c]!;
+      na += a[c]! * a[c]!;
+      nb += b[c]! * b[c]!;
+    }
+    total += dot / Math.max(Math.sqrt(na * nb), Number.MIN_VALUE);
+  }
+  return total;
 }
 
 /**
- * Prunes `model` in place, layer by layer, on the calibration windows. Each finished layer is
- * written to `checkpointDir`; returns one report per layer (including resumed ones).
+ * Prunes `model` block by block on the calibration windows with `strategy`. Every finished block
+ * is checkpointed; returns the per-block reports (resumed ones included) and the pruned model.
  */
-export async function pruneLayerwise(model: CausalLM, windows: readonly (readonly number[])[], options: PipelineOptions): Promise<LayerReport[]> {
-  const { method, target, methodOptions, roles, batchWindows, checkpointDir } = options;
-  const seqLen = windows[0]!.length;
+export async function prunePipeline<Plan>(model: CausalLM, windows: readonly (readonly number[])[], strategy: PruneStrategy<Plan>, options: PipelineOptions): Promise<PipelineResult> {
+  const { dir, fingerprint, resume } = options.checkpoint;
+  const numLayers = model.numLayers;
+  const seqLen = windows[0]?.length ?? 0;
   const d = model.config.hiddenSize;
   const emit = options.onEvent ?? (() => {});
-  const statKinds = new Set<StatKind>(method.needs);
-  const pruned = new Set(roles);
+  const file = (kind: 'dense' | 'layer', layer: number, ext: 'json' | 'safetensors' = 'json') => layerFile(dir, layer, ext, kind);
 
-  openCheckpoint(checkpointDir, options.fingerprint, options.resume);
+  openCheckpoint(dir, fingerprint, resume);
+  const restorable = (kind: 'dense' | 'layer') => (resume ? finishedLayers(numLayers, (layer) => file(kind, layer)) : 0);
+  const dense = strategy.densePass;
+  const scored = dense ? restorable('dense') : 0;
+  const finished = restorable('layer');
+  if (scored + finished > 0) emit({ kind: 'resumed', layers: finished, scored });
 
-  // Calibration activations for every window, advanced one layer at a time.
-  const hidden = windows.map((w) => model.embed([w]));
+  // Calibration activations for every window, advanced one block at a time.
+  let hidden: Float32Array[] = [];
+  const embedAll = async () => {
+    hidden = [];
+    for (const w of windows) hidden.push(await model.embed([w]));
+  };
   const chunks: number[][] = [];
-  for (let start = 0; start < windows.length; start += batchWindows) {
-    chunks.push(Array.from({ length: Math.min(batchWindows, windows.length - start) }, (_, i) => start + i));
+  for (let start = 0; start < windows.length; start += options.batchWindows) {
+    chunks.push(Array.from({ length: Math.min(options.batchWindows, windows.length - start) }, (_, i) => start + i));
   }
-  /** Runs layer `layer` over every chunk of windows, advancing `hidden` in place. */
-  const forward = async (layer: number, stage: 'statistics' | 'forward' | 'replay', observe?: (chunk: readonly number[]) => InputObserver | undefined) => {
-    const batch = new Float32Array(Math.min(batchWindows, windows.length) * seqLen * d);
+
+  /**
+   * Runs block `layer` (as currently set in the model) over every chunk of windows; with `advance`
+   * its outputs become the next block's inputs. `observe` is asked per chunk for an observer.
+   */
+  const forward = async (
+    layer: number,
+    stage: Extract<PipelineEvent, { kind: 'stage' }>['stage'],
+    advance: boolean,
+    observe?: (chunk: readonly number[]) => InputObserver | undefined,
+    inspect?: (before: Float32Array, after: Float32Array, rows: number) => void,
+  ) => {
+    const batch = new Float32Array(Math.min(options.batchWindows, windows.length) * seqLen * d);
     for (const [done, chunk] of chunks.entries()) {
+      const rows = chunk.length * seqLen;
+      const view = batch.subarray(0, rows * d);
       chunk.forEach((w, i) => batch.set(hidden[w]!, i * seqLen * d));
-      await model.runLayer(layer, batch.subarray(0, chunk.length * seqLen * d), seqLen, observe?.(chunk));
-      if (stage !== 'statistics') chunk.forEach((w, i) => hidden[w]!.set(batch.subarray(i * seqLen * d, (i + 1) * seqLen * d)));
-      emit({ kind: 'stage', layer, layers: model.numLayers, stage, done: done + 1, total: chunks.length });
+      const before = inspect ? view.slice() : undefined;
+      await model.runLayer(layer, view, seqLen, observe?.(chunk));
+      inspect?.(before!, view, rows);
+      if (advance) chunk.forEach((w, i) => hidden[w]!.set(batch.subarray(i * seqLen * d, (i + 1) * seqLen * d)));
+      emit({ kind: 'stage', layer, layers: numLayers, stage, done: done + 1, total: chunks.length });
     }
   };
 
-  const reports: LayerReport[] = [];
-  let layer = 0;
-  if (options.resume) {
-    const finished = finishedLayers(model.numLayers, (l) => reportFile(checkpointDir, l));
-    for (; layer < finished; layer++) {
-      model.setLayer(layer, loadCheckpoint(model, checkpointDir, layer, roles));
-      await forward(layer, 'replay');
-      model.releaseLayer(layer);
-      reports.push(readJson<LayerReport>(reportFile(checkpointDir, layer)));
+  /** Statistics of the dense block's inputs for `request` (nothing is run when no role is asked for). */
+  const gatherStats = async (layer: number, block: Block, request: StatRequest | undefined, stage: 'dense pass' | 'statistics', advance: boolean, cosine = false) => {
+    const accumulators = new Map<string, StatsAccumulator>();
+    for (const group of model.family.inputGroups) {
+      const selected = group.filter((role) => request?.roles.has(role));
+      if (selected.length === 0) continue;
+      const shared = new StatsAccumulator(block.linears[selected[0]!]!.inFeatures, request!.kinds, model.backend);
+      for (const role of selected) accumulators.set(role, shared);
     }
-    if (layer > 0) emit({ kind: 'resumed', layers: layer });
+    let cosineSum = 0;
+    if (accumulators.size > 0 || advance || cosine) {
+      await forward(
+        layer,
+        stage,
+        advance,
+        () => async (group, input, rows) => {
+          const accumulator = accumulators.get(group.find((role) => accumulators.has(role)) ?? '');
+          await accumulator?.add(input, rows);
+        },
+        cosine ? (before, after, rows) => (cosineSum += cosineRows(before, after, rows, d)) : undefined,
+      );
+    }
+    const stats = new Map([...accumulators].map(([role, accumulator]) => [role, accumulator.result()]));
+    return { stats: stats as StatsByRole, cosineSum, tokens: windows.length * seqLen };
+  };
+
+  /** Moves the activations through block `layer`: `weights` if given, else the dense block. */
+  const replay = async (layer: number, weights?: Block) => {
+    if (weights) model.setLayer(layer, weights);
+    await forward(layer, 'replay', true);
+    model.releaseLayer(layer);
+  };
+
+  // 1. The dense pass, when the strategy plans over the whole model first.
+  let plan: Plan | undefined;
+  if (dense) {
+    const results = Array.from({ length: scored }, (_, layer) => readJson<unknown>(file('dense', layer)));
+    if (scored < numLayers) {
+      await embedAll();
+      for (let layer = 0; layer < scored; layer++) await replay(layer);
+      for (let layer = scored; layer < numLayers; layer++) {
+        const block = model.layer(layer);
+        const seen = await gatherStats(layer, block, dense.statistics, 'dense pass', true, dense.cosine);
+        const result = await dense.score(layer, block, seen);
+        writeJson(file('dense', layer), result);
+        results.push(result);
+        model.releaseLayer(layer);
+      }
+    }
+    plan = dense.plan(results);
+  }
+  const advanceDense = dense?.advanceDense ?? false;
+
+  // 2. The pruning pass: finished blocks come from the checkpoint and are replayed.
+  await embedAll();
+  const reports: BlockReport[] = [];
+  for (let layer = 0; layer < finished; layer++) {
+    const report = readJson<BlockReport>(file('layer', layer));
+    reports.push(report);
+    if (report.removed || finished === numLayers) continue;
+    emit({ kind: 'stage', layer, layers: numLayers, stage: 'replay', done: 0, total: chunks.length });
+    await replay(layer, advanceDense ? undefined : loadBlock(file('layer', layer, 'safetensors')));
   }
 
-  for (; layer < model.numLayers; layer++) {
+  for (let layer = finished; layer < numLayers; layer++) {
     const layerStart = performance.now();
-    const dense = model.layer(layer);
+    const denseBlock = model.layer(layer);
 
-    // 1. Statistics on each pruned group's input, with the dense layer.
-    const accumulators = new Map<string, StatsAccumulator>();
-    if (statKinds.size > 0) {
-      for (const group of model.family.inputGroups) {
-        const selected = group.filter((role) => pruned.has(role));
-        if (selected.length === 0) continue;
-        const shared = new StatsAccumulator(dense.linears[selected[0]!].inFeatures, statKinds, model.backend);
-        for (const role of selected) accumulators.set(role, shared);
-      }
-      await forward(layer, 'statistics', () => async (group, input, rows) => {
-        const accumulator = accumulators.get(group.find((role) => pruned.has(role))!);
-        await accumulator?.add(input, rows);
-      });
-    }
+    const { stats } = await gatherStats(layer, denseBlock, strategy.statistics, 'statistics', false);
     const statisticsSeconds = (performance.now() - layerStart) / 1000;
 
-    // 2. Prune each selected linear layer.
     const pruneStart = performance.now();
-    const linears = { ...dense.linears };
-    const matrices: MatrixReport[] = [];
-    for (const [index, role] of roles.entries()) {
-      const lin = dense.linears[role];
-      const name = model.linearName(layer, role);
-      const started = performance.now();
-      const result = await method.prune({
-        name,
-        weight: lin.weight.slice(),
-        rows: lin.outFeatures,
-        cols: lin.inFeatures,
-        stats: accumulators.get(role)?.result() ?? { rows: 0 },
-        target,
-        backend: model.backend,
-        options: methodOptions,
-      });
-      linears[role] = { ...lin, weight: result.weight };
-      let zeros = 0;
-      for (const value of result.weight) if (value === 0) zeros++;
-      matrices.push({
-        name,
-        rows: lin.outFeatures,
-        cols: lin.inFeatures,
-        sparsity: zeros / result.weight.length,
-        relativeError: 0,
-        seconds: (performance.now() - started) / 1000,
-        method: result.report,
-      });
-      emit({ kind: 'stage', layer, layers: model.numLayers, stage: 'prune', done: index + 1, total: roles.length });
-    }
+    emit({ kind: 'stage', layer, layers: numLayers, stage: 'prune', done: 0, total: 1 });
+    const decision = await strategy.decide({ layer, dense: denseBlock, stats, plan });
     const pruneSeconds = (performance.now() - pruneStart) / 1000;
 
-    // 3. The pruned layer produces the next layer's inputs; each pruned matrix's output error is
-    //    measured on the inputs it now sees, in the first `errorWindows` windows (two extra GEMMs
-    //    per matrix: on every window they would cost more than the forward pass itself).
+    // The activations move on through the dense or the pruned block (or skip a removed one); the
+    // meter watches the block it asked for, in the same pass when that is the one advancing.
     const forwardStart = performance.now();
-    const errorEnergy = new Map<string, number>();
-    const denseEnergy = new Map<string, number>();
-    model.setLayer(layer, { ...dense, linears });
-    await forward(layer, 'forward', (chunk) => chunk[0]! >= options.errorWindows ? undefined : async (group, input, rows) => {
-      for (const role of group) {
-        if (!pruned.has(role)) continue;
-        const lin = dense.linears[role];
-        const delta = subtract(lin.weight, linears[role].weight);
-        errorEnergy.set(role, (errorEnergy.get(role) ?? 0) + (await outputEnergy(model, input, rows, delta, lin)));
-        denseEnergy.set(role, (denseEnergy.get(role) ?? 0) + (await outputEnergy(model, input, rows, lin.weight, lin)));
-      }
-    });
-    roles.forEach((role, i) => {
-      matrices[i]!.relativeError = errorEnergy.get(role)! / Math.max(denseEnergy.get(role)!, Number.MIN_VALUE);
-    });
+    const meter = decision.meter;
+    const meterFor = (chunk: readonly number[]) => (meter && (meter.windows === undefined || chunk[0]! < meter.windows) ? meter.observe : undefined);
+    const advanceThrough = advanceDense ? 'dense' : decision.block ? 'pruned' : undefined;
+    if (meter && meter.on !== advanceThrough) {
+      if (meter.on === 'pruned') model.setLayer(layer, decision.block!);
+      await forward(layer, 'forward', false, meterFor);
+      model.setLayer(layer, denseBlock);
+    }
+    if (advanceThrough) {
+      if (advanceThrough === 'pruned') model.setLayer(layer, decision.block!);
+      await forward(layer, 'forward', true, meter?.on === advanceThrough ? meterFor : undefined);
+    }
+    meter?.finish();
     const forwardSeconds = (performance.now() - forwardStart) / 1000;
 
-    // 4. Checkpoint: weights first, then the report that marks the layer finished.
-    writeSafetensors(
-      checkpointFile(checkpointDir, layer),
-      roles.map((role) => ({ name: model.linearName(layer, role) + '.weight', shape: [linears[role].outFeatures, linears[role].inFeatures], data: linears[role].weight })),
-    );
-    const report: LayerReport = {
+    // Checkpoint: weights first, then the report that marks the block finished.
+    if (decision.block) saveBlock(file('layer', layer, 'safetensors'), decision.block);
+    const report: BlockReport = {
       layer,
+      removed: decision.block === null,
       seconds: (performance.now() - layerStart) / 1000,
       statisticsSeconds,
       pruneSeconds,
       forwardSeconds,
-      matrices,
+      paramsBefore: blockParams(denseBlock),
+      paramsAfter: decision.block ? blockParams(decision.block) : 0,
+      ...decision.report,
     };
-    writeJson(reportFile(checkpointDir, layer), report);
+    writeJson(file('layer', layer), report);
     model.releaseLayer(layer);
     reports.push(report);
-    emit({ kind: 'layer-done', layers: model.numLayers, report });
+    emit({ kind: 'layer-done', layers: numLayers, report });
   }
-  return reports;
+
+  const keptLayers = reports.filter((report) => !report.removed).map((report) => report.layer);
+  const blockFile = (layer: number) => file('layer', layer, 'safetensors');
+  return { reports, keptLayers, block: (layer) => loadBlock(blockFile(layer)), source: () => prunedSource(model.source, keptLayers, blockFile) };
 }

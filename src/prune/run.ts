@@ -1,60 +1,72 @@
 /**
- * `prune` as a library call: load the model, refuse impossible requests, draw calibration windows,
- * run the layer-wise pipeline, export the pruned model and write topiary.json beside it.
+ * `prune` as a library call, for every method: load the model, refuse impossible requests before
+ * any work (the request, the method's options, whether the output format can express the result),
+ * draw calibration windows, run the one block pipeline with the method's strategy, export the
+ * pruned model streamed from the checkpoint, and write topiary.json beside it.
+ *
+ * The export is a Hugging Face folder when every kept block has the same shapes and no bias was
+ * added (a Hugging Face config has neither per-layer sizes nor an o/down-only bias), otherwise
+ * DIR/model.gguf, which llama.cpp runs (see src/export/gguf-writer.ts).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describeCalibration, drawCalibration } from '../data/calibration.js';
 import { describeCorpus, parseCorpusSpec } from '../data/corpora.js';
 import { resolveDataDir } from '../data/datadir.js';
+import { exportGguf, ggufUnsupported } from '../export/gguf-writer.js';
 import { exportHfFolder, type ExportDtype } from '../export/hf-folder.js';
+import { CausalLM } from '../model/causal-lm.js';
 import { loadModel } from '../model/load.js';
-import type { CausalLM } from '../model/causal-lm.js';
-import { openSafetensors } from '../formats/safetensors.js';
-import { writeFileAtomic } from '../util/atomic.js';
+import type { ModelSource } from '../model/sources.js';
 import { UsageError } from '../util/errors.js';
 import { environmentInfo, peakRssMb } from '../util/run-info.js';
 import { CHECKPOINT_DIR, runFingerprint } from './checkpoint.js';
+import { OutputFolder } from './output-folder.js';
 import type { SparsityTarget } from './method.js';
-import { methodByName } from './methods/index.js';
-import { checkpointFile, pruneLayerwise, validateRequest, type LayerReport, type MethodOptions, type PipelineEvent } from './pipeline.js';
+import { findMethod } from './methods/index.js';
+import { prunePipeline, type MethodOptions, type PipelineEvent, type PruneStrategy } from './pipeline.js';
+import { RUN_RECORD_VERSION, writeRunRecord, type RunRecord, type RunSummary } from './record.js';
+import { checkStructuredFamily, structuredStrategy } from './structured/strategy.js';
+import { unstructuredStrategy, validateUnstructured } from './unstructured.js';
+
+/** What to remove: a sparsity or N:M pattern in every selected matrix, or a share of the decoder's parameters as whole units. */
+export type PruneTarget = SparsityTarget | { kind: 'structured'; ratio: number };
 
 export interface PruneSettings {
   model: string;
   method: string;
-  target: SparsityTarget;
+  target: PruneTarget;
   methodOptions: MethodOptions;
-  /** Linear layers to prune in each decoder layer (default: all). */
+  /** Roles of the linear layers to prune in each block (unstructured; default: all). */
   roles?: readonly string[];
   calibration: { corpus: string; nsamples: number; seqlen?: number; seed: number };
   dataDir?: string;
   out: string;
+  /** Continue from DIR/.topiary-checkpoint (made with the same settings) instead of starting afresh. */
   resume: boolean;
+  /** Write into an --out folder that holds files other than an earlier Topiary run's. */
+  overwrite?: boolean;
   /** Windows per forward chunk (activation memory); default 4. */
   batchWindows?: number;
   /**
-   * Calibration windows on which each matrix's output error is measured (two extra GEMMs per
-   * matrix and window); default one in 16 windows, at least 1 and at most 8.
+   * Calibration windows on which each matrix's output error is measured (unstructured: two extra
+   * GEMMs per matrix and window); default one in 16 windows, at least 1 and at most 8.
    */
   errorWindows?: number;
-  /** Stored dtype of the exported weights; default F32. */
+  /** Stored dtype of the exported weights; default F32 (GGUF takes BF16 as F16). */
   dtype?: ExportDtype;
-  onEvent?: (event: PipelineEvent | { kind: 'calibration'; windows: number; notes: string[] }) => void;
+  onEvent?: (event: PipelineEvent | { kind: 'calibration'; windows: number; notes: string[] } | { kind: 'export-warning'; message: string }) => void;
 }
 
-export interface PruneSummary {
-  method: string;
-  target: string;
-  /** Fraction of zeros over all pruned matrices. */
-  sparsity: number;
-  seconds: number;
-  peak_rss_mb: number;
-  out: string;
-  layers: number;
-}
-
-export function describeTarget(target: SparsityTarget): string {
-  return target.kind === 'nm' ? `${target.n}:${target.m}` : `${(target.sparsity * 100).toFixed(1)}% unstructured`;
+export function describeTarget(target: PruneTarget): string {
+  switch (target.kind) {
+    case 'nm':
+      return `${target.n}:${target.m}`;
+    case 'unstructured':
+      return `${(target.sparsity * 100).toFixed(1)}% unstructured`;
+    case 'structured':
+      return `ratio ${target.ratio} structured`;
+  }
 }
 
 /** The roles to prune: all the family has, or the requested ones, each known and named once. */
@@ -67,28 +79,78 @@ export function selectRoles(model: CausalLM, requested: readonly string[] | unde
   return requested;
 }
 
-export async function pruneModel(settings: PruneSettings): Promise<PruneSummary> {
+/** The method's strategy for this model, once every check that can fail has passed. */
+function strategyFor(model: CausalLM, settings: PruneSettings, errorWindows: number): { strategy: PruneStrategy; roles?: readonly string[] } {
+  const found = findMethod(settings.method);
+  const { target, methodOptions } = settings;
+  if (found.kind === 'structured') {
+    const method = found.method;
+    if (target.kind !== 'structured') throw new UsageError(`${method.name} is structured: give --ratio R, not --sparsity/--pattern`);
+    if (!(target.ratio >= 0 && target.ratio < 1)) throw new UsageError(`--ratio must be a number in [0, 1), got ${target.ratio}`);
+    if (settings.roles) throw new UsageError('--layers is for unstructured and N:M pruning');
+    const unknown = Object.keys(methodOptions).filter((key) => !Object.hasOwn(method.options, key));
+    if (unknown.length > 0) {
+      const accepted = Object.keys(method.options).length > 0 ? `it accepts ${Object.keys(method.options).join(', ')}` : 'it takes no options';
+      throw new UsageError(`${method.name} does not understand ${unknown.map((key) => `"${key}"`).join(', ')} (${accepted})`);
+    }
+    const reason = method.invalidOptions(methodOptions);
+    if (reason) throw new UsageError(`${method.name}: ${reason}`);
+    checkStructuredFamily(model);
+    const unsupported = method.addsBias || method.allocation(methodOptions) === 'global' ? ggufUnsupported(model) : undefined;
+    if (unsupported) throw new UsageError(`${method.name} writes its result as GGUF (uneven layers or added biases), and ${unsupported}; wanda-sp and magnitude-sp write Hugging Face folders`);
+    return { strategy: structuredStrategy(model, method, target.ratio, methodOptions) };
+  }
+  const method = found.method;
+  if (target.kind === 'structured') throw new UsageError(`--ratio is for the structured methods; ${method.name} takes --sparsity P or --pattern N:M`);
+  const roles = selectRoles(model, settings.roles);
+  validateUnstructured(model, { method, target, methodOptions, roles });
+  return { strategy: unstructuredStrategy(model, { method, target, methodOptions, roles, errorWindows }), roles };
+}
+
+/** Whether every kept block has the same shapes and only the biases the original has: what a Hugging Face config can describe. */
+function fitsHuggingFace(pruned: ModelSource, original: ModelSource): boolean {
+  const { family } = pruned;
+  const layers = pruned.config.numLayers;
+  for (const spec of family.linears) {
+    const shape = (layer: number) => pruned.shape(`${family.layerPrefix(layer)}${spec.name}.weight`).join('x');
+    for (let layer = 1; layer < layers; layer++) if (shape(layer) !== shape(0)) return false;
+  }
+  const originalBiases = new Set(family.linears.filter((spec) => original.has(`${family.layerPrefix(0)}${spec.name}.bias`)).map((spec) => spec.name));
+  return pruned.tensorNames().every((name) => !name.endsWith('.bias') || family.linears.every((spec) => !name.endsWith(`${spec.name}.bias`) || originalBiases.has(spec.name)));
+}
+
+export async function pruneModel(settings: PruneSettings): Promise<RunSummary> {
   const started = performance.now();
-  const method = methodByName(settings.method);
+  findMethod(settings.method);
+  parseCorpusSpec(settings.calibration.corpus);
+  // The output folder is checked and locked before any work.
+  const output = OutputFolder.claim(settings.out, { overwrite: settings.overwrite ?? false });
+  try {
+    return await pruneInto(output, settings, started);
+  } finally {
+    output.release();
+  }
+}
+
+async function pruneInto(output: OutputFolder, settings: PruneSettings, started: number): Promise<RunSummary> {
   const corpus = parseCorpusSpec(settings.calibration.corpus);
   const model = await loadModel(settings.model);
-  const roles = selectRoles(model, settings.roles);
-  validateRequest(model, { method, target: settings.target, methodOptions: settings.methodOptions, roles });
+  const errorWindows = settings.errorWindows ?? Math.max(1, Math.min(8, Math.round(settings.calibration.nsamples / 16)));
+  const { strategy, roles } = strategyFor(model, settings, errorWindows);
   const seqlen = settings.calibration.seqlen ?? Math.min(2048, model.config.maxPositionEmbeddings);
   if (seqlen > model.config.maxPositionEmbeddings) {
     throw new UsageError(`--seqlen ${seqlen} exceeds the model's context (${model.config.maxPositionEmbeddings})`);
   }
   const dataDir = corpus.kind === 'text' ? '' : resolveDataDir(settings.dataDir);
-  const out = path.resolve(settings.out);
+  const out = output.dir;
   const checkpointDir = path.join(out, CHECKPOINT_DIR);
   const calibrationSettings = { corpus: describeCorpus(corpus), nsamples: settings.calibration.nsamples, seqlen, seed: settings.calibration.seed };
   const batchWindows = settings.batchWindows ?? 4;
-  const errorWindows = settings.errorWindows ?? Math.max(1, Math.min(8, Math.round(settings.calibration.nsamples / 16)));
   const fingerprint = runFingerprint(settings.model, {
-    method: method.name,
+    method: settings.method,
     target: settings.target,
     options: settings.methodOptions,
-    roles,
+    ...(roles ? { roles } : {}),
     calibration: calibrationSettings,
     batchWindows,
   });
@@ -96,78 +158,87 @@ export async function pruneModel(settings: PruneSettings): Promise<PruneSummary>
   const calibration = drawCalibration(model.tokenizer, { ...calibrationSettings, corpus }, dataDir);
   settings.onEvent?.({ kind: 'calibration', windows: calibration.windows.length, notes: calibration.notes });
 
-  const layers: LayerReport[] = await pruneLayerwise(model, calibration.windows, {
-    method,
-    target: settings.target,
-    methodOptions: settings.methodOptions,
-    roles,
+  const result = await prunePipeline(model, calibration.windows, strategy, {
     batchWindows,
-    checkpointDir,
-    fingerprint,
-    resume: settings.resume,
-    errorWindows,
+    checkpoint: { dir: checkpointDir, fingerprint, resume: settings.resume },
     ...(settings.onEvent ? { onEvent: settings.onEvent } : {}),
   });
 
-  const pruned = new Map<string, number>();
-  for (let layer = 0; layer < model.numLayers; layer++) {
-    for (const role of roles) pruned.set(`${model.linearName(layer, role)}.weight`, layer);
+  // Export, streamed from the checkpoint into a staging folder that replaces the old contents at once.
+  const staging = output.stage();
+  const pruned = result.source();
+  const smaller = new CausalLM(pruned, model.backend);
+  const dtype = settings.dtype ?? 'F32';
+  const warnings: string[] = [];
+  let format: RunSummary['format'];
+  let files: string[];
+  if (fitsHuggingFace(pruned, model.source)) {
+    format = 'safetensors';
+    const exported = exportHfFolder(smaller, staging, { dtype, override: () => undefined });
+    files = exported.files;
+    warnings.push(...exported.warnings);
+  } else {
+    format = 'gguf';
+    const file = path.join(staging, 'model.gguf');
+    const written = exportGguf(smaller, file, { dtype: dtype === 'F32' ? 'F32' : 'F16', name: `${path.basename(settings.model)} ${settings.method} ${describeTarget(settings.target)}` });
+    warnings.push(...written.warnings);
+    files = [file];
   }
-  const exported = exportHfFolder(model, out, {
-    dtype: settings.dtype ?? 'F32',
-    override(name) {
-      const layer = pruned.get(name);
-      if (layer === undefined) return undefined;
-      return () => {
-        const store = openSafetensors(checkpointFile(checkpointDir, layer));
-        try {
-          return store.read(name);
-        } finally {
-          store.close();
-        }
-      };
-    },
-  });
+  for (const message of warnings) settings.onEvent?.({ kind: 'export-warning', message });
+  const bytes = files.reduce((sum, file) => sum + fs.statSync(file).size, 0);
 
+  const paramsBefore = result.reports.reduce((sum, report) => sum + report.paramsBefore, 0);
+  const paramsAfter = result.reports.reduce((sum, report) => sum + report.paramsAfter, 0);
+  const structured = settings.target.kind === 'structured';
   let zeros = 0;
   let total = 0;
-  for (const layer of layers) {
-    for (const matrix of layer.matrices) {
+  for (const report of result.reports) {
+    for (const matrix of report.matrices) {
       zeros += matrix.sparsity * matrix.rows * matrix.cols;
       total += matrix.rows * matrix.cols;
     }
   }
-  const seconds = (performance.now() - started) / 1000;
-  const summary: PruneSummary = {
-    method: method.name,
+  const summary: RunSummary = {
+    method: settings.method,
     target: describeTarget(settings.target),
-    sparsity: zeros / total,
-    seconds,
+    kind: structured ? 'structured' : 'unstructured',
+    sparsity: structured ? 1 - paramsAfter / paramsBefore : zeros / Math.max(total, 1),
+    paramsBefore,
+    paramsAfter,
+    layersRemoved: model.numLayers - result.keptLayers.length,
+    format,
+    seconds: (performance.now() - started) / 1000,
     peak_rss_mb: peakRssMb(),
     out,
-    layers: layers.length,
+    layers: result.reports.length,
   };
-  const record = {
+  const record: RunRecord = {
     command: 'prune',
+    version: RUN_RECORD_VERSION,
     summary,
     settings: {
       model: path.resolve(settings.model),
-      method: method.name,
+      family: model.family.name,
+      method: settings.method,
       target: settings.target,
+      ...(structured
+        ? { ratioDefinition: 'fraction of the parameters of the decoder blocks (projections, norms, biases) removed; embeddings and head untouched' }
+        : {}),
       methodOptions: settings.methodOptions,
-      roles,
+      ...(roles ? { roles } : {}),
       calibration: calibrationSettings,
       batchWindows,
-      errorWindows,
-      dtype: settings.dtype ?? 'F32',
+      ...(structured ? {} : { errorWindows }),
+      dtype: format === 'gguf' && dtype !== 'F32' ? 'F16' : dtype,
       resumed: settings.resume,
     },
     calibration: describeCalibration(calibration),
     environment: environmentInfo(model.backend),
-    output: { files: exported.files.map((file) => path.basename(file)), bytes: exported.bytes },
-    layers,
+    output: { format, files: files.map((file) => path.basename(file)), bytes, warnings },
+    layers: result.reports,
   };
-  writeFileAtomic(path.join(out, 'topiary.json'), (tmp) => fs.writeFileSync(tmp, JSON.stringify(record, null, 1) + '\n'));
+  writeRunRecord(path.join(staging, 'topiary.json'), record);
+  output.publish(staging);
   fs.rmSync(checkpointDir, { recursive: true, force: true });
   model.source.close();
   return summary;

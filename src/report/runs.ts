@@ -8,26 +8,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { TaskResult } from '../eval/zeroshot.js';
+import { parseRunRecord, type BlockReport } from '../prune/record.js';
 import { TopiaryError } from '../util/errors.js';
-
-export interface MatrixRecord {
-  /** Short role name: q, k, v, o, gate, up, down. */
-  role: string;
-  rows: number;
-  cols: number;
-  sparsity: number;
-  relativeError: number;
-  seconds: number;
-}
-
-export interface LayerRecord {
-  layer: number;
-  seconds: number;
-  statisticsSeconds: number;
-  pruneSeconds: number;
-  forwardSeconds: number;
-  matrices: MatrixRecord[];
-}
+import { readJsonObject } from '../util/safe-fs.js';
 
 export interface PruneRecord {
   method: string;
@@ -37,7 +20,8 @@ export interface PruneRecord {
   peakRssMb: number | undefined;
   settings: Record<string, unknown>;
   environment: Record<string, unknown>;
-  layers: LayerRecord[];
+  /** The blocks that remain (removed ones have no matrices to show). */
+  layers: BlockReport[];
 }
 
 export interface PerplexityRecord {
@@ -62,26 +46,7 @@ export interface Run {
 type Json = Record<string, unknown>;
 
 function readJson(file: string): Json {
-  let value: unknown;
-  try {
-    value = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (error) {
-    throw new TopiaryError(`not readable JSON: ${(error as Error).message}`, file);
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new TopiaryError('should hold a JSON object', file);
-  return value as Json;
-}
-
-function num(json: Json, key: string, file: string): number {
-  const value = json[key];
-  if (typeof value !== 'number' || !Number.isFinite(value)) throw new TopiaryError(`field "${key}" should be a number, found ${JSON.stringify(value)}`, file);
-  return value;
-}
-
-function obj(json: Json, key: string, file: string): Json {
-  const value = json[key];
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new TopiaryError(`field "${key}" should be an object`, file);
-  return value as Json;
+  return readJsonObject(file, { within: path.dirname(file) });
 }
 
 function list(json: Json, key: string, file: string): Json[] {
@@ -90,40 +55,18 @@ function list(json: Json, key: string, file: string): Json[] {
   return value as Json[];
 }
 
-/** "model.layers.3.self_attn.q_proj" → "q". */
-export function roleOf(matrixName: string): string {
-  const last = matrixName.replace(/\.weight$/, '').split('.').pop() ?? matrixName;
-  return last.replace(/_proj$/, '');
-}
-
 function parsePruneRecord(file: string): PruneRecord {
-  const json = readJson(file);
-  if (json.command !== 'prune') throw new TopiaryError('is not a topiary prune record (command should be "prune")', file);
-  const summary = obj(json, 'summary', file);
-  const layers = list(json, 'layers', file).map((layer) => ({
-    layer: num(layer, 'layer', file),
-    seconds: num(layer, 'seconds', file),
-    statisticsSeconds: num(layer, 'statisticsSeconds', file),
-    pruneSeconds: num(layer, 'pruneSeconds', file),
-    forwardSeconds: num(layer, 'forwardSeconds', file),
-    matrices: list(layer, 'matrices', file).map((m) => ({
-      role: roleOf(String(m.name)),
-      rows: num(m, 'rows', file),
-      cols: num(m, 'cols', file),
-      sparsity: num(m, 'sparsity', file),
-      relativeError: num(m, 'relativeError', file),
-      seconds: num(m, 'seconds', file),
-    })),
-  }));
+  const record = parseRunRecord(readJson(file), file);
+  const { summary } = record;
   return {
-    method: String(summary.method),
-    target: String(summary.target),
-    sparsity: num(summary, 'sparsity', file),
-    seconds: num(summary, 'seconds', file),
-    peakRssMb: typeof summary.peak_rss_mb === 'number' ? summary.peak_rss_mb : undefined,
-    settings: obj(json, 'settings', file),
-    environment: typeof json.environment === 'object' && json.environment !== null ? (json.environment as Json) : {},
-    layers,
+    method: summary.method,
+    target: summary.target,
+    sparsity: summary.sparsity,
+    seconds: summary.seconds,
+    peakRssMb: summary.peak_rss_mb,
+    settings: record.settings,
+    environment: record.environment,
+    layers: record.layers.filter((layer) => !layer.removed),
   };
 }
 

@@ -1,5 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { TopiaryError } from '../util/errors.js';
+import { READ_LIMITS, readRegularFile } from '../util/safe-fs.js';
 import { ScoreMergeTokenizer, type TokenKind } from './score-merge.js';
 
 /** Longest piece we accept; real files have max_token_len below 100, so more means a corrupt length. */
@@ -19,12 +20,7 @@ const BYTE_PIECE = /^<0x[0-9A-Fa-f]{2}>$/;
  * `vocabSize` is given (the model's), the file must hold exactly that many.
  */
 export function tokenizerFromLlama2cBin(path: string, vocabSize?: number): ScoreMergeTokenizer {
-  let data: Buffer;
-  try {
-    data = readFileSync(path);
-  } catch (error) {
-    throw new TopiaryError(`cannot read tokenizer: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, path);
-  }
+  const data = readRegularFile(path, READ_LIMITS.tokenizerBinary, { within: dirname(path) });
   if (data.length < 4) throw new TopiaryError('not a llama2.c tokenizer.bin: shorter than its 4-byte header', path);
 
   const pieces: string[] = [];

@@ -1,6 +1,7 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { TopiaryError } from '../util/errors.js';
+import { READ_LIMITS, readJsonObject } from '../util/safe-fs.js';
 import { HuggingFaceTokenizer, type TokenizerConfig } from './huggingface.js';
 import type { Tokenizer } from './tokenizer.js';
 
@@ -17,7 +18,8 @@ export function tokenizerFromJson(source: string | object, config?: string | Tok
   let tokenizerFile: string | undefined;
   if (typeof source === 'string') {
     tokenizerFile = isDirectory(source) ? join(source, 'tokenizer.json') : source;
-    tokenizerJson = readJsonObject(tokenizerFile);
+    // Only files that really lie in the tokenizer's folder are read (no links leading elsewhere).
+    tokenizerJson = readJsonObject(tokenizerFile, { within: dirname(tokenizerFile), maxBytes: READ_LIMITS.tokenizerJson });
   } else {
     tokenizerJson = source;
   }
@@ -29,7 +31,7 @@ export function tokenizerFromJson(source: string | object, config?: string | Tok
     tokenizerConfig = config;
   } else if (tokenizerFile) {
     const beside = join(dirname(tokenizerFile), 'tokenizer_config.json');
-    if (existsSync(beside)) tokenizerConfig = readJsonObject(beside);
+    if (existsSync(beside)) tokenizerConfig = readJsonObject(beside, { within: dirname(tokenizerFile) });
   }
 
   try {
@@ -46,23 +48,4 @@ function isDirectory(path: string): boolean {
   } catch {
     return false; // a missing path is reported when it is read
   }
-}
-
-function readJsonObject(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (error) {
-    throw new TopiaryError(`cannot read tokenizer file: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, file);
-  }
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (error) {
-    throw new TopiaryError(`not valid JSON: ${(error as Error).message}`, file);
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new TopiaryError('not a JSON object', file);
-  }
-  return value as Record<string, unknown>;
 }

@@ -1,10 +1,10 @@
-import * as fs from 'node:fs';
 import { describeBackend } from '../../backend/index.js';
 import { defaultEvaluationWindows, describeCorpus, evaluationText, parseCorpusSpec } from '../../data/corpora.js';
 import { resolveDataDir } from '../../data/datadir.js';
 import { perplexity } from '../../eval/perplexity.js';
 import { loadModel } from '../../model/load.js';
-import { writeFileAtomic } from '../../util/atomic.js';
+import { writeFileContentAtomic } from '../../util/atomic.js';
+import { checkOutputFile } from '../../util/output.js';
 import { peakRssMb } from '../../util/run-info.js';
 import { Progress } from '../progress.js';
 
@@ -21,6 +21,7 @@ export interface EvalArgs {
 
 export async function evalCommand(args: EvalArgs): Promise<void> {
   const corpus = parseCorpusSpec(args.dataset);
+  if (args.out) checkOutputFile(args.out);
   const dataDir = corpus.kind === 'text' ? '' : resolveDataDir(args.dataDir);
   const model = await loadModel(args.model);
   const tokenizer = model.tokenizer;
@@ -43,7 +44,7 @@ export async function evalCommand(args: EvalArgs): Promise<void> {
     peak_rss_mb: peakRssMb(),
     backend: describeBackend(),
   };
-  if (args.out) writeFileAtomic(args.out, (tmp) => fs.writeFileSync(tmp, JSON.stringify(report, null, 2) + '\n'));
+  if (args.out) writeFileContentAtomic(args.out, JSON.stringify(report, null, 2) + '\n');
   if (args.json) {
     process.stdout.write(JSON.stringify(report) + '\n');
   } else {

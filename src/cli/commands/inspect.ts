@@ -20,6 +20,9 @@ export interface ModelSummary {
   parameters: number;
   dtypes: Record<string, number>;
   tokenizer: string;
+  family: string;
+  /** Per block, each linear layer's [out, in], when the blocks differ (structurally pruned models). */
+  unevenLayers?: { layer: number; linears: Record<string, number[]> }[];
 }
 
 export function summarize(model: CausalLM): ModelSummary {
@@ -33,7 +36,14 @@ export function summarize(model: CausalLM): ModelSummary {
     dtypes[dtype] = (dtypes[dtype] ?? 0) + count;
   }
   const tokenizer = source.tokenizer;
+  const shapes = Array.from({ length: config.numLayers }, (_, layer) => ({
+    layer,
+    linears: Object.fromEntries(model.roles.map((role) => [role, source.shape(`${model.linearName(layer, role)}.weight`)])),
+  }));
+  const uneven = shapes.some((s) => JSON.stringify(s.linears) !== JSON.stringify(shapes[0]!.linears));
   return {
+    family: model.family.name,
+    ...(uneven ? { unevenLayers: shapes } : {}),
     path: source.path,
     format: source.format,
     architecture: model.family.hfArchitectures[config.modelType] ?? config.modelType,
@@ -69,18 +79,24 @@ export async function inspectCommand(modelPath: string, json: boolean): Promise<
   const lines: [string, string][] = [
     ['model', summary.path],
     ['format', summary.format],
-    ['architecture', `${summary.architecture} (${summary.modelType})`],
+    ['architecture', `${summary.architecture} (${summary.modelType}, family ${summary.family})`],
     ['layers', String(summary.layers)],
     ['hidden size', String(summary.hiddenSize)],
     ['MLP size', String(summary.intermediateSize)],
     ['heads', `${summary.heads} query, ${summary.kvHeads} key/value, head dim ${summary.headDim}`],
     ['vocabulary', String(summary.vocabSize)],
     ['context', String(summary.context)],
-    ['RoPE', `theta ${summary.ropeTheta}, scaling ${summary.ropeScaling}`],
+    ['positions', summary.ropeTheta === null ? 'learned' : `RoPE theta ${summary.ropeTheta}, scaling ${summary.ropeScaling}`],
     ['embeddings', summary.tiedEmbeddings ? 'tied to the LM head' : 'separate LM head'],
     ['parameters', `${summary.parameters.toLocaleString('en-US')} (${(summary.parameters / 1e6).toFixed(1)} M)`],
     ['dtypes', dtypes],
     ['tokenizer', summary.tokenizer],
   ];
   for (const [key, value] of lines) process.stdout.write(`${key.padEnd(14)}${value}\n`);
+  if (summary.unevenLayers) {
+    process.stdout.write('per layer     (uneven: [out, in] of each linear layer)\n');
+    for (const { layer, linears } of summary.unevenLayers) {
+      process.stdout.write(`  ${String(layer).padStart(3)}  ${Object.entries(linears).map(([role, shape]) => `${role} ${shape.join('x')}`).join('  ')}\n`);
+    }
+  }
 }

@@ -1,16 +1,19 @@
-import type { SparsityTarget } from '../../prune/method.js';
-import { describeTarget, pruneModel, type PruneSettings } from '../../prune/run.js';
+import { describeTarget, pruneModel, type PruneSettings, type PruneTarget } from '../../prune/run.js';
 import { UsageError } from '../../util/errors.js';
+import { explainInterruptedPrune } from '../interrupt.js';
 import { Progress } from '../progress.js';
 
-/** `--sparsity 0.5` or `--pattern 2:4`, exactly one of them. */
-export function parseTarget(sparsity: unknown, pattern: unknown): SparsityTarget {
-  if ((sparsity === undefined) === (pattern === undefined)) throw new UsageError('give exactly one of --sparsity P or --pattern N:M');
-  if (sparsity !== undefined) {
-    const value = Number(sparsity);
-    if (!Number.isFinite(value) || value < 0 || value >= 1) throw new UsageError(`--sparsity must be a number in [0, 1), got "${String(sparsity)}"`);
-    return { kind: 'unstructured', sparsity: value };
-  }
+/** `--sparsity 0.5`, `--pattern 2:4` or `--ratio 0.2`, exactly one of them. */
+export function parseTarget(sparsity: unknown, pattern: unknown, ratio?: unknown): PruneTarget {
+  const given = [sparsity, pattern, ratio].filter((value) => value !== undefined).length;
+  if (given !== 1) throw new UsageError('give exactly one of --sparsity P, --pattern N:M or --ratio R');
+  const fraction = (value: unknown, flag: string): number => {
+    const parsed = typeof value === 'string' && value.trim() !== '' ? Number(value) : NaN;
+    if (!Number.isFinite(parsed) || parsed < 0 || parsed >= 1) throw new UsageError(`${flag} must be a number in [0, 1), got "${String(value)}"`);
+    return parsed;
+  };
+  if (sparsity !== undefined) return { kind: 'unstructured', sparsity: fraction(sparsity, '--sparsity') };
+  if (ratio !== undefined) return { kind: 'structured', ratio: fraction(ratio, '--ratio') };
   const match = /^(\d+):(\d+)$/.exec(String(pattern));
   if (!match) throw new UsageError(`--pattern must look like N:M (e.g. 2:4), got "${String(pattern)}"`);
   const n = Number(match[1]);
@@ -35,6 +38,7 @@ export function parseMethodOptions(entries: readonly string[], permute: boolean)
 
 export async function pruneCommand(settings: Omit<PruneSettings, 'onEvent'>, json: boolean): Promise<void> {
   const progress = new Progress(`prune ${settings.method} ${describeTarget(settings.target)}`);
+  const stopExplaining = explainInterruptedPrune(settings.out, progress);
   const summary = await pruneModel({
     ...settings,
     onEvent(event) {
@@ -42,26 +46,38 @@ export async function pruneCommand(settings: Omit<PruneSettings, 'onEvent'>, jso
         case 'calibration':
           for (const note of event.notes) progress.log(`calibration: ${note}`);
           break;
-        case 'resumed':
-          progress.log(`resumed: ${event.layers} finished layer(s) replayed from the checkpoint`);
+        case 'export-warning':
+          progress.log(`warning: ${event.message}`);
           break;
+        case 'resumed': {
+          const dense = event.scored > 0 ? ` and the dense pass of ${event.scored} block(s)` : '';
+          progress.log(`resumed: ${event.layers} finished block(s)${dense} restored from the checkpoint`);
+          break;
+        }
         case 'stage':
           progress.update(event.layer, event.layers, `layer ${event.layer + 1}: ${event.stage} ${event.done}/${event.total}`);
           break;
         case 'layer-done':
           progress.update(event.report.layer + 1, event.layers, `layer ${event.report.layer + 1} took ${event.report.seconds.toFixed(1)} s`);
           break;
+        case 'export-warning':
+          progress.log(`warning: ${event.message}`);
+          break;
       }
     },
-  });
+  }).finally(stopExplaining);
   progress.done();
   if (json) {
     process.stdout.write(JSON.stringify(summary) + '\n');
-  } else {
-    process.stdout.write(
-      `pruned ${summary.layers} layers with ${summary.method} (${summary.target}): sparsity ${(summary.sparsity * 100).toFixed(2)}% ` +
-        `of the pruned matrices, ${summary.seconds.toFixed(1)} s, peak memory ${summary.peak_rss_mb} MiB\n` +
-        `wrote ${summary.out} (model.safetensors, config.json, topiary.json)\n`,
-    );
+    return;
   }
+  const what =
+    summary.kind === 'structured'
+      ? `removed ${(summary.sparsity * 100).toFixed(2)}% of the decoder parameters (${summary.paramsBefore} → ${summary.paramsAfter}` +
+        `${summary.layersRemoved > 0 ? `, ${summary.layersRemoved} whole layer(s)` : ''})`
+      : `sparsity ${(summary.sparsity * 100).toFixed(2)}% of the pruned matrices`;
+  process.stdout.write(
+    `pruned ${summary.layers} layers with ${summary.method} (${summary.target}): ${what}, ${summary.seconds.toFixed(1)} s, peak memory ${summary.peak_rss_mb} MiB\n` +
+      `wrote ${summary.out} (${summary.format === 'gguf' ? 'model.gguf' : 'model.safetensors, config.json'}, topiary.json)\n`,
+  );
 }

@@ -1,8 +1,8 @@
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { buildReportHtml } from '../../report/html.js';
 import { readRuns } from '../../report/runs.js';
-import { writeFileAtomic } from '../../util/atomic.js';
+import { writeFileContentAtomic } from '../../util/atomic.js';
+import { checkOutputFile } from '../../util/output.js';
 
 export interface ReportArgs {
   runs: string[];
@@ -11,9 +11,10 @@ export interface ReportArgs {
 }
 
 export function reportCommand(args: ReportArgs): void {
+  const out = path.resolve(args.out);
+  checkOutputFile(out);
   const runs = readRuns(args.runs, args.baseline);
   const html = buildReportHtml(runs);
-  const out = path.resolve(args.out);
-  writeFileAtomic(out, (tmp) => fs.writeFileSync(tmp, html));
+  writeFileContentAtomic(out, html);
   process.stdout.write(`wrote ${out} (${runs.length} run${runs.length === 1 ? '' : 's'}, ${(html.length / 1024).toFixed(0)} KiB)\n`);
 }

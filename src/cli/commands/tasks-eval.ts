@@ -1,11 +1,11 @@
-import * as fs from 'node:fs';
 import { describeBackend } from '../../backend/index.js';
 import { resolveDataDir } from '../../data/datadir.js';
 import { parseTaskList } from '../../eval/tasks/index.js';
 import { evaluateTask, type TaskResult } from '../../eval/zeroshot.js';
 import { loadModel } from '../../model/load.js';
 import { formatTable } from '../../report/table.js';
-import { writeFileAtomic } from '../../util/atomic.js';
+import { writeFileContentAtomic } from '../../util/atomic.js';
+import { checkOutputFile } from '../../util/output.js';
 import { Progress } from '../progress.js';
 
 export interface TasksEvalArgs {
@@ -47,6 +47,7 @@ export function formatTaskResults(results: readonly TaskResult[]): string {
 
 export async function tasksEvalCommand(args: TasksEvalArgs): Promise<void> {
   const tasks = parseTaskList(args.tasks);
+  if (args.out) checkOutputFile(args.out);
   const dataDir = resolveDataDir(args.dataDir);
   const started = performance.now();
   const model = await loadModel(args.model);
@@ -73,7 +74,7 @@ export async function tasksEvalCommand(args: TasksEvalArgs): Promise<void> {
     backend: describeBackend(),
     seconds: (performance.now() - started) / 1000,
   };
-  if (args.out) writeFileAtomic(args.out, (tmp) => fs.writeFileSync(tmp, JSON.stringify(record, null, 1) + '\n'));
+  if (args.out) writeFileContentAtomic(args.out, JSON.stringify(record, null, 1) + '\n');
   if (args.json) {
     process.stdout.write(JSON.stringify(record) + '\n');
   } else {

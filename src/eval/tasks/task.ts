@@ -3,8 +3,8 @@
  * with the index of the gold one. Every task module turns its data file into these items with the
  * prompt template lm-evaluation-harness uses (see README.md in this folder for the table).
  */
-import * as fs from 'node:fs';
 import { TopiaryError } from '../../util/errors.js';
+import { describeJsonError, parseJson, readTextFile } from '../../util/safe-fs.js';
 
 /** One log-likelihood request: the score of `continuation` given `context`. */
 export interface TaskRequest {
@@ -85,37 +85,23 @@ function parseRecords(file: string, records: unknown[], parse: (record: Record<s
   return { items, skipped: [] };
 }
 
-function readText(file: string): string {
-  try {
-    return fs.readFileSync(file, 'utf8');
-  } catch (error) {
-    throw new TopiaryError(`cannot read: ${(error as Error).message}`, file);
-  }
-}
-
 /** A JSON array of records (the LLM-Adapters files). */
 export function loadJsonArray(file: string, parse: (record: Record<string, unknown>, index: number) => TaskItem): LoadedTask {
-  let records: unknown;
-  try {
-    records = JSON.parse(readText(file));
-  } catch (error) {
-    if (error instanceof TopiaryError) throw error;
-    throw new TopiaryError(`not valid JSON: ${(error as Error).message}`, file);
-  }
+  const records = parseJson(readTextFile(file), file);
   if (!Array.isArray(records)) throw new TopiaryError('should hold a JSON array of items', file);
   return parseRecords(file, records, parse);
 }
 
 /** One JSON record a line; blank lines are ignored, a bad line is an error naming its item. */
 export function loadJsonLines(file: string, parse: (record: Record<string, unknown>, index: number) => TaskItem): LoadedTask {
-  const records = readText(file)
+  const records = readTextFile(file)
     .split('\n')
     .filter((line) => line.trim() !== '')
     .map((line, index) => {
       try {
         return JSON.parse(line) as unknown;
       } catch (error) {
-        throw new TopiaryError(`item ${index}: not valid JSON: ${(error as Error).message}`, file);
+        throw new TopiaryError(`item ${index}: ${describeJsonError(error)}`, file);
       }
     });
   return parseRecords(file, records, parse);

@@ -14,12 +14,13 @@ import type { RopeScaling, RopeSpec } from '../config.js';
 export function inverseFrequencies(rotaryDim: number, theta: number, scaling: RopeScaling, positions = 0): Float32Array {
   const half = rotaryDim / 2;
   const inv = new Float32Array(half);
-  for (let i = 0; i < half; i++) inv[i] = 1 / Math.fround(theta ** Math.fround((2 * i) / rotaryDim));
-  if (scaling.type === 'longrope') {
-    const factors = usesLongFactors(scaling, positions) ? scaling.longFactor : scaling.shortFactor;
-    for (let i = 0; i < half; i++) inv[i] = 1 / Math.fround(Math.fround(factors[i]!) * Math.fround(theta ** Math.fround((2 * i) / rotaryDim)));
-  } else if (scaling.type === 'linear') {
+  const wavelengthBase = (i: number) => Math.fround(theta ** Math.fround((2 * i) / rotaryDim));
+  for (let i = 0; i < half; i++) inv[i] = 1 / wavelengthBase(i);
+  if (scaling.type === 'linear') {
     for (let i = 0; i < half; i++) inv[i] = inv[i]! / scaling.factor;
+  } else if (scaling.type === 'longrope') {
+    const factors = usesLongFactors(scaling, positions) ? scaling.longFactor : scaling.shortFactor;
+    for (let i = 0; i < half; i++) inv[i] = 1 / Math.fround(Math.fround(factors[i]!) * wavelengthBase(i));
   } else if (scaling.type === 'llama3') {
     // Llama 3.1: keep high frequencies, divide low ones by `factor`, blend smoothly in between.
     const lowFreqWavelen = scaling.originalMaxPositionEmbeddings / scaling.lowFreqFactor;
@@ -36,8 +37,31 @@ export function inverseFrequencies(rotaryDim: number, theta: number, scaling: Ro
         inv[i] = (1 - smooth) * (freq / scaling.factor) + smooth * freq;
       }
     }
+  } else if (scaling.type === 'yarn') {
+    // YaRN: dimensions that turn more than betaFast times over the original context keep their
+    // frequency, those turning fewer than betaSlow times are interpolated (÷ factor), a linear
+    // ramp blends the ones between.
+    const correctionDim = (rotations: number) =>
+      (rotaryDim * Math.log(scaling.originalMaxPositionEmbeddings / (rotations * 2 * Math.PI))) / (2 * Math.log(theta));
+    let low = correctionDim(scaling.betaFast);
+    let high = correctionDim(scaling.betaSlow);
+    if (scaling.truncate) [low, high] = [Math.floor(low), Math.ceil(high)];
+    low = Math.max(low, 0);
+    high = Math.min(high, rotaryDim - 1);
+    if (low === high) high += 0.001;
+    for (let i = 0; i < half; i++) {
+      const ramp = Math.min(Math.max(Math.fround((i - low) / (high - low)), 0), 1);
+      const extrapolation = Math.fround(1 - ramp);
+      const interpolated = Math.fround(1 / Math.fround(scaling.factor * wavelengthBase(i)));
+      inv[i] = Math.fround(interpolated * Math.fround(1 - extrapolation)) + Math.fround(inv[i]! * extrapolation);
+    }
   }
   return inv;
+}
+
+/** What RoPE multiplies cos and sin by: YaRN's or LongRoPE's attention factor, 1 otherwise. */
+export function ropeAttentionFactor(scaling: RopeScaling): number {
+  return scaling.type === 'yarn' || scaling.type === 'longrope' ? scaling.attentionFactor : 1;
 }
 
 /** LongRoPE switches to its long factors once a forward pass reaches beyond the original context. */
@@ -67,66 +91,27 @@ export function ropeTable(invFreq: Float32Array, seqLen: number, attentionFactor
 }
 
 /**
- * The tables of one rope setting, grown by doubling so decoding rebuilds them rarely. A model
- * holds one per distinct theta (Gemma 3's local layers use another base than its global ones).
+ * A model's RoPE tables, grown by doubling so decoding rebuilds them rarely: one for the global
+ * setting (theta, scaling) and, for Gemma 3, one for its sliding-window layers' local setting.
  */
 export class RopeTables {
-  private readonly tables = new Map<number, { invFreq: Float32Array; long: boolean; table?: RopeTable }>();
+  private readonly tables = new Map<'global' | 'local', { invFreq: Float32Array; attentionFactor: number; long: boolean; table?: RopeTable }>();
   constructor(private readonly spec: RopeSpec) {}
 
-  /** The table for base `theta` covering positions 0..positions−1. */
-  forTheta(theta: number, positions: number): RopeTable {
-    const { rotaryDim, scaling } = this.spec;
-    const long = usesLongFactors(scaling, positions);
-    let entry = this.tables.get(theta);
+  /** The table of the global or local setting covering positions 0..positions−1. */
+  forSetting(setting: 'global' | 'local', positions: number): RopeTable {
+    const { rotaryDim, theta, scaling, localTheta, localScaling = { type: 'none' } } = this.spec;
+    const [base, baseScaling] = setting === 'local' && localTheta !== undefined ? [localTheta, localScaling] : [theta, scaling];
+    const long = usesLongFactors(baseScaling, positions);
+    let entry = this.tables.get(setting);
     if (!entry || entry.long !== long) {
-      entry = { invFreq: inverseFrequencies(rotaryDim, theta, scaling, positions), long };
-      this.tables.set(theta, entry);
+      entry = { invFreq: inverseFrequencies(rotaryDim, base, baseScaling, positions), attentionFactor: ropeAttentionFactor(baseScaling), long };
+      this.tables.set(setting, entry);
     }
     if (!entry.table || entry.table.seqLen < positions) {
-      const attentionFactor = scaling.type === 'longrope' ? scaling.attentionFactor : 1;
-      entry.table = ropeTable(entry.invFreq, Math.max(positions, 2 * (entry.table?.seqLen ?? 0)), attentionFactor);
+      entry.table = ropeTable(entry.invFreq, Math.max(positions, 2 * (entry.table?.seqLen ?? 0)), entry.attentionFactor);
     }
     return entry.table;
-  }
-}
-
-export interface RopeApplication {
-  rows: number;
-  heads: number;
-  headDim: number;
-  rotaryDim: number;
-  seqLen: number;
-  /** Position of the first row of each window. */
-  firstPosition: number;
-  layout: 'half' | 'interleaved';
-}
-
-/**
- * Rotates x [rows, heads·headDim] in place; row r is at position `firstPosition + r % seqLen`
- * (rows are windows of seqLen tokens stacked).
- */
-export function applyRope(x: Float32Array, table: RopeTable, options: RopeApplication): void {
-  const { rows, heads, headDim, rotaryDim, seqLen, firstPosition, layout } = options;
-  const half = rotaryDim / 2;
-  const width = heads * headDim;
-  // Partner offsets within a head: rotate-half pairs i with i + half, interleaved 2i with 2i + 1.
-  const stride = layout === 'half' ? 1 : 2;
-  const partner = layout === 'half' ? half : 1;
-  for (let r = 0; r < rows; r++) {
-    const tableRow = (firstPosition + (r % seqLen)) * half;
-    for (let h = 0; h < heads; h++) {
-      const base = r * width + h * headDim;
-      for (let i = 0; i < half; i++) {
-        const c = table.cos[tableRow + i]!;
-        const s = table.sin[tableRow + i]!;
-        const a = base + i * stride;
-        const x1 = x[a]!;
-        const x2 = x[a + partner]!;
-        x[a] = x1 * c - x2 * s;
-        x[a + partner] = x2 * c + x1 * s;
-      }
-    }
   }
 }
 

@@ -74,6 +74,11 @@ export interface GgufLayout {
   architectures: Record<string, { modelType: string; interleavedRope: boolean }>;
   /** GGUF block tensor names (without `blk.N.` and `.weight`) → Hugging Face names under the layer prefix. */
   layerNames: Record<string, string>;
+  /**
+   * What llama.cpp's converter adds to a tensor (Hugging Face name), subtracted on read: Gemma's
+   * norm weights are stored as 1 + w. Absent or 0: stored as is.
+   */
+  storedOffset?(name: string): number;
   /** The config from GGUF metadata, the tensors present being known. */
   parseConfig(meta: GgufMetadata, arch: string, modelType: string, tensors: { has(name: string): boolean; shape(name: string): number[] }, file: string): ModelConfig;
 }
@@ -93,10 +98,19 @@ export interface Family {
   embedTokens: string;
   /** Learned absolute position embeddings (OPT, GPT-2). */
   positionEmbeddings?: string;
-  /** The final norm's prefix ('model.norm'): `.weight` and, for LayerNorm, `.bias`. */
+  /** The final norm's prefix ('model.norm'): `.weight` and, for LayerNorm, `.bias` (unused when config.noFinalNorm). */
   finalNorm: string;
+  /** Bias-free linear layers (`.weight` names) from config.wordEmbeddingSize to hiddenSize after the embedding, and back before the head (OPT's project_in/project_out). */
+  embedProjection?: string;
+  headProjection?: string;
   lmHead: string;
   layerPrefix(layer: number): string;
+  /**
+   * A tensor name as a Hugging Face checkpoint stores it → the canonical name, for families whose
+   * published checkpoints name tensors more than one way (openai-community/gpt2 drops GPT-2's
+   * `transformer.` prefix). Absent: stored names are canonical. Export writes canonical names.
+   */
+  canonicalTensorName?(storedName: string): string;
 
   /** Linear layers of a block, in the order the forward pass reaches them. */
   linears: readonly LinearSpec[];

@@ -1,11 +1,14 @@
 /** Every model family Topiary runs, and the lookups by Hugging Face model_type and GGUF architecture. */
 import { TopiaryError } from '../../util/errors.js';
 import type { Family } from './family.js';
+import { gemma } from './gemma.js';
 import { llama } from './llama.js';
+import { opt } from './opt.js';
 import { phi } from './phi.js';
 import { phi3 } from './phi3.js';
+import { qwen3 } from './qwen3.js';
 
-export const FAMILIES: readonly Family[] = [llama, phi, phi3];
+export const FAMILIES: readonly Family[] = [llama, qwen3, gemma, opt, phi, phi3];
 
 export const supportedModelTypes = (): string[] => FAMILIES.flatMap((family) => family.modelTypes);
 

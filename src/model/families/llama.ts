@@ -20,7 +20,7 @@ import {
   type Json,
   type ModelConfig,
 } from '../config.js';
-import type { Block, BlockContext, Family } from './family.js';
+import type { Family } from './family.js';
 
 /** Which layers attend through a sliding window, from whichever convention the config uses. */
 export function slidingLayers(json: Json, file: string, numLayers: number): ('full' | 'sliding')[] | undefined {
@@ -30,8 +30,8 @@ export function slidingLayers(json: Json, file: string, numLayers: number): ('fu
     return types.map((type) => (type === 'sliding_attention' ? 'sliding' : 'full'));
   }
   if (typeof json.sliding_window !== 'number') return undefined;
-  // Qwen2 before layer_types: use_sliding_window turns it on from layer max_window_layers up.
-  if (json.model_type === 'qwen2') {
+  // Qwen2/Qwen3 before layer_types: use_sliding_window turns it on from layer max_window_layers up.
+  if (json.model_type === 'qwen2' || json.model_type === 'qwen3') {
     if (json.use_sliding_window !== true) return undefined;
     const from = typeof json.max_window_layers === 'number' ? json.max_window_layers : 0;
     return Array.from({ length: numLayers }, (_, layer) => (layer >= from ? 'sliding' : 'full'));
@@ -84,8 +84,25 @@ function toHfConfig(config: ModelConfig): Json {
     max_position_embeddings: config.maxPositionEmbeddings,
     tie_word_embeddings: config.tieWordEmbeddings,
     hidden_act: 'silu',
+    ...slidingWindowJson(config),
     ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
     ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
+  };
+}
+
+/**
+ * The sliding window as transformers reads it back: Mistral applies `sliding_window` to every
+ * layer; Qwen2 and Qwen3 need `use_sliding_window` and say which layers in `layer_types`.
+ */
+function slidingWindowJson(config: ModelConfig): Json {
+  const { layerTypes, slidingWindow } = config.attention;
+  if (config.modelType === 'mistral') return { sliding_window: layerTypes ? slidingWindow : null };
+  if (config.modelType !== 'qwen2' && config.modelType !== 'qwen3') return {};
+  if (!layerTypes) return { use_sliding_window: false };
+  return {
+    use_sliding_window: true,
+    sliding_window: slidingWindow,
+    layer_types: layerTypes.map((type) => (type === 'sliding' ? 'sliding_attention' : 'full_attention')),
   };
 }
 
@@ -140,16 +157,28 @@ export function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: str
   };
 }
 
-export const llama: Family = {
-  name: 'llama',
-  modelTypes: ['llama', 'mistral', 'qwen2'],
-  hfArchitectures: { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' },
-  parseConfig,
-  toHfConfig,
+/**
+ * The LLaMA block: pre-norm attention and gated MLP, each added to the residual stream. With
+ * `qkNorm` (Qwen3) q and k get a per-head RMSNorm before RoPE.
+ */
+export function llamaBlock(options: { qkNorm: boolean }): Family['forward'] {
+  return async (block, hidden, ctx) => {
+    const { backend, config } = ctx;
+    const qkNorm = options.qkNorm ? { q: block.tensors['self_attn.q_norm.weight']!, k: block.tensors['self_attn.k_norm.weight']! } : undefined;
+    const normed = ctx.scratch('normed', hidden.length);
+    await norm(backend, config.norm, block.tensors['input_layernorm.weight']!, undefined, hidden, normed);
+    await backend.addInPlace(hidden, await separateProjectionAttention(ctx, block, normed, qkNorm));
+    await norm(backend, config.norm, block.tensors['post_attention_layernorm.weight']!, undefined, hidden, normed);
+    await backend.addInPlace(hidden, await gatedMlp(ctx, block, normed, config.activation));
+  };
+}
+
+/** Tensor names and linear layers of the LLaMA layout, which Qwen and Gemma checkpoints share. */
+export const llamaLayout: Pick<Family, 'embedTokens' | 'finalNorm' | 'lmHead' | 'layerPrefix' | 'linears' | 'inputGroups'> = {
   embedTokens: 'model.embed_tokens.weight',
   finalNorm: 'model.norm',
   lmHead: 'lm_head.weight',
-  layerPrefix: (layer) => `model.layers.${layer}.`,
+  layerPrefix: (layer: number) => `model.layers.${layer}.`,
   linears: [
     { role: 'q', name: 'self_attn.q_proj' },
     { role: 'k', name: 'self_attn.k_proj' },
@@ -160,15 +189,17 @@ export const llama: Family = {
     { role: 'down', name: 'mlp.down_proj' },
   ],
   inputGroups: [['q', 'k', 'v'], ['o'], ['gate', 'up'], ['down']],
+};
 
-  async forward(block: Block, hidden: Float32Array, ctx: BlockContext): Promise<void> {
-    const { backend, config } = ctx;
-    const normed = ctx.scratch('normed', hidden.length);
-    await norm(backend, config.norm, block.tensors['input_layernorm.weight']!, undefined, hidden, normed);
-    await backend.addInPlace(hidden, await separateProjectionAttention(ctx, block, normed));
-    await norm(backend, config.norm, block.tensors['post_attention_layernorm.weight']!, undefined, hidden, normed);
-    await backend.addInPlace(hidden, await gatedMlp(ctx, block, normed, config.activation));
-  },
+export const llama: Family = {
+  name: 'llama',
+  modelTypes: ['llama', 'mistral', 'qwen2'],
+  hfArchitectures: { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' },
+  parseConfig,
+  toHfConfig,
+  ...llamaLayout,
+
+  forward: llamaBlock({ qkNorm: false }),
 
   gguf: {
     architectures: {

@@ -56,7 +56,12 @@ type MethodOptions = Readonly<Record<string, number | boolean | string>>;
 
 export const apt: UnstructuredMethod = {
   name: 'apt',
-  optionNames: ['blocksize', 'exact', 'damp', 'fp64'],
+  options: {
+    blocksize: '128: columns removed and compensated jointly',
+    exact: 'true: exhaustive search of every N:M subset (false: greedy)',
+  damp: '0.01: dampening, a fraction of the mean Hessian diagonal',
+  fp64: 'false: factorise the Hessian in fp64',
+  },
   description: 'APT: remove each block\'s weights jointly by their exact joint loss, compensating in all free columns',
   needs: ['gram'],
   unsupported(target, options) {

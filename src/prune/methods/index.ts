@@ -1,6 +1,11 @@
-/** Every unstructured / N:M method by its command-line name. Adding a method is one line here. */
+/**
+ * Every pruning method by its command-line name: the unstructured / N:M ones here, the structured
+ * ones in ../structured. Adding a method is one line in its list.
+ */
 import { UsageError } from '../../util/errors.js';
 import type { UnstructuredMethod } from '../method.js';
+import { STRUCTURED_METHODS } from '../structured/index.js';
+import type { StructuredMethod } from '../structured/method.js';
 import { apt } from './apt.js';
 import { magnitude } from './magnitude.js';
 import { ria } from './ria.js';
@@ -9,8 +14,19 @@ import { wanda } from './wanda.js';
 
 export const METHODS: readonly UnstructuredMethod[] = [magnitude, wanda, sparsegpt, ria, apt];
 
+export type FoundMethod = { kind: 'unstructured'; method: UnstructuredMethod } | { kind: 'structured'; method: StructuredMethod };
+
+export function findMethod(name: string): FoundMethod {
+  const unstructured = METHODS.find((m) => m.name === name);
+  if (unstructured) return { kind: 'unstructured', method: unstructured };
+  const structured = STRUCTURED_METHODS.find((m) => m.name === name);
+  if (structured) return { kind: 'structured', method: structured };
+  const all = [...METHODS, ...STRUCTURED_METHODS].map((m) => m.name).join(', ');
+  throw new UsageError(`unknown method "${name}" (available: ${all})`);
+}
+
 export function methodByName(name: string): UnstructuredMethod {
-  const method = METHODS.find((m) => m.name === name);
-  if (!method) throw new UsageError(`unknown method "${name}" (available: ${METHODS.map((m) => m.name).join(', ')})`);
-  return method;
+  const found = findMethod(name);
+  if (found.kind !== 'unstructured') throw new UsageError(`${name} is a structured method`);
+  return found.method;
 }

@@ -15,7 +15,7 @@ export function magnitudeScores(weight: Float32Array): Float32Array {
 
 export const magnitude: UnstructuredMethod = {
   name: 'magnitude',
-  optionNames: [],
+  options: {},
   description: 'prune the smallest |W| (one threshold per matrix; N:M per group)',
   needs: [],
   unsupported: (target, options) => permutationUnsupported(target, options, 'magnitude'),

@@ -9,7 +9,7 @@
  */
 import { applyMask, booleanOption, measureSparsity, numberOption, validateTarget } from '../masks.js';
 import type { UnstructuredMethod } from '../method.js';
-import { chooseMask, parsePermutationOptions, permutationUnsupported, PERMUTATION_OPTION_NAMES } from '../permutation.js';
+import { chooseMask, parsePermutationOptions, permutationUnsupported, PERMUTATION_OPTIONS } from '../permutation.js';
 import { UsageError } from '../../util/errors.js';
 import { requireSqNorm } from './wanda.js';
 
@@ -60,7 +60,11 @@ export function riaScores(
 
 export const ria: UnstructuredMethod = {
   name: 'ria',
-  optionNames: ['a', 'perRow', ...PERMUTATION_OPTION_NAMES],
+  options: {
+    a: '0.5: exponent of the input activation norm (0: relative importance alone, no statistics)',
+    perRow: 'false: unstructured threshold per output row instead of per matrix',
+    ...PERMUTATION_OPTIONS,
+  },
   description: 'relative importance × activation^a (a=0.5; options perRow, permute for N:M)',
   needs: ['sqNorm'],
   unsupported(target, options) {

@@ -29,7 +29,11 @@ type MethodOptions = Readonly<Record<string, number | boolean | string>>;
 
 export const sparsegpt: UnstructuredMethod = {
   name: 'sparsegpt',
-  optionNames: ['blocksize', 'damp', 'fp64'],
+  options: {
+    blocksize: `${DEFAULT_BLOCK_SIZE}: columns pruned and compensated together`,
+  damp: '0.01: dampening, a fraction of the mean Hessian diagonal',
+  fp64: 'false: factorise the Hessian in fp64',
+  },
   description: 'SparseGPT: remove weights column by column, compensating through the inverse Hessian',
   needs: ['gram'],
   unsupported: secondOrderUnsupported,

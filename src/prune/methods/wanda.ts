@@ -6,7 +6,7 @@
 import { TopiaryError } from '../../util/errors.js';
 import { applyMask, measureSparsity, validateTarget } from '../masks.js';
 import type { LinearStats, UnstructuredMethod } from '../method.js';
-import { chooseMask, parsePermutationOptions, permutationUnsupported, PERMUTATION_OPTION_NAMES } from '../permutation.js';
+import { chooseMask, parsePermutationOptions, permutationUnsupported, PERMUTATION_OPTIONS } from '../permutation.js';
 
 /** The input's Σ x_j² per feature, checked against the layer width. */
 export function requireSqNorm(stats: LinearStats, cols: number, method: string, layer: string): Float64Array {
@@ -33,7 +33,7 @@ export function wandaScores(weight: Float32Array, rows: number, cols: number, sq
 
 export const wanda: UnstructuredMethod = {
   name: 'wanda',
-  optionNames: PERMUTATION_OPTION_NAMES,
+  options: PERMUTATION_OPTIONS,
   description: 'prune the smallest |W|·‖X‖ per output row (N:M per group; option permute for N:M)',
   needs: ['sqNorm'],
   unsupported: permutationUnsupported,

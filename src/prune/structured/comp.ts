@@ -48,7 +48,12 @@ export const comp: StructuredMethod = {
   name: 'comp',
   description: 'COMP: layer removal by importance, condition-metric neuron pruning, mask tuning',
   addsBias: true,
-  optionNames: ['layers', 'damp', 'tune', 'tuneDamp'],
+  options: {
+    layers: '0.25: share of the target removed as whole layers',
+    damp: '0.01: dampening of the Gram matrix in the scores',
+    tune: 'scales: mask tuning of the output projections (scales, refit or none)',
+    tuneDamp: '1e-6: dampening of the tuning solve',
+  },
   needs: () => ['gram'],
   allocation: () => 'uniform',
   layerShare: (options) => numberOption(options, 'layers', 0.25),

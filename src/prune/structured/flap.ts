@@ -43,7 +43,10 @@ export const flap: StructuredMethod = {
   name: 'flap',
   description: 'FLAP: fluctuation metric, adaptive global structure, bias compensation',
   addsBias: true,
-  optionNames: ['metric', 'structure'],
+  options: {
+    metric: 'wifv: channel score (wifv, ifv or wifn)',
+    structure: 'al-am: adaptive global structure (al-am) or uniform per layer (ul-um)',
+  },
   needs: () => [],
   allocation: (options) => (option(options, 'structure', 'al-am') === 'ul-um' ? 'uniform' : 'global'),
   layerShare: () => 0,

@@ -36,13 +36,6 @@ export const groupParams = (g: LayerGeometry): number => (2 * g.groupSize + 2) *
 export const channelParams = (g: LayerGeometry): number => 3 * g.hidden;
 export const linearParams = (g: LayerGeometry): number => g.groups * groupParams(g) + g.channels * channelParams(g);
 
-/** Every parameter of a layer: weights, biases, norms. */
-export function layerParams(layer: Block): number {
-  let total = Object.values(layer.tensors).reduce((sum, tensor) => sum + tensor.length, 0);
-  for (const lin of Object.values(layer.linears)) total += lin.weight.length + (lin.bias?.length ?? 0);
-  return total;
-}
-
 /** The o_proj input channels (= q rows) of a kv group. */
 export function groupChannels(g: LayerGeometry, group: number): number[] {
   const width = g.groupSize * g.headDim;

@@ -5,11 +5,8 @@ import { magnitudeSp } from './magnitude-sp.js';
 import type { StructuredMethod } from './method.js';
 import { wandaSp } from './wanda-sp.js';
 
+/** Every structured method by its command-line name. */
 export const STRUCTURED_METHODS: readonly StructuredMethod[] = [flap, comp, wandaSp, magnitudeSp];
-
-export function isStructuredMethod(name: string): boolean {
-  return STRUCTURED_METHODS.some((method) => method.name === name);
-}
 
 export function structuredMethodByName(name: string): StructuredMethod {
   const method = STRUCTURED_METHODS.find((m) => m.name === name);

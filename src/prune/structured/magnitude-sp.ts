@@ -11,7 +11,7 @@ export const magnitudeSp: StructuredMethod = {
   name: 'magnitude-sp',
   description: 'structured magnitude: removes the kv groups and MLP channels with the smallest total |W|',
   addsBias: false,
-  optionNames: [],
+  options: {},
   needs: () => [],
   allocation: () => 'uniform',
   layerShare: () => 0,

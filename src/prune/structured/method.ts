@@ -38,7 +38,8 @@ export interface Compensated {
 export interface StructuredMethod {
   readonly name: string;
   readonly description: string;
-  readonly optionNames: readonly string[];
+  /** The options it understands, each with its default and meaning for `--help`. */
+  readonly options: Readonly<Record<string, string>>;
   /** Statistics needed on the o_proj / down_proj inputs beyond 'moments' (which is always gathered). */
   needs(options: MethodOptions): readonly StatKind[];
   /**

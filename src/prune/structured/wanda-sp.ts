@@ -19,7 +19,7 @@ export const wandaSp: StructuredMethod = {
   name: 'wanda-sp',
   description: 'structured Wanda: removes the kv groups and MLP channels with the smallest Σ|W|·‖X‖',
   addsBias: false,
-  optionNames: [],
+  options: {},
   needs: () => ['sqNorm'],
   allocation: () => 'uniform',
   layerShare: () => 0,
