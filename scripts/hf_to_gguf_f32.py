@@ -7,6 +7,7 @@ on tiny models; add an architecture by adding its metadata function to ARCHITECT
 Usage: python3 scripts/hf_to_gguf_f32.py MODEL_DIR OUT.gguf
 """
 import json
+import math
 import os
 import sys
 
@@ -22,8 +23,15 @@ def rope_field(config: dict, key: str, default: float) -> float:
 
 
 def phi3_metadata(writer: gguf.GGUFWriter, config: dict) -> None:
-    """As Phi3MiniModel.set_gguf_parameters (a sliding_window of 0 means none)."""
+    """As Phi3MiniModel.set_gguf_parameters (a sliding_window of 0 means none) and, for LongRoPE,
+    generate_extra_tensors: the factor tensors and the attention factor."""
     n_embd, n_head = config["hidden_size"], config["num_attention_heads"]
+    settings = config.get("rope_scaling") or config.get("rope_parameters") or {}
+    if settings.get("long_factor"):
+        scale = config["max_position_embeddings"] / config["original_max_position_embeddings"]
+        writer.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(scale) / math.log(config["original_max_position_embeddings"])) if scale > 1 else 1.0)
+        writer.add_tensor("rope_factors_long.weight", np.array(settings["long_factor"], dtype=np.float32))
+        writer.add_tensor("rope_factors_short.weight", np.array(settings["short_factor"], dtype=np.float32))
     writer.add_context_length(config["max_position_embeddings"])
     writer.add_rope_scaling_orig_ctx_len(config.get("original_max_position_embeddings", config["max_position_embeddings"]))
     writer.add_embedding_length(n_embd)

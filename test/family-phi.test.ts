@@ -74,13 +74,19 @@ with torch.no_grad():
     json.dump([{"tokens": w[0].tolist(), "logits": model(w).logits.flatten().tolist()} for w in windows], sys.stdout)
 `;
 
-test('Phi-3 LongRoPE: short factors within the original context, long ones beyond, as transformers', async () => {
+test('Phi-3 LongRoPE, from config.json and from GGUF: short factors within the original context, long ones beyond, as transformers', async () => {
   const dir = tempDir();
   const result = spawnSync('python3', ['-c', LONGROPE_SCRIPT, dir], { encoding: 'utf8', maxBuffer: 1 << 26 });
   assert.equal(result.status, 0, result.stderr);
   const references = JSON.parse(result.stdout) as { tokens: number[]; logits: number[] }[];
-  for (const reference of references) {
-    await assertLogitParity(`longrope, ${reference.tokens.length} tokens`, dir, { inputIds: [reference.tokens], logits: reference.logits }, getBackend());
+  // As GGUF, the factors are tensors (rope_factors_short/long) and the attention factor metadata.
+  const gguf = path.join(tempDir(), 'longrope.gguf');
+  const converted = spawnSync('python3', [path.join(repoRoot, 'scripts', 'hf_to_gguf_f32.py'), dir, gguf], { encoding: 'utf8' });
+  assert.equal(converted.status, 0, converted.stderr);
+  for (const model of [dir, gguf]) {
+    for (const reference of references) {
+      await assertLogitParity(`longrope ${path.basename(model)}, ${reference.tokens.length} tokens`, model, { inputIds: [reference.tokens], logits: reference.logits }, getBackend());
+    }
   }
 });
 

@@ -16,6 +16,7 @@ import { openRegularFile, readJsonObject } from '../util/safe-fs.js';
 import type { ModelConfig } from './config.js';
 import { convertRopeRows } from './components/rope.js';
 import { familyFor, familyForGguf, type Family } from './families/index.js';
+import type { GgufTensors } from './families/family.js';
 import { llama } from './families/llama.js';
 
 export interface ModelSource {
@@ -183,9 +184,10 @@ function fromGguf(file: string): ModelSource {
         for (const kind of ['weight', 'bias']) add(`${family.layerPrefix(layer)}${hfName}.${kind}`, `blk.${layer}.${ggufName}.${kind}`, heads);
       }
     }
-    const tensors = {
-      has: (name: string) => mapping.has(name),
-      shape: (name: string) => store.info(mapping.get(name)!.storeName).shape,
+    const tensors: GgufTensors = {
+      has: (name) => mapping.has(name),
+      shape: (name) => store.info(mapping.get(name)!.storeName).shape,
+      readStored: (ggufName) => (store.has(ggufName) ? store.read(ggufName) : undefined),
     };
     const config = layout.parseConfig(meta, arch, modelType, tensors, file);
     const tokenizer = tryTokenizer(() => tokenizerFromGguf(meta), file);

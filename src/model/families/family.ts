@@ -68,6 +68,14 @@ export interface BlockContext {
   scratch(purpose: string, length: number): Float32Array;
 }
 
+/** What GgufLayout.parseConfig sees of a GGUF file's tensors. */
+export interface GgufTensors {
+  has(name: string): boolean;
+  shape(name: string): number[];
+  /** A tensor by its GGUF name, if the file has it: for tensors outside the model's weights. */
+  readStored(ggufName: string): Float32Array | undefined;
+}
+
 /** How a family's tensors are named and laid out in GGUF files (llama.cpp's conventions). */
 export interface GgufLayout {
   /** `general.architecture` values read as this family, with the model_type each becomes. */
@@ -79,8 +87,11 @@ export interface GgufLayout {
    * norm weights are stored as 1 + w. Absent or 0: stored as is.
    */
   storedOffset?(name: string): number;
-  /** The config from GGUF metadata, the tensors present being known. */
-  parseConfig(meta: GgufMetadata, arch: string, modelType: string, tensors: { has(name: string): boolean; shape(name: string): number[] }, file: string): ModelConfig;
+  /**
+   * The config from GGUF metadata, the tensors present being known (by Hugging Face name), and the
+   * file's tensors that are not model weights readable by GGUF name (Phi-3's rope_factors_long).
+   */
+  parseConfig(meta: GgufMetadata, arch: string, modelType: string, tensors: GgufTensors, file: string): ModelConfig;
 }
 
 export interface Family {

@@ -23,7 +23,7 @@ import {
   type RopeScaling,
 } from '../config.js';
 import type { Block, BlockContext, Family, GgufLayout } from './family.js';
-import { parseGgufConfig as llamaGgufConfig, slidingLayers } from './llama.js';
+import { ggufNumber, parseGgufConfig as llamaGgufConfig, slidingLayers } from './llama.js';
 import { hfActivationName, partialRotaryDim, ropeField, ropeParametersJson, ropeSettings, specialTokenFields, SUPERSEDED_ROPE_FIELDS } from './phi.js';
 
 /**
@@ -54,8 +54,13 @@ function phi3RopeScaling(json: Json, file: string, rotaryDim: number, maxPositio
     shortFactor: factors('short_factor'),
     longFactor: factors('long_factor'),
     originalMaxPositionEmbeddings: original,
-    attentionFactor: positiveField(settings, file, 'attention_factor', factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(original))),
+    attentionFactor: positiveField(settings, file, 'attention_factor', longRopeAttentionFactor(factor, original)),
   };
+}
+
+/** LongRoPE's default attention factor for a context extended `factor` times beyond `original`. */
+function longRopeAttentionFactor(factor: number, original: number): number {
+  return factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(original));
 }
 
 function parseConfig(json: Json, file: string): ModelConfig {
@@ -138,17 +143,32 @@ function splitQkvBlocks(ctx: BlockContext, qkv: Float32Array, outFeatures: numbe
 
 /**
  * The config of a GGUF written by llama.cpp's converter: the LLaMA metadata (a sliding_window of 0
- * meaning none, as for Phi-3 itself), plus the rotated part of each head.
+ * meaning none, as for Phi-3 itself), the rotated part of each head, and LongRoPE's factors, which
+ * the converter stores as the tensors rope_factors_short/long with the attention factor and the
+ * original context in the metadata.
  */
 const parseGgufConfig: GgufLayout['parseConfig'] = (meta: GgufMetadata, arch, modelType, tensors, file) => {
-  // The converter writes an attention factor only with longrope's rope_factors_long/short tensors.
-  if (meta[`${arch}.rope.scaling.attn_factor`] !== undefined) throw new TopiaryError('Phi-3 longrope (rope_factors_long/short) is not supported yet', file);
   const config = llamaGgufConfig(meta, arch, modelType, tensors, file);
   const rotaryDim = meta[`${arch}.rope.dimension_count`] ?? config.headDim;
   if (typeof rotaryDim !== 'number' || !Number.isInteger(rotaryDim) || rotaryDim < 2 || rotaryDim % 2 !== 0 || rotaryDim > config.headDim) {
     throw new TopiaryError(`GGUF metadata "${arch}.rope.dimension_count" (${String(rotaryDim)}) should be an even number of features up to the head size ${config.headDim}`, file);
   }
-  return { ...config, rope: { ...config.rope!, rotaryDim } };
+  const shortFactor = tensors.readStored('rope_factors_short.weight');
+  const longFactor = tensors.readStored('rope_factors_long.weight');
+  if (!shortFactor && !longFactor) return { ...config, rope: { ...config.rope!, rotaryDim } };
+  if (shortFactor?.length !== rotaryDim / 2 || longFactor?.length !== rotaryDim / 2) {
+    throw new TopiaryError(`the tensors rope_factors_short and rope_factors_long should both hold ${rotaryDim / 2} factors (one per rotated frequency)`, file);
+  }
+  const original = ggufNumber(meta, `${arch}.rope.scaling.original_context_length`, file);
+  const factor = config.maxPositionEmbeddings / original;
+  const scaling: RopeScaling = {
+    type: 'longrope',
+    shortFactor: Array.from(shortFactor),
+    longFactor: Array.from(longFactor),
+    originalMaxPositionEmbeddings: original,
+    attentionFactor: ggufNumber(meta, `${arch}.rope.scaling.attn_factor`, file, longRopeAttentionFactor(factor, original)),
+  };
+  return { ...config, rope: { ...config.rope!, rotaryDim, scaling } };
 };
 
 export const phi3: Family = {
