@@ -21,6 +21,50 @@ import type { ModelSource } from './sources.js';
 export { KvCache };
 export type { Block, InputObserver, Linear };
 
+/**
+ * Refuses a config that disagrees with the tensors present, before anything is allocated: a
+ * different layer count, a missing or misshapen linear layer, head counts the projections cannot
+ * hold, a missing head while the config says untied. Shapes only; no weight is read.
+ */
+export function checkConfigAgainstTensors(source: ModelSource): void {
+  const { config, family } = source;
+  const fail = (message: string): never => {
+    throw new TopiaryError(message, source.configFile);
+  };
+  const names = source.tensorNames();
+  const holds = (layer: number) => names.some((name) => name.startsWith(family.layerPrefix(layer)));
+  if (!holds(config.numLayers - 1) || holds(config.numLayers)) {
+    let present = 0;
+    while (present < names.length && holds(present)) present++;
+    fail(`the config says ${config.numLayers} layers, the weights hold ${present}`);
+  }
+  const { headDim } = config;
+  const widest = { heads: 0, kvHeads: 0 };
+  for (let layer = 0; layer < config.numLayers; layer++) {
+    const shapes: Record<string, number[]> = {};
+    for (const spec of family.linears) {
+      const name = `${family.layerPrefix(layer)}${spec.name}.weight`;
+      if (!source.has(name)) fail(`the weights lack "${name}"`);
+      const shape = source.shape(name);
+      if (shape.length !== 2 || shape.some((d) => !(d > 0))) fail(`tensor "${name}" should be a non-empty matrix, has shape [${shape}]`);
+      shapes[spec.role] = shape;
+    }
+    // Separate attention projections: whole heads, query heads a multiple of kv heads.
+    const [q, k, v, o] = [shapes.q, shapes.k, shapes.v, shapes.o];
+    if (q && k && v && o) {
+      const fits = q[0]! % headDim === 0 && k[0]! % headDim === 0 && v[0] === k[0] && (q[0]! / headDim) % (k[0]! / headDim) === 0 && o[1] === q[0];
+      if (!fits) fail(`layer ${layer}: q/k/v/o shapes [${q}] [${k}] [${v}] [${o}] do not hold whole heads of head_dim ${headDim}`);
+      widest.heads = Math.max(widest.heads, q[0]! / headDim);
+      widest.kvHeads = Math.max(widest.kvHeads, k[0]! / headDim);
+    }
+  }
+  // The config states the widest layer (structurally pruned layers may be narrower).
+  if (widest.heads > 0 && (widest.heads !== config.numHeads || widest.kvHeads !== config.numKvHeads)) {
+    fail(`the config says ${config.numHeads} attention heads and ${config.numKvHeads} key/value heads, the weights hold ${widest.heads} and ${widest.kvHeads}`);
+  }
+  if (!config.tieWordEmbeddings && !source.has(family.lmHead)) fail(`the config says the LM head is untied, but the weights lack "${family.lmHead}"`);
+}
+
 export class CausalLM {
   readonly config: ModelConfig;
   readonly family: Family;
@@ -40,6 +84,7 @@ export class CausalLM {
     readonly source: ModelSource,
     readonly backend: Backend,
   ) {
+    checkConfigAgainstTensors(source);
     this.config = source.config;
     this.family = source.family;
     this.blocks = new Array<Block | undefined>(this.config.numLayers).fill(undefined);
@@ -230,7 +275,7 @@ export class CausalLM {
 
   private headMatrix(): Float32Array {
     const name = this.family.lmHead;
-    if (this.config.tieWordEmbeddings || !this.source.has(name)) return this.embeddingMatrix();
+    if (this.config.tieWordEmbeddings) return this.embeddingMatrix();
     this.headWeight ??= this.readTensor(name, [this.config.vocabSize, this.wordWidth]);
     return this.headWeight;
   }
