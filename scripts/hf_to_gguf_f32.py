@@ -4,7 +4,9 @@ lays it out: tensor names from the gguf package's name map, and the hyper-parame
 converter writes for the architecture. No tokenizer: tests feed token ids. For tests of GGUF input
 on tiny models; add an architecture by adding its metadata function to ARCHITECTURES.
 
-Usage: python3 scripts/hf_to_gguf_f32.py MODEL_DIR OUT.gguf
+Usage: python3 scripts/hf_to_gguf_f32.py MODEL_DIR OUT.gguf [--fuse-qkv]
+--fuse-qkv stores each layer's q, k and v projections as one attn_qkv [q | k | v], as Phi-2 GGUFs
+converted from Microsoft's original checkpoint have them.
 """
 import json
 import math
@@ -64,7 +66,7 @@ ARCHITECTURES = {"phi3": (gguf.MODEL_ARCH.PHI3, phi3_metadata), "phi": (gguf.MOD
 
 
 def main() -> None:
-    model_dir, out = sys.argv[1], sys.argv[2]
+    model_dir, out, fuse_qkv = sys.argv[1], sys.argv[2], "--fuse-qkv" in sys.argv[3:]
     with open(os.path.join(model_dir, "config.json")) as f:
         config = json.load(f)
     if config["model_type"] not in ARCHITECTURES:
@@ -74,7 +76,13 @@ def main() -> None:
     metadata(writer, config)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
     names = gguf.get_tensor_name_map(arch, config["num_hidden_layers"])
-    for name, data in load_file(os.path.join(model_dir, "model.safetensors")).items():
+    tensors = load_file(os.path.join(model_dir, "model.safetensors"))
+    if fuse_qkv:
+        for layer in range(config["num_hidden_layers"]):
+            for kind in ("weight", "bias"):
+                parts = [tensors.pop(f"model.layers.{layer}.self_attn.{p}_proj.{kind}") for p in "qkv"]
+                writer.add_tensor(f"blk.{layer}.attn_qkv.{kind}", np.concatenate(parts).astype(np.float32))
+    for name, data in tensors.items():
         gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             sys.exit(f"no GGUF name for tensor {name!r}")

@@ -37,10 +37,10 @@ for (const name of ['phi3-mha-sliding', 'phi-mha']) {
   });
 }
 
-/** Fixture `name` written as an F32 GGUF the way llama.cpp's converter lays it out. */
-function asGguf(name: string): string {
+/** Fixture `name` written as an F32 GGUF the way llama.cpp's converter lays it out (`options`: see the script). */
+function asGguf(name: string, ...options: string[]): string {
   const file = path.join(tempDir(), `${name}.gguf`);
-  const result = spawnSync('python3', [path.join(repoRoot, 'scripts', 'hf_to_gguf_f32.py'), modelDir(name), file], { encoding: 'utf8' });
+  const result = spawnSync('python3', [path.join(repoRoot, 'scripts', 'hf_to_gguf_f32.py'), modelDir(name), file, ...options], { encoding: 'utf8' });
   assert.equal(result.status, 0, result.stderr);
   return file;
 }
@@ -52,6 +52,14 @@ for (const name of ['phi3-gqa-partial', 'phi3-mha-sliding', 'phi-mha']) {
     await assertLogitParity(name, asGguf(name), readReference(modelsDir, name), getBackend());
   });
 }
+
+test('phi-mha as a GGUF with a fused attn_qkv (older Phi-2 conversions) gives transformers\' logits', async () => {
+  const file = asGguf('phi-mha', '--fuse-qkv');
+  const model = await loadModel(file, { backend: getBackend() });
+  assert.deepEqual(model.source.shape('model.layers.1.self_attn.k_proj.weight'), [64, 64]);
+  assert.deepEqual(model.source.shape('model.layers.1.self_attn.v_proj.bias'), [64]);
+  await assertLogitParity('phi-mha fused', file, readReference(modelsDir, 'phi-mha'), getBackend());
+});
 
 /**
  * A tiny Phi-3 with LongRoPE (original context 16 of 64, so an attention factor above 1; partial

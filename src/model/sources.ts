@@ -48,6 +48,8 @@ interface Mapping {
   transposed?: boolean;
   /** Stored with this added to every element (GGUF Gemma norms): subtracted on read. */
   offset?: number;
+  /** Rows start..start+count−1 of a stored tensor that fuses several (GGUF Phi-2's attn_qkv). */
+  rowRange?: { start: number; count: number };
 }
 
 /** data [rows, cols] → [cols, rows]. */
@@ -68,6 +70,13 @@ export function storedLayout(family: Family, name: string, shape: number[]): { s
   if (!isTransposed(family, name)) return { shape, convert: (data) => data };
   const [rows, cols] = shape as [number, number];
   return { shape: [cols, rows], convert: (data) => transpose(data, rows, cols) };
+}
+
+/** The canonical shape of the tensor `entry` maps to. */
+function mappedShape(store: TensorStore, entry: Mapping): number[] {
+  const shape = store.info(entry.storeName).shape;
+  if (entry.rowRange) return [entry.rowRange.count, ...shape.slice(1)];
+  return entry.transposed ? [shape[1]!, shape[0]!] : shape;
 }
 
 function mappedSource(
@@ -94,16 +103,13 @@ function mappedSource(
     tokenizer,
     tensorNames: () => [...mapping.keys()],
     has: (name) => mapping.has(name),
-    shape(name) {
-      const entry = lookup(name);
-      const shape = store.info(entry.storeName).shape;
-      return entry.transposed ? [shape[1]!, shape[0]!] : shape;
-    },
+    shape: (name) => mappedShape(store, lookup(name)),
     dtype: (name) => store.info(lookup(name).storeName).dtype,
     read(name) {
       const entry = lookup(name);
-      const data = store.read(entry.storeName);
-      const [rows, cols = 1] = store.info(entry.storeName).shape as [number, number?];
+      const [storedRows, cols = 1] = store.info(entry.storeName).shape as [number, number?];
+      const { start, count: rows } = entry.rowRange ?? { start: 0, count: storedRows };
+      const data = entry.rowRange ? store.read(entry.storeName).slice(start * cols, (start + rows) * cols) : store.read(entry.storeName);
       if (entry.transposed) return transpose(data, rows, cols);
       if (entry.offset) return Float32Array.from(data, (value) => value - entry.offset!);
       if (!entry.unpermuteHeads) return data;
@@ -183,10 +189,21 @@ function fromGguf(file: string): ModelSource {
         const heads = !interleavedRope ? undefined : ggufName === 'attn_q' ? headCount('attention.head_count', layer) : ggufName === 'attn_k' ? headCount('attention.head_count_kv', layer) : undefined;
         for (const kind of ['weight', 'bias']) add(`${family.layerPrefix(layer)}${hfName}.${kind}`, `blk.${layer}.${ggufName}.${kind}`, heads);
       }
+      for (const [ggufName, split] of Object.entries(layout.fusedLayerNames ?? {})) {
+        for (const kind of ['weight', 'bias']) {
+          const storeName = `blk.${layer}.${ggufName}.${kind}`;
+          if (!store.has(storeName)) continue;
+          let start = 0;
+          for (const part of split(store.info(storeName).shape[0]!, meta, arch)) {
+            mapping.set(`${family.layerPrefix(layer)}${part.name}.${kind}`, { storeName, rowRange: { start, count: part.rows } });
+            start += part.rows;
+          }
+        }
+      }
     }
     const tensors: GgufTensors = {
       has: (name) => mapping.has(name),
-      shape: (name) => store.info(mapping.get(name)!.storeName).shape,
+      shape: (name) => mappedShape(store, mapping.get(name)!),
       readStored: (ggufName) => (store.has(ggufName) ? store.read(ggufName) : undefined),
     };
     const config = layout.parseConfig(meta, arch, modelType, tensors, file);

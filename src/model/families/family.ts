@@ -83,6 +83,12 @@ export interface GgufLayout {
   /** GGUF block tensor names (without `blk.N.` and `.weight`) → Hugging Face names under the layer prefix. */
   layerNames: Record<string, string>;
   /**
+   * GGUF block tensors that fuse what Hugging Face stores separately (older Phi-2 files' attn_qkv):
+   * GGUF name → the Hugging Face names under the layer prefix with their row counts, in stored
+   * order, given the stored row count. Each is read as its range of rows.
+   */
+  fusedLayerNames?: Record<string, (storedRows: number, meta: GgufMetadata, arch: string) => { name: string; rows: number }[]>;
+  /**
    * What llama.cpp's converter adds to a tensor (Hugging Face name), subtracted on read: Gemma's
    * norm weights are stored as 1 + w. Absent or 0: stored as is.
    */

@@ -130,9 +130,6 @@ function toHfConfig(config: ModelConfig): Json {
 const parseGgufConfig: GgufLayout['parseConfig'] = (meta: GgufMetadata, arch, modelType, tensors, file) => {
   const num = (key: string, fallback?: number) => ggufNumber(meta, `${arch}.${key}`, file, fallback);
   const layer0 = phi.layerPrefix(0);
-  if (!tensors.has(`${layer0}self_attn.q_proj.weight`)) {
-    throw new TopiaryError('Phi-2 GGUF files with a fused attn_qkv (converted from the original Microsoft checkpoint) are not supported; convert from the Hugging Face model', file);
-  }
   const hiddenSize = num('embedding_length');
   const numHeads = num('attention.head_count');
   const headDim = hiddenSize / numHeads;
@@ -205,6 +202,19 @@ export const phi: Family = {
       attn_output: 'self_attn.dense',
       ffn_up: 'mlp.fc1',
       ffn_down: 'mlp.fc2',
+    },
+    // Files converted from Microsoft's original Phi-2 checkpoint fuse q, k and v as [q | k | v];
+    // q has all the hidden size's rows, k and v share the rest.
+    fusedLayerNames: {
+      attn_qkv: (storedRows, meta, arch) => {
+        const qRows = Number(meta[`${arch}.embedding_length`]);
+        const kvRows = Math.floor((storedRows - qRows) / 2);
+        return [
+          { name: 'self_attn.q_proj', rows: qRows },
+          { name: 'self_attn.k_proj', rows: kvRows },
+          { name: 'self_attn.v_proj', rows: kvRows },
+        ];
+      },
     },
     parseConfig: parseGgufConfig,
   },
