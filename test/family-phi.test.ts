@@ -5,7 +5,7 @@
  * unstructured and 2:4 pruning keep the fused projections' exact patterns and the exported folders
  * load in transformers with Topiary's logits; structured pruning is refused before any work; both
  * written as GGUF the way llama.cpp's converter writes them give transformers' logits; LongRoPE
- * matches transformers within and beyond the original context.
+ * matches transformers within and beyond the original context, and so does Phi's qk_layernorm.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -62,39 +62,75 @@ test('phi-mha as a GGUF with a fused attn_qkv (older Phi-2 conversions) gives tr
 });
 
 /**
- * A tiny Phi-3 with LongRoPE (original context 16 of 64, so an attention factor above 1; partial
- * rotary 0.75 = 6 factors per set), and transformers' logits for one window within the original
- * context (short factors) and one beyond it (long factors), each its own forward pass.
+ * Two tiny models for features the shared fixtures lack, made by transformers in one process with
+ * its logits for one window within 16 tokens and one of 40:
+ * - longrope: Phi-3 with LongRoPE, original context 16 of 64 (so an attention factor above 1),
+ *   partial rotary 0.75 (6 factors per set): the short window uses the short factors, the long
+ *   window the long ones, each its own forward pass;
+ * - qk-layernorm: Phi with qk_layernorm, its per-head LayerNorm weights and biases randomised.
  */
-const LONGROPE_SCRIPT = `
-import json, sys, torch
-from transformers import Phi3Config, Phi3ForCausalLM
+const GENERATE_SCRIPT = `
+import json, os, sys, torch
+from transformers import Phi3Config, Phi3ForCausalLM, PhiConfig, PhiForCausalLM
 out = sys.argv[1]
-torch.manual_seed(0)
-config = Phi3Config(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, max_position_embeddings=64, original_max_position_embeddings=16, initializer_range=0.2,
-    pad_token_id=0, eos_token_id=2, rope_scaling={"type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
-    "short_factor": [1.0, 1.3, 1.9, 2.6, 3.8, 5.1], "long_factor": [1.1, 2.0, 4.5, 9.0, 17.0, 30.0]})
-model = Phi3ForCausalLM(config).eval()
-model.save_pretrained(out)
-windows = [torch.randint(0, 256, (1, 12), generator=torch.Generator().manual_seed(1)), torch.randint(0, 256, (1, 40), generator=torch.Generator().manual_seed(2))]
-with torch.no_grad():
-    json.dump([{"tokens": w[0].tolist(), "logits": model(w).logits.flatten().tolist()} for w in windows], sys.stdout)
+small = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+    initializer_range=0.2, pad_token_id=0, eos_token_id=2)
+models = {
+    "longrope": Phi3ForCausalLM(Phi3Config(**small, num_key_value_heads=2, max_position_embeddings=64,
+        original_max_position_embeddings=16, rope_scaling={"type": "longrope", "rope_theta": 10000.0,
+        "partial_rotary_factor": 0.75, "short_factor": [1.0, 1.3, 1.9, 2.6, 3.8, 5.1],
+        "long_factor": [1.1, 2.0, 4.5, 9.0, 17.0, 30.0]})),
+    "qk-layernorm": PhiForCausalLM(PhiConfig(**small, qk_layernorm=True, max_position_embeddings=64)),
+}
+windows = [torch.randint(0, 256, (1, n), generator=torch.Generator().manual_seed(n)) for n in (12, 40)]
+references = {}
+for name, model in models.items():
+    torch.manual_seed(0)
+    model.apply(model._init_weights)
+    with torch.no_grad():
+        for param_name, param in model.named_parameters():
+            if "_layernorm." in param_name:
+                param.normal_(1.0 if param_name.endswith("weight") else 0.0, 0.3)
+    model.eval().save_pretrained(os.path.join(out, name))
+    with torch.no_grad():
+        references[name] = [{"tokens": w[0].tolist(), "logits": model(w).logits.flatten().tolist()} for w in windows]
+json.dump(references, sys.stdout)
 `;
 
+interface Generated {
+  dir: string;
+  references: Record<'longrope' | 'qk-layernorm', { tokens: number[]; logits: number[] }[]>;
+}
+
+let generated: Generated | undefined;
+function generatedModels(): Generated {
+  if (!generated) {
+    const dir = tempDir();
+    const result = spawnSync('python3', ['-c', GENERATE_SCRIPT, dir], { encoding: 'utf8', maxBuffer: 1 << 26 });
+    assert.equal(result.status, 0, result.stderr);
+    generated = { dir, references: JSON.parse(result.stdout) as Generated['references'] };
+  }
+  return generated;
+}
+
 test('Phi-3 LongRoPE, from config.json and from GGUF: short factors within the original context, long ones beyond, as transformers', async () => {
-  const dir = tempDir();
-  const result = spawnSync('python3', ['-c', LONGROPE_SCRIPT, dir], { encoding: 'utf8', maxBuffer: 1 << 26 });
-  assert.equal(result.status, 0, result.stderr);
-  const references = JSON.parse(result.stdout) as { tokens: number[]; logits: number[] }[];
+  const { dir, references } = generatedModels();
+  const model = path.join(dir, 'longrope');
   // As GGUF, the factors are tensors (rope_factors_short/long) and the attention factor metadata.
   const gguf = path.join(tempDir(), 'longrope.gguf');
-  const converted = spawnSync('python3', [path.join(repoRoot, 'scripts', 'hf_to_gguf_f32.py'), dir, gguf], { encoding: 'utf8' });
+  const converted = spawnSync('python3', [path.join(repoRoot, 'scripts', 'hf_to_gguf_f32.py'), model, gguf], { encoding: 'utf8' });
   assert.equal(converted.status, 0, converted.stderr);
-  for (const model of [dir, gguf]) {
-    for (const reference of references) {
-      await assertLogitParity(`longrope ${path.basename(model)}, ${reference.tokens.length} tokens`, model, { inputIds: [reference.tokens], logits: reference.logits }, getBackend());
+  for (const source of [model, gguf]) {
+    for (const reference of references.longrope) {
+      await assertLogitParity(`longrope ${path.basename(source)}, ${reference.tokens.length} tokens`, source, { inputIds: [reference.tokens], logits: reference.logits }, getBackend());
     }
+  }
+});
+
+test('Phi with qk_layernorm: per-head LayerNorm on q and k before RoPE, as transformers', async () => {
+  const { dir, references } = generatedModels();
+  for (const reference of references['qk-layernorm']) {
+    await assertLogitParity(`qk-layernorm, ${reference.tokens.length} tokens`, path.join(dir, 'qk-layernorm'), { inputIds: [reference.tokens], logits: reference.logits }, getBackend());
   }
 });
 
@@ -113,7 +149,6 @@ function editedConfig(name: string, changes: Record<string, unknown>): { dir: st
 
 const REFUSED_CONFIGS: { what: string; name: string; changes: Record<string, unknown>; error: RegExp }[] = [
   { what: 'a missing hidden_size', name: 'phi-mha', changes: { hidden_size: undefined }, error: /missing required field "hidden_size"/ },
-  { what: 'q/k LayerNorm', name: 'phi-mha', changes: { qk_layernorm: true }, error: /"qk_layernorm": true are not supported/ },
   { what: 'a rotary part of one feature', name: 'phi-gqa-legacy', changes: { partial_rotary_factor: 0.1 }, error: /"partial_rotary_factor" \(0\.1\) should rotate an even number/ },
   {
     what: 'LongRoPE factors that do not match the rotated frequencies',

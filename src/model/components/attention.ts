@@ -1,10 +1,11 @@
 /**
  * Self-attention as every family here computes it, from the projected q, k and v on: per-head
- * q/k RMSNorm (Qwen3, Gemma 3), RoPE (when the model has it), the KV cache, and causal attention
+ * q/k norm (Qwen3 and Gemma 3 RMSNorm, Phi LayerNorm), RoPE (when the model has it), the KV cache, and causal attention
  * with grouped-query sharing, an optional sliding window and score soft-capping.
  */
 import type { BlockContext, Block } from '../families/family.js';
 import { linear } from './linear.js';
+import { norm } from './norm.js';
 
 export interface AttentionInputs {
   /** [rows, numHeads·headDim] */
@@ -14,9 +15,12 @@ export interface AttentionInputs {
   v: Float32Array;
   numHeads: number;
   numKvHeads: number;
-  /** Per-head RMSNorm weights [headDim] applied to q and k before RoPE. */
+  /** Per-head norm weights [headDim] applied to q and k before RoPE (the model's norm kind). */
   qNorm?: Float32Array;
   kNorm?: Float32Array;
+  /** Their biases, for LayerNorm. */
+  qNormBias?: Float32Array;
+  kNormBias?: Float32Array;
 }
 
 /** Attention output [rows, numHeads·headDim], in the context's scratch buffer 'attention'. */
@@ -25,9 +29,8 @@ export async function attend(ctx: BlockContext, inputs: AttentionInputs): Promis
   const { q, k, v, numHeads, numKvHeads } = inputs;
   const headDim = config.headDim;
   if (inputs.qNorm && inputs.kNorm) {
-    if (config.norm.kind !== 'rms') throw new Error('q/k norm is an RMSNorm');
-    await backend.rmsNorm(q, inputs.qNorm, config.norm.eps, q, config.norm.weightOffset);
-    await backend.rmsNorm(k, inputs.kNorm, config.norm.eps, k, config.norm.weightOffset);
+    await norm(backend, config.norm, inputs.qNorm, inputs.qNormBias, q, q);
+    await norm(backend, config.norm, inputs.kNorm, inputs.kNormBias, k, k);
   }
   if (config.rope && ctx.rope) {
     const common = { rows, headDim, rotaryDim: config.rope.rotaryDim, seqLen, firstPosition: pastLength, layout: config.rope.layout };
@@ -57,7 +60,7 @@ export async function attend(ctx: BlockContext, inputs: AttentionInputs): Promis
  * input x [rows, hidden] to the output projection's result [rows, hidden] (scratch 'residual').
  * Head counts come from the weights, so structurally pruned layers need nothing special.
  */
-export async function separateProjectionAttention(ctx: BlockContext, block: Block, x: Float32Array, qkNorm?: { q: Float32Array; k: Float32Array }): Promise<Float32Array> {
+export async function separateProjectionAttention(ctx: BlockContext, block: Block, x: Float32Array, qkNorm?: { q: Float32Array; k: Float32Array; qBias?: Float32Array; kBias?: Float32Array }): Promise<Float32Array> {
   const { q: qProj, k: kProj, v: vProj, o: oProj } = block.linears as Record<'q' | 'k' | 'v' | 'o', Block['linears'][string]>;
   await ctx.observe?.(['q', 'k', 'v'], x, ctx.rows, qProj.inFeatures);
   const q = await linear(ctx, x, qProj, 'q');
@@ -71,6 +74,7 @@ export async function separateProjectionAttention(ctx: BlockContext, block: Bloc
     numHeads: qProj.outFeatures / headDim,
     numKvHeads: kProj.outFeatures / headDim,
     ...(qkNorm ? { qNorm: qkNorm.q, kNorm: qkNorm.k } : {}),
+    ...(qkNorm?.qBias && qkNorm.kBias ? { qNormBias: qkNorm.qBias, kNormBias: qkNorm.kBias } : {}),
   });
   await ctx.observe?.(['o'], out, ctx.rows, oProj.inFeatures);
   return linear(ctx, out, oProj, 'residual');

@@ -1,7 +1,7 @@
 /**
  * Phi-1/Phi-2 (model_type 'phi'): one LayerNorm feeds attention and the MLP in parallel, whose
  * outputs both join the residual stream; partial rotary; biases on every linear layer including
- * the LM head; a final LayerNorm. The attention output projection is `dense`, the MLP a plain
+ * the LM head; a final LayerNorm; with qk_layernorm, a per-head LayerNorm on q and k. The attention output projection is `dense`, the MLP a plain
  * fc1 → act → fc2.
  */
 import type { GgufMetadata } from '../../formats/gguf.js';
@@ -59,7 +59,6 @@ export function ropeParametersJson(config: ModelConfig): Json | undefined {
 }
 
 function parseConfig(json: Json, file: string): ModelConfig {
-  if (json.qk_layernorm === true) throw new TopiaryError('Phi models with "qk_layernorm": true are not supported', file);
   const shape = attentionShape(json, file);
   const { theta, scaling } = ropeBase(json, file);
   return {
@@ -115,7 +114,6 @@ function toHfConfig(config: ModelConfig): Json {
       max_position_embeddings: config.maxPositionEmbeddings,
       tie_word_embeddings: config.tieWordEmbeddings,
       hidden_act: hfActivationName(config.activation),
-      qk_layernorm: false,
       ...specialTokenFields(config),
     },
     SUPERSEDED_ROPE_FIELDS,
@@ -185,9 +183,17 @@ export const phi: Family = {
     const { backend, config } = ctx;
     const normed = ctx.scratch('normed', hidden.length);
     await norm(backend, config.norm, block.tensors['input_layernorm.weight']!, block.tensors['input_layernorm.bias'], hidden, normed);
+    // With qk_layernorm, q and k get a per-head LayerNorm before RoPE.
+    const qNorm = block.tensors['self_attn.q_layernorm.weight'];
+    const qkNorm = qNorm && {
+      q: qNorm,
+      k: block.tensors['self_attn.k_layernorm.weight']!,
+      qBias: block.tensors['self_attn.q_layernorm.bias']!,
+      kBias: block.tensors['self_attn.k_layernorm.bias']!,
+    };
     // Both branches read `normed`; the attention output joins the stream before the MLP runs
     // because both return their result in the same scratch buffer.
-    await backend.addInPlace(hidden, await separateProjectionAttention(ctx, block, normed));
+    await backend.addInPlace(hidden, await separateProjectionAttention(ctx, block, normed, qkNorm));
     await backend.addInPlace(hidden, await plainMlp(ctx, block, normed, config.activation, { up: 'fc1', down: 'fc2' }));
   },
 
