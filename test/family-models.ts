@@ -87,3 +87,20 @@ export function readReference(dir: string, name: string): FamilyReference {
   for (let i = 0; i < logits.length; i++) logits[i] = view.getFloat32(i * 4, true);
   return { inputIds: reference.input_ids, logits };
 }
+
+/** GPT-2's printable stand-ins for the 256 bytes, in byte order (its bytes_to_unicode). */
+function byteLevelAlphabet(): string[] {
+  const printable = (b: number) => (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+  let unprintable = 0;
+  return Array.from({ length: 256 }, (_, b) => String.fromCharCode(printable(b) ? b : 256 + unprintable++));
+}
+
+/**
+ * A tokenizer.json for the models' 256-entry vocabulary (they come without one): byte-level BPE
+ * without merges, each byte its own id, so that `pruneModel` can draw calibration windows from text.
+ */
+export function byteTokenizerJson(): object {
+  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
+  const vocab = Object.fromEntries(byteLevelAlphabet().map((char, id) => [char, id]));
+  return { version: '1.0', added_tokens: [], normalizer: null, pre_tokenizer: byteLevel, post_processor: null, decoder: byteLevel, model: { type: 'BPE', vocab, merges: [] } };
+}

@@ -5,7 +5,6 @@
  * with Topiary's logits; one-line refusals of bad configs and of structured pruning.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
@@ -17,9 +16,9 @@ import { loadModel } from '../src/model/load.js';
 import { checkNmPattern, prunedCount } from '../src/prune/masks.js';
 import type { SparsityTarget } from '../src/prune/method.js';
 import { pruneModel } from '../src/prune/run.js';
-import { familyModels, readReference } from './family-models.js';
-import { assertTopiaryError, repoRoot, runCli, tempDir, testDataDir } from './helpers.js';
-import { PARITY_TOLERANCE } from './parity.js';
+import { byteTokenizerJson, familyModels, readReference } from './family-models.js';
+import { assertTopiaryError, runCli, tempDir, testDataDir } from './helpers.js';
+import { PARITY_TOLERANCE, transformersLogits } from './parity.js';
 
 const { dir: modelsDir } = await familyModels();
 const modelDir = (name: string) => path.join(modelsDir, name);
@@ -71,13 +70,6 @@ test('a checkpoint saved from OPTModel (tensors without the model. prefix, as fa
   assert.deepEqual(ours, reference);
 });
 
-/** GPT-2's printable stand-ins for the 256 bytes, in byte order (its bytes_to_unicode). */
-function byteLevelAlphabet(): string[] {
-  const printable = (b: number) => (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-  let unprintable = 0;
-  return Array.from({ length: 256 }, (_, b) => String.fromCharCode(printable(b) ? b : 256 + unprintable++));
-}
-
 /**
  * The fixture model with a byte-level tokenizer whose ids are the bytes (the fixture's vocabulary
  * has 256 entries and no tokenizer), so that `pruneModel` can draw calibration windows from text.
@@ -88,25 +80,12 @@ function withByteTokenizer(name: string): string {
   // As a half-precision checkpoint saved by transformers 5 says (the weights stay F32).
   const config = { ...JSON.parse(fs.readFileSync(path.join(modelDir(name), 'config.json'), 'utf8')), dtype: 'float16' };
   fs.writeFileSync(path.join(out, 'config.json'), JSON.stringify(config));
-  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
-  const vocab = Object.fromEntries(byteLevelAlphabet().map((char, id) => [char, id]));
-  const tokenizer = { version: '1.0', added_tokens: [], normalizer: null, pre_tokenizer: byteLevel, post_processor: null, decoder: byteLevel, model: { type: 'BPE', vocab, merges: [] } };
-  fs.writeFileSync(path.join(out, 'tokenizer.json'), JSON.stringify(tokenizer));
+  fs.writeFileSync(path.join(out, 'tokenizer.json'), JSON.stringify(byteTokenizerJson()));
   return out;
 }
 
 function zeros(data: Float32Array): number {
   return data.reduce((count, value) => count + (value === 0 ? 1 : 0), 0);
-}
-
-/** transformers' logits for each folder, from one Python process. */
-function transformersLogits(dirs: string[], windows: number[][]): Float32Array[] {
-  const result = spawnSync('python3', [path.join(repoRoot, 'scripts', 'hf_logits.py'), ...dirs, JSON.stringify(windows)], { encoding: 'utf8', maxBuffer: 1 << 28 });
-  assert.equal(result.status, 0, `transformers failed:\n${result.stderr}`);
-  return result.stdout
-    .trim()
-    .split('\n')
-    .map((line) => Float32Array.from((JSON.parse(line) as { logits: number[] }).logits));
 }
 
 test('opt-postnorm-proj: magnitude, Wanda and SparseGPT at 50% and 2:4 give exact sparsity, and transformers loads the result with our logits', async () => {

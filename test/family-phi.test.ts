@@ -20,10 +20,10 @@ import { openModelSource } from '../src/model/sources.js';
 import { checkNmPattern, prunedCount } from '../src/prune/masks.js';
 import type { SparsityTarget } from '../src/prune/method.js';
 import { pruneModel } from '../src/prune/run.js';
-import { familyModels, readReference } from './family-models.js';
+import { byteTokenizerJson, familyModels, readReference } from './family-models.js';
 import { checkAgainstFullPass } from './kv-cache-check.js';
 import { assertTopiaryError, repoRoot, runCli, tempDir, testDataDir } from './helpers.js';
-import { assertLogitParity, PARITY_TOLERANCE } from './parity.js';
+import { assertLogitParity, PARITY_TOLERANCE, transformersLogits } from './parity.js';
 
 const { dir: modelsDir } = await familyModels();
 const modelDir = (name: string) => path.join(modelsDir, name);
@@ -40,7 +40,7 @@ for (const name of ['phi3-mha-sliding', 'phi-mha']) {
 /** Fixture `name` written as an F32 GGUF the way llama.cpp's converter lays it out (`options`: see the script). */
 function asGguf(name: string, ...options: string[]): string {
   const file = path.join(tempDir(), `${name}.gguf`);
-  const result = spawnSync('python3', [path.join(repoRoot, 'scripts', 'hf_to_gguf_f32.py'), modelDir(name), file, ...options], { encoding: 'utf8' });
+  const result = spawnSync('python3', [path.join(repoRoot, 'scripts', 'tiny_hf_to_gguf.py'), ...options, modelDir(name), file], { encoding: 'utf8' });
   assert.equal(result.status, 0, result.stderr);
   return file;
 }
@@ -118,7 +118,7 @@ test('Phi-3 LongRoPE, from config.json and from GGUF: short factors within the o
   const model = path.join(dir, 'longrope');
   // As GGUF, the factors are tensors (rope_factors_short/long) and the attention factor metadata.
   const gguf = path.join(tempDir(), 'longrope.gguf');
-  const converted = spawnSync('python3', [path.join(repoRoot, 'scripts', 'hf_to_gguf_f32.py'), model, gguf], { encoding: 'utf8' });
+  const converted = spawnSync('python3', [path.join(repoRoot, 'scripts', 'tiny_hf_to_gguf.py'), model, gguf], { encoding: 'utf8' });
   assert.equal(converted.status, 0, converted.stderr);
   for (const source of [model, gguf]) {
     for (const reference of references.longrope) {
@@ -179,42 +179,12 @@ test('structured pruning refuses the Phi families in one line, before any work',
   }
 });
 
-/**
- * A byte-level tokenizer whose 256 ids fit the tiny models' vocabulary: the tiny test tokenizer's
- * byte alphabet without its special token and merges. Pruning needs one to read calibration text.
- */
-function byteTokenizer(): object {
-  const base = JSON.parse(fs.readFileSync(path.join(repoRoot, 'test', 'fixtures', 'tokenizers', 'tiny_bytelevel', 'tokenizer.json'), 'utf8')) as {
-    model: { vocab: Record<string, number>; merges: unknown[] };
-  };
-  const bytes = Object.entries(base.model.vocab).filter(([token, id]) => id > 0 && [...token].length === 1);
-  assert.equal(bytes.length, 256);
-  return { ...base, added_tokens: [], model: { ...base.model, vocab: Object.fromEntries(bytes.map(([token, id]) => [token, id - 1])), merges: [] } };
-}
-
 /** Fixture `name` with the byte tokenizer, in a fresh folder. */
 function withTokenizer(name: string): string {
   const dir = tempDir();
   for (const file of ['config.json', 'model.safetensors']) fs.copyFileSync(path.join(modelDir(name), file), path.join(dir, file));
-  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(byteTokenizer()));
+  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(byteTokenizerJson()));
   return dir;
-}
-
-/** transformers' logits for each folder, from one Python process (loading torch dominates). */
-function transformersLogits(dirs: string[], windows: number[][]): Float32Array[] {
-  const script = [
-    'import json, sys, torch',
-    'from transformers import AutoModelForCausalLM',
-    'dirs, tokens = json.loads(sys.argv[1]), torch.tensor(json.loads(sys.argv[2]))',
-    'out = []',
-    'for d in dirs:',
-    '    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()',
-    '    with torch.no_grad(): out.append(model(tokens).logits.flatten().tolist())',
-    'json.dump(out, sys.stdout)',
-  ].join('\n');
-  const result = spawnSync('python3', ['-c', script, JSON.stringify(dirs), JSON.stringify(windows)], { encoding: 'utf8', maxBuffer: 1 << 28 });
-  assert.equal(result.status, 0, `transformers failed:\n${result.stderr}`);
-  return (JSON.parse(result.stdout) as number[][]).map((logits) => Float32Array.from(logits));
 }
 
 function maxRelativeDifference(ours: Float32Array, reference: Float32Array): number {

@@ -1,8 +1,11 @@
 /** Logit parity with transformers, shared by the parity tests of the committed and generated models. */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
 import type { Backend } from '../src/backend/backend.js';
 import { getBackend } from '../src/backend/index.js';
 import { loadModel } from '../src/model/load.js';
+import { repoRoot } from './helpers.js';
 
 /** max |ours − transformers| / max |transformers|. */
 export const PARITY_TOLERANCE = 1e-4;
@@ -56,4 +59,14 @@ export function nativeBackend(): Backend | string {
   } catch (error) {
     return (error as Error).message;
   }
+}
+
+/** transformers' logits for each Hugging Face folder, from one Python process (its start costs seconds). */
+export function transformersLogits(dirs: string[], windows: number[][]): Float32Array[] {
+  const result = spawnSync('python3', [path.join(repoRoot, 'scripts', 'hf_logits.py'), ...dirs, JSON.stringify(windows)], { encoding: 'utf8', maxBuffer: 1 << 28 });
+  assert.equal(result.status, 0, `transformers failed:\n${result.stderr}`);
+  return result.stdout
+    .trim()
+    .split('\n')
+    .map((line) => Float32Array.from((JSON.parse(line) as { logits: number[] }).logits));
 }

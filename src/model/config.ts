@@ -101,6 +101,8 @@ export interface ModelConfig {
   noFinalNorm?: boolean;
   /** Gemma 2: final logits become cap·tanh(logit/cap). */
   finalLogitSoftCap?: number;
+  /** GPT-NeoX: attention and MLP both read the block's input and add to the residual together. */
+  parallelResidual?: boolean;
   /** The config.json the model came with, if any: export writes it back with what pruning changed. */
   hfConfig?: Readonly<Json>;
 }
@@ -188,6 +190,9 @@ export function activationField(json: Json, file: string, key: string, fallback:
       throw new TopiaryError(`unsupported activation ${JSON.stringify(name)} in "${key}" (supported: silu, gelu, gelu_new, gelu_pytorch_tanh, relu)`, file);
   }
 }
+
+/** A Hugging Face name for each backend activation, for configs written without a source config.json (GGUF). */
+export const HF_ACTIVATION_NAMES: Readonly<Record<Activation, string>> = { silu: 'silu', gelu: 'gelu', gelu_tanh: 'gelu_new', relu: 'relu' };
 
 /** rope_scaling (or transformers 5's rope_parameters) as Topiary models it. */
 export function parseRopeScaling(raw: unknown, file: string): RopeScaling {
@@ -295,9 +300,9 @@ export function attentionShape(json: Json, file: string, keys = { heads: 'num_at
 /**
  * The config.json to export: the one the model came with (keeping fields Topiary does not model),
  * with `fields` written over it and the `superseded` fields (older spellings of what `fields` say)
- * removed. The source's dtype is dropped too: export states the dtype it writes.
+ * removed.
  */
 export function exportedHfConfig(config: ModelConfig, fields: Json, superseded: readonly string[] = []): Json {
-  const kept = Object.entries(config.hfConfig ?? {}).filter(([key]) => !['dtype', 'torch_dtype', ...superseded].includes(key));
+  const kept = Object.entries(config.hfConfig ?? {}).filter(([key]) => !superseded.includes(key));
   return { ...Object.fromEntries(kept), ...fields };
 }

@@ -46,6 +46,8 @@ interface Mapping {
   unpermuteHeads?: number;
   /** Stored [in, out] (GPT-2's Conv1D): transposed to the canonical [out, in]. */
   transposed?: boolean;
+  /** Reorders the stored [rows, cols] into the canonical row order (GGUF's layouts that differ from HF's). */
+  reorderRows?: (data: Float32Array, rows: number, cols: number) => Float32Array;
   /** Stored with this added to every element (GGUF Gemma norms): subtracted on read. */
   offset?: number;
   /** Rows start..start+count−1 of a stored tensor that fuses several (GGUF Phi-2's attn_qkv). */
@@ -111,6 +113,7 @@ function mappedSource(
       const { start, count: rows } = entry.rowRange ?? { start: 0, count: storedRows };
       const data = entry.rowRange ? store.read(entry.storeName).slice(start * cols, (start + rows) * cols) : store.read(entry.storeName);
       if (entry.transposed) return transpose(data, rows, cols);
+      if (entry.reorderRows) return entry.reorderRows(data, rows, cols);
       if (entry.offset) return Float32Array.from(data, (value) => value - entry.offset!);
       if (!entry.unpermuteHeads) return data;
       return convertRopeRows(data, rows, cols, entry.unpermuteHeads, 'toRotateHalf');
@@ -138,8 +141,8 @@ function fromHfFolder(dir: string): ModelSource {
   const store = openSafetensors(dir);
   const mapping = new Map<string, Mapping>();
   for (const info of store.list()) {
-    const name = family.canonicalTensorName?.(info.name) ?? info.name;
-    mapping.set(name, { storeName: info.name, ...(isTransposed(family, name) ? { transposed: true } : {}) });
+    const name = family.canonicalTensorName ? family.canonicalTensorName(info.name) : info.name;
+    if (name !== undefined) mapping.set(name, { storeName: info.name, ...(isTransposed(family, name) ? { transposed: true } : {}) });
   }
   // tokenizer.bin is how models exported from llama2.c checkpoints carry their vocabulary.
   const tokenizerFile = path.join(dir, 'tokenizer.json');
@@ -170,9 +173,9 @@ function fromGguf(file: string): ModelSource {
       return typeof value === 'number' ? value : undefined;
     };
     const mapping = new Map<string, Mapping>();
-    const add = (hfName: string, storeName: string, unpermuteHeads?: number) => {
+    const add = (hfName: string, storeName: string, unpermuteHeads?: number, reorderRows?: Mapping['reorderRows']) => {
       const offset = layout.storedOffset?.(hfName);
-      if (store.has(storeName)) mapping.set(hfName, { storeName, ...(unpermuteHeads ? { unpermuteHeads } : {}), ...(offset ? { offset } : {}) });
+      if (store.has(storeName)) mapping.set(hfName, { storeName, ...(unpermuteHeads ? { unpermuteHeads } : {}), ...(reorderRows ? { reorderRows } : {}), ...(offset ? { offset } : {}) });
     };
     add(family.embedTokens, 'token_embd.weight');
     if (family.positionEmbeddings) add(family.positionEmbeddings, 'position_embd.weight');
@@ -187,7 +190,9 @@ function fromGguf(file: string): ModelSource {
     for (let layer = 0; layer < numLayers; layer++) {
       for (const [ggufName, hfName] of Object.entries(layout.layerNames)) {
         const heads = !interleavedRope ? undefined : ggufName === 'attn_q' ? headCount('attention.head_count', layer) : ggufName === 'attn_k' ? headCount('attention.head_count_kv', layer) : undefined;
-        for (const kind of ['weight', 'bias']) add(`${family.layerPrefix(layer)}${hfName}.${kind}`, `blk.${layer}.${ggufName}.${kind}`, heads);
+        const toHf = layout.rowsToHf?.[ggufName];
+        const reorderRows = toHf && ((data: Float32Array, rows: number, cols: number) => toHf(data, rows, cols, headCount('attention.head_count', layer)));
+        for (const kind of ['weight', 'bias']) add(`${family.layerPrefix(layer)}${hfName}.${kind}`, `blk.${layer}.${ggufName}.${kind}`, heads, reorderRows);
       }
       for (const [ggufName, split] of Object.entries(layout.fusedLayerNames ?? {})) {
         for (const kind of ['weight', 'bias']) {

@@ -1,9 +1,11 @@
 /**
  * Self-attention as every family here computes it, from the projected q, k and v on: per-head
- * q/k norm (Qwen3 and Gemma 3 RMSNorm, Phi LayerNorm), RoPE (when the model has it), the KV cache, and causal attention
- * with grouped-query sharing, an optional sliding window and score soft-capping.
+ * q/k norm (Qwen3 and Gemma 3 RMSNorm, Phi LayerNorm), RoPE (when the model has it), the KV
+ * cache, and causal attention with grouped-query sharing, an optional sliding window and score
+ * soft-capping.
  */
 import type { BlockContext, Block } from '../families/family.js';
+import { TopiaryError } from '../../util/errors.js';
 import { linear } from './linear.js';
 import { norm } from './norm.js';
 
@@ -80,20 +82,33 @@ export async function separateProjectionAttention(ctx: BlockContext, block: Bloc
   return linear(ctx, out, oProj, 'residual');
 }
 
-/** The fused projection's output [rows, outFeatures] unpacked into attention's q, k and v. */
-export type FusedQkvSplit = (qkv: Float32Array, outFeatures: number) => Omit<AttentionInputs, 'qNorm' | 'kNorm'>;
+/**
+ * Unpacks a fused projection's output [rows, (heads + 2·kvHeads)·headDim] into q [rows,
+ * heads·headDim], k and v [rows, kvHeads·headDim].
+ */
+export type FusedQkvSplit = (qkv: Float32Array, heads: number, kvHeads: number) => { q: Float32Array; k: Float32Array; v: Float32Array };
 
 /**
- * Attention with one fused q/k/v projection (GPT-2's c_attn, GPT-NeoX's query_key_value), pruned
- * as stored, and an output projection: from the normed input x [rows, hidden] to the output
- * projection's result (scratch 'residual'). `split` knows how the family lays out the fused rows.
+ * Attention with one fused q/k/v projection (GPT-2's c_attn, GPT-NeoX's query_key_value, Phi-3's
+ * qkv_proj), pruned as stored, and an output projection: from the normed input x
+ * [rows, hidden] to the output projection's result (scratch 'residual'). `split` knows how the
+ * family lays out the fused rows.
  */
 export async function fusedProjectionAttention(ctx: BlockContext, block: Block, x: Float32Array, roles: { qkv: string; output: string }, split: FusedQkvSplit): Promise<Float32Array> {
   const qkvProj = block.linears[roles.qkv]!;
   const outProj = block.linears[roles.output]!;
+  // Head counts from the projection, in the config's proportion of query to key/value heads.
+  const { headDim, numHeads, numKvHeads } = ctx.config;
+  const group = numHeads / numKvHeads;
+  const kvHeads = qkvProj.outFeatures / ((group + 2) * headDim);
+  if (!Number.isInteger(kvHeads)) {
+    const proportion = group > 1 ? ` (${group} query heads per key/value head)` : '';
+    throw new TopiaryError(`layer ${ctx.layer}: the fused ${roles.qkv} projection has ${qkvProj.outFeatures} outputs, not three sets of whole heads of ${headDim}${proportion}`);
+  }
+  const heads = kvHeads * group;
   await ctx.observe?.([roles.qkv], x, ctx.rows, qkvProj.inFeatures);
   const qkv = await linear(ctx, x, qkvProj, 'qkv');
-  const out = await attend(ctx, split(qkv, qkvProj.outFeatures));
+  const out = await attend(ctx, { ...split(qkv, heads, kvHeads), numHeads: heads, numKvHeads: kvHeads });
   await ctx.observe?.([roles.output], out, ctx.rows, outProj.inFeatures);
   return linear(ctx, out, outProj, 'residual');
 }

@@ -68,11 +68,11 @@ export interface BlockContext {
   scratch(purpose: string, length: number): Float32Array;
 }
 
-/** What GgufLayout.parseConfig sees of a GGUF file's tensors. */
+/** The tensors of a GGUF file, by canonical name (shapes as stored, [rows, cols]). */
 export interface GgufTensors {
   has(name: string): boolean;
   shape(name: string): number[];
-  /** A tensor by its GGUF name, if the file has it: for tensors outside the model's weights. */
+  /** A tensor by its GGUF name, if the file has it: for tensors outside the model's weights (rope_factors_long). */
   readStored(ggufName: string): Float32Array | undefined;
 }
 
@@ -82,6 +82,12 @@ export interface GgufLayout {
   architectures: Record<string, { modelType: string; interleavedRope: boolean }>;
   /** GGUF block tensor names (without `blk.N.` and `.weight`) → Hugging Face names under the layer prefix. */
   layerNames: Record<string, string>;
+  /**
+   * Block tensors (GGUF names, as in `layerNames`) whose rows llama.cpp orders differently from
+   * Hugging Face, with the conversion of [rows, cols] data to Hugging Face's order (`heads`: the
+   * layer's attention heads). GPT-NeoX's fused q/k/v is [q | k | v] in GGUF, per head in HF.
+   */
+  rowsToHf?: Record<string, (data: Float32Array, rows: number, cols: number, heads: number) => Float32Array>;
   /**
    * GGUF block tensors that fuse what Hugging Face stores separately (older Phi-2 files' attn_qkv):
    * GGUF name → the Hugging Face names under the layer prefix with their row counts, in stored
@@ -93,10 +99,7 @@ export interface GgufLayout {
    * norm weights are stored as 1 + w. Absent or 0: stored as is.
    */
   storedOffset?(name: string): number;
-  /**
-   * The config from GGUF metadata, the tensors present being known (by Hugging Face name), and the
-   * file's tensors that are not model weights readable by GGUF name (Phi-3's rope_factors_long).
-   */
+  /** The config from GGUF metadata, the tensors present being known. */
   parseConfig(meta: GgufMetadata, arch: string, modelType: string, tensors: GgufTensors, file: string): ModelConfig;
 }
 
@@ -125,9 +128,10 @@ export interface Family {
   /**
    * A tensor name as a Hugging Face checkpoint stores it → the canonical name, for families whose
    * published checkpoints name tensors more than one way (openai-community/gpt2 drops GPT-2's
-   * `transformer.` prefix). Absent: stored names are canonical. Export writes canonical names.
+   * `transformer.` prefix), or undefined for a stored tensor the model does not use (GPT-2's
+   * causal-mask buffers). Absent: stored names are canonical. Export writes canonical names.
    */
-  canonicalTensorName?(storedName: string): string;
+  canonicalTensorName?(storedName: string): string | undefined;
 
   /** Linear layers of a block, in the order the forward pass reaches them. */
   linears: readonly LinearSpec[];

@@ -15,6 +15,7 @@ import {
   booleanField,
   exportedHfConfig,
   firstId,
+  HF_ACTIVATION_NAMES,
   numberField,
   positiveField,
   ropeBase,
@@ -79,11 +80,6 @@ function parseConfig(json: Json, file: string): ModelConfig {
   };
 }
 
-/** Hugging Face's hidden_act name for an activation (gelu_new for the tanh approximation, as Phi-2 names it). */
-export function hfActivationName(activation: ModelConfig['activation']): string {
-  return { gelu_tanh: 'gelu_new', gelu: 'gelu', relu: 'relu', silu: 'silu' }[activation];
-}
-
 /**
  * Special token ids for a config.json built without a source one (GGUF): those known, the rest
  * null — transformers' Phi-3 defaults (32000) lie outside smaller vocabularies and fail to load.
@@ -113,7 +109,7 @@ function toHfConfig(config: ModelConfig): Json {
       rope_parameters: ropeParametersJson(config),
       max_position_embeddings: config.maxPositionEmbeddings,
       tie_word_embeddings: config.tieWordEmbeddings,
-      hidden_act: hfActivationName(config.activation),
+      hidden_act: HF_ACTIVATION_NAMES[config.activation],
       ...specialTokenFields(config),
     },
     SUPERSEDED_ROPE_FIELDS,

@@ -6,7 +6,7 @@
  */
 import type { GgufMetadata } from '../../formats/gguf.js';
 import { TopiaryError } from '../../util/errors.js';
-import { fusedProjectionAttention, type AttentionInputs } from '../components/attention.js';
+import { fusedProjectionAttention } from '../components/attention.js';
 import { columns } from '../components/linear.js';
 import { fusedGatedMlp } from '../components/mlp.js';
 import { norm } from '../components/norm.js';
@@ -16,6 +16,7 @@ import {
   booleanField,
   exportedHfConfig,
   firstId,
+  HF_ACTIVATION_NAMES,
   positiveField,
   sizeField,
   type Json,
@@ -24,7 +25,7 @@ import {
 } from '../config.js';
 import type { Block, BlockContext, Family, GgufLayout } from './family.js';
 import { ggufNumber, parseGgufConfig as llamaGgufConfig, slidingLayers } from './llama.js';
-import { hfActivationName, partialRotaryDim, ropeField, ropeParametersJson, ropeSettings, specialTokenFields, SUPERSEDED_ROPE_FIELDS } from './phi.js';
+import { partialRotaryDim, ropeField, ropeParametersJson, ropeSettings, specialTokenFields, SUPERSEDED_ROPE_FIELDS } from './phi.js';
 
 /**
  * Phi-3's rope scaling as transformers reads it: none, or LongRoPE (also under its old names "su"
@@ -114,30 +115,22 @@ function toHfConfig(config: ModelConfig): Json {
       ...(config.rope?.scaling.type === 'longrope' ? { original_max_position_embeddings: config.rope.scaling.originalMaxPositionEmbeddings } : {}),
       sliding_window: config.attention.slidingWindow ?? null,
       tie_word_embeddings: config.tieWordEmbeddings,
-      hidden_act: hfActivationName(config.activation),
+      hidden_act: HF_ACTIVATION_NAMES[config.activation],
       ...specialTokenFields(config),
     },
     SUPERSEDED_ROPE_FIELDS,
   );
 }
 
-/**
- * Splits qkv_proj's output: its columns are three blocks [q | k | v] of numHeads·headDim and
- * twice numKvHeads·headDim (GPT-NeoX interleaves per head instead).
- */
-function splitQkvBlocks(ctx: BlockContext, qkv: Float32Array, outFeatures: number): AttentionInputs {
-  const { headDim, numHeads, numKvHeads } = ctx.config;
-  const qWidth = numHeads * headDim;
-  const kvWidth = numKvHeads * headDim;
-  if (outFeatures !== qWidth + 2 * kvWidth) {
-    throw new TopiaryError(`layer ${ctx.layer}: qkv_proj has ${outFeatures} outputs, expected ${qWidth + 2 * kvWidth} (${numHeads} query and 2 × ${numKvHeads} key/value heads of ${headDim})`);
-  }
+/** qkv_proj's output columns are three blocks [q | k | v] (GPT-NeoX interleaves per head instead). */
+function splitQkvBlocks(ctx: BlockContext, qkv: Float32Array, heads: number, kvHeads: number): { q: Float32Array; k: Float32Array; v: Float32Array } {
+  const qWidth = heads * ctx.config.headDim;
+  const kvWidth = kvHeads * ctx.config.headDim;
+  const width = qWidth + 2 * kvWidth;
   return {
-    q: columns(ctx, qkv, outFeatures, 0, qWidth, 'q'),
-    k: columns(ctx, qkv, outFeatures, qWidth, kvWidth, 'k'),
-    v: columns(ctx, qkv, outFeatures, qWidth + kvWidth, kvWidth, 'v'),
-    numHeads,
-    numKvHeads,
+    q: columns(ctx, qkv, width, 0, qWidth, 'q'),
+    k: columns(ctx, qkv, width, qWidth, kvWidth, 'k'),
+    v: columns(ctx, qkv, width, qWidth + kvWidth, kvWidth, 'v'),
   };
 }
 
@@ -193,7 +186,7 @@ export const phi3: Family = {
     const { backend, config } = ctx;
     const normed = ctx.scratch('normed', hidden.length);
     await norm(backend, config.norm, block.tensors['input_layernorm.weight']!, undefined, hidden, normed);
-    await backend.addInPlace(hidden, await fusedProjectionAttention(ctx, block, normed, { qkv: 'qkv', output: 'o' }, (qkv, outFeatures) => splitQkvBlocks(ctx, qkv, outFeatures)));
+    await backend.addInPlace(hidden, await fusedProjectionAttention(ctx, block, normed, { qkv: 'qkv', output: 'o' }, (qkv, heads, kvHeads) => splitQkvBlocks(ctx, qkv, heads, kvHeads)));
     await norm(backend, config.norm, block.tensors['post_attention_layernorm.weight']!, undefined, hidden, normed);
     await backend.addInPlace(hidden, await fusedGatedMlp(ctx, block, normed, config.activation, { gateUp: 'gate_up', down: 'down' }));
   },
