@@ -1,11 +1,12 @@
 /**
  * The Phi families beyond logit parity (test/family-parity.test.ts): Phi-2 ('phi') and Phi-3 /
  * Phi-4-mini ('phi3') on the generated tiny models. Cached decoding equals the full pass (through
- * Phi-3's sliding window); unsupported or malformed variants are refused in one line naming config.json;
- * unstructured and 2:4 pruning keep the fused projections' exact patterns and the exported folders
- * load in transformers with Topiary's logits; structured pruning is refused before any work; both
- * written as GGUF the way llama.cpp's converter writes them give transformers' logits; LongRoPE
- * matches transformers within and beyond the original context, and so does Phi's qk_layernorm.
+ * Phi-3's sliding window); malformed or unsupported configs are refused in one line naming
+ * config.json; unstructured and 2:4 pruning keep the fused projections' exact patterns and the
+ * exported folders load in transformers with Topiary's logits; structured pruning is refused before
+ * any work. GGUF files written as llama.cpp's converter writes them (Phi-2 also with the older fused
+ * attn_qkv) give transformers' logits. Two models transformers makes here cover LongRoPE (within
+ * and beyond the original context, from config.json and GGUF) and Phi's qk_layernorm.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
