@@ -123,6 +123,10 @@ function toHfConfig(config: ModelConfig): Json {
  */
 const parseGgufConfig: GgufLayout['parseConfig'] = (meta: GgufMetadata, arch, modelType, tensors, file) => {
   const num = (key: string, fallback?: number) => ggufNumber(meta, `${arch}.${key}`, file, fallback);
+  const rowsOf = (name: string): number => {
+    if (!tensors.has(name)) throw new TopiaryError(`the GGUF file has no tensor for "${name}"`, file);
+    return tensors.shape(name)[0]!;
+  };
   const layer0 = phi.layerPrefix(0);
   const hiddenSize = num('embedding_length');
   const numHeads = num('attention.head_count');
@@ -136,12 +140,12 @@ const parseGgufConfig: GgufLayout['parseConfig'] = (meta: GgufMetadata, arch, mo
   return {
     modelType,
     hiddenSize,
-    intermediateSize: tensors.shape(`${layer0}mlp.fc1.weight`)[0]!,
+    intermediateSize: rowsOf(`${layer0}mlp.fc1.weight`),
     numLayers: num('block_count'),
     numHeads,
-    numKvHeads: tensors.shape(`${layer0}self_attn.k_proj.weight`)[0]! / headDim,
+    numKvHeads: rowsOf(`${layer0}self_attn.k_proj.weight`) / headDim,
     headDim,
-    vocabSize: Array.isArray(tokens) ? tokens.length : tensors.shape(phi.embedTokens)[0]!,
+    vocabSize: Array.isArray(tokens) ? tokens.length : rowsOf(phi.embedTokens),
     maxPositionEmbeddings: num('context_length', 2048),
     tieWordEmbeddings: !tensors.has(phi.lmHead),
     bosTokenId: id('tokenizer.ggml.bos_token_id'),
