@@ -75,6 +75,8 @@ export class CausalLM {
   private positions?: Float32Array;
   private finalNorm?: { weight: Float32Array; bias?: Float32Array };
   private headWeight?: Float32Array;
+  /** The LM head's bias (Phi), null once known to be absent. */
+  private headBias?: Float32Array | null;
   private readonly projections: { embedProjection?: Float32Array; headProjection?: Float32Array } = {};
   private readonly ropeTables?: RopeTables;
 
@@ -300,6 +302,11 @@ export class CausalLM {
     }
     const logits = new Float32Array(rows * vocabSize);
     await this.backend.gemm(features, this.headMatrix(), logits, { m: rows, n: vocabSize, k: this.wordWidth, transB: true });
+    if (this.headBias === undefined) {
+      const biasName = this.family.lmHead.replace(/\.weight$/, '.bias');
+      this.headBias = this.source.has(biasName) ? this.readTensor(biasName, [vocabSize]) : null;
+    }
+    if (this.headBias) await this.backend.addBias(logits, this.headBias);
     if (this.config.finalLogitSoftCap !== undefined) await this.backend.softCap(logits, this.config.finalLogitSoftCap);
     return logits;
   }

@@ -28,6 +28,17 @@ export type RopeScaling =
       truncate: boolean;
       /** Multiplies cos and sin (default 0.1·ln(factor) + 1). */
       attentionFactor: number;
+    }
+  | {
+      /**
+       * Phi-3's LongRoPE: per-frequency divisors, the short set while the positions in use fit the
+       * original context and the long set beyond it; cos and sin are multiplied by attentionFactor.
+       */
+      type: 'longrope';
+      shortFactor: readonly number[];
+      longFactor: readonly number[];
+      originalMaxPositionEmbeddings: number;
+      attentionFactor: number;
     };
 
 export interface RopeSpec {
@@ -247,6 +258,14 @@ export function ropeScalingJson(scaling: RopeScaling): Json | undefined {
         beta_fast: scaling.betaFast,
         beta_slow: scaling.betaSlow,
         truncate: scaling.truncate,
+        attention_factor: scaling.attentionFactor,
+      };
+    case 'longrope':
+      return {
+        rope_type: 'longrope',
+        short_factor: scaling.shortFactor,
+        long_factor: scaling.longFactor,
+        original_max_position_embeddings: scaling.originalMaxPositionEmbeddings,
         attention_factor: scaling.attentionFactor,
       };
   }

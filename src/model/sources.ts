@@ -17,6 +17,7 @@ import { openRegularFile, readJsonObject } from '../util/safe-fs.js';
 import type { ModelConfig } from './config.js';
 import { convertRopeRows } from './components/rope.js';
 import { familyFor, familyForGguf, type Family } from './families/index.js';
+import type { GgufTensors } from './families/family.js';
 import { llama } from './families/llama.js';
 
 export interface ModelSource {
@@ -50,6 +51,8 @@ interface Mapping {
   reorderRows?: (data: Float32Array, rows: number, cols: number) => Float32Array;
   /** Stored with this added to every element (GGUF Gemma norms): subtracted on read. */
   offset?: number;
+  /** Rows start..start+count−1 of a stored tensor that fuses several (GGUF Phi-2's attn_qkv). */
+  rowRange?: { start: number; count: number };
 }
 
 /** data [rows, cols] → [cols, rows]. */
@@ -70,6 +73,13 @@ export function storedLayout(family: Family, name: string, shape: number[]): { s
   if (!isTransposed(family, name)) return { shape, convert: (data) => data };
   const [rows, cols] = shape as [number, number];
   return { shape: [cols, rows], convert: (data) => transpose(data, rows, cols) };
+}
+
+/** The canonical shape of the tensor `entry` maps to. */
+function mappedShape(store: TensorStore, entry: Mapping): number[] {
+  const shape = store.info(entry.storeName).shape;
+  if (entry.rowRange) return [entry.rowRange.count, ...shape.slice(1)];
+  return entry.transposed ? [shape[1]!, shape[0]!] : shape;
 }
 
 function mappedSource(
@@ -96,16 +106,14 @@ function mappedSource(
     tokenizer,
     tensorNames: () => [...mapping.keys()],
     has: (name) => mapping.has(name),
-    shape(name) {
-      const entry = lookup(name);
-      const shape = store.info(entry.storeName).shape;
-      return entry.transposed ? [shape[1]!, shape[0]!] : shape;
-    },
+    shape: (name) => mappedShape(store, lookup(name)),
     dtype: (name) => store.info(lookup(name).storeName).dtype,
     read(name) {
       const entry = lookup(name);
-      const data = readFinite(store, entry.storeName);
-      const [rows, cols = 1] = store.info(entry.storeName).shape as [number, number?];
+      const [storedRows, cols = 1] = store.info(entry.storeName).shape as [number, number?];
+      const { start, count: rows } = entry.rowRange ?? { start: 0, count: storedRows };
+      const stored = readFinite(store, entry.storeName);
+      const data = entry.rowRange ? stored.slice(start * cols, (start + rows) * cols) : stored;
       if (entry.transposed) return transpose(data, rows, cols);
       if (entry.reorderRows) return entry.reorderRows(data, rows, cols);
       if (entry.offset) return Float32Array.from(data, (value) => value - entry.offset!);
@@ -173,6 +181,7 @@ function fromGguf(file: string): ModelSource {
     add(`${family.finalNorm}.weight`, 'output_norm.weight');
     add(`${family.finalNorm}.bias`, 'output_norm.bias');
     add(family.lmHead, 'output.weight');
+    add(family.lmHead.replace(/\.weight$/, '.bias'), 'output.bias');
     const headCount = (key: string, layer: number): number => {
       const value = meta[`${arch}.${key}`];
       return Array.isArray(value) ? Number(value[layer]) : (perLayer(key) ?? perLayer('attention.head_count')!);
@@ -184,10 +193,22 @@ function fromGguf(file: string): ModelSource {
         const reorderRows = toHf && ((data: Float32Array, rows: number, cols: number) => toHf(data, rows, cols, headCount('attention.head_count', layer)));
         for (const kind of ['weight', 'bias']) add(`${family.layerPrefix(layer)}${hfName}.${kind}`, `blk.${layer}.${ggufName}.${kind}`, heads, reorderRows);
       }
+      for (const [ggufName, split] of Object.entries(layout.fusedLayerNames ?? {})) {
+        for (const kind of ['weight', 'bias']) {
+          const storeName = `blk.${layer}.${ggufName}.${kind}`;
+          if (!store.has(storeName)) continue;
+          let start = 0;
+          for (const part of split(store.info(storeName).shape[0]!, meta, arch)) {
+            mapping.set(`${family.layerPrefix(layer)}${part.name}.${kind}`, { storeName, rowRange: { start, count: part.rows } });
+            start += part.rows;
+          }
+        }
+      }
     }
-    const tensors = {
-      has: (name: string) => mapping.has(name),
-      shape: (name: string) => store.info(mapping.get(name)!.storeName).shape,
+    const tensors: GgufTensors = {
+      has: (name) => mapping.has(name),
+      shape: (name) => mappedShape(store, mapping.get(name)!),
+      readStored: (ggufName) => (store.has(ggufName) ? store.read(ggufName) : undefined),
     };
     const config = layout.parseConfig(meta, arch, modelType, tensors, file);
     const tokenizer = tryTokenizer(() => tokenizerFromGguf(meta), file);

@@ -7,14 +7,20 @@
  */
 import type { RopeScaling, RopeSpec } from '../config.js';
 
-/** Inverse frequencies, computed in fp32 as transformers does, with the rope scaling applied. */
-export function inverseFrequencies(rotaryDim: number, theta: number, scaling: RopeScaling): Float32Array {
+/**
+ * Inverse frequencies, computed in fp32 as transformers does, with the rope scaling applied for a
+ * forward pass over positions 0..positions−1 (only LongRoPE depends on it).
+ */
+export function inverseFrequencies(rotaryDim: number, theta: number, scaling: RopeScaling, positions = 0): Float32Array {
   const half = rotaryDim / 2;
   const inv = new Float32Array(half);
   const wavelengthBase = (i: number) => Math.fround(theta ** Math.fround((2 * i) / rotaryDim));
   for (let i = 0; i < half; i++) inv[i] = 1 / wavelengthBase(i);
   if (scaling.type === 'linear') {
     for (let i = 0; i < half; i++) inv[i] = inv[i]! / scaling.factor;
+  } else if (scaling.type === 'longrope') {
+    const factors = usesLongFactors(scaling, positions) ? scaling.longFactor : scaling.shortFactor;
+    for (let i = 0; i < half; i++) inv[i] = 1 / Math.fround(Math.fround(factors[i]!) * wavelengthBase(i));
   } else if (scaling.type === 'llama3') {
     // Llama 3.1: keep high frequencies, divide low ones by `factor`, blend smoothly in between.
     const lowFreqWavelen = scaling.originalMaxPositionEmbeddings / scaling.lowFreqFactor;
@@ -53,9 +59,14 @@ export function inverseFrequencies(rotaryDim: number, theta: number, scaling: Ro
   return inv;
 }
 
-/** What RoPE multiplies cos and sin by: YaRN's attention factor, 1 otherwise. */
+/** What RoPE multiplies cos and sin by: YaRN's or LongRoPE's attention factor, 1 otherwise. */
 export function ropeAttentionFactor(scaling: RopeScaling): number {
-  return scaling.type === 'yarn' ? scaling.attentionFactor : 1;
+  return scaling.type === 'yarn' || scaling.type === 'longrope' ? scaling.attentionFactor : 1;
+}
+
+/** LongRoPE switches to its long factors once a forward pass reaches beyond the original context. */
+function usesLongFactors(scaling: RopeScaling, positions: number): boolean {
+  return scaling.type === 'longrope' && positions > scaling.originalMaxPositionEmbeddings;
 }
 
 /** cos and sin tables [seqLen, rotaryDim/2] for positions 0..seqLen-1. */
@@ -84,16 +95,17 @@ export function ropeTable(invFreq: Float32Array, seqLen: number, attentionFactor
  * setting (theta, scaling) and, for Gemma 3, one for its sliding-window layers' local setting.
  */
 export class RopeTables {
-  private readonly tables = new Map<'global' | 'local', { invFreq: Float32Array; attentionFactor: number; table?: RopeTable }>();
+  private readonly tables = new Map<'global' | 'local', { invFreq: Float32Array; attentionFactor: number; long: boolean; table?: RopeTable }>();
   constructor(private readonly spec: RopeSpec) {}
 
   /** The table of the global or local setting covering positions 0..positions−1. */
   forSetting(setting: 'global' | 'local', positions: number): RopeTable {
+    const { rotaryDim, theta, scaling, localTheta, localScaling = { type: 'none' } } = this.spec;
+    const [base, baseScaling] = setting === 'local' && localTheta !== undefined ? [localTheta, localScaling] : [theta, scaling];
+    const long = usesLongFactors(baseScaling, positions);
     let entry = this.tables.get(setting);
-    if (!entry) {
-      const { rotaryDim, theta, scaling, localTheta, localScaling = { type: 'none' } } = this.spec;
-      const [base, baseScaling] = setting === 'local' && localTheta !== undefined ? [localTheta, localScaling] : [theta, scaling];
-      entry = { invFreq: inverseFrequencies(rotaryDim, base, baseScaling), attentionFactor: ropeAttentionFactor(baseScaling) };
+    if (!entry || entry.long !== long) {
+      entry = { invFreq: inverseFrequencies(rotaryDim, base, baseScaling, positions), attentionFactor: ropeAttentionFactor(baseScaling), long };
       this.tables.set(setting, entry);
     }
     if (!entry.table || entry.table.seqLen < positions) {

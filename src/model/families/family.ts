@@ -72,6 +72,8 @@ export interface BlockContext {
 export interface GgufTensors {
   has(name: string): boolean;
   shape(name: string): number[];
+  /** A tensor by its GGUF name, if the file has it: for tensors outside the model's weights (rope_factors_long). */
+  readStored(ggufName: string): Float32Array | undefined;
 }
 
 /** How a family's tensors are named and laid out in GGUF files (llama.cpp's conventions). */
@@ -86,6 +88,12 @@ export interface GgufLayout {
    * layer's attention heads). GPT-NeoX's fused q/k/v is [q | k | v] in GGUF, per head in HF.
    */
   rowsToHf?: Record<string, (data: Float32Array, rows: number, cols: number, heads: number) => Float32Array>;
+  /**
+   * GGUF block tensors that fuse what Hugging Face stores separately (older Phi-2 files' attn_qkv):
+   * GGUF name → the Hugging Face names under the layer prefix with their row counts, in stored
+   * order, given the stored row count. Each is read as its range of rows.
+   */
+  fusedLayerNames?: Record<string, (storedRows: number, meta: GgufMetadata, arch: string) => { name: string; rows: number }[]>;
   /**
    * What llama.cpp's converter adds to a tensor (Hugging Face name), subtracted on read: Gemma's
    * norm weights are stored as 1 + w. Absent or 0: stored as is.
