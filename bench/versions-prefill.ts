@@ -4,7 +4,8 @@
  * Topiary are compared on the same window. Loads MODEL, sets the thread count, runs
  * `windowNll([window])` once to warm up (reading and dequantizing the weights) and once timed.
  * `windowNll` is the evaluation path of `topiary eval`, present in every version compared.
- * Prints one JSON line: { tokensPerSecond, seconds, backend }.
+ * Prints one JSON line: { tokensPerSecond, seconds, tokensPerCpuSecond, cpuSeconds, backend }, the CPU
+ * time being the whole process's (every thread) during the timed call.
  *
  *   node --import tsx bench/versions-prefill.ts TREE MODEL WINDOW_JSON THREADS
  */
@@ -25,7 +26,10 @@ backend.setThreads(Number(threads));
 const model = await loadModel(modelPath!, { backend });
 await model.windowNll([window]);
 const started = performance.now();
+const cpuStarted = process.cpuUsage();
 await model.windowNll([window]);
+const cpu = process.cpuUsage(cpuStarted);
 const seconds = (performance.now() - started) / 1000;
+const cpuSeconds = (cpu.user + cpu.system) / 1e6;
 model.source.close();
-process.stdout.write(JSON.stringify({ tokensPerSecond: window.length / seconds, seconds, backend: describeBackend(backend) }) + '\n');
+process.stdout.write(JSON.stringify({ tokensPerSecond: window.length / seconds, seconds, tokensPerCpuSecond: window.length / cpuSeconds, cpuSeconds, backend: describeBackend(backend) }) + '\n');
