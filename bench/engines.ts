@@ -20,6 +20,7 @@ import { getBackend } from '../src/backend/index.js';
 import { wikitext2Text } from '../src/data/corpora.js';
 import { KvCache, type CausalLM } from '../src/model/causal-lm.js';
 import { loadModel } from '../src/model/load.js';
+import { median } from './measure.js';
 
 export interface SpeedSettings {
   promptTokens: number;
@@ -59,7 +60,6 @@ export interface Speedups {
 }
 
 export const secondsSince = (started: number) => (performance.now() - started) / 1000;
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const round = (value: number, digits: number) => Number(value.toFixed(digits));
 const roundedPhase = (time: PhaseTime, digits: number): PhaseTime => ({ wall: round(time.wall, digits), cpu: round(time.cpu, digits) });
 const loadAverage = () => round(os.loadavg()[0]!, 2);

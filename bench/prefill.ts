@@ -6,7 +6,7 @@
  *
  *   node --import tsx bench/prefill.ts [MODEL] [--seqlen 2048] [--runs 3]
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -16,14 +16,13 @@ import { loadModel } from '../src/model/load.js';
 import { writeFileAtomic } from '../src/util/atomic.js';
 import { createRng } from '../src/util/random.js';
 import { machineDescription, printTable } from './machine.js';
+import { median, smolLM2 } from './measure.js';
 
 const root = packageRoot();
 const { values, positionals } = parseArgs({ options: { seqlen: { type: 'string' }, runs: { type: 'string' } }, allowPositionals: true });
 const seqlen = Number(values.seqlen ?? 2048);
 const runs = Number(values.runs ?? 3);
-const modelPath = positionals[0] ?? execFileSync('bash', [path.join(root, 'scripts', 'fetch-smollm2.sh')], { encoding: 'utf8' }).trim();
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const modelPath = positionals[0] ?? smolLM2(root);
 
 async function topiaryPrefill(): Promise<{ tokensPerSecond: number; runSeconds: number[] }> {
   const model = await loadModel(modelPath, { backend: getBackend() });

@@ -27,7 +27,6 @@
  * both sides (default wanda,sparsegpt; '' for none, e.g. with --all for Topiary's other methods alone).
  * Writes bench/results/prune.json (or --results FILE).
  */
-import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -38,6 +37,7 @@ import { packageRoot, resolveDataDir } from '../src/data/datadir.js';
 import { loadModel } from '../src/model/load.js';
 import { writeFileAtomic } from '../src/util/atomic.js';
 import { machineDescription, printTable } from './machine.js';
+import { runJson, smolLM2, type ProcessRun } from './measure.js';
 
 const root = packageRoot();
 const { values, positionals } = parseArgs({
@@ -57,7 +57,7 @@ const { values, positionals } = parseArgs({
   },
   allowPositionals: true,
 });
-const modelPath = positionals[0] ?? execFileSync('bash', [path.join(root, 'scripts', 'fetch-smollm2.sh')], { encoding: 'utf8' }).trim();
+const modelPath = positionals[0] ?? smolLM2(root);
 const nsamples = Number(values.nsamples);
 const seed = Number(values.seed);
 const maxWindows = Number(values['max-windows']);
@@ -79,25 +79,7 @@ const TOPIARY_ONLY_METHODS = ['magnitude', 'ria', 'apt'];
 /** A folder name for one run, e.g. wanda-pattern24. */
 const runName = (method: string, target: Target) => `${method}-${target.flags.join('').replace(/[^0-9a-z]/gi, '')}`;
 
-interface ProcessRun {
-  /** The process's own report (its last stdout line, JSON). */
-  report: Record<string, unknown>;
-  wallSeconds: number;
-  loadAverage1min: number;
-}
-
-/** Runs a child process that prints one JSON object as its last stdout line. */
-function runJson(command: string, args: string[], env = process.env): ProcessRun {
-  const loadAverage1min = Number(os.loadavg()[0]!.toFixed(2));
-  const started = performance.now();
-  const result = spawnSync(command, args, { cwd: root, env, encoding: 'utf8', maxBuffer: 1 << 26 });
-  const wallSeconds = (performance.now() - started) / 1000;
-  if (result.status !== 0) throw new Error(`${command} ${args.join(' ')} failed:\n${result.stderr}`);
-  const lastLine = result.stdout.trim().split('\n').at(-1)!;
-  return { report: JSON.parse(lastLine) as Record<string, unknown>, wallSeconds, loadAverage1min };
-}
-
-const topiary = (...args: string[]) => runJson(process.execPath, ['--import', 'tsx', path.join(root, 'src', 'cli', 'main.ts'), ...args]);
+const topiary = (...args: string[]) => runJson(process.execPath, ['--import', 'tsx', path.join(root, 'src', 'cli', 'main.ts'), ...args], { cwd: root });
 
 function topiaryPrune(model: string, method: string, flags: string[], out: string, calibrationSeqlen: number, samples = nsamples): ProcessRun {
   const calibration = ['--calib', 'c4', '--nsamples', String(samples), '--seqlen', String(calibrationSeqlen), '--seed', String(seed)];
@@ -176,7 +158,7 @@ for (const method of COMPARED_METHODS) {
     process.stderr.write(` ${ours.seconds.toFixed(1)} s; pytorch…`);
     const torchScript = path.join(root, 'bench', 'torch_prune.py');
     const theirs = pruneAndEvaluate(
-      (out) => runJson('python3', [torchScript, denseDir, windowsFile, '--method', method, ...target.flags, ...threadFlags, '--out', out], torchEnvironment),
+      (out) => runJson('python3', [torchScript, denseDir, windowsFile, '--method', method, ...target.flags, ...threadFlags, '--out', out], { cwd: root, env: torchEnvironment }),
       path.join(workDir, `torch-${name}`),
       evalSeqlen,
     );

@@ -9,7 +9,7 @@
  *     [--calib-seqlen 256] [--eval-seqlen 2048] [--eval-windows 16] [--only wanda,ria]
  *     [--targets 0.5,2:4,4:8] [--permute-all]
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -17,6 +17,7 @@ import { parseArgs } from 'node:util';
 import { packageRoot } from '../src/data/datadir.js';
 import { writeFileAtomic } from '../src/util/atomic.js';
 import { machineDescription, printTable } from './machine.js';
+import { smolLM2 } from './measure.js';
 
 const root = packageRoot();
 const { values } = parseArgs({
@@ -34,7 +35,7 @@ const { values } = parseArgs({
     'permute-all': { type: 'boolean' },
   },
 });
-const model = values.model ?? execFileSync('bash', [path.join(root, 'scripts', 'fetch-smollm2.sh')], { encoding: 'utf8' }).trim();
+const model = values.model ?? smolLM2(root);
 const label = values.label ?? 'smollm2';
 const settings = {
   calib: values.calib ?? 'c4',

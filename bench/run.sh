@@ -13,5 +13,8 @@ echo
 echo "== Structured pruning of SmolLM2: perplexity, prune time, and prefill/decode in Topiary and llama.cpp (bench/structured.ts)"
 node --import tsx bench/structured.ts
 echo
+echo "== This checkout vs the code before issue 9's model families: prefill tokens/s and prune wall time (bench/versions.ts)"
+node --import tsx bench/versions.ts
+echo
 echo "== Pruning: Topiary vs a minimal PyTorch Wanda/SparseGPT on the same windows (bench/prune.ts)"
 node --import tsx bench/prune.ts "$@"

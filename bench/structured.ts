@@ -28,7 +28,7 @@
  * --threads applies to every process (prune, eval, both engines' timing), so the benchmark can share
  * the machine with another single-threaded one without oversubscribing its cores.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -40,6 +40,7 @@ import { loadModel } from '../src/model/load.js';
 import { writeFileAtomic } from '../src/util/atomic.js';
 import { measureSpeed, openLlamaCpp, secondsSince, speedupOver, wikitextPrompt, type EngineSpeed, type SpeedMeasurement } from './engines.js';
 import { machineDescription, printTable } from './machine.js';
+import { smolLM2 } from './measure.js';
 import { structuredTable, type PerplexityCell, type SpeedEntry, type StructuredReport, type StructuredRow, type StructuredSettings } from './structured-report.js';
 
 const METHODS = ['magnitude-sp', 'wanda-sp', 'flap', 'comp'];
@@ -77,7 +78,7 @@ const settings: StructuredSettings = {
 const list = (text: string) => text.split(',').filter((item) => item !== '');
 const methods = list(values.methods);
 const ratios = list(values.ratios).map(Number);
-const sourcePath = path.resolve(values.model ?? execFileSync('bash', [path.join(root, 'scripts', 'fetch-smollm2.sh')], { encoding: 'utf8' }).trim());
+const sourcePath = path.resolve(values.model ?? smolLM2(root));
 const resultsFile = path.resolve(values.results);
 const dataDir = resolveDataDir();
 const log = (line: string) => process.stderr.write(`${line}\n`);
