@@ -106,7 +106,7 @@ test('prune requests refused before any work', () => {
   const prune = ['prune', '--model', stories260K, '--calib', 'wikitext2', '--out', tempDir()];
   expectUsageError([...prune, '--method', 'magnitude', '--sparsity', ''], /--sparsity must be a number in \[0, 1\), got ""/);
   expectUsageError([...prune, '--method', 'magnitude', '--sparsity', ' '], /--sparsity must be a number/);
-  expectUsageError([...prune, '--method', 'flap', '--ratio', ''], /--ratio must be a number, got ""/);
+  expectUsageError([...prune, '--method', 'flap', '--ratio', ''], /--ratio must be a number in \[0, 1\), got ""/);
   expectUsageError([...prune, '--method', 'wanda', '--sparsity', '0.5', '--nsamples', '1000000000'], /--nsamples 1000000000 × --seqlen 512 needs about .* GiB.*use fewer samples/);
   expectUsageError([...prune, '--method', 'wanda', '--sparsity', '0.5', '--layers', 'q,q'], /layer "q" is named twice in --layers/);
   expectUsageError([...prune, '--method', 'ria', '--sparsity', '0.5', '--option', '__proto__=1'], /"__proto__" is not an option name/);

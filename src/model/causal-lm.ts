@@ -39,7 +39,7 @@ export function checkConfigAgainstTensors(source: ModelSource): void {
     fail(`the config says ${config.numLayers} layers, the weights hold ${present}`);
   }
   const { headDim } = config;
-  const widest = { heads: 0, kvHeads: 0 };
+  const widest = { heads: 0, kvHeads: 0, mlp: 0 };
   for (let layer = 0; layer < config.numLayers; layer++) {
     const shapes: Record<string, number[]> = {};
     for (const spec of family.linears) {
@@ -57,6 +57,11 @@ export function checkConfigAgainstTensors(source: ModelSource): void {
       widest.heads = Math.max(widest.heads, q[0]! / headDim);
       widest.kvHeads = Math.max(widest.kvHeads, k[0]! / headDim);
     }
+    if (shapes.up) widest.mlp = Math.max(widest.mlp, shapes.up[0]!);
+  }
+  // An exported config.json states these, so they must be what the weights hold.
+  if (widest.mlp > 0 && widest.mlp !== config.intermediateSize) {
+    fail(`the config says an MLP width of ${config.intermediateSize}, the weights hold ${widest.mlp}`);
   }
   // The config states the widest layer (structurally pruned layers may be narrower).
   if (widest.heads > 0 && (widest.heads !== config.numHeads || widest.kvHeads !== config.numKvHeads)) {
