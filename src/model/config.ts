@@ -306,3 +306,39 @@ export function exportedHfConfig(config: ModelConfig, fields: Json, superseded: 
   const kept = Object.entries(config.hfConfig ?? {}).filter(([key]) => !superseded.includes(key));
   return { ...Object.fromEntries(kept), ...fields };
 }
+
+/**
+ * The vocabulary fields every family reads alike from config.json: its size, whether the head
+ * shares the embeddings (`tiedByDefault` when unsaid: families disagree) and the special token ids.
+ */
+export function vocabularyFields(json: Json, file: string, tiedByDefault: boolean): Pick<ModelConfig, 'vocabSize' | 'tieWordEmbeddings' | 'bosTokenId' | 'eosTokenId'> {
+  return {
+    vocabSize: sizeField(json, file, 'vocab_size'),
+    tieWordEmbeddings: booleanField(json, file, 'tie_word_embeddings', tiedByDefault),
+    bosTokenId: firstId(json.bos_token_id),
+    eosTokenId: firstId(json.eos_token_id),
+  };
+}
+
+/**
+ * The special token ids to write to config.json: only those known, so that an id left out keeps
+ * transformers' default rather than becoming null.
+ */
+export function specialTokenIdsJson(config: ModelConfig): Json {
+  return {
+    ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
+    ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
+  };
+}
+
+/** The size fields of the LLaMA-style config.json (also Gemma's and Phi's), as transformers names them. */
+export function layerSizesJson(config: ModelConfig): Json {
+  return {
+    hidden_size: config.hiddenSize,
+    intermediate_size: config.intermediateSize,
+    num_hidden_layers: config.numLayers,
+    num_attention_heads: config.numHeads,
+    num_key_value_heads: config.numKvHeads,
+    vocab_size: config.vocabSize,
+  };
+}

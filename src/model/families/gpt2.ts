@@ -10,7 +10,7 @@ import { fusedProjectionAttention } from '../components/attention.js';
 import { columns } from '../components/linear.js';
 import { plainMlp } from '../components/mlp.js';
 import { norm } from '../components/norm.js';
-import { activationField, booleanField, exportedHfConfig, firstId, HF_ACTIVATION_NAMES, positiveField, sizeField, type Json, type ModelConfig } from '../config.js';
+import { activationField, booleanField, exportedHfConfig, firstId, HF_ACTIVATION_NAMES, positiveField, sizeField, specialTokenIdsJson, type Json, type ModelConfig } from '../config.js';
 import type { Block, BlockContext, Family, GgufTensors } from './family.js';
 import { ggufNumber } from './llama.js';
 
@@ -62,8 +62,7 @@ function toHfConfig(config: ModelConfig): Json {
     activation_function: typeof config.hfConfig?.activation_function === 'string' ? config.hfConfig.activation_function : HF_ACTIVATION_NAMES[config.activation],
     scale_attn_weights: config.attention.scale !== 1,
     tie_word_embeddings: config.tieWordEmbeddings,
-    ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
-    ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
+    ...specialTokenIdsJson(config),
   });
 }
 

@@ -11,12 +11,13 @@ import { norm } from '../components/norm.js';
 import {
   activationField,
   attentionShape,
-  booleanField,
-  firstId,
+  layerSizesJson,
   positiveField,
   ropeBase,
   ropeScalingJson,
   sizeField,
+  specialTokenIdsJson,
+  vocabularyFields,
   type Json,
   type ModelConfig,
 } from '../config.js';
@@ -50,11 +51,8 @@ function parseConfig(json: Json, file: string): ModelConfig {
     ...shape,
     intermediateSize: sizeField(json, file, 'intermediate_size'),
     numLayers,
-    vocabSize: sizeField(json, file, 'vocab_size'),
+    ...vocabularyFields(json, file, false),
     maxPositionEmbeddings: sizeField(json, file, 'max_position_embeddings', 2048),
-    tieWordEmbeddings: booleanField(json, file, 'tie_word_embeddings', false),
-    bosTokenId: firstId(json.bos_token_id),
-    eosTokenId: firstId(json.eos_token_id),
     norm: { kind: 'rms', eps: positiveField(json, file, 'rms_norm_eps', 1e-6), weightOffset: 0 },
     rope: { theta, scaling, rotaryDim: shape.headDim, layout: 'half' },
     attention: {
@@ -71,13 +69,8 @@ function toHfConfig(config: ModelConfig): Json {
   return {
     architectures: [llama.hfArchitectures[config.modelType]],
     model_type: config.modelType,
-    hidden_size: config.hiddenSize,
-    intermediate_size: config.intermediateSize,
-    num_hidden_layers: config.numLayers,
-    num_attention_heads: config.numHeads,
-    num_key_value_heads: config.numKvHeads,
+    ...layerSizesJson(config),
     head_dim: config.headDim,
-    vocab_size: config.vocabSize,
     rms_norm_eps: config.norm.eps,
     rope_theta: config.rope?.theta,
     ...(scaling ? { rope_scaling: scaling } : {}),
@@ -85,8 +78,7 @@ function toHfConfig(config: ModelConfig): Json {
     tie_word_embeddings: config.tieWordEmbeddings,
     hidden_act: 'silu',
     ...slidingWindowJson(config),
-    ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
-    ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
+    ...specialTokenIdsJson(config),
   };
 }
 

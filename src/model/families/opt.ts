@@ -8,7 +8,7 @@ import { TopiaryError } from '../../util/errors.js';
 import { separateProjectionAttention } from '../components/attention.js';
 import { plainMlp } from '../components/mlp.js';
 import { norm } from '../components/norm.js';
-import { activationField, booleanField, firstId, sizeField, type Json, type ModelConfig } from '../config.js';
+import { activationField, booleanField, sizeField, specialTokenIdsJson, vocabularyFields, type Json, type ModelConfig } from '../config.js';
 import type { Block, BlockContext, Family } from './family.js';
 
 /** OPT's LayerNorms use PyTorch's default epsilon; config.json has no field for it. */
@@ -37,11 +37,8 @@ function parseConfig(json: Json, file: string): ModelConfig {
     numHeads,
     numKvHeads: numHeads,
     headDim,
-    vocabSize: sizeField(json, file, 'vocab_size'),
+    ...vocabularyFields(json, file, true),
     maxPositionEmbeddings: sizeField(json, file, 'max_position_embeddings', 2048),
-    tieWordEmbeddings: booleanField(json, file, 'tie_word_embeddings', true),
-    bosTokenId: firstId(json.bos_token_id),
-    eosTokenId: firstId(json.eos_token_id),
     norm: { kind: 'layer', eps: LAYER_NORM_EPS },
     // OPT scales q (after its bias) by 1/√headDim before the dot product: the same scores.
     attention: { scale: 1 / Math.sqrt(headDim) },
@@ -73,8 +70,7 @@ function toHfConfig(config: ModelConfig): Json {
     _remove_final_layer_norm: config.noFinalNorm === true && !config.postNorm,
     activation_function: HF_ACTIVATION[config.activation],
     tie_word_embeddings: config.tieWordEmbeddings,
-    ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
-    ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
+    ...specialTokenIdsJson(config),
   };
 }
 
