@@ -25,7 +25,7 @@ import {
   type RopeSpec,
 } from '../config.js';
 import type { Block, BlockContext, Family, GgufTensors } from './family.js';
-import { ggufNumber } from './llama.js';
+import { ggufNumber, ggufVocabularyFields } from './llama.js';
 
 const ATTENTION_ROLES = { qkv: 'query_key_value', output: 'dense' };
 const MLP_ROLES = { up: 'dense_h_to_4h', down: 'dense_4h_to_h' };
@@ -108,8 +108,6 @@ function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, te
   const headDim = hiddenSize / numHeads;
   const rotaryDim = num('rope.dimension_count');
   checkRotaryDim(rotaryDim, headDim, `GGUF metadata: rope.dimension_count is ${rotaryDim}`, file);
-  const tokens = meta['tokenizer.ggml.tokens'];
-  const id = (key: string) => (typeof meta[key] === 'number' ? (meta[key] as number) : undefined);
   return {
     modelType,
     hiddenSize,
@@ -118,11 +116,9 @@ function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, te
     numHeads,
     numKvHeads: numHeads,
     headDim,
-    vocabSize: Array.isArray(tokens) ? tokens.length : tensors.shape(gptNeox.embedTokens)[0]!,
+    ...ggufVocabularyFields(meta, () => tensors.shape(gptNeox.embedTokens)[0]!),
     maxPositionEmbeddings: num('context_length', 2048),
     tieWordEmbeddings: !tensors.has(gptNeox.lmHead),
-    bosTokenId: id('tokenizer.ggml.bos_token_id'),
-    eosTokenId: id('tokenizer.ggml.eos_token_id'),
     norm: { kind: 'layer', eps: num('attention.layernorm_eps', 1e-5) },
     rope: { theta: num('rope.freq_base', 10000), scaling: { type: 'none' }, rotaryDim, layout: 'half' },
     attention: { scale: 1 / Math.sqrt(headDim) },

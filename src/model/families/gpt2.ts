@@ -12,7 +12,7 @@ import { plainMlp } from '../components/mlp.js';
 import { norm } from '../components/norm.js';
 import { activationField, booleanField, exportedHfConfig, firstId, HF_ACTIVATION_NAMES, positiveField, sizeField, specialTokenIdsJson, type Json, type ModelConfig } from '../config.js';
 import type { Block, BlockContext, Family, GgufTensors } from './family.js';
-import { ggufNumber } from './llama.js';
+import { ggufNumber, ggufVocabularyFields } from './llama.js';
 
 /** GPT-2's tokenizer: <|endoftext|> is both bos and eos. */
 const ENDOFTEXT = 50256;
@@ -74,8 +74,6 @@ function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, te
   if (hiddenSize % numHeads !== 0) throw new TopiaryError(`GGUF metadata: embedding_length (${hiddenSize}) is not a multiple of attention.head_count (${numHeads})`, file);
   const mlpUp = `${gpt2.layerPrefix(0)}mlp.c_fc.weight`;
   if (!tensors.has(mlpUp) || !tensors.has(gpt2.positionEmbeddings!)) throw new TopiaryError('a GPT-2 GGUF file needs blk.0.ffn_up and position_embd tensors', file);
-  const tokens = meta['tokenizer.ggml.tokens'];
-  const id = (key: string) => (typeof meta[key] === 'number' ? (meta[key] as number) : undefined);
   const headDim = hiddenSize / numHeads;
   return {
     modelType,
@@ -86,11 +84,9 @@ function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, te
     numHeads,
     numKvHeads: numHeads,
     headDim,
-    vocabSize: Array.isArray(tokens) ? tokens.length : tensors.shape(gpt2.embedTokens)[0]!,
+    ...ggufVocabularyFields(meta, () => tensors.shape(gpt2.embedTokens)[0]!),
     maxPositionEmbeddings: tensors.shape(gpt2.positionEmbeddings!)[0]!,
     tieWordEmbeddings: !tensors.has(gpt2.lmHead),
-    bosTokenId: id('tokenizer.ggml.bos_token_id'),
-    eosTokenId: id('tokenizer.ggml.eos_token_id'),
     norm: { kind: 'layer', eps: num('attention.layernorm_eps', 1e-5) },
     attention: { scale: 1 / Math.sqrt(headDim) },
     // llama.cpp runs GPT-2 with the tanh GELU (gelu_new); GGUF has no field for another.

@@ -107,6 +107,20 @@ export function ggufNumber(meta: GgufMetadata, key: string, file: string, fallba
   return number;
 }
 
+/**
+ * The vocabulary fields of a GGUF file, read alike by every family: the size from the token list
+ * (`embeddingRows()`, the token embedding's rows, when the file has none) and the special token ids.
+ */
+export function ggufVocabularyFields(meta: GgufMetadata, embeddingRows: () => number): Pick<ModelConfig, 'vocabSize' | 'bosTokenId' | 'eosTokenId'> {
+  const tokens = meta['tokenizer.ggml.tokens'];
+  const id = (key: string) => (typeof meta[key] === 'number' ? (meta[key] as number) : undefined);
+  return {
+    vocabSize: Array.isArray(tokens) ? tokens.length : embeddingRows(),
+    bosTokenId: id('tokenizer.ggml.bos_token_id'),
+    eosTokenId: id('tokenizer.ggml.eos_token_id'),
+  };
+}
+
 export function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, tensors: { has(name: string): boolean; shape(name: string): number[] }, file: string): ModelConfig {
   const num = (key: string, fallback?: number) => ggufNumber(meta, `${arch}.${key}`, file, fallback);
   const numLayers = num('block_count');
@@ -123,9 +137,7 @@ export function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: str
   const numHeads = Math.max(...perLayer('attention.head_count'));
   const numKvHeads = Math.max(...perLayer('attention.head_count_kv', perLayer('attention.head_count')));
   const headDim = num('attention.key_length', hiddenSize / numHeads);
-  const tokens = meta['tokenizer.ggml.tokens'];
   const slidingWindow = meta[`${arch}.attention.sliding_window`];
-  const id = (key: string) => (typeof meta[key] === 'number' ? (meta[key] as number) : undefined);
   return {
     modelType,
     hiddenSize,
@@ -134,11 +146,9 @@ export function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: str
     numHeads,
     numKvHeads,
     headDim,
-    vocabSize: Array.isArray(tokens) ? tokens.length : tensors.shape('model.embed_tokens.weight')[0]!,
+    ...ggufVocabularyFields(meta, () => tensors.shape('model.embed_tokens.weight')[0]!),
     maxPositionEmbeddings: num('context_length', 2048),
     tieWordEmbeddings: !tensors.has('lm_head.weight'),
-    bosTokenId: id('tokenizer.ggml.bos_token_id'),
-    eosTokenId: id('tokenizer.ggml.eos_token_id'),
     norm: { kind: 'rms', eps: num('attention.layer_norm_rms_epsilon', 1e-5), weightOffset: 0 },
     rope: { theta: num('rope.freq_base', 10000), scaling: { type: 'none' }, rotaryDim: headDim, layout: 'half' },
     attention: {

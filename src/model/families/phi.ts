@@ -25,7 +25,7 @@ import {
   type ModelConfig,
 } from '../config.js';
 import type { Block, BlockContext, Family, GgufLayout } from './family.js';
-import { ggufNumber } from './llama.js';
+import { ggufNumber, ggufVocabularyFields } from './llama.js';
 
 /**
  * The object transformers reads the rope settings of Phi and Phi-3 from: rope_scaling when set
@@ -127,8 +127,6 @@ const parseGgufConfig: GgufLayout['parseConfig'] = (meta: GgufMetadata, arch, mo
   if (!Number.isInteger(headDim) || !Number.isInteger(rotaryDim) || rotaryDim < 2 || rotaryDim % 2 !== 0 || rotaryDim > headDim) {
     throw new TopiaryError(`GGUF metadata "${arch}.rope.dimension_count" (${rotaryDim}) should be an even number of features up to the head size ${headDim}`, file);
   }
-  const tokens = meta['tokenizer.ggml.tokens'];
-  const id = (key: string) => (typeof meta[key] === 'number' ? (meta[key] as number) : undefined);
   return {
     modelType,
     hiddenSize,
@@ -137,11 +135,9 @@ const parseGgufConfig: GgufLayout['parseConfig'] = (meta: GgufMetadata, arch, mo
     numHeads,
     numKvHeads: rowsOf(`${layer0}self_attn.k_proj.weight`) / headDim,
     headDim,
-    vocabSize: Array.isArray(tokens) ? tokens.length : rowsOf(phi.embedTokens),
+    ...ggufVocabularyFields(meta, () => rowsOf(phi.embedTokens)),
     maxPositionEmbeddings: num('context_length', 2048),
     tieWordEmbeddings: !tensors.has(phi.lmHead),
-    bosTokenId: id('tokenizer.ggml.bos_token_id'),
-    eosTokenId: id('tokenizer.ggml.eos_token_id'),
     norm: { kind: 'layer', eps: num('attention.layer_norm_epsilon', 1e-5) },
     rope: { theta: num('rope.freq_base', 10000), scaling: { type: 'none' }, rotaryDim, layout: 'half' },
     attention: { scale: 1 / Math.sqrt(headDim) },
