@@ -109,6 +109,18 @@ function toHfConfig(config: ModelConfig): Json {
 }
 
 /**
+ * The features of each head that rotate, as llama.cpp's converter records them for Phi-2 and Phi-3
+ * (all of them when unsaid), checked to be an even number within the head.
+ */
+export function ggufRotaryDim(meta: GgufMetadata, arch: string, headDim: number, file: string): number {
+  const rotaryDim = ggufNumber(meta, `${arch}.rope.dimension_count`, file, headDim);
+  if (!Number.isInteger(headDim) || !Number.isInteger(rotaryDim) || rotaryDim < 2 || rotaryDim % 2 !== 0 || rotaryDim > headDim) {
+    throw new TopiaryError(`GGUF metadata "${arch}.rope.dimension_count" (${rotaryDim}) should be an even number of features up to the head size ${headDim}`, file);
+  }
+  return rotaryDim;
+}
+
+/**
  * The config of a GGUF written by llama.cpp's converter (architecture phi2). The converter writes
  * 4·hidden as the MLP width and the query head count as the key/value one whatever the model has,
  * so both are read from the tensors.
@@ -123,10 +135,7 @@ const parseGgufConfig: GgufLayout['parseConfig'] = (meta: GgufMetadata, arch, mo
   const hiddenSize = num('embedding_length');
   const numHeads = num('attention.head_count');
   const headDim = hiddenSize / numHeads;
-  const rotaryDim = num('rope.dimension_count', headDim);
-  if (!Number.isInteger(headDim) || !Number.isInteger(rotaryDim) || rotaryDim < 2 || rotaryDim % 2 !== 0 || rotaryDim > headDim) {
-    throw new TopiaryError(`GGUF metadata "${arch}.rope.dimension_count" (${rotaryDim}) should be an even number of features up to the head size ${headDim}`, file);
-  }
+  const rotaryDim = ggufRotaryDim(meta, arch, headDim, file);
   return {
     modelType,
     hiddenSize,

@@ -25,7 +25,7 @@ import {
 } from '../config.js';
 import type { Block, BlockContext, Family, GgufLayout } from './family.js';
 import { ggufNumber, parseGgufConfig as llamaGgufConfig, slidingLayers } from './llama.js';
-import { partialRotaryDim, ropeField, ropeParametersJson, ropeSettings, specialTokenFields, SUPERSEDED_ROPE_FIELDS } from './phi.js';
+import { ggufRotaryDim, partialRotaryDim, ropeField, ropeParametersJson, ropeSettings, specialTokenFields, SUPERSEDED_ROPE_FIELDS } from './phi.js';
 
 /**
  * Phi-3's rope scaling as transformers reads it: none, or LongRoPE (also under its old names "su"
@@ -134,10 +134,7 @@ function splitQkvBlocks(ctx: BlockContext, qkv: Float32Array, heads: number, kvH
  */
 const parseGgufConfig: GgufLayout['parseConfig'] = (meta: GgufMetadata, arch, modelType, tensors, file) => {
   const config = llamaGgufConfig(meta, arch, modelType, tensors, file);
-  const rotaryDim = meta[`${arch}.rope.dimension_count`] ?? config.headDim;
-  if (typeof rotaryDim !== 'number' || !Number.isInteger(rotaryDim) || rotaryDim < 2 || rotaryDim % 2 !== 0 || rotaryDim > config.headDim) {
-    throw new TopiaryError(`GGUF metadata "${arch}.rope.dimension_count" (${String(rotaryDim)}) should be an even number of features up to the head size ${config.headDim}`, file);
-  }
+  const rotaryDim = ggufRotaryDim(meta, arch, config.headDim, file);
   const shortFactor = tensors.readStored('rope_factors_short.weight');
   const longFactor = tensors.readStored('rope_factors_long.weight');
   if (!shortFactor && !longFactor) return { ...config, rope: { ...config.rope!, rotaryDim } };
