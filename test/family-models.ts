@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { checkNmPattern, prunedCount } from '../src/prune/masks.js';
 import type { SparsityTarget } from '../src/prune/method.js';
+import type { PruneSettings } from '../src/prune/run.js';
 import { cacheDir, repoRoot, tempDir, testDataDir } from './helpers.js';
 
 const SCRIPT = path.join(repoRoot, 'scripts', 'make_family_models.py');
@@ -123,13 +124,14 @@ export function withByteTokenizer(dir: string, name: string, configChanges: Reco
 }
 
 /**
- * A calibration corpus of the first `chars` characters of WikiText-2's validation text, for
- * `pruneModel`: with one token per byte, the whole file would take long to tokenize.
+ * The calibration the family tests prune with: 4 windows of 32 tokens from the first `chars`
+ * characters of WikiText-2's validation text (with one token per byte, the whole file would take
+ * long to tokenize).
  */
-export function calibrationCorpus(chars: number): string {
+export function familyCalibration(chars: number): PruneSettings['calibration'] {
   const file = path.join(tempDir(), 'calibration.txt');
   fs.writeFileSync(file, fs.readFileSync(path.join(testDataDir, 'wikitext2', 'wiki.valid.raw'), 'utf8').slice(0, chars));
-  return `text:${file}`;
+  return { corpus: `text:${file}`, nsamples: 4, seqlen: 32, seed: 0 };
 }
 
 /**

@@ -18,7 +18,7 @@ import { loadModel } from '../src/model/load.js';
 import { openModelSource } from '../src/model/sources.js';
 import type { SparsityTarget } from '../src/prune/method.js';
 import { pruneModel } from '../src/prune/run.js';
-import { assertExactSparsity, calibrationCorpus, familyModels, readReference, withByteTokenizer } from './family-models.js';
+import { assertExactSparsity, familyCalibration, familyModels, readReference, withByteTokenizer } from './family-models.js';
 import { assertTopiaryError, repoRoot, runCli, tempDir } from './helpers.js';
 import { checkAgainstFullPass } from './kv-cache-check.js';
 import { assertExportsMatchTransformers, assertLogitParity, transformersLogits, type PrunedExport } from './parity.js';
@@ -130,7 +130,7 @@ const TARGETS: [string, SparsityTarget][] = [
 ];
 
 test('magnitude, wanda and sparsegpt at 50% and 2:4 hold their pattern and export folders transformers reloads with our logits', async () => {
-  const corpus = calibrationCorpus(20_000);
+  const calibration = familyCalibration(20_000);
   const runs: PrunedExport[] = [];
   for (const name of PRUNED_MODELS) {
     const source = withByteTokenizer(modelsDir, name);
@@ -138,15 +138,7 @@ test('magnitude, wanda and sparsegpt at 50% and 2:4 hold their pattern and expor
       for (const [targetName, target] of TARGETS) {
         const label = `${name} ${method} ${targetName}`;
         const out = tempDir();
-        await pruneModel({
-          model: source,
-          method,
-          target,
-          methodOptions: {},
-          calibration: { corpus, nsamples: 4, seqlen: 32, seed: 0 },
-          out,
-          resume: false,
-        });
+        await pruneModel({ model: source, method, target, methodOptions: {}, calibration, out, resume: false });
         const model = await loadModel(out, { backend: getBackend() });
         for (let layer = 0; layer < model.numLayers; layer++) {
           for (const [role, { weight, outFeatures, inFeatures }] of Object.entries(model.layer(layer).linears)) {

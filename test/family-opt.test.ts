@@ -14,7 +14,7 @@ import { opt } from '../src/model/families/opt.js';
 import { loadModel } from '../src/model/load.js';
 import type { SparsityTarget } from '../src/prune/method.js';
 import { pruneModel } from '../src/prune/run.js';
-import { assertExactSparsity, calibrationCorpus, familyModels, readReference, withByteTokenizer } from './family-models.js';
+import { assertExactSparsity, familyCalibration, familyModels, readReference, withByteTokenizer } from './family-models.js';
 import { assertTopiaryError, runCli, tempDir } from './helpers.js';
 import { checkAgainstFullPass } from './kv-cache-check.js';
 import { assertExportsMatchTransformers, type PrunedExport } from './parity.js';
@@ -49,7 +49,7 @@ test('a checkpoint saved from OPTModel (tensors without the model. prefix, as fa
 test('opt-postnorm-proj: magnitude, Wanda and SparseGPT at 50% and 2:4 give exact sparsity, and transformers loads the result with our logits', async () => {
   // As a half-precision checkpoint saved by transformers 5 says (the weights stay F32).
   const source = withByteTokenizer(modelsDir, 'opt-postnorm-proj', { dtype: 'float16' });
-  const corpus = calibrationCorpus(20_000);
+  const calibration = familyCalibration(20_000);
   const targets: SparsityTarget[] = [
     { kind: 'unstructured', sparsity: 0.5 },
     { kind: 'nm', n: 2, m: 4 },
@@ -59,15 +59,7 @@ test('opt-postnorm-proj: magnitude, Wanda and SparseGPT at 50% and 2:4 give exac
   for (const method of ['magnitude', 'wanda', 'sparsegpt']) {
     for (const target of targets) {
       const out = tempDir('topiary-opt-pruned-');
-      await pruneModel({
-        model: source,
-        method,
-        target,
-        methodOptions: {},
-        calibration: { corpus, nsamples: 4, seqlen: 32, seed: 0 },
-        out,
-        resume: false,
-      });
+      await pruneModel({ model: source, method, target, methodOptions: {}, calibration, out, resume: false });
       const what = `${method} ${target.kind === 'nm' ? '2:4' : '50%'}`;
       const store = openSafetensors(path.join(out, 'model.safetensors'));
       for (let layer = 0; layer < numLayers; layer++) {

@@ -20,7 +20,7 @@ import { loadModel } from '../src/model/load.js';
 import { openModelSource } from '../src/model/sources.js';
 import type { SparsityTarget } from '../src/prune/method.js';
 import { pruneModel } from '../src/prune/run.js';
-import { assertExactSparsity, calibrationCorpus, familyModels, readReference, withByteTokenizer } from './family-models.js';
+import { assertExactSparsity, familyCalibration, familyModels, readReference, withByteTokenizer } from './family-models.js';
 import { checkAgainstFullPass } from './kv-cache-check.js';
 import { assertTopiaryError, repoRoot, runCli, tempDir } from './helpers.js';
 import { assertExportsMatchTransformers, assertLogitParity, type PrunedExport } from './parity.js';
@@ -186,7 +186,7 @@ const TARGETS: { label: string; target: SparsityTarget }[] = [
 
 test('magnitude, wanda and sparsegpt prune phi and phi3 exactly; the exports, and a GGUF-sourced phi3, load in transformers with Topiary\'s logits', async () => {
   // A few kilobytes: every byte is a token, and encoding the whole WikiText-2 file twelve times would dominate.
-  const corpus = calibrationCorpus(4000);
+  const calibration = familyCalibration(4000);
   const runs: PrunedExport[] = [];
   // Export from GGUF builds config.json from the GGUF metadata alone.
   const fromGguf = await loadModel(asGguf('phi3-gqa-partial'), { backend: getBackend() });
@@ -202,7 +202,7 @@ test('magnitude, wanda and sparsegpt prune phi and phi3 exactly; the exports, an
       for (const { label, target } of TARGETS) {
         const what = `${name} ${method} ${label}`;
         const out = tempDir();
-        await pruneModel({ model: source, method, target, methodOptions: {}, calibration: { corpus, nsamples: 4, seqlen: 32, seed: 0 }, out, resume: false });
+        await pruneModel({ model: source, method, target, methodOptions: {}, calibration, out, resume: false });
         const store = openSafetensors(out);
         for (const { name: tensor, shape } of prunable) {
           const [rows, cols] = shape as [number, number];

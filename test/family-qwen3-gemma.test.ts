@@ -17,14 +17,14 @@ import { familyFor } from '../src/model/families/index.js';
 import { loadModel } from '../src/model/load.js';
 import { pruneModel } from '../src/prune/run.js';
 import { UsageError } from '../src/util/errors.js';
-import { assertExactSparsity, calibrationCorpus, familyModels, readReference, withByteTokenizer } from './family-models.js';
+import { assertExactSparsity, familyCalibration, familyModels, readReference, withByteTokenizer } from './family-models.js';
 import { assertTopiaryError, tempDir } from './helpers.js';
 import { checkAgainstFullPass } from './kv-cache-check.js';
 import { PARITY_TOLERANCE, relativeDifference, transformersLogitsPerFolder } from './parity.js';
 
 const { dir: modelsDir } = await familyModels();
 /** A few KB of WikiText-2: the byte tokenizer makes one token per byte, and the whole file would be slow to tokenize. */
-const CALIBRATION = { corpus: calibrationCorpus(8192), nsamples: 4, seqlen: 32, seed: 0 };
+const CALIBRATION = familyCalibration(8192);
 
 test('bad configs are refused in one line naming config.json and the field', () => {
   const file = '/models/x/config.json';
