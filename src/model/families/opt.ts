@@ -8,7 +8,7 @@ import { TopiaryError } from '../../util/errors.js';
 import { separateProjectionAttention } from '../components/attention.js';
 import { plainMlp } from '../components/mlp.js';
 import { norm } from '../components/norm.js';
-import { activationField, booleanField, sizeField, specialTokenIdsJson, vocabularyFields, type Json, type ModelConfig } from '../config.js';
+import { activationField, booleanField, HF_ACTIVATION_NAMES, sizeField, specialTokenIdsJson, vocabularyFields, type Json, type ModelConfig } from '../config.js';
 import type { Block, BlockContext, Family } from './family.js';
 
 /** OPT's LayerNorms use PyTorch's default epsilon; config.json has no field for it. */
@@ -51,9 +51,6 @@ function parseConfig(json: Json, file: string): ModelConfig {
   };
 }
 
-/** Backend activation → the activation_function name transformers reads. */
-const HF_ACTIVATION = { relu: 'relu', gelu: 'gelu', gelu_tanh: 'gelu_new', silu: 'silu' } as const;
-
 function toHfConfig(config: ModelConfig): Json {
   return {
     ...config.hfConfig,
@@ -68,7 +65,7 @@ function toHfConfig(config: ModelConfig): Json {
     word_embed_proj_dim: config.wordEmbeddingSize ?? config.hiddenSize,
     do_layer_norm_before: !config.postNorm,
     _remove_final_layer_norm: config.noFinalNorm === true && !config.postNorm,
-    activation_function: HF_ACTIVATION[config.activation],
+    activation_function: HF_ACTIVATION_NAMES[config.activation],
     tie_word_embeddings: config.tieWordEmbeddings,
     ...specialTokenIdsJson(config),
   };
