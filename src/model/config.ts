@@ -272,6 +272,16 @@ export function ropeScalingJson(scaling: RopeScaling): Json | undefined {
 }
 
 /**
+ * The rope_parameters object to write back (transformers 5's layout): base, scaling and the
+ * partial rotary factor, which families with partial rotary (Phi, Phi-3, GPT-NeoX) all write.
+ */
+export function ropeParametersJson(config: ModelConfig): Json | undefined {
+  const rope = config.rope;
+  if (!rope) return undefined;
+  return { rope_type: 'default', ...ropeScalingJson(rope.scaling), rope_theta: rope.theta, partial_rotary_factor: rope.rotaryDim / config.headDim };
+}
+
+/**
  * RoPE base and scaling from either config layout: `rope_theta` + `rope_scaling` (most published
  * checkpoints) or transformers 5's `rope_parameters` (one object, or one per layer type).
  */

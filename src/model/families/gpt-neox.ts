@@ -16,7 +16,7 @@ import {
   HF_ACTIVATION_NAMES,
   parseRopeScaling,
   positiveField,
-  ropeScalingJson,
+  ropeParametersJson,
   sizeField,
   specialTokenIdsJson,
   vocabularyFields,
@@ -76,7 +76,6 @@ function parseConfig(json: Json, file: string): ModelConfig {
 const ROPE_FIELDS_SUPERSEDED = ['rope_scaling', 'rotary_pct', 'rotary_emb_base'];
 
 function toHfConfig(config: ModelConfig): Json {
-  const rope = config.rope!;
   return exportedHfConfig(config, {
     architectures: [gptNeox.hfArchitectures.gpt_neox],
     model_type: 'gpt_neox',
@@ -89,12 +88,7 @@ function toHfConfig(config: ModelConfig): Json {
     layer_norm_eps: config.norm.eps,
     hidden_act: typeof config.hfConfig?.hidden_act === 'string' ? config.hfConfig.hidden_act : HF_ACTIVATION_NAMES[config.activation],
     use_parallel_residual: config.parallelResidual ?? true,
-    rope_parameters: {
-      rope_type: 'default',
-      ...ropeScalingJson(rope.scaling),
-      rope_theta: rope.theta,
-      partial_rotary_factor: rope.rotaryDim / config.headDim,
-    },
+    rope_parameters: ropeParametersJson(config),
     tie_word_embeddings: config.tieWordEmbeddings,
     ...specialTokenIdsJson(config),
   }, ROPE_FIELDS_SUPERSEDED);

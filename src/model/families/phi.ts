@@ -18,7 +18,7 @@ import {
   numberField,
   positiveField,
   ropeBase,
-  ropeScalingJson,
+  ropeParametersJson,
   sizeField,
   vocabularyFields,
   type Json,
@@ -50,13 +50,6 @@ export function partialRotaryDim(json: Json, file: string, headDim: number, defa
     throw new TopiaryError(`field "partial_rotary_factor" (${factor}) should rotate an even number of the ${headDim} features of a head, not ${rotaryDim}`, file);
   }
   return rotaryDim;
-}
-
-/** The rope_parameters object to write back: base, scaling and the partial rotary factor. */
-export function ropeParametersJson(config: ModelConfig): Json | undefined {
-  const rope = config.rope;
-  if (!rope) return undefined;
-  return { rope_type: 'default', ...ropeScalingJson(rope.scaling), rope_theta: rope.theta, partial_rotary_factor: rope.rotaryDim / config.headDim };
 }
 
 function parseConfig(json: Json, file: string): ModelConfig {

@@ -17,6 +17,7 @@ import {
   HF_ACTIVATION_NAMES,
   layerSizesJson,
   positiveField,
+  ropeParametersJson,
   sizeField,
   vocabularyFields,
   type Json,
@@ -25,7 +26,7 @@ import {
 } from '../config.js';
 import type { Block, BlockContext, Family, GgufLayout } from './family.js';
 import { ggufNumber, parseGgufConfig as llamaGgufConfig, slidingLayers } from './llama.js';
-import { ggufRotaryDim, partialRotaryDim, ropeField, ropeParametersJson, ropeSettings, specialTokenFields, SUPERSEDED_ROPE_FIELDS } from './phi.js';
+import { ggufRotaryDim, partialRotaryDim, ropeField, ropeSettings, specialTokenFields, SUPERSEDED_ROPE_FIELDS } from './phi.js';
 
 /**
  * Phi-3's rope scaling as transformers reads it: none, or LongRoPE (also under its old names "su"
