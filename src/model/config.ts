@@ -308,6 +308,17 @@ export function attentionShape(json: Json, file: string, keys = { heads: 'num_at
 }
 
 /**
+ * The shape of multi-head attention whose heads split the hidden size evenly, as GPT-NeoX, OPT and
+ * GPT-2 configs give it: no head_dim or key/value head count fields, so one key/value head per head.
+ */
+export function evenHeadsShape(json: Json, file: string, keys = { hidden: 'hidden_size', heads: 'num_attention_heads' }): { hiddenSize: number; numHeads: number; numKvHeads: number; headDim: number } {
+  const hiddenSize = sizeField(json, file, keys.hidden);
+  const numHeads = sizeField(json, file, keys.heads);
+  if (hiddenSize % numHeads !== 0) throw new TopiaryError(`${keys.hidden} (${hiddenSize}) is not a multiple of ${keys.heads} (${numHeads})`, file);
+  return { hiddenSize, numHeads, numKvHeads: numHeads, headDim: hiddenSize / numHeads };
+}
+
+/**
  * The config.json to export: the one the model came with (keeping fields Topiary does not model),
  * with `fields` written over it and the `superseded` fields (older spellings of what `fields` say)
  * removed.

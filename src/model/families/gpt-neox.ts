@@ -12,6 +12,7 @@ import { norm } from '../components/norm.js';
 import {
   activationField,
   booleanField,
+  evenHeadsShape,
   exportedHfConfig,
   HF_ACTIVATION_NAMES,
   parseRopeScaling,
@@ -49,18 +50,13 @@ function checkRotaryDim(rotaryDim: number, headDim: number, what: string, file: 
 }
 
 function parseConfig(json: Json, file: string): ModelConfig {
-  const hiddenSize = sizeField(json, file, 'hidden_size');
-  const numHeads = sizeField(json, file, 'num_attention_heads');
-  if (hiddenSize % numHeads !== 0) throw new TopiaryError(`hidden_size (${hiddenSize}) is not a multiple of num_attention_heads (${numHeads})`, file);
-  const headDim = hiddenSize / numHeads;
+  const shape = evenHeadsShape(json, file);
+  const { headDim } = shape;
   return {
     modelType: 'gpt_neox',
-    hiddenSize,
+    ...shape,
     intermediateSize: sizeField(json, file, 'intermediate_size'),
     numLayers: sizeField(json, file, 'num_hidden_layers'),
-    numHeads,
-    numKvHeads: numHeads,
-    headDim,
     ...vocabularyFields(json, file, false),
     maxPositionEmbeddings: sizeField(json, file, 'max_position_embeddings', 2048),
     norm: { kind: 'layer', eps: positiveField(json, file, 'layer_norm_eps', 1e-5) },

@@ -10,7 +10,7 @@ import { fusedProjectionAttention } from '../components/attention.js';
 import { columns } from '../components/linear.js';
 import { plainMlp } from '../components/mlp.js';
 import { norm } from '../components/norm.js';
-import { activationField, booleanField, exportedHfConfig, firstId, HF_ACTIVATION_NAMES, positiveField, sizeField, specialTokenIdsJson, type Json, type ModelConfig } from '../config.js';
+import { activationField, booleanField, evenHeadsShape, exportedHfConfig, firstId, HF_ACTIVATION_NAMES, positiveField, sizeField, specialTokenIdsJson, type Json, type ModelConfig } from '../config.js';
 import type { Block, BlockContext, Family, GgufTensors } from './family.js';
 import { ggufNumber, ggufVocabularyFields } from './llama.js';
 
@@ -21,20 +21,15 @@ const ATTENTION_ROLES = { qkv: 'c_attn', output: 'c_proj' };
 const MLP_ROLES = { up: 'c_fc', down: 'mlp_c_proj' };
 
 function parseConfig(json: Json, file: string): ModelConfig {
-  const hiddenSize = sizeField(json, file, 'n_embd');
-  const numHeads = sizeField(json, file, 'n_head');
-  if (hiddenSize % numHeads !== 0) throw new TopiaryError(`n_embd (${hiddenSize}) is not a multiple of n_head (${numHeads})`, file);
+  const shape = evenHeadsShape(json, file, { hidden: 'n_embd', heads: 'n_head' });
+  const { hiddenSize, headDim } = shape;
   // Layer i's scores divided by i + 1 as well: one attention scale for all layers is all Topiary models.
   if (booleanField(json, file, 'scale_attn_by_inverse_layer_idx', false)) throw new TopiaryError('scale_attn_by_inverse_layer_idx true is not supported', file);
-  const headDim = hiddenSize / numHeads;
   return {
     modelType: 'gpt2',
-    hiddenSize,
+    ...shape,
     intermediateSize: sizeField(json, file, 'n_inner', 4 * hiddenSize),
     numLayers: sizeField(json, file, 'n_layer'),
-    numHeads,
-    numKvHeads: numHeads,
-    headDim,
     vocabSize: sizeField(json, file, 'vocab_size'),
     maxPositionEmbeddings: sizeField(json, file, 'n_positions', 1024),
     tieWordEmbeddings: booleanField(json, file, 'tie_word_embeddings', true),

@@ -8,7 +8,7 @@ import { TopiaryError } from '../../util/errors.js';
 import { separateProjectionAttention } from '../components/attention.js';
 import { plainMlp } from '../components/mlp.js';
 import { norm } from '../components/norm.js';
-import { activationField, booleanField, HF_ACTIVATION_NAMES, sizeField, specialTokenIdsJson, vocabularyFields, type Json, type ModelConfig } from '../config.js';
+import { activationField, booleanField, evenHeadsShape, HF_ACTIVATION_NAMES, sizeField, specialTokenIdsJson, vocabularyFields, type Json, type ModelConfig } from '../config.js';
 import type { Block, BlockContext, Family } from './family.js';
 
 /** OPT's LayerNorms use PyTorch's default epsilon; config.json has no field for it. */
@@ -21,22 +21,17 @@ function parseConfig(json: Json, file: string): ModelConfig {
   if (!booleanField(json, file, 'layer_norm_elementwise_affine', true)) {
     throw new TopiaryError('layer_norm_elementwise_affine false (LayerNorms without weights) is not supported', file);
   }
-  const hiddenSize = sizeField(json, file, 'hidden_size');
-  const numHeads = sizeField(json, file, 'num_attention_heads');
-  if (hiddenSize % numHeads !== 0) throw new TopiaryError(`hidden_size (${hiddenSize}) is not a multiple of num_attention_heads (${numHeads})`, file);
-  const headDim = hiddenSize / numHeads;
+  const shape = evenHeadsShape(json, file);
+  const { hiddenSize, headDim } = shape;
   const wordEmbeddingSize = sizeField(json, file, 'word_embed_proj_dim', hiddenSize);
   const postNorm = !booleanField(json, file, 'do_layer_norm_before', true);
   // Old checkpoints drop the final norm of a pre-norm model with this flag; post-norm models never have one.
   const noFinalNorm = postNorm || booleanField(json, file, '_remove_final_layer_norm', false);
   return {
     modelType: 'opt',
-    hiddenSize,
+    ...shape,
     intermediateSize: sizeField(json, file, 'ffn_dim'),
     numLayers: sizeField(json, file, 'num_hidden_layers'),
-    numHeads,
-    numKvHeads: numHeads,
-    headDim,
     ...vocabularyFields(json, file, true),
     maxPositionEmbeddings: sizeField(json, file, 'max_position_embeddings', 2048),
     norm: { kind: 'layer', eps: LAYER_NORM_EPS },
