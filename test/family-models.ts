@@ -3,12 +3,16 @@
  * transformers' logits for them. They are too many to commit, so they are generated once into a
  * cache folder outside git, keyed by the script's hash: editing the script makes a new set.
  */
+import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { cacheDir, repoRoot } from './helpers.js';
+import { checkNmPattern, prunedCount } from '../src/prune/masks.js';
+import type { SparsityTarget } from '../src/prune/method.js';
+import type { PruneSettings } from '../src/prune/run.js';
+import { cacheDir, repoRoot, tempDir, testDataDir } from './helpers.js';
 
 const SCRIPT = path.join(repoRoot, 'scripts', 'make_family_models.py');
 
@@ -103,4 +107,44 @@ export function byteTokenizerJson(): object {
   const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
   const vocab = Object.fromEntries(byteLevelAlphabet().map((char, id) => [char, id]));
   return { version: '1.0', added_tokens: [], normalizer: null, pre_tokenizer: byteLevel, post_processor: null, decoder: byteLevel, model: { type: 'BPE', vocab, merges: [] } };
+}
+
+/**
+ * A copy of model `name` of the set in `dir` (weights, and config.json with `configChanges` merged
+ * in) with the byte tokenizer, in a fresh folder: the models come without one, and pruning needs it
+ * to draw calibration windows from text.
+ */
+export function withByteTokenizer(dir: string, name: string, configChanges: Record<string, unknown> = {}): string {
+  const copy = tempDir();
+  fs.copyFileSync(path.join(dir, name, 'model.safetensors'), path.join(copy, 'model.safetensors'));
+  const config = JSON.parse(fs.readFileSync(path.join(dir, name, 'config.json'), 'utf8')) as Record<string, unknown>;
+  fs.writeFileSync(path.join(copy, 'config.json'), JSON.stringify({ ...config, ...configChanges }));
+  fs.writeFileSync(path.join(copy, 'tokenizer.json'), JSON.stringify(byteTokenizerJson()));
+  return copy;
+}
+
+/**
+ * The calibration the family tests prune with: 4 windows of 32 tokens from the first `chars`
+ * characters of WikiText-2's validation text (with one token per byte, the whole file would take
+ * long to tokenize).
+ */
+export function familyCalibration(chars: number): PruneSettings['calibration'] {
+  const file = path.join(tempDir(), 'calibration.txt');
+  fs.writeFileSync(file, fs.readFileSync(path.join(testDataDir, 'wikitext2', 'wiki.valid.raw'), 'utf8').slice(0, chars));
+  return { corpus: `text:${file}`, nsamples: 4, seqlen: 32, seed: 0 };
+}
+
+/**
+ * Asserts that pruning to `target` left `weight` [rows, cols] exactly as sparse as it should:
+ * n of every m inputs zero and no more, or half the weights for 50% unstructured — floor(p·cols)
+ * per row for per-row methods, floor(p·size) for whole-matrix ones.
+ */
+export function assertExactSparsity(weight: Float32Array, rows: number, cols: number, target: SparsityTarget, where: string): void {
+  const zeros = weight.filter((value) => value === 0).length;
+  if (target.kind === 'nm') {
+    assert.ok(checkNmPattern(weight, rows, cols, target.n, target.m), `${where}: breaks ${target.n}:${target.m}`);
+    assert.equal(zeros, (rows * cols * target.n) / target.m, `${where}: zero count`);
+  } else {
+    assert.ok([rows * prunedCount(target.sparsity, cols), prunedCount(target.sparsity, rows * cols)].includes(zeros), `${where}: ${zeros} zeros of ${rows * cols}`);
+  }
 }

@@ -16,13 +16,12 @@ import { exportHfFolder } from '../src/export/hf-folder.js';
 import { openSafetensors, writeSafetensors, type TensorToWrite } from '../src/formats/safetensors.js';
 import { loadModel } from '../src/model/load.js';
 import { openModelSource } from '../src/model/sources.js';
-import { checkNmPattern, prunedCount } from '../src/prune/masks.js';
 import type { SparsityTarget } from '../src/prune/method.js';
 import { pruneModel } from '../src/prune/run.js';
-import { byteTokenizerJson, familyModels, readReference } from './family-models.js';
-import { assertTopiaryError, repoRoot, runCli, tempDir, testDataDir } from './helpers.js';
+import { assertExactSparsity, familyCalibration, familyModels, readReference, withByteTokenizer } from './family-models.js';
+import { assertTopiaryError, repoRoot, runCli, tempDir } from './helpers.js';
 import { checkAgainstFullPass } from './kv-cache-check.js';
-import { assertLogitParity, transformersLogits } from './parity.js';
+import { assertExportsMatchTransformers, assertLogitParity, transformersLogits, type PrunedExport } from './parity.js';
 
 const { dir: modelsDir } = await familyModels();
 const MODELS = ['gpt_neox-parallel', 'gpt_neox-sequential', 'gpt2', 'gpt2-default-inner'];
@@ -125,69 +124,33 @@ test('a fused q/k/v projection that does not hold whole heads is refused in one 
   await assert.rejects(model.logits([[1, 2, 3]]), /^TopiaryError: layer 0: the fused c_attn projection has 176 outputs, not three sets of whole heads of 16$/);
 });
 
-/** A copy of fixture `name` with a byte-level tokenizer over its 256 token ids (one per byte), so it can be calibrated on text. */
-function withByteTokenizer(name: string): string {
-  const dir = tempDir();
-  for (const file of ['config.json', 'model.safetensors']) fs.copyFileSync(path.join(modelsDir, name, file), path.join(dir, file));
-  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(byteTokenizerJson()));
-  return dir;
-}
-
 const TARGETS: [string, SparsityTarget][] = [
   ['50%', { kind: 'unstructured', sparsity: 0.5 }],
   ['2:4', { kind: 'nm', n: 2, m: 4 }],
 ];
 
 test('magnitude, wanda and sparsegpt at 50% and 2:4 hold their pattern and export folders transformers reloads with our logits', async () => {
-  const calibrationText = path.join(tempDir(), 'calibration.txt');
-  fs.writeFileSync(calibrationText, fs.readFileSync(path.join(testDataDir, 'wikitext2', 'wiki.valid.raw'), 'utf8').slice(0, 20_000));
-  const runs: { label: string; name: string; out: string }[] = [];
+  const calibration = familyCalibration(20_000);
+  const runs: PrunedExport[] = [];
   for (const name of PRUNED_MODELS) {
-    const source = withByteTokenizer(name);
+    const source = withByteTokenizer(modelsDir, name);
     for (const method of ['magnitude', 'wanda', 'sparsegpt']) {
       for (const [targetName, target] of TARGETS) {
         const label = `${name} ${method} ${targetName}`;
         const out = tempDir();
-        await pruneModel({
-          model: source,
-          method,
-          target,
-          methodOptions: {},
-          calibration: { corpus: `text:${calibrationText}`, nsamples: 4, seqlen: 32, seed: 0 },
-          out,
-          resume: false,
-        });
+        await pruneModel({ model: source, method, target, methodOptions: {}, calibration, out, resume: false });
         const model = await loadModel(out, { backend: getBackend() });
         for (let layer = 0; layer < model.numLayers; layer++) {
-          for (const [role, { weight, outFeatures: rows, inFeatures: cols }] of Object.entries(model.layer(layer).linears)) {
-            const where = `${label}: layer ${layer} ${role}`;
-            const zeros = weight.filter((value) => value === 0).length;
-            if (target.kind === 'nm') {
-              assert.ok(checkNmPattern(weight, rows, cols, target.n, target.m), `${where}: 2:4 pattern broken`);
-              assert.equal(zeros, (rows * cols) / 2, `${where}: zero count`);
-            } else {
-              // Per-row methods prune floor(p·d_in) per row; whole-matrix ones floor(p·size).
-              assert.ok([rows * prunedCount(0.5, cols), prunedCount(0.5, rows * cols)].includes(zeros), `${where}: ${zeros} zeros`);
-            }
+          for (const [role, { weight, outFeatures, inFeatures }] of Object.entries(model.layer(layer).linears)) {
+            assertExactSparsity(weight, outFeatures, inFeatures, target, `${label}: layer ${layer} ${role}`);
           }
         }
-        runs.push({ label, name, out });
+        runs.push({ label, out, dense: path.join(modelsDir, name) });
       }
     }
   }
 
-  const { inputIds } = readReference(modelsDir, PRUNED_MODELS[0]!);
-  const reloaded = transformersLogits(runs.map((run) => run.out), inputIds);
-  const dense = new Map<string, Float32Array>();
-  for (const name of PRUNED_MODELS) dense.set(name, await (await loadModel(path.join(modelsDir, name), { backend: getBackend() })).logits(inputIds));
-  for (const [i, run] of runs.entries()) {
-    await assertLogitParity(run.label, run.out, { inputIds, logits: reloaded[i]! }, getBackend());
-    // And pruning changed the model.
-    const denseLogits = dense.get(run.name)!;
-    const scale = denseLogits.reduce((max, value) => Math.max(max, Math.abs(value)), 0);
-    const moved = reloaded[i]!.reduce((max, value, j) => Math.max(max, Math.abs(value - denseLogits[j]!)), 0);
-    assert.ok(moved / scale > 1e-2, `${run.label}: pruning changed nothing`);
-  }
+  await assertExportsMatchTransformers(runs, readReference(modelsDir, PRUNED_MODELS[0]!).inputIds, getBackend());
 });
 
 test('GGUF files as llama.cpp converts these families give the logits of the Hugging Face folder, and export to folders transformers reloads', async () => {

@@ -18,13 +18,12 @@ import { exportHfFolder } from '../src/export/hf-folder.js';
 import { openSafetensors } from '../src/formats/safetensors.js';
 import { loadModel } from '../src/model/load.js';
 import { openModelSource } from '../src/model/sources.js';
-import { checkNmPattern, prunedCount } from '../src/prune/masks.js';
 import type { SparsityTarget } from '../src/prune/method.js';
 import { pruneModel } from '../src/prune/run.js';
-import { byteTokenizerJson, familyModels, readReference } from './family-models.js';
+import { assertExactSparsity, familyCalibration, familyModels, readReference, withByteTokenizer } from './family-models.js';
 import { checkAgainstFullPass } from './kv-cache-check.js';
-import { assertTopiaryError, repoRoot, runCli, tempDir, testDataDir } from './helpers.js';
-import { assertLogitParity, PARITY_TOLERANCE, transformersLogits } from './parity.js';
+import { assertTopiaryError, repoRoot, runCli, tempDir } from './helpers.js';
+import { assertExportsMatchTransformers, assertLogitParity, type PrunedExport } from './parity.js';
 
 const { dir: modelsDir } = await familyModels();
 const modelDir = (name: string) => path.join(modelsDir, name);
@@ -180,24 +179,6 @@ test('structured pruning refuses the Phi families in one line, before any work',
   }
 });
 
-/** Fixture `name` with the byte tokenizer, in a fresh folder. */
-function withTokenizer(name: string): string {
-  const dir = tempDir();
-  for (const file of ['config.json', 'model.safetensors']) fs.copyFileSync(path.join(modelDir(name), file), path.join(dir, file));
-  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(byteTokenizerJson()));
-  return dir;
-}
-
-function maxRelativeDifference(ours: Float32Array, reference: Float32Array): number {
-  let maxDiff = 0;
-  let maxRef = 0;
-  for (let i = 0; i < ours.length; i++) {
-    maxDiff = Math.max(maxDiff, Math.abs(ours[i]! - reference[i]!));
-    maxRef = Math.max(maxRef, Math.abs(reference[i]!));
-  }
-  return maxDiff / maxRef;
-}
-
 const TARGETS: { label: string; target: SparsityTarget }[] = [
   { label: '50% unstructured', target: { kind: 'unstructured', sparsity: 0.5 } },
   { label: '2:4', target: { kind: 'nm', n: 2, m: 4 } },
@@ -205,17 +186,15 @@ const TARGETS: { label: string; target: SparsityTarget }[] = [
 
 test('magnitude, wanda and sparsegpt prune phi and phi3 exactly; the exports, and a GGUF-sourced phi3, load in transformers with Topiary\'s logits', async () => {
   // A few kilobytes: every byte is a token, and encoding the whole WikiText-2 file twelve times would dominate.
-  const calibFile = path.join(tempDir(), 'calibration.txt');
-  fs.writeFileSync(calibFile, fs.readFileSync(path.join(testDataDir, 'wikitext2', 'wiki.valid.raw'), 'utf8').slice(0, 4000));
-  const calib = `text:${calibFile}`;
-  const runs: { what: string; out: string; dense?: string }[] = [];
+  const calibration = familyCalibration(4000);
+  const runs: PrunedExport[] = [];
   // Export from GGUF builds config.json from the GGUF metadata alone.
   const fromGguf = await loadModel(asGguf('phi3-gqa-partial'), { backend: getBackend() });
   const ggufExport = tempDir();
   exportHfFolder(fromGguf, ggufExport, { dtype: 'F32', override: () => undefined });
-  runs.push({ what: 'phi3-gqa-partial from GGUF', out: ggufExport });
+  runs.push({ label: 'phi3-gqa-partial from GGUF', out: ggufExport });
   for (const name of ['phi-mha', 'phi3-gqa-partial']) {
-    const source = withTokenizer(name);
+    const source = withByteTokenizer(modelsDir, name);
     const weights = openSafetensors(source);
     const prunable = weights.list().filter((info) => /\.layers\.\d+\..*(proj|fc\d|dense)\.weight$/.test(info.name));
     weights.close();
@@ -223,22 +202,14 @@ test('magnitude, wanda and sparsegpt prune phi and phi3 exactly; the exports, an
       for (const { label, target } of TARGETS) {
         const what = `${name} ${method} ${label}`;
         const out = tempDir();
-        await pruneModel({ model: source, method, target, methodOptions: {}, calibration: { corpus: calib, nsamples: 4, seqlen: 32, seed: 0 }, out, resume: false });
+        await pruneModel({ model: source, method, target, methodOptions: {}, calibration, out, resume: false });
         const store = openSafetensors(out);
         for (const { name: tensor, shape } of prunable) {
           const [rows, cols] = shape as [number, number];
-          const weight = store.read(tensor);
-          const zeros = weight.filter((value) => value === 0).length;
-          if (target.kind === 'nm') {
-            assert.ok(checkNmPattern(weight, rows, cols, 2, 4), `${what}: ${tensor} breaks 2:4`);
-            assert.equal(zeros, (rows * cols) / 2, `${what}: ${tensor} zeros`);
-          } else {
-            // Per-row methods prune floor(p·d_in) per row; whole-matrix ones floor(p·size).
-            assert.ok([rows * prunedCount(0.5, cols), prunedCount(0.5, rows * cols)].includes(zeros), `${what}: ${tensor} has ${zeros} zeros`);
-          }
+          assertExactSparsity(store.read(tensor), rows, cols, target, `${what}: ${tensor}`);
         }
         store.close();
-        runs.push({ what, out, dense: source });
+        runs.push({ label: what, out, dense: source });
       }
     }
   }
@@ -246,14 +217,5 @@ test('magnitude, wanda and sparsegpt prune phi and phi3 exactly; the exports, an
     [1, 40, 41, 26, 37, 41, 26, 26, 42, 26, 30, 31],
     [1, 9, 100, 200, 30, 40, 50, 42, 7, 77, 111, 222],
   ];
-  const reference = transformersLogits(runs.map((run) => run.out), windows);
-  for (const [i, run] of runs.entries()) {
-    const ours = await (await loadModel(run.out, { backend: getBackend() })).logits(windows);
-    assert.equal(ours.length, reference[i]!.length, run.what);
-    const difference = maxRelativeDifference(ours, reference[i]!);
-    assert.ok(difference <= PARITY_TOLERANCE, `${run.what}: max relative logit difference ${difference}`);
-    if (run.dense === undefined) continue;
-    const dense = await (await loadModel(run.dense, { backend: getBackend() })).logits(windows);
-    assert.ok(maxRelativeDifference(dense, reference[i]!) > 1e-2, `${run.what}: pruning changed nothing`);
-  }
+  await assertExportsMatchTransformers(runs, windows, getBackend());
 });

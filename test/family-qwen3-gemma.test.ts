@@ -13,80 +13,18 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { getBackend } from '../src/backend/index.js';
-import { KvCache, type CausalLM } from '../src/model/causal-lm.js';
 import { familyFor } from '../src/model/families/index.js';
 import { loadModel } from '../src/model/load.js';
 import { pruneModel } from '../src/prune/run.js';
 import { UsageError } from '../src/util/errors.js';
-import { familyModels, readReference } from './family-models.js';
-import { assertTopiaryError, tempDir, testDataDir } from './helpers.js';
+import { assertExactSparsity, familyCalibration, familyModels, readReference, withByteTokenizer } from './family-models.js';
+import { assertTopiaryError, tempDir } from './helpers.js';
+import { checkAgainstFullPass } from './kv-cache-check.js';
+import { PARITY_TOLERANCE, relativeDifference, transformersLogitsPerFolder } from './parity.js';
 
 const { dir: modelsDir } = await familyModels();
-const TOLERANCE = 1e-4;
 /** A few KB of WikiText-2: the byte tokenizer makes one token per byte, and the whole file would be slow to tokenize. */
-const calibrationText = path.join(tempDir(), 'calibration.txt');
-fs.writeFileSync(calibrationText, fs.readFileSync(path.join(testDataDir, 'wikitext2', 'wiki.valid.raw'), 'utf8').slice(0, 8192));
-const CALIBRATION = { corpus: `text:${calibrationText}`, nsamples: 4, seqlen: 32, seed: 0 };
-
-/** max |ours − reference| / max |reference|. */
-function relativeDifference(ours: Float32Array, reference: Float32Array): number {
-  let worst = 0;
-  let scale = 0;
-  for (let i = 0; i < reference.length; i++) {
-    worst = Math.max(worst, Math.abs(ours[i]! - reference[i]!));
-    scale = Math.max(scale, Math.abs(reference[i]!));
-  }
-  return worst / scale;
-}
-
-/**
- * A tokenizer.json with one byte-level token per byte (ids 0–255, GPT-2's byte-to-character
- * mapping), so that text calibration runs on the fixtures' 256-token vocabulary.
- */
-function byteTokenizerJson(): object {
-  const printable = (from: string, to: string) => Array.from({ length: to.charCodeAt(0) - from.charCodeAt(0) + 1 }, (_, i) => from.charCodeAt(0) + i);
-  const kept = new Set([...printable('!', '~'), ...printable('¡', '¬'), ...printable('®', 'ÿ')]);
-  const vocab: Record<string, number> = {};
-  let shifted = 0;
-  for (let byte = 0; byte < 256; byte++) vocab[String.fromCharCode(kept.has(byte) ? byte : 256 + shifted++)] = byte;
-  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
-  return {
-    version: '1.0',
-    truncation: null,
-    padding: null,
-    added_tokens: [],
-    normalizer: null,
-    pre_tokenizer: byteLevel,
-    post_processor: null,
-    decoder: byteLevel,
-    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, vocab, merges: [] },
-  };
-}
-
-/** A copy of fixture `name` with the byte tokenizer, so that it can be calibrated on text. */
-function withTokenizer(name: string): string {
-  const copy = path.join(tempDir(), name);
-  fs.cpSync(path.join(modelsDir, name), copy, { recursive: true });
-  fs.writeFileSync(path.join(copy, 'tokenizer.json'), JSON.stringify(byteTokenizerJson()));
-  return copy;
-}
-
-/** transformers' logits for each folder on its windows, from one Python process (loading torch once). */
-function transformersLogits(runs: { dir: string; windows: number[][] }[]): Float32Array[] {
-  const script = [
-    'import json, sys, torch',
-    'from transformers import AutoModelForCausalLM',
-    'out = []',
-    'for run in json.load(sys.stdin):',
-    '    model = AutoModelForCausalLM.from_pretrained(run["dir"], dtype=torch.float32).eval()',
-    '    with torch.no_grad():',
-    '        out.append(model(torch.tensor(run["windows"])).logits.flatten().tolist())',
-    'json.dump(out, sys.stdout)',
-  ].join('\n');
-  const result = spawnSync('python3', ['-c', script], { input: JSON.stringify(runs), encoding: 'utf8', maxBuffer: 1 << 28 });
-  assert.equal(result.status, 0, `transformers failed:\n${result.stderr}`);
-  return (JSON.parse(result.stdout) as number[][]).map((logits) => Float32Array.from(logits));
-}
+const CALIBRATION = familyCalibration(8192);
 
 test('bad configs are refused in one line naming config.json and the field', () => {
   const file = '/models/x/config.json';
@@ -120,40 +58,13 @@ test('Qwen3 without layer_types slides from layer max_window_layers up when use_
   assert.deepEqual(parse({ use_sliding_window: false }), { scale: 0.25 });
 });
 
-/** Prefill, one chunk, then single tokens through a cache: each call's logits equal the full pass's row. */
-async function checkCachedDecoding(model: CausalLM, tokens: number[], what: string): Promise<void> {
-  const vocab = model.config.vocabSize;
-  const full = await model.logits([tokens]);
-  const cache = new KvCache();
-  const calls = [tokens.slice(0, 5), tokens.slice(5, 9), ...tokens.slice(9).map((token) => [token])];
-  for (const call of calls) {
-    const logits = await model.forwardCached(call, cache);
-    const position = cache.length - 1;
-    const difference = relativeDifference(logits, full.subarray(position * vocab, (position + 1) * vocab));
-    assert.ok(difference <= TOLERANCE, `${what}, position ${position}: relative difference ${difference.toExponential(3)}`);
-  }
-}
-
 for (const name of ['qwen3-gqa-tied', 'gemma2-softcap', 'gemma3-gqa', 'gemma3-legacy-linear']) {
   test(`${name}: decoding with a KV cache equals full recomputation (past the sliding window if any)`, async () => {
     const model = await loadModel(path.join(modelsDir, name), { backend: getBackend() });
     const tokens = readReference(modelsDir, name).inputIds[0]!;
     assert.ok(tokens.length > (model.config.attention.slidingWindow ?? 0) + 4);
-    await checkCachedDecoding(model, tokens, name);
+    await checkAgainstFullPass(model, tokens, 5, 4, name);
   });
-}
-
-/** Zeros of `weight` [rows, cols]: in total, and the fewest in any group of 4 consecutive inputs. */
-function zeroCounts(weight: Float32Array): { zeros: number; fewestPerGroupOf4: number } {
-  let zeros = 0;
-  let fewest = 4;
-  for (let group = 0; group < weight.length; group += 4) {
-    let inGroup = 0;
-    for (let i = group; i < group + 4; i++) if (weight[i] === 0) inGroup++;
-    zeros += inGroup;
-    fewest = Math.min(fewest, inGroup);
-  }
-  return { zeros, fewestPerGroupOf4: fewest };
 }
 
 const PRUNED_MODELS = ['qwen3-gqa-tied', 'gemma2-softcap', 'gemma3-legacy-linear'];
@@ -167,7 +78,7 @@ const exports: { dir: string; windows: number[][]; ours: Float32Array; what: str
 
 test('magnitude, wanda and sparsegpt at 50% and 2:4 on Qwen3, Gemma 2 and Gemma 3 give exact sparsity', async () => {
   for (const name of PRUNED_MODELS) {
-    const source = withTokenizer(name);
+    const source = withByteTokenizer(modelsDir, name);
     const windows = readReference(modelsDir, name).inputIds;
     for (const method of ['magnitude', 'wanda', 'sparsegpt']) {
       for (const { label, target } of TARGETS) {
@@ -176,10 +87,8 @@ test('magnitude, wanda and sparsegpt at 50% and 2:4 on Qwen3, Gemma 2 and Gemma 
         await pruneModel({ model: source, method, target, methodOptions: {}, calibration: CALIBRATION, out, resume: false });
         const pruned = await loadModel(out, { backend: getBackend() });
         for (let layer = 0; layer < pruned.numLayers; layer++) {
-          for (const [role, linear] of Object.entries(pruned.layer(layer).linears)) {
-            const { zeros, fewestPerGroupOf4 } = zeroCounts(linear.weight);
-            if (target.kind === 'nm') assert.ok(fewestPerGroupOf4 >= 2, `${what}: layer ${layer} ${role} breaks 2:4`);
-            else assert.equal(zeros, linear.weight.length / 2, `${what}: layer ${layer} ${role} has ${zeros} zeros of ${linear.weight.length}`);
+          for (const [role, { weight, outFeatures, inFeatures }] of Object.entries(pruned.layer(layer).linears)) {
+            assertExactSparsity(weight, outFeatures, inFeatures, target, `${what}: layer ${layer} ${role}`);
           }
         }
         // The export does not depend on the method: reloading SparseGPT's (which also updates weights) suffices.
@@ -192,7 +101,7 @@ test('magnitude, wanda and sparsegpt at 50% and 2:4 on Qwen3, Gemma 2 and Gemma 
 test('wanda-sp at ratio 0.25 on Qwen3 and Gemma 3 writes a smaller Hugging Face folder', async () => {
   for (const name of ['qwen3-gqa-tied', 'gemma3-gqa']) {
     const out = tempDir();
-    const summary = await pruneModel({ model: withTokenizer(name), method: 'wanda-sp', target: { kind: 'structured', ratio: 0.25 }, methodOptions: {}, calibration: CALIBRATION, out, resume: false });
+    const summary = await pruneModel({ model: withByteTokenizer(modelsDir, name), method: 'wanda-sp', target: { kind: 'structured', ratio: 0.25 }, methodOptions: {}, calibration: CALIBRATION, out, resume: false });
     assert.equal(summary.format, 'safetensors');
     assert.ok(summary.paramsAfter < summary.paramsBefore, `${name}: ${summary.paramsAfter} of ${summary.paramsBefore} parameters kept`);
     const windows = readReference(modelsDir, name).inputIds;
@@ -205,7 +114,7 @@ test('wanda-sp at ratio 0.25 on Qwen3 and Gemma 3 writes a smaller Hugging Face 
 
 test('wanda at 50% on Llama with YaRN writes its rope scaling back', async () => {
   const out = tempDir();
-  await pruneModel({ model: withTokenizer('llama-yarn'), method: 'wanda', target: TARGETS[0]!.target, methodOptions: {}, calibration: CALIBRATION, out, resume: false });
+  await pruneModel({ model: withByteTokenizer(modelsDir, 'llama-yarn'), method: 'wanda', target: TARGETS[0]!.target, methodOptions: {}, calibration: CALIBRATION, out, resume: false });
   const config = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')) as { rope_scaling: Record<string, unknown> };
   assert.deepEqual(config.rope_scaling, { rope_type: 'yarn', factor: 4, original_max_position_embeddings: 32, beta_fast: 32, beta_slow: 1, truncate: true, attention_factor: 0.1 * Math.log(4) + 1 });
   const windows = readReference(modelsDir, 'llama-yarn').inputIds;
@@ -215,7 +124,7 @@ test('wanda at 50% on Llama with YaRN writes its rope scaling back', async () =>
 for (const name of ['mistral-sliding', 'qwen2-sliding']) {
   test(`wanda at 50% on ${name} writes its sliding window back`, async () => {
     const out = tempDir();
-    await pruneModel({ model: withTokenizer(name), method: 'wanda', target: TARGETS[0]!.target, methodOptions: {}, calibration: CALIBRATION, out, resume: false });
+    await pruneModel({ model: withByteTokenizer(modelsDir, name), method: 'wanda', target: TARGETS[0]!.target, methodOptions: {}, calibration: CALIBRATION, out, resume: false });
     const pruned = await loadModel(out, { backend: getBackend() });
     assert.deepEqual(pruned.config.attention, (await loadModel(path.join(modelsDir, name), { backend: getBackend() })).config.attention);
     const windows = readReference(modelsDir, name).inputIds;
@@ -225,10 +134,10 @@ for (const name of ['mistral-sliding', 'qwen2-sliding']) {
 
 test("transformers reloads every pruned folder above with Topiary's logits", () => {
   assert.equal(exports.length, PRUNED_MODELS.length * TARGETS.length + 5, 'a pruning test above failed before exporting');
-  const reference = transformersLogits(exports);
+  const reference = transformersLogitsPerFolder(exports.map(({ dir, windows }) => ({ dir, windows })));
   exports.forEach((run, i) => {
     const difference = relativeDifference(run.ours, reference[i]!);
-    assert.ok(difference <= TOLERANCE, `${run.what}: transformers' logits differ by ${difference.toExponential(3)}`);
+    assert.ok(difference <= PARITY_TOLERANCE, `${run.what}: transformers' logits differ by ${difference.toExponential(3)}`);
   });
 });
 
@@ -319,6 +228,6 @@ test("GGUF files written as llama.cpp converts Qwen3, Gemma 2 and Gemma 3 give t
     assert.equal(gguf.config.finalLogitSoftCap, hf.config.finalLogitSoftCap);
     const windows = readReference(modelsDir, job.name).inputIds;
     const difference = relativeDifference(await gguf.logits(windows), await hf.logits(windows));
-    assert.ok(difference <= TOLERANCE, `${job.name}: GGUF and Hugging Face logits differ by ${difference.toExponential(3)}`);
+    assert.ok(difference <= PARITY_TOLERANCE, `${job.name}: GGUF and Hugging Face logits differ by ${difference.toExponential(3)}`);
   }
 });

@@ -1,20 +1,7 @@
 /** Incremental decoding against the full forward pass, shared by the KV-cache tests. */
 import assert from 'node:assert/strict';
 import { KvCache, type CausalLM } from '../src/model/causal-lm.js';
-
-const TOLERANCE = 1e-4;
-
-/** max |cached − full| / max |full| over one row of logits. */
-function relativeDifference(cached: Float32Array, full: Float32Array): number {
-  let scale = 0;
-  let worst = 0;
-  for (let i = 0; i < full.length; i++) {
-    scale = Math.max(scale, Math.abs(full[i]!));
-    const difference = Math.abs(cached[i]! - full[i]!);
-    worst = Number.isFinite(difference) ? Math.max(worst, difference) : Infinity;
-  }
-  return worst / scale;
-}
+import { PARITY_TOLERANCE, relativeDifference } from './parity.js';
 
 /**
  * Feeds `tokens` through a cache as a prefill of `prefill` tokens, one chunk of `chunk` tokens, then
@@ -29,7 +16,7 @@ export async function checkAgainstFullPass(model: CausalLM, tokens: number[], pr
     const logits = await model.forwardCached(call, cache);
     const position = cache.length - 1;
     const relative = relativeDifference(logits, full.subarray(position * vocab, (position + 1) * vocab));
-    assert.ok(relative <= TOLERANCE, `${what}, position ${position} after a call of ${call.length}: relative difference ${relative.toExponential(3)}`);
+    assert.ok(relative <= PARITY_TOLERANCE, `${what}, position ${position} after a call of ${call.length}: relative difference ${relative.toExponential(3)}`);
   }
   assert.equal(cache.length, tokens.length);
 }

@@ -22,6 +22,11 @@ interface WorstDifference {
 }
 
 /** The largest |actual − expected| relative to max |expected|; NaN or Infinity counts as infinitely wrong. */
+export function relativeDifference(actual: Float32Array, expected: ArrayLike<number>): number {
+  return worstRelativeDifference(actual, expected).relative;
+}
+
+/** relativeDifference, with where the worst element is, for the failure message. */
 function worstRelativeDifference(actual: Float32Array, expected: ArrayLike<number>): WorstDifference {
   let scale = 0;
   for (let i = 0; i < expected.length; i++) scale = Math.max(scale, Math.abs(expected[i]!));
@@ -61,12 +66,40 @@ export function nativeBackend(): Backend | string {
   }
 }
 
-/** transformers' logits for each Hugging Face folder, from one Python process (its start costs seconds). */
+/** transformers' logits for each Hugging Face folder on the same windows, from one Python process (its start costs seconds). */
 export function transformersLogits(dirs: string[], windows: number[][]): Float32Array[] {
-  const result = spawnSync('python3', [path.join(repoRoot, 'scripts', 'hf_logits.py'), ...dirs, JSON.stringify(windows)], { encoding: 'utf8', maxBuffer: 1 << 28 });
+  return transformersLogitsPerFolder(dirs.map((dir) => ({ dir, windows })));
+}
+
+/** transformers' logits for each folder on its own windows, from one Python process. */
+export function transformersLogitsPerFolder(runs: { dir: string; windows: number[][] }[]): Float32Array[] {
+  const result = spawnSync('python3', [path.join(repoRoot, 'scripts', 'hf_logits.py'), '-'], { input: JSON.stringify(runs), encoding: 'utf8', maxBuffer: 1 << 28 });
   assert.equal(result.status, 0, `transformers failed:\n${result.stderr}`);
   return result.stdout
     .trim()
     .split('\n')
     .map((line) => Float32Array.from((JSON.parse(line) as { logits: number[] }).logits));
+}
+
+/** A folder a test pruned: `dense`, when given, is the model it was pruned from. */
+export interface PrunedExport {
+  label: string;
+  out: string;
+  dense?: string;
+}
+
+/**
+ * transformers loads each pruned export with Topiary's logits on `windows` (one Python run for all),
+ * and pruning moved the logits away from the dense model's: the export is not a copy of its source.
+ */
+export async function assertExportsMatchTransformers(runs: PrunedExport[], windows: number[][], backend: Backend): Promise<void> {
+  const reference = transformersLogits(runs.map((run) => run.out), windows);
+  const denseLogits = new Map<string, Float32Array>();
+  for (const [i, run] of runs.entries()) {
+    await assertLogitParity(run.label, run.out, { inputIds: windows, logits: reference[i]! }, backend);
+    if (run.dense === undefined) continue;
+    if (!denseLogits.has(run.dense)) denseLogits.set(run.dense, await (await loadModel(run.dense, { backend })).logits(windows));
+    const moved = relativeDifference(denseLogits.get(run.dense)!, reference[i]!);
+    assert.ok(moved > 1e-2, `${run.label}: pruning changed nothing (the dense model's logits differ by ${moved.toExponential(3)})`);
+  }
 }

@@ -272,6 +272,16 @@ export function ropeScalingJson(scaling: RopeScaling): Json | undefined {
 }
 
 /**
+ * The rope_parameters object to write back (transformers 5's layout): base, scaling and the
+ * partial rotary factor, which families with partial rotary (Phi, Phi-3, GPT-NeoX) all write.
+ */
+export function ropeParametersJson(config: ModelConfig): Json | undefined {
+  const rope = config.rope;
+  if (!rope) return undefined;
+  return { rope_type: 'default', ...ropeScalingJson(rope.scaling), rope_theta: rope.theta, partial_rotary_factor: rope.rotaryDim / config.headDim };
+}
+
+/**
  * RoPE base and scaling from either config layout: `rope_theta` + `rope_scaling` (most published
  * checkpoints) or transformers 5's `rope_parameters` (one object, or one per layer type).
  */
@@ -298,6 +308,17 @@ export function attentionShape(json: Json, file: string, keys = { heads: 'num_at
 }
 
 /**
+ * The shape of multi-head attention whose heads split the hidden size evenly, as GPT-NeoX, OPT and
+ * GPT-2 configs give it: no head_dim or key/value head count fields, so one key/value head per head.
+ */
+export function evenHeadsShape(json: Json, file: string, keys = { hidden: 'hidden_size', heads: 'num_attention_heads' }): { hiddenSize: number; numHeads: number; numKvHeads: number; headDim: number } {
+  const hiddenSize = sizeField(json, file, keys.hidden);
+  const numHeads = sizeField(json, file, keys.heads);
+  if (hiddenSize % numHeads !== 0) throw new TopiaryError(`${keys.hidden} (${hiddenSize}) is not a multiple of ${keys.heads} (${numHeads})`, file);
+  return { hiddenSize, numHeads, numKvHeads: numHeads, headDim: hiddenSize / numHeads };
+}
+
+/**
  * The config.json to export: the one the model came with (keeping fields Topiary does not model),
  * with `fields` written over it and the `superseded` fields (older spellings of what `fields` say)
  * removed.
@@ -305,4 +326,40 @@ export function attentionShape(json: Json, file: string, keys = { heads: 'num_at
 export function exportedHfConfig(config: ModelConfig, fields: Json, superseded: readonly string[] = []): Json {
   const kept = Object.entries(config.hfConfig ?? {}).filter(([key]) => !superseded.includes(key));
   return { ...Object.fromEntries(kept), ...fields };
+}
+
+/**
+ * The vocabulary fields every family reads alike from config.json: its size, whether the head
+ * shares the embeddings (`tiedByDefault` when unsaid: families disagree) and the special token ids.
+ */
+export function vocabularyFields(json: Json, file: string, tiedByDefault: boolean): Pick<ModelConfig, 'vocabSize' | 'tieWordEmbeddings' | 'bosTokenId' | 'eosTokenId'> {
+  return {
+    vocabSize: sizeField(json, file, 'vocab_size'),
+    tieWordEmbeddings: booleanField(json, file, 'tie_word_embeddings', tiedByDefault),
+    bosTokenId: firstId(json.bos_token_id),
+    eosTokenId: firstId(json.eos_token_id),
+  };
+}
+
+/**
+ * The special token ids to write to config.json: only those known, so that an id left out keeps
+ * transformers' default rather than becoming null.
+ */
+export function specialTokenIdsJson(config: ModelConfig): Json {
+  return {
+    ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
+    ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
+  };
+}
+
+/** The size fields of the LLaMA-style config.json (also Gemma's and Phi's), as transformers names them. */
+export function layerSizesJson(config: ModelConfig): Json {
+  return {
+    hidden_size: config.hiddenSize,
+    intermediate_size: config.intermediateSize,
+    num_hidden_layers: config.numLayers,
+    num_attention_heads: config.numHeads,
+    num_key_value_heads: config.numKvHeads,
+    vocab_size: config.vocabSize,
+  };
 }

@@ -12,19 +12,21 @@ import { norm } from '../components/norm.js';
 import {
   activationField,
   booleanField,
+  evenHeadsShape,
   exportedHfConfig,
   HF_ACTIVATION_NAMES,
-  firstId,
   parseRopeScaling,
   positiveField,
-  ropeScalingJson,
+  ropeParametersJson,
   sizeField,
+  specialTokenIdsJson,
+  vocabularyFields,
   type Json,
   type ModelConfig,
   type RopeSpec,
 } from '../config.js';
 import type { Block, BlockContext, Family, GgufTensors } from './family.js';
-import { ggufNumber } from './llama.js';
+import { ggufNumber, ggufVocabularyFields } from './llama.js';
 
 const ATTENTION_ROLES = { qkv: 'query_key_value', output: 'dense' };
 const MLP_ROLES = { up: 'dense_h_to_4h', down: 'dense_4h_to_h' };
@@ -48,23 +50,15 @@ function checkRotaryDim(rotaryDim: number, headDim: number, what: string, file: 
 }
 
 function parseConfig(json: Json, file: string): ModelConfig {
-  const hiddenSize = sizeField(json, file, 'hidden_size');
-  const numHeads = sizeField(json, file, 'num_attention_heads');
-  if (hiddenSize % numHeads !== 0) throw new TopiaryError(`hidden_size (${hiddenSize}) is not a multiple of num_attention_heads (${numHeads})`, file);
-  const headDim = hiddenSize / numHeads;
+  const shape = evenHeadsShape(json, file);
+  const { headDim } = shape;
   return {
     modelType: 'gpt_neox',
-    hiddenSize,
+    ...shape,
     intermediateSize: sizeField(json, file, 'intermediate_size'),
     numLayers: sizeField(json, file, 'num_hidden_layers'),
-    numHeads,
-    numKvHeads: numHeads,
-    headDim,
-    vocabSize: sizeField(json, file, 'vocab_size'),
+    ...vocabularyFields(json, file, false),
     maxPositionEmbeddings: sizeField(json, file, 'max_position_embeddings', 2048),
-    tieWordEmbeddings: booleanField(json, file, 'tie_word_embeddings', false),
-    bosTokenId: firstId(json.bos_token_id),
-    eosTokenId: firstId(json.eos_token_id),
     norm: { kind: 'layer', eps: positiveField(json, file, 'layer_norm_eps', 1e-5) },
     rope: parseRope(json, file, headDim),
     attention: { scale: 1 / Math.sqrt(headDim) },
@@ -78,7 +72,6 @@ function parseConfig(json: Json, file: string): ModelConfig {
 const ROPE_FIELDS_SUPERSEDED = ['rope_scaling', 'rotary_pct', 'rotary_emb_base'];
 
 function toHfConfig(config: ModelConfig): Json {
-  const rope = config.rope!;
   return exportedHfConfig(config, {
     architectures: [gptNeox.hfArchitectures.gpt_neox],
     model_type: 'gpt_neox',
@@ -91,15 +84,9 @@ function toHfConfig(config: ModelConfig): Json {
     layer_norm_eps: config.norm.eps,
     hidden_act: typeof config.hfConfig?.hidden_act === 'string' ? config.hfConfig.hidden_act : HF_ACTIVATION_NAMES[config.activation],
     use_parallel_residual: config.parallelResidual ?? true,
-    rope_parameters: {
-      rope_type: 'default',
-      ...ropeScalingJson(rope.scaling),
-      rope_theta: rope.theta,
-      partial_rotary_factor: rope.rotaryDim / config.headDim,
-    },
+    rope_parameters: ropeParametersJson(config),
     tie_word_embeddings: config.tieWordEmbeddings,
-    ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
-    ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
+    ...specialTokenIdsJson(config),
   }, ROPE_FIELDS_SUPERSEDED);
 }
 
@@ -111,8 +98,6 @@ function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, te
   const headDim = hiddenSize / numHeads;
   const rotaryDim = num('rope.dimension_count');
   checkRotaryDim(rotaryDim, headDim, `GGUF metadata: rope.dimension_count is ${rotaryDim}`, file);
-  const tokens = meta['tokenizer.ggml.tokens'];
-  const id = (key: string) => (typeof meta[key] === 'number' ? (meta[key] as number) : undefined);
   return {
     modelType,
     hiddenSize,
@@ -121,11 +106,9 @@ function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, te
     numHeads,
     numKvHeads: numHeads,
     headDim,
-    vocabSize: Array.isArray(tokens) ? tokens.length : tensors.shape(gptNeox.embedTokens)[0]!,
+    ...ggufVocabularyFields(meta, () => tensors.shape(gptNeox.embedTokens)[0]!),
     maxPositionEmbeddings: num('context_length', 2048),
     tieWordEmbeddings: !tensors.has(gptNeox.lmHead),
-    bosTokenId: id('tokenizer.ggml.bos_token_id'),
-    eosTokenId: id('tokenizer.ggml.eos_token_id'),
     norm: { kind: 'layer', eps: num('attention.layernorm_eps', 1e-5) },
     rope: { theta: num('rope.freq_base', 10000), scaling: { type: 'none' }, rotaryDim, layout: 'half' },
     attention: { scale: 1 / Math.sqrt(headDim) },

@@ -10,9 +10,9 @@ import { fusedProjectionAttention } from '../components/attention.js';
 import { columns } from '../components/linear.js';
 import { plainMlp } from '../components/mlp.js';
 import { norm } from '../components/norm.js';
-import { activationField, booleanField, exportedHfConfig, firstId, HF_ACTIVATION_NAMES, positiveField, sizeField, type Json, type ModelConfig } from '../config.js';
+import { activationField, booleanField, evenHeadsShape, exportedHfConfig, firstId, HF_ACTIVATION_NAMES, positiveField, sizeField, specialTokenIdsJson, type Json, type ModelConfig } from '../config.js';
 import type { Block, BlockContext, Family, GgufTensors } from './family.js';
-import { ggufNumber } from './llama.js';
+import { ggufNumber, ggufVocabularyFields } from './llama.js';
 
 /** GPT-2's tokenizer: <|endoftext|> is both bos and eos. */
 const ENDOFTEXT = 50256;
@@ -21,20 +21,15 @@ const ATTENTION_ROLES = { qkv: 'c_attn', output: 'c_proj' };
 const MLP_ROLES = { up: 'c_fc', down: 'mlp_c_proj' };
 
 function parseConfig(json: Json, file: string): ModelConfig {
-  const hiddenSize = sizeField(json, file, 'n_embd');
-  const numHeads = sizeField(json, file, 'n_head');
-  if (hiddenSize % numHeads !== 0) throw new TopiaryError(`n_embd (${hiddenSize}) is not a multiple of n_head (${numHeads})`, file);
+  const shape = evenHeadsShape(json, file, { hidden: 'n_embd', heads: 'n_head' });
+  const { hiddenSize, headDim } = shape;
   // Layer i's scores divided by i + 1 as well: one attention scale for all layers is all Topiary models.
   if (booleanField(json, file, 'scale_attn_by_inverse_layer_idx', false)) throw new TopiaryError('scale_attn_by_inverse_layer_idx true is not supported', file);
-  const headDim = hiddenSize / numHeads;
   return {
     modelType: 'gpt2',
-    hiddenSize,
+    ...shape,
     intermediateSize: sizeField(json, file, 'n_inner', 4 * hiddenSize),
     numLayers: sizeField(json, file, 'n_layer'),
-    numHeads,
-    numKvHeads: numHeads,
-    headDim,
     vocabSize: sizeField(json, file, 'vocab_size'),
     maxPositionEmbeddings: sizeField(json, file, 'n_positions', 1024),
     tieWordEmbeddings: booleanField(json, file, 'tie_word_embeddings', true),
@@ -62,8 +57,7 @@ function toHfConfig(config: ModelConfig): Json {
     activation_function: typeof config.hfConfig?.activation_function === 'string' ? config.hfConfig.activation_function : HF_ACTIVATION_NAMES[config.activation],
     scale_attn_weights: config.attention.scale !== 1,
     tie_word_embeddings: config.tieWordEmbeddings,
-    ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
-    ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
+    ...specialTokenIdsJson(config),
   });
 }
 
@@ -75,8 +69,6 @@ function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, te
   if (hiddenSize % numHeads !== 0) throw new TopiaryError(`GGUF metadata: embedding_length (${hiddenSize}) is not a multiple of attention.head_count (${numHeads})`, file);
   const mlpUp = `${gpt2.layerPrefix(0)}mlp.c_fc.weight`;
   if (!tensors.has(mlpUp) || !tensors.has(gpt2.positionEmbeddings!)) throw new TopiaryError('a GPT-2 GGUF file needs blk.0.ffn_up and position_embd tensors', file);
-  const tokens = meta['tokenizer.ggml.tokens'];
-  const id = (key: string) => (typeof meta[key] === 'number' ? (meta[key] as number) : undefined);
   const headDim = hiddenSize / numHeads;
   return {
     modelType,
@@ -87,11 +79,9 @@ function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, te
     numHeads,
     numKvHeads: numHeads,
     headDim,
-    vocabSize: Array.isArray(tokens) ? tokens.length : tensors.shape(gpt2.embedTokens)[0]!,
+    ...ggufVocabularyFields(meta, () => tensors.shape(gpt2.embedTokens)[0]!),
     maxPositionEmbeddings: tensors.shape(gpt2.positionEmbeddings!)[0]!,
     tieWordEmbeddings: !tensors.has(gpt2.lmHead),
-    bosTokenId: id('tokenizer.ggml.bos_token_id'),
-    eosTokenId: id('tokenizer.ggml.eos_token_id'),
     norm: { kind: 'layer', eps: num('attention.layernorm_eps', 1e-5) },
     attention: { scale: 1 / Math.sqrt(headDim) },
     // llama.cpp runs GPT-2 with the tanh GELU (gelu_new); GGUF has no field for another.

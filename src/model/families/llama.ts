@@ -11,12 +11,13 @@ import { norm } from '../components/norm.js';
 import {
   activationField,
   attentionShape,
-  booleanField,
-  firstId,
+  layerSizesJson,
   positiveField,
   ropeBase,
   ropeScalingJson,
   sizeField,
+  specialTokenIdsJson,
+  vocabularyFields,
   type Json,
   type ModelConfig,
 } from '../config.js';
@@ -50,11 +51,8 @@ function parseConfig(json: Json, file: string): ModelConfig {
     ...shape,
     intermediateSize: sizeField(json, file, 'intermediate_size'),
     numLayers,
-    vocabSize: sizeField(json, file, 'vocab_size'),
+    ...vocabularyFields(json, file, false),
     maxPositionEmbeddings: sizeField(json, file, 'max_position_embeddings', 2048),
-    tieWordEmbeddings: booleanField(json, file, 'tie_word_embeddings', false),
-    bosTokenId: firstId(json.bos_token_id),
-    eosTokenId: firstId(json.eos_token_id),
     norm: { kind: 'rms', eps: positiveField(json, file, 'rms_norm_eps', 1e-6), weightOffset: 0 },
     rope: { theta, scaling, rotaryDim: shape.headDim, layout: 'half' },
     attention: {
@@ -71,13 +69,8 @@ function toHfConfig(config: ModelConfig): Json {
   return {
     architectures: [llama.hfArchitectures[config.modelType]],
     model_type: config.modelType,
-    hidden_size: config.hiddenSize,
-    intermediate_size: config.intermediateSize,
-    num_hidden_layers: config.numLayers,
-    num_attention_heads: config.numHeads,
-    num_key_value_heads: config.numKvHeads,
+    ...layerSizesJson(config),
     head_dim: config.headDim,
-    vocab_size: config.vocabSize,
     rms_norm_eps: config.norm.eps,
     rope_theta: config.rope?.theta,
     ...(scaling ? { rope_scaling: scaling } : {}),
@@ -85,8 +78,7 @@ function toHfConfig(config: ModelConfig): Json {
     tie_word_embeddings: config.tieWordEmbeddings,
     hidden_act: 'silu',
     ...slidingWindowJson(config),
-    ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
-    ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
+    ...specialTokenIdsJson(config),
   };
 }
 
@@ -115,6 +107,20 @@ export function ggufNumber(meta: GgufMetadata, key: string, file: string, fallba
   return number;
 }
 
+/**
+ * The vocabulary fields of a GGUF file, read alike by every family: the size from the token list
+ * (`embeddingRows()`, the token embedding's rows, when the file has none) and the special token ids.
+ */
+export function ggufVocabularyFields(meta: GgufMetadata, embeddingRows: () => number): Pick<ModelConfig, 'vocabSize' | 'bosTokenId' | 'eosTokenId'> {
+  const tokens = meta['tokenizer.ggml.tokens'];
+  const id = (key: string) => (typeof meta[key] === 'number' ? (meta[key] as number) : undefined);
+  return {
+    vocabSize: Array.isArray(tokens) ? tokens.length : embeddingRows(),
+    bosTokenId: id('tokenizer.ggml.bos_token_id'),
+    eosTokenId: id('tokenizer.ggml.eos_token_id'),
+  };
+}
+
 export function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, tensors: { has(name: string): boolean; shape(name: string): number[] }, file: string): ModelConfig {
   const num = (key: string, fallback?: number) => ggufNumber(meta, `${arch}.${key}`, file, fallback);
   const numLayers = num('block_count');
@@ -131,9 +137,7 @@ export function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: str
   const numHeads = Math.max(...perLayer('attention.head_count'));
   const numKvHeads = Math.max(...perLayer('attention.head_count_kv', perLayer('attention.head_count')));
   const headDim = num('attention.key_length', hiddenSize / numHeads);
-  const tokens = meta['tokenizer.ggml.tokens'];
   const slidingWindow = meta[`${arch}.attention.sliding_window`];
-  const id = (key: string) => (typeof meta[key] === 'number' ? (meta[key] as number) : undefined);
   return {
     modelType,
     hiddenSize,
@@ -142,11 +146,9 @@ export function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: str
     numHeads,
     numKvHeads,
     headDim,
-    vocabSize: Array.isArray(tokens) ? tokens.length : tensors.shape('model.embed_tokens.weight')[0]!,
+    ...ggufVocabularyFields(meta, () => tensors.shape('model.embed_tokens.weight')[0]!),
     maxPositionEmbeddings: num('context_length', 2048),
     tieWordEmbeddings: !tensors.has('lm_head.weight'),
-    bosTokenId: id('tokenizer.ggml.bos_token_id'),
-    eosTokenId: id('tokenizer.ggml.eos_token_id'),
     norm: { kind: 'rms', eps: num('attention.layer_norm_rms_epsilon', 1e-5), weightOffset: 0 },
     rope: { theta: num('rope.freq_base', 10000), scaling: { type: 'none' }, rotaryDim: headDim, layout: 'half' },
     attention: {

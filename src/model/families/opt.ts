@@ -8,7 +8,7 @@ import { TopiaryError } from '../../util/errors.js';
 import { separateProjectionAttention } from '../components/attention.js';
 import { plainMlp } from '../components/mlp.js';
 import { norm } from '../components/norm.js';
-import { activationField, booleanField, firstId, sizeField, type Json, type ModelConfig } from '../config.js';
+import { activationField, booleanField, evenHeadsShape, HF_ACTIVATION_NAMES, sizeField, specialTokenIdsJson, vocabularyFields, type Json, type ModelConfig } from '../config.js';
 import type { Block, BlockContext, Family } from './family.js';
 
 /** OPT's LayerNorms use PyTorch's default epsilon; config.json has no field for it. */
@@ -21,27 +21,19 @@ function parseConfig(json: Json, file: string): ModelConfig {
   if (!booleanField(json, file, 'layer_norm_elementwise_affine', true)) {
     throw new TopiaryError('layer_norm_elementwise_affine false (LayerNorms without weights) is not supported', file);
   }
-  const hiddenSize = sizeField(json, file, 'hidden_size');
-  const numHeads = sizeField(json, file, 'num_attention_heads');
-  if (hiddenSize % numHeads !== 0) throw new TopiaryError(`hidden_size (${hiddenSize}) is not a multiple of num_attention_heads (${numHeads})`, file);
-  const headDim = hiddenSize / numHeads;
+  const shape = evenHeadsShape(json, file);
+  const { hiddenSize, headDim } = shape;
   const wordEmbeddingSize = sizeField(json, file, 'word_embed_proj_dim', hiddenSize);
   const postNorm = !booleanField(json, file, 'do_layer_norm_before', true);
   // Old checkpoints drop the final norm of a pre-norm model with this flag; post-norm models never have one.
   const noFinalNorm = postNorm || booleanField(json, file, '_remove_final_layer_norm', false);
   return {
     modelType: 'opt',
-    hiddenSize,
+    ...shape,
     intermediateSize: sizeField(json, file, 'ffn_dim'),
     numLayers: sizeField(json, file, 'num_hidden_layers'),
-    numHeads,
-    numKvHeads: numHeads,
-    headDim,
-    vocabSize: sizeField(json, file, 'vocab_size'),
+    ...vocabularyFields(json, file, true),
     maxPositionEmbeddings: sizeField(json, file, 'max_position_embeddings', 2048),
-    tieWordEmbeddings: booleanField(json, file, 'tie_word_embeddings', true),
-    bosTokenId: firstId(json.bos_token_id),
-    eosTokenId: firstId(json.eos_token_id),
     norm: { kind: 'layer', eps: LAYER_NORM_EPS },
     // OPT scales q (after its bias) by 1/√headDim before the dot product: the same scores.
     attention: { scale: 1 / Math.sqrt(headDim) },
@@ -53,9 +45,6 @@ function parseConfig(json: Json, file: string): ModelConfig {
     hfConfig: json,
   };
 }
-
-/** Backend activation → the activation_function name transformers reads. */
-const HF_ACTIVATION = { relu: 'relu', gelu: 'gelu', gelu_tanh: 'gelu_new', silu: 'silu' } as const;
 
 function toHfConfig(config: ModelConfig): Json {
   return {
@@ -71,10 +60,9 @@ function toHfConfig(config: ModelConfig): Json {
     word_embed_proj_dim: config.wordEmbeddingSize ?? config.hiddenSize,
     do_layer_norm_before: !config.postNorm,
     _remove_final_layer_norm: config.noFinalNorm === true && !config.postNorm,
-    activation_function: HF_ACTIVATION[config.activation],
+    activation_function: HF_ACTIVATION_NAMES[config.activation],
     tie_word_embeddings: config.tieWordEmbeddings,
-    ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
-    ...(config.eosTokenId !== undefined ? { eos_token_id: config.eosTokenId } : {}),
+    ...specialTokenIdsJson(config),
   };
 }
 

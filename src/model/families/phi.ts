@@ -12,20 +12,20 @@ import { norm } from '../components/norm.js';
 import {
   activationField,
   attentionShape,
-  booleanField,
   exportedHfConfig,
-  firstId,
   HF_ACTIVATION_NAMES,
+  layerSizesJson,
   numberField,
   positiveField,
   ropeBase,
-  ropeScalingJson,
+  ropeParametersJson,
   sizeField,
+  vocabularyFields,
   type Json,
   type ModelConfig,
 } from '../config.js';
 import type { Block, BlockContext, Family, GgufLayout } from './family.js';
-import { ggufNumber } from './llama.js';
+import { ggufNumber, ggufVocabularyFields } from './llama.js';
 
 /**
  * The object transformers reads the rope settings of Phi and Phi-3 from: rope_scaling when set
@@ -52,13 +52,6 @@ export function partialRotaryDim(json: Json, file: string, headDim: number, defa
   return rotaryDim;
 }
 
-/** The rope_parameters object to write back: base, scaling and the partial rotary factor. */
-export function ropeParametersJson(config: ModelConfig): Json | undefined {
-  const rope = config.rope;
-  if (!rope) return undefined;
-  return { rope_type: 'default', ...ropeScalingJson(rope.scaling), rope_theta: rope.theta, partial_rotary_factor: rope.rotaryDim / config.headDim };
-}
-
 function parseConfig(json: Json, file: string): ModelConfig {
   const shape = attentionShape(json, file);
   const { theta, scaling } = ropeBase(json, file);
@@ -67,11 +60,8 @@ function parseConfig(json: Json, file: string): ModelConfig {
     ...shape,
     intermediateSize: sizeField(json, file, 'intermediate_size'),
     numLayers: sizeField(json, file, 'num_hidden_layers'),
-    vocabSize: sizeField(json, file, 'vocab_size'),
+    ...vocabularyFields(json, file, false),
     maxPositionEmbeddings: sizeField(json, file, 'max_position_embeddings', 2048),
-    tieWordEmbeddings: booleanField(json, file, 'tie_word_embeddings', false),
-    bosTokenId: firstId(json.bos_token_id),
-    eosTokenId: firstId(json.eos_token_id),
     norm: { kind: 'layer', eps: positiveField(json, file, 'layer_norm_eps', 1e-5) },
     rope: { theta, scaling, rotaryDim: partialRotaryDim(json, file, shape.headDim, 0.5), layout: 'half' },
     attention: { scale: 1 / Math.sqrt(shape.headDim) },
@@ -99,12 +89,7 @@ function toHfConfig(config: ModelConfig): Json {
     {
       architectures: ['PhiForCausalLM'],
       model_type: 'phi',
-      hidden_size: config.hiddenSize,
-      intermediate_size: config.intermediateSize,
-      num_hidden_layers: config.numLayers,
-      num_attention_heads: config.numHeads,
-      num_key_value_heads: config.numKvHeads,
-      vocab_size: config.vocabSize,
+      ...layerSizesJson(config),
       layer_norm_eps: config.norm.eps,
       rope_parameters: ropeParametersJson(config),
       max_position_embeddings: config.maxPositionEmbeddings,
@@ -114,6 +99,18 @@ function toHfConfig(config: ModelConfig): Json {
     },
     SUPERSEDED_ROPE_FIELDS,
   );
+}
+
+/**
+ * The features of each head that rotate, as llama.cpp's converter records them for Phi-2 and Phi-3
+ * (all of them when unsaid), checked to be an even number within the head.
+ */
+export function ggufRotaryDim(meta: GgufMetadata, arch: string, headDim: number, file: string): number {
+  const rotaryDim = ggufNumber(meta, `${arch}.rope.dimension_count`, file, headDim);
+  if (!Number.isInteger(headDim) || !Number.isInteger(rotaryDim) || rotaryDim < 2 || rotaryDim % 2 !== 0 || rotaryDim > headDim) {
+    throw new TopiaryError(`GGUF metadata "${arch}.rope.dimension_count" (${rotaryDim}) should be an even number of features up to the head size ${headDim}`, file);
+  }
+  return rotaryDim;
 }
 
 /**
@@ -131,12 +128,7 @@ const parseGgufConfig: GgufLayout['parseConfig'] = (meta: GgufMetadata, arch, mo
   const hiddenSize = num('embedding_length');
   const numHeads = num('attention.head_count');
   const headDim = hiddenSize / numHeads;
-  const rotaryDim = num('rope.dimension_count', headDim);
-  if (!Number.isInteger(headDim) || !Number.isInteger(rotaryDim) || rotaryDim < 2 || rotaryDim % 2 !== 0 || rotaryDim > headDim) {
-    throw new TopiaryError(`GGUF metadata "${arch}.rope.dimension_count" (${rotaryDim}) should be an even number of features up to the head size ${headDim}`, file);
-  }
-  const tokens = meta['tokenizer.ggml.tokens'];
-  const id = (key: string) => (typeof meta[key] === 'number' ? (meta[key] as number) : undefined);
+  const rotaryDim = ggufRotaryDim(meta, arch, headDim, file);
   return {
     modelType,
     hiddenSize,
@@ -145,11 +137,9 @@ const parseGgufConfig: GgufLayout['parseConfig'] = (meta: GgufMetadata, arch, mo
     numHeads,
     numKvHeads: rowsOf(`${layer0}self_attn.k_proj.weight`) / headDim,
     headDim,
-    vocabSize: Array.isArray(tokens) ? tokens.length : rowsOf(phi.embedTokens),
+    ...ggufVocabularyFields(meta, () => rowsOf(phi.embedTokens)),
     maxPositionEmbeddings: num('context_length', 2048),
     tieWordEmbeddings: !tensors.has(phi.lmHead),
-    bosTokenId: id('tokenizer.ggml.bos_token_id'),
-    eosTokenId: id('tokenizer.ggml.eos_token_id'),
     norm: { kind: 'layer', eps: num('attention.layer_norm_epsilon', 1e-5) },
     rope: { theta: num('rope.freq_base', 10000), scaling: { type: 'none' }, rotaryDim, layout: 'half' },
     attention: { scale: 1 / Math.sqrt(headDim) },

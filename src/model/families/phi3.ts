@@ -13,19 +13,20 @@ import { norm } from '../components/norm.js';
 import {
   activationField,
   attentionShape,
-  booleanField,
   exportedHfConfig,
-  firstId,
   HF_ACTIVATION_NAMES,
+  layerSizesJson,
   positiveField,
+  ropeParametersJson,
   sizeField,
+  vocabularyFields,
   type Json,
   type ModelConfig,
   type RopeScaling,
 } from '../config.js';
 import type { Block, BlockContext, Family, GgufLayout } from './family.js';
 import { ggufNumber, parseGgufConfig as llamaGgufConfig, slidingLayers } from './llama.js';
-import { partialRotaryDim, ropeField, ropeParametersJson, ropeSettings, specialTokenFields, SUPERSEDED_ROPE_FIELDS } from './phi.js';
+import { ggufRotaryDim, partialRotaryDim, ropeField, ropeSettings, specialTokenFields, SUPERSEDED_ROPE_FIELDS } from './phi.js';
 
 /**
  * Phi-3's rope scaling as transformers reads it: none, or LongRoPE (also under its old names "su"
@@ -75,11 +76,8 @@ function parseConfig(json: Json, file: string): ModelConfig {
     ...shape,
     intermediateSize: sizeField(json, file, 'intermediate_size'),
     numLayers,
-    vocabSize: sizeField(json, file, 'vocab_size'),
+    ...vocabularyFields(json, file, false),
     maxPositionEmbeddings,
-    tieWordEmbeddings: booleanField(json, file, 'tie_word_embeddings', false),
-    bosTokenId: firstId(json.bos_token_id),
-    eosTokenId: firstId(json.eos_token_id),
     norm: { kind: 'rms', eps: positiveField(json, file, 'rms_norm_eps', 1e-5), weightOffset: 0 },
     rope: {
       theta: ropeField(json, file, 'rope_theta', 10000),
@@ -102,12 +100,7 @@ function toHfConfig(config: ModelConfig): Json {
     {
       architectures: ['Phi3ForCausalLM'],
       model_type: 'phi3',
-      hidden_size: config.hiddenSize,
-      intermediate_size: config.intermediateSize,
-      num_hidden_layers: config.numLayers,
-      num_attention_heads: config.numHeads,
-      num_key_value_heads: config.numKvHeads,
-      vocab_size: config.vocabSize,
+      ...layerSizesJson(config),
       rms_norm_eps: config.norm.eps,
       rope_parameters: ropeParametersJson(config),
       max_position_embeddings: config.maxPositionEmbeddings,
@@ -142,10 +135,7 @@ function splitQkvBlocks(ctx: BlockContext, qkv: Float32Array, heads: number, kvH
  */
 const parseGgufConfig: GgufLayout['parseConfig'] = (meta: GgufMetadata, arch, modelType, tensors, file) => {
   const config = llamaGgufConfig(meta, arch, modelType, tensors, file);
-  const rotaryDim = meta[`${arch}.rope.dimension_count`] ?? config.headDim;
-  if (typeof rotaryDim !== 'number' || !Number.isInteger(rotaryDim) || rotaryDim < 2 || rotaryDim % 2 !== 0 || rotaryDim > config.headDim) {
-    throw new TopiaryError(`GGUF metadata "${arch}.rope.dimension_count" (${String(rotaryDim)}) should be an even number of features up to the head size ${config.headDim}`, file);
-  }
+  const rotaryDim = ggufRotaryDim(meta, arch, config.headDim, file);
   const shortFactor = tensors.readStored('rope_factors_short.weight');
   const longFactor = tensors.readStored('rope_factors_long.weight');
   if (!shortFactor && !longFactor) return { ...config, rope: { ...config.rope!, rotaryDim } };
