@@ -155,9 +155,6 @@ export interface Backend {
   /** out[i] = act(gate[i])·up[i] (SwiGLU with 'silu', GeGLU with 'gelu_tanh'); out may alias gate. */
   gatedActivation(kind: Activation, gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void>;
 
-  /** Shorthand for gatedActivation('silu', gate, up, out). */
-  swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void>;
-
   /** y[r, :] += bias for every row r of y (y.length / bias.length rows). */
   addBias(y: Float32Array, bias: Float32Array): Promise<void>;
 

@@ -300,10 +300,6 @@ export class NativeBackend implements Backend {
     return this.addon.gatedActivation(gate, up, out, index);
   }
 
-  swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void> {
-    return this.gatedActivation('silu', gate, up, out);
-  }
-
   addBias(y: Float32Array, bias: Float32Array): Promise<void> {
     checkFloat32('addBias', { y, bias });
     checkRows('addBias', y, 'bias', bias);

@@ -225,10 +225,6 @@ export class ReferenceBackend implements Backend {
     for (let i = 0; i < gate.length; i++) out[i] = activate(kind, gate[i]) * up[i];
   }
 
-  swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): Promise<void> {
-    return this.gatedActivation('silu', gate, up, out);
-  }
-
   async addBias(y: Float32Array, bias: Float32Array): Promise<void> {
     for (let i = 0; i < y.length; i++) y[i] += bias[i % bias.length];
   }

@@ -24,9 +24,3 @@ export function findMethod(name: string): FoundMethod {
   const all = [...METHODS, ...STRUCTURED_METHODS].map((m) => m.name).join(', ');
   throw new UsageError(`unknown method "${name}" (available: ${all})`);
 }
-
-export function methodByName(name: string): UnstructuredMethod {
-  const found = findMethod(name);
-  if (found.kind !== 'unstructured') throw new UsageError(`${name} is a structured method`);
-  return found.method;
-}
