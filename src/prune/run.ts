@@ -115,8 +115,12 @@ function fitsHuggingFace(pruned: ModelSource, original: ModelSource): boolean {
     const shape = (layer: number) => pruned.shape(`${family.layerPrefix(layer)}${spec.name}.weight`).join('x');
     for (let layer = 1; layer < layers; layer++) if (shape(layer) !== shape(0)) return false;
   }
-  const originalBiases = new Set(family.linears.filter((spec) => original.has(`${family.layerPrefix(0)}${spec.name}.bias`)).map((spec) => spec.name));
-  return pruned.tensorNames().every((name) => !name.endsWith('.bias') || family.linears.every((spec) => !name.endsWith(`${spec.name}.bias`) || originalBiases.has(spec.name)));
+  // A bias the original's linear layer lacks was added by compensation (FLAP, COMP).
+  const hasBias = (source: ModelSource, layer: number, name: string) => source.has(`${family.layerPrefix(layer)}${name}.bias`);
+  for (const { name } of family.linears) {
+    for (let layer = 0; layer < layers; layer++) if (hasBias(pruned, layer, name) && !hasBias(original, 0, name)) return false;
+  }
+  return true;
 }
 
 export async function pruneModel(settings: PruneSettings): Promise<RunSummary> {
