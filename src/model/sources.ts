@@ -10,7 +10,7 @@ import { ggufHyperparameters } from '../formats/gguf-hparams.js';
 import { openLlama2c } from '../formats/llama2c.js';
 import { openSafetensors } from '../formats/safetensors.js';
 import { readFinite, type TensorStore } from '../formats/tensors.js';
-import { tokenizerFromGguf, tokenizerFromJson, tokenizerFromLlama2cBin } from '../tokenizers/load.js';
+import { hasVocabMerges, tokenizerFromGguf, tokenizerFromJson, tokenizerFromLlama2cBin, tokenizerFromVocabMerges } from '../tokenizers/load.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
 import { TopiaryError } from '../util/errors.js';
 import { openRegularFile, readJsonObject } from '../util/safe-fs.js';
@@ -153,7 +153,9 @@ function fromHfFolder(dir: string): ModelSource {
     ? tryTokenizer(() => tokenizerFromJson(tokenizerFile), tokenizerFile)
     : fs.existsSync(llama2cTokenizer)
       ? tryTokenizer(() => tokenizerFromLlama2cBin(llama2cTokenizer, config.vocabSize), llama2cTokenizer)
-      : { missing: `no tokenizer.json in ${dir}` };
+      : hasVocabMerges(dir)
+        ? tryTokenizer(() => tokenizerFromVocabMerges(dir), path.join(dir, 'vocab.json'))
+        : { missing: `no tokenizer.json (nor vocab.json + merges.txt) in ${dir}` };
   return mappedSource('safetensors', dir, configFile, config, family, store, mapping, tokenizer);
 }
 
