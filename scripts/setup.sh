@@ -33,11 +33,7 @@ fi
 addon=native/build/Release/topiary_native.node
 if [ ! -f "$addon" ] || [ -n "$(find native -maxdepth 1 -newer "$addon" -type f)" ]; then
   step "building the native backend (node-gyp, offline against local Node headers)"
-  # Node's own headers ship with Debian/NodeSource packages under <prefix>/include/node; point
-  # node-gyp there so it never tries to download them.
-  nodedir="$(dirname "$(dirname "$(command -v node)")")"
-  [ -f "$nodedir/include/node/node_api.h" ] || nodedir="$(npm config get nodedir)"
-  npx node-gyp rebuild --directory native --nodedir="$nodedir" --loglevel=error >&2
+  bash scripts/build-native.sh
 fi
 
 step "compiling TypeScript"
