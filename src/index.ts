@@ -10,6 +10,7 @@ import { pruneModel, type PruneSettings } from './prune/run.js';
 import type { RunSummary } from './prune/record.js';
 
 export { loadModel, type LoadOptions } from './model/load.js';
+export { resolveModelPath, hubCacheDir, type HubOptions } from './model/hub.js';
 export type { CausalLM } from './model/causal-lm.js';
 export type { ModelConfig } from './model/config.js';
 export type { Tokenizer } from './tokenizers/tokenizer.js';

@@ -18,7 +18,11 @@ import { FAMILIES } from '../model/families/index.js';
 import { METHODS } from '../prune/methods/index.js';
 import { STRUCTURED_METHODS } from '../prune/structured/index.js';
 
-const COMMON_OPTIONS = `Common options:
+const COMMON_OPTIONS = `PATH (and --model) may be a Hugging Face Hub id ORG/NAME[@REVISION]: read from the local Hugging
+Face cache ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub), and what it lacks
+downloaded into it ($HF_TOKEN, $HF_ENDPOINT honoured; never with HF_HUB_OFFLINE=1).
+
+Common options:
   --threads N    BLAS threads (default: all cores; at most 4 × cores)
   --data-dir DIR data folder (default: $TOPIARY_DATA_DIR, else ../shared/data beside the checkout)
   -h, --help     this help
@@ -28,8 +32,8 @@ const COMMON_OPTIONS = `Common options:
 const HELP: Record<string, () => string> = {
   inspect: () => `topiary inspect PATH [--json]
       Architecture, sizes (per layer for uneven models), parameter count, dtypes and format of a
-      model: a Hugging Face folder, a folder prune wrote (model.gguf inside), a .gguf file, or a
-      llama2.c checkpoint.
+      model: a Hugging Face folder, a folder prune wrote (model.gguf inside), a .gguf file, a
+      llama2.c checkpoint, or a Hugging Face Hub id ORG/NAME[@REVISION].
 `,
   generate: () => `topiary generate --model PATH --prompt TEXT [--max-new-tokens N] [--temperature T] [--seed S]
       Generate text (temperature 0 = greedy).

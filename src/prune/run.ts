@@ -16,6 +16,7 @@ import { resolveDataDir } from '../data/datadir.js';
 import { exportGguf, ggufUnsupported } from '../export/gguf-writer.js';
 import { exportHfFolder, type ExportDtype } from '../export/hf-folder.js';
 import { CausalLM } from '../model/causal-lm.js';
+import { parseHubId } from '../model/hub.js';
 import { loadModel } from '../model/load.js';
 import type { ModelSource } from '../model/sources.js';
 import { UsageError } from '../util/errors.js';
@@ -151,7 +152,7 @@ async function pruneInto(output: OutputFolder, settings: PruneSettings, started:
   const checkpointDir = path.join(out, CHECKPOINT_DIR);
   const calibrationSettings = { corpus: describeCorpus(corpus), nsamples: settings.calibration.nsamples, seqlen, seed: settings.calibration.seed };
   const batchWindows = settings.batchWindows ?? 4;
-  const fingerprint = runFingerprint(settings.model, {
+  const fingerprint = runFingerprint(model.source.path, {
     method: settings.method,
     target: settings.target,
     options: settings.methodOptions,
@@ -222,7 +223,7 @@ async function pruneInto(output: OutputFolder, settings: PruneSettings, started:
     version: RUN_RECORD_VERSION,
     summary,
     settings: {
-      model: path.resolve(settings.model),
+      model: parseHubId(settings.model) ? settings.model : path.resolve(settings.model),
       family: model.family.name,
       method: settings.method,
       target: settings.target,
