@@ -158,6 +158,14 @@ export const gptNeox: Family = {
     { role: MLP_ROLES.down, name: 'mlp.dense_4h_to_h' },
   ],
   inputGroups: [[ATTENTION_ROLES.qkv], [ATTENTION_ROLES.output], [MLP_ROLES.up], [MLP_ROLES.down]],
+  structure: {
+    attention: {
+      inputs: { qkv: ATTENTION_ROLES.qkv, layout: 'per-head' },
+      output: ATTENTION_ROLES.output,
+      fixedHeads: 'GPT-NeoX ties the attention width to hidden_size (head size = hidden_size / num_attention_heads)',
+    },
+    mlp: { inputs: { up: MLP_ROLES.up }, output: MLP_ROLES.down },
+  },
 
   async forward(block: Block, hidden: Float32Array, ctx: BlockContext): Promise<void> {
     const { backend, config } = ctx;

@@ -112,6 +112,14 @@ export const gpt2: Family = {
     { role: MLP_ROLES.down, name: 'mlp.c_proj', transposed: true },
   ],
   inputGroups: [[ATTENTION_ROLES.qkv], [ATTENTION_ROLES.output], [MLP_ROLES.up], [MLP_ROLES.down]],
+  structure: {
+    attention: {
+      inputs: { qkv: ATTENTION_ROLES.qkv, layout: 'blocks' },
+      output: ATTENTION_ROLES.output,
+      fixedHeads: 'GPT-2 ties the attention width to n_embd (head size = n_embd / n_head)',
+    },
+    mlp: { inputs: { up: MLP_ROLES.up }, output: MLP_ROLES.down },
+  },
 
   async forward(block: Block, hidden: Float32Array, ctx: BlockContext): Promise<void> {
     const { backend, config } = ctx;
