@@ -125,6 +125,19 @@ export interface BlockStructure {
   };
 }
 
+/**
+ * The structure of a block with one fused q/k/v projection and a plain MLP (GPT-2, GPT-NeoX),
+ * whose config ties the attention width to the hidden size (`fixedHeads` says how).
+ */
+export function fusedPlainStructure(
+  attention: { qkv: string; output: string },
+  mlp: { up: string; down: string },
+  layout: 'blocks' | 'per-head',
+  fixedHeads: string,
+): BlockStructure {
+  return { attention: { inputs: { qkv: attention.qkv, layout }, output: attention.output, fixedHeads }, mlp: { inputs: { up: mlp.up }, output: mlp.down } };
+}
+
 /** A block's sizes as its weights hold them. */
 export interface BlockSizes {
   heads: number;
