@@ -96,6 +96,13 @@ test('every structured method holds its ratio on every family, counted from the 
       const removedGroups = record.layers.flatMap((layer) => layer.structure!.attention!.removedGroups);
       if (FIXED_HEADS.has(name)) assert.equal(removedGroups.length, 0, `${label}: heads are fixed`);
       else assert.ok(removedGroups.length > 0, `${label}: kv groups go too`);
+      // FLAP's compensation adds to the bias the projection already has: it lowers the output error.
+      for (const { structure } of method === 'flap' ? record.layers : []) {
+        for (const [projection, errors] of Object.entries(structure!.errors!)) {
+          if (errors.none === 0) continue;
+          assert.ok(errors.bias < errors.none && errors.final === errors.bias, `${label} ${projection}: ${JSON.stringify(errors)}`);
+        }
+      }
       exports.push({ label, out, dense: sources.get(name)! });
     }
   }
