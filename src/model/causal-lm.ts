@@ -15,7 +15,7 @@ import { KvCache } from './components/kv-cache.js';
 import { norm } from './components/norm.js';
 import { RopeTables, type RopeTable } from './components/rope.js';
 import type { ModelConfig } from './config.js';
-import { blockSizes, type Block, type BlockContext, type BlockSizes, type Family, type InputObserver, type Linear } from './families/family.js';
+import { blockSizes, type Block, type BlockContext, type Family, type InputObserver, type Linear } from './families/family.js';
 import type { ModelSource } from './sources.js';
 
 export { KvCache };
@@ -51,8 +51,8 @@ export function checkConfigAgainstTensors(source: ModelSource): void {
     }
     // Whole heads (query heads a multiple of kv heads) and channels, fused projections included.
     const sizes = blockSizes(family.structure, (role) => shapes[role]!, headDim);
-    if ('problem' in sizes) fail(`layer ${layer}: ${sizes.problem}`);
-    const { heads, kvHeads, channels } = sizes as BlockSizes;
+    if ('problem' in sizes) return fail(`layer ${layer}: ${sizes.problem}`);
+    const { heads, kvHeads, channels } = sizes;
     widest.heads = Math.max(widest.heads, heads);
     widest.kvHeads = Math.max(widest.kvHeads, kvHeads);
     widest.mlp = Math.max(widest.mlp, channels);
