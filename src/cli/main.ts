@@ -65,6 +65,7 @@ topiary eval --model PATH --tasks arc_easy,piqa,...|all [--limit N] [--out FILE]
           return [`      ${m.name}: ${m.description}`, ...(options.length ? options : ['          (no options)'])].join('\n');
         })
         .join('\n');
+    const fixedHeads = FAMILIES.filter((f) => f.structure.attention.fixedHeads).flatMap((f) => f.modelTypes).join(', ');
     const families = FAMILIES.map((f) => `      ${f.modelTypes.join(', ')}: ${f.linears.map((l) => l.role).join(',')}`).join('\n');
     return `topiary prune --model PATH --method NAME (--sparsity P | --pattern N:M | --ratio R) --out DIR
         [--permute] [--calib c4|wikitext2|text:FILE] [--nsamples N] [--seqlen L] [--seed S]
@@ -80,7 +81,9 @@ topiary eval --model PATH --tasks arc_easy,piqa,...|all [--limit N] [--out FILE]
   Unstructured and N:M (--sparsity P in [0, 1), or --pattern N:M such as 2:4):
 ${methodLines(METHODS)}
   Structured (--ratio R: the share of the decoder blocks' parameters removed, as whole kv groups,
-  MLP channels and, for comp, whole blocks; families with separate q,k,v,o and a gated MLP):
+  MLP channels and, for comp, whole blocks; ${fixedHeads} keep their heads. flap's global
+  structure needs GGUF's deci layout (llama, mistral), elsewhere give structure=ul-um; flap and
+  comp add biases, which need GGUF where the family's output projections have none):
 ${methodLines(STRUCTURED_METHODS)}
 
   --layers takes the roles of the model's family (default: all of them):

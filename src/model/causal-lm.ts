@@ -15,7 +15,7 @@ import { KvCache } from './components/kv-cache.js';
 import { norm } from './components/norm.js';
 import { RopeTables, type RopeTable } from './components/rope.js';
 import type { ModelConfig } from './config.js';
-import type { Block, BlockContext, Family, InputObserver, Linear } from './families/family.js';
+import { blockSizes, type Block, type BlockContext, type Family, type InputObserver, type Linear } from './families/family.js';
 import type { ModelSource } from './sources.js';
 
 export { KvCache };
@@ -49,15 +49,13 @@ export function checkConfigAgainstTensors(source: ModelSource): void {
       if (shape.length !== 2 || shape.some((d) => !(d > 0))) fail(`tensor "${name}" should be a non-empty matrix, has shape [${shape}]`);
       shapes[spec.role] = shape;
     }
-    // Separate attention projections: whole heads, query heads a multiple of kv heads.
-    const [q, k, v, o] = [shapes.q, shapes.k, shapes.v, shapes.o];
-    if (q && k && v && o) {
-      const fits = q[0]! % headDim === 0 && k[0]! % headDim === 0 && v[0] === k[0] && (q[0]! / headDim) % (k[0]! / headDim) === 0 && o[1] === q[0];
-      if (!fits) fail(`layer ${layer}: q/k/v/o shapes [${q}] [${k}] [${v}] [${o}] do not hold whole heads of head_dim ${headDim}`);
-      widest.heads = Math.max(widest.heads, q[0]! / headDim);
-      widest.kvHeads = Math.max(widest.kvHeads, k[0]! / headDim);
-    }
-    if (shapes.up) widest.mlp = Math.max(widest.mlp, shapes.up[0]!);
+    // Whole heads (query heads a multiple of kv heads) and channels, fused projections included.
+    const sizes = blockSizes(family.structure, (role) => shapes[role]!, headDim);
+    if ('problem' in sizes) return fail(`layer ${layer}: ${sizes.problem}`);
+    const { heads, kvHeads, channels } = sizes;
+    widest.heads = Math.max(widest.heads, heads);
+    widest.kvHeads = Math.max(widest.kvHeads, kvHeads);
+    widest.mlp = Math.max(widest.mlp, channels);
   }
   // An exported config.json states these, so they must be what the weights hold.
   if (widest.mlp > 0 && widest.mlp !== config.intermediateSize) {
