@@ -36,6 +36,11 @@ export interface ModelSource {
   /** Stored dtype of a canonical tensor, for `inspect`. */
   dtype(name: string): string;
   read(name: string): Float32Array;
+  /**
+   * Rows `rows` (ascending, distinct) of a 2-D tensor, packed in that order: the embedding rows a
+   * batch of tokens needs, read without the rest of the table.
+   */
+  readRows(name: string, rows: readonly number[]): Float32Array;
   /** The tokenizer, or why there is none (the model can still run on token ids). */
   tokenizer: Tokenizer | { missing: string };
   close(): void;
@@ -97,6 +102,17 @@ function mappedSource(
     if (!entry) throw new TopiaryError(`the model has no tensor "${name}"`, userPath);
     return entry;
   };
+  const read = (name: string): Float32Array => {
+    const entry = lookup(name);
+    const [storedRows, cols = 1] = store.info(entry.storeName).shape as [number, number?];
+    const { start, count: rows } = entry.rowRange ?? { start: 0, count: storedRows };
+    const data = readFinite(store, entry.storeName, entry.rowRange && { first: start, count: rows });
+    if (entry.transposed) return transpose(data, rows, cols);
+    if (entry.reorderRows) return entry.reorderRows(data, rows, cols);
+    if (entry.offset) return Float32Array.from(data, (value) => value - entry.offset!);
+    if (!entry.unpermuteHeads) return data;
+    return convertRopeRows(data, rows, cols, entry.unpermuteHeads, 'toRotateHalf');
+  };
   return {
     format,
     path: userPath,
@@ -108,17 +124,28 @@ function mappedSource(
     has: (name) => mapping.has(name),
     shape: (name) => mappedShape(store, lookup(name)),
     dtype: (name) => store.info(lookup(name).storeName).dtype,
-    read(name) {
+    read,
+    readRows(name, rows) {
       const entry = lookup(name);
       const [storedRows, cols = 1] = store.info(entry.storeName).shape as [number, number?];
-      const { start, count: rows } = entry.rowRange ?? { start: 0, count: storedRows };
-      const stored = readFinite(store, entry.storeName);
-      const data = entry.rowRange ? stored.slice(start * cols, (start + rows) * cols) : stored;
-      if (entry.transposed) return transpose(data, rows, cols);
-      if (entry.reorderRows) return entry.reorderRows(data, rows, cols);
-      if (entry.offset) return Float32Array.from(data, (value) => value - entry.offset!);
-      if (!entry.unpermuteHeads) return data;
-      return convertRopeRows(data, rows, cols, entry.unpermuteHeads, 'toRotateHalf');
+      const { start, count } = entry.rowRange ?? { start: 0, count: storedRows };
+      const out = new Float32Array(rows.length * cols);
+      // Tensors stored in another layout are converted whole, then gathered.
+      if (entry.transposed || entry.reorderRows || entry.offset || entry.unpermuteHeads) {
+        const whole = read(name);
+        rows.forEach((row, i) => out.set(whole.subarray(row * cols, (row + 1) * cols), i * cols));
+        return out;
+      }
+      // Each run of consecutive rows is one read.
+      for (let i = 0; i < rows.length; ) {
+        let end = i + 1;
+        while (end < rows.length && rows[end] === rows[end - 1]! + 1) end++;
+        const first = rows[i]!;
+        if (first < 0 || rows[end - 1]! >= count) throw new TopiaryError(`rows ${first}..${rows[end - 1]} are outside tensor "${name}" of ${count} rows`, userPath);
+        out.set(readFinite(store, entry.storeName, { first: start + first, count: end - i }), i * cols);
+        i = end;
+      }
+      return out;
     },
     close: () => store.close(),
   };
