@@ -2,8 +2,15 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { loadNativeBackend, type SparseIsa } from '../src/backend/native.js';
 import { ReferenceBackend } from '../src/backend/reference.js';
-import { compressSparse, decompressSparse, isTwoFour, sparseMatrixProblem, type SparseLayout, type SparseMatrix } from '../src/backend/sparse.js';
+import { compressSparse, decompressSparse, isTwoFour, sparseMatrixProblem, type SparseLayout } from '../src/backend/sparse.js';
+import { getBackend } from '../src/backend/index.js';
+import { KvCache, type CausalLM } from '../src/model/causal-lm.js';
+import { loadModel } from '../src/model/load.js';
+import { compressSparseLinears } from '../src/model/sparse-linears.js';
+import { applyMask, selectNm, selectPerRow } from '../src/prune/masks.js';
 import { TopiaryError } from '../src/util/errors.js';
+import { familyModels } from './family-models.js';
+import { stories260K } from './helpers.js';
 import { createRng, type Rng } from '../src/util/random.js';
 
 const reference = new ReferenceBackend();
@@ -163,4 +170,56 @@ describe('native sparseMatmul matches the reference', { skip: nativeSkip }, () =
     assert.throws(() => native!.sparseMatmul(new Float32Array(3), matrix, new Float32Array(2), 1), TopiaryError);
     assert.throws(() => native!.sparseMatmul(new Float32Array(8), matrix, new Float32Array(3), 2), TopiaryError);
   });
+});
+
+type Pruning = { kind: '50%' | '70%' } | { kind: '2:4' };
+
+/** Magnitude pruning of every block linear in memory: per row, or 2 of every 4 inputs. */
+function pruneByMagnitude(model: CausalLM, pruning: Pruning): void {
+  for (let layer = 0; layer < model.numLayers; layer++) {
+    const block = model.layer(layer);
+    const linears = Object.fromEntries(
+      Object.entries(block.linears).map(([role, lin]) => {
+        const scores = lin.weight.map(Math.abs);
+        const { outFeatures: rows, inFeatures: cols } = lin;
+        const mask = pruning.kind === '2:4' ? selectNm(scores, rows, cols, 2, 4) : selectPerRow(scores, rows, cols, pruning.kind === '50%' ? 0.5 : 0.7);
+        return [role, { ...lin, weight: applyMask(lin.weight.slice(), mask) }];
+      }),
+    );
+    model.setLayer(layer, { ...block, linears });
+  }
+}
+
+/** Full logits of the windows, and the logits of decoding `tokens` one at a time after the first with a cache. */
+async function runBothWays(model: CausalLM, windows: number[][]): Promise<{ prefill: Float32Array; decode: Float32Array }> {
+  const prefill = await model.logits(windows);
+  const cache = new KvCache();
+  const steps = [await model.forwardCached(windows[0]!.slice(0, 1), cache)];
+  for (const token of windows[0]!.slice(1)) steps.push(await model.forwardCached([token], cache));
+  const decode = new Float32Array(steps.reduce((total, step) => total + step.length, 0));
+  steps.forEach((step, i) => decode.set(step, i * step.length));
+  return { prefill, decode };
+}
+
+describe('a pruned model runs the same dense and sparse', { skip: nativeSkip }, () => {
+  const models = [
+    { name: 'stories260K (llama)', path: async () => stories260K, windows: [[1, 403, 407, 261, 378, 414, 267, 261, 422, 268], [1, 9, 30, 81, 200, 300, 401, 17, 5, 6]] },
+    { name: 'gpt2 (biases, fused qkv)', path: async () => `${(await familyModels()).dir}/gpt2`, windows: [[3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46, 26]] },
+  ];
+  for (const { name, path, windows } of models) {
+    for (const kind of ['50%', '2:4', '70%'] as const) {
+      test(`${name}, ${kind}: identical logits for prefill and cached decoding`, async () => {
+        const model = await loadModel(await path(), { backend: getBackend() });
+        pruneByMagnitude(model, { kind });
+        const dense = await runBothWays(model, windows);
+        const summary = compressSparseLinears(model);
+        assert.equal(summary.dense, 0);
+        assert.equal(kind === '2:4' ? summary.twoFour : summary.bitmask, model.numLayers * model.roles.length);
+        assert.ok(model.layer(0).linears[model.roles[0]!]!.sparse, 'compressed form attached');
+        const sparse = await runBothWays(model, windows);
+        assertClose(sparse.prefill, dense.prefill, 1e-5, `${name} ${kind} prefill`);
+        assertClose(sparse.decode, dense.decode, 1e-5, `${name} ${kind} decode`);
+      });
+    }
+  }
 });
