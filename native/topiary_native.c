@@ -581,6 +581,7 @@ typedef struct {
   const uint16_t *masks;
   const float *values;
   const int32_t *row_offsets;
+  size_t values_length;
   blasint m, rows, cols, chunks;
   int fixed;    /* values per full 16-column mask in the 2:4 form (8); 0: count them */
   float *panel; /* prefill: unpacked rows [panel_first, panel_first + panel_rows), row stride chunks·16 */
@@ -624,22 +625,48 @@ static void sparse_unpack_scalar(const SparsePlan *s, blasint r0, blasint r1) {
 
 /* ---- AVX-512 ---- */
 
-/* Rows [r0, r1) of W against `count` (≤ 4) rows of x from x0; `fixed` as in SparsePlan. */
+/*
+ * Rows [r0, r1) of W against `count` (≤ 4) rows of x from x0; `fixed` as in SparsePlan. Each x row
+ * sums into 4/count accumulators taking turns over the chunks, so that four independent FMA chains
+ * hide the FMA latency also when decoding one row. A row whose values are followed by at least a
+ * row's width of the array (all but the last few) reads each chunk's values with a plain load and
+ * expands them in registers; the others use the expanding load, which reads only the values
+ * present. Columns past the last full chunk are read under the mask.
+ */
 TARGET_AVX512 INLINE void direct_block_avx512(const SparsePlan *s, blasint r0, blasint r1, const float *x0, float *y0,
                                               int count, int fixed) {
   const size_t ldx = (size_t)s->cols;
+  const blasint full = s->cols / SPARSE_CHUNK;
+  const int turns = 4 / count;
   for (blasint r = r0; r < r1; r++) {
     const float *p = s->values + s->row_offsets[r];
     const uint16_t *masks = s->masks + (size_t)r * s->chunks;
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (blasint c = 0; c < s->chunks; c++) {
+    __m512 acc[4][4];
+    for (int i = 0; i < count; i++)
+      for (int t = 0; t < turns; t++) acc[i][t] = _mm512_setzero_ps();
+    blasint c = 0;
+    for (; c + turns <= full; c += turns) {
+      for (int t = 0; t < turns; t++) {
+        /* the mask register loaded from memory, not moved from a general register: that move
+         * would compete with the expand for the one shuffle port */
+        const __mmask16 m = _load_mask16((__mmask16 *)&masks[c + t]);
+        const __m512 w = _mm512_maskz_expandloadu_ps(m, p);
+        p += fixed ? fixed : __builtin_popcount(*(volatile const uint16_t *)&masks[c + t]);
+        for (int i = 0; i < count; i++)
+          acc[i][t] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x0 + i * ldx + (size_t)(c + t) * SPARSE_CHUNK), acc[i][t]);
+      }
+    }
+    for (; c < s->chunks; c++) {
       const __mmask16 m = masks[c];
       const __m512 w = _mm512_maskz_expandloadu_ps(m, p);
       p += fixed ? fixed : __builtin_popcount(m);
       for (int i = 0; i < count; i++)
-        acc[i] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, x0 + i * ldx + (size_t)c * SPARSE_CHUNK), acc[i]);
+        acc[i][0] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, x0 + i * ldx + (size_t)c * SPARSE_CHUNK), acc[i][0]);
     }
-    for (int i = 0; i < count; i++) y0[(size_t)i * s->rows + r] = _mm512_reduce_add_ps(acc[i]);
+    for (int i = 0; i < count; i++) {
+      for (int t = 1; t < turns; t++) acc[i][0] = _mm512_add_ps(acc[i][0], acc[i][t]);
+      y0[(size_t)i * s->rows + r] = _mm512_reduce_add_ps(acc[i][0]);
+    }
   }
 }
 
@@ -682,8 +709,9 @@ TARGET_AVX512 static void sparse_unpack_avx512(const SparsePlan *s, blasint r0, 
 
 /* ---- AVX2 ---- */
 
-/* For each 8-bit mask: the VPERMPS indices that move the packed values to their lanes (lanes
- * whose bit is clear read lane 7, which the masked load left zero unless all eight are set). */
+/* For each 8-bit mask: the VPERMPS indices that move the packed values to their lanes, with the
+ * sign bit set in the lanes of the mask (VPERMPS reads only the low three bits; the sign bits
+ * serve as the blend and masked-load mask). */
 static int32_t expand_permutation[256][8];
 /* prefix_lanes[k]: the first k lanes set (a VMASKMOVPS mask). */
 static int32_t prefix_lanes[9][8];
@@ -692,43 +720,55 @@ static pthread_once_t avx2_tables_once = PTHREAD_ONCE_INIT;
 static void init_avx2_tables(void) {
   for (int mask = 0; mask < 256; mask++) {
     int next = 0;
-    for (int lane = 0; lane < 8; lane++) expand_permutation[mask][lane] = mask >> lane & 1 ? next++ : 7;
+    for (int lane = 0; lane < 8; lane++) expand_permutation[mask][lane] = mask >> lane & 1 ? (int32_t)(next++ | INT32_MIN) : 0;
   }
   for (int k = 0; k <= 8; k++)
     for (int lane = 0; lane < 8; lane++) prefix_lanes[k][lane] = lane < k ? -1 : 0;
 }
 
-/* The 8 values of one half-mask in their lanes, zeros elsewhere. */
-TARGET_AVX2 INLINE __m256 expand8_avx2(unsigned mask8, const float *p, int present) {
-  const __m256 packed = _mm256_maskload_ps(p, _mm256_loadu_si256((const __m256i *)prefix_lanes[present]));
-  return _mm256_permutevar8x32_ps(packed, _mm256_loadu_si256((const __m256i *)expand_permutation[mask8]));
+/* The values of one half-mask in their lanes, zeros elsewhere; `permutation` its table row. With
+ * `room`, 8 floats may be read from p; otherwise only the `present` ones are. */
+TARGET_AVX2 INLINE __m256 expand8_avx2(__m256i permutation, const float *p, int present, bool room) {
+  const __m256 packed = room ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, _mm256_loadu_si256((const __m256i *)prefix_lanes[present]));
+  return _mm256_blendv_ps(_mm256_setzero_ps(), _mm256_permutevar8x32_ps(packed, permutation), _mm256_castsi256_ps(permutation));
 }
 
-/* All-ones in the lanes whose bit of mask8 is set. */
-TARGET_AVX2 INLINE __m256i lanes_of_avx2(unsigned mask8) {
-  const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-  return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)mask8), bits), bits);
-}
-
+/* As direct_block_avx512, with two half-masks of 8 columns per mask. */
 TARGET_AVX2 INLINE void direct_block_avx2(const SparsePlan *s, blasint r0, blasint r1, const float *x0, float *y0,
                                           int count, int fixed) {
   const size_t ldx = (size_t)s->cols;
+  const blasint full = s->cols / 8, halves = 2 * s->chunks;
+  const int turns = 4 / count;
   for (blasint r = r0; r < r1; r++) {
     const float *p = s->values + s->row_offsets[r];
-    const uint16_t *masks = s->masks + (size_t)r * s->chunks;
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (blasint c = 0; c < 2 * s->chunks; c++) {
-      const unsigned mask8 = masks[c / 2] >> (8 * (c % 2)) & 0xff;
+    const uint8_t *masks = (const uint8_t *)(s->masks + (size_t)r * s->chunks); /* little-endian: low half first */
+    const bool room = (size_t)s->row_offsets[r] + (size_t)s->chunks * SPARSE_CHUNK <= s->values_length;
+    __m256 acc[4][4];
+    for (int i = 0; i < count; i++)
+      for (int t = 0; t < turns; t++) acc[i][t] = _mm256_setzero_ps();
+    blasint c = 0;
+    for (; c + turns <= full; c += turns) {
+      for (int t = 0; t < turns; t++) {
+        const unsigned mask8 = masks[c + t];
+        const int present = __builtin_popcount(mask8);
+        const __m256 w = expand8_avx2(_mm256_loadu_si256((const __m256i *)expand_permutation[mask8]), p, present, room);
+        p += fixed ? fixed / 2 : present;
+        for (int i = 0; i < count; i++)
+          acc[i][t] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x0 + i * ldx + (size_t)(c + t) * 8), acc[i][t]);
+      }
+    }
+    for (; c < halves; c++) {
+      const unsigned mask8 = masks[c];
       const int present = __builtin_popcount(mask8);
-      const __m256 w = expand8_avx2(mask8, p, present);
-      p += fixed ? fixed / 2 : present;
-      /* x is read only where W has a value: never past the end of a row */
-      const __m256i lanes = lanes_of_avx2(mask8);
+      const __m256i permutation = _mm256_loadu_si256((const __m256i *)expand_permutation[mask8]);
+      const __m256 w = expand8_avx2(permutation, p, present, false);
+      p += present;
       for (int i = 0; i < count; i++)
-        acc[i] = _mm256_fmadd_ps(w, _mm256_maskload_ps(x0 + i * ldx + (size_t)c * 8, lanes), acc[i]);
+        acc[i][0] = _mm256_fmadd_ps(w, _mm256_maskload_ps(x0 + i * ldx + (size_t)c * 8, permutation), acc[i][0]);
     }
     for (int i = 0; i < count; i++) {
-      const __m128 half = _mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps(acc[i], 1));
+      for (int t = 1; t < turns; t++) acc[i][0] = _mm256_add_ps(acc[i][0], acc[i][t]);
+      const __m128 half = _mm_add_ps(_mm256_castps256_ps128(acc[i][0]), _mm256_extractf128_ps(acc[i][0], 1));
       const __m128 quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));
       y0[(size_t)i * s->rows + r] = _mm_cvtss_f32(_mm_add_ss(quarter, _mm_movehdup_ps(quarter)));
     }
@@ -741,12 +781,12 @@ TARGET_AVX2 static void sparse_unpack_avx2(const SparsePlan *s, blasint r0, blas
   const size_t ld = (size_t)s->chunks * SPARSE_CHUNK;
   for (blasint r = r0; r < r1; r++) {
     const float *p = s->values + s->row_offsets[r];
-    const uint16_t *masks = s->masks + (size_t)r * s->chunks;
+    const uint8_t *masks = (const uint8_t *)(s->masks + (size_t)r * s->chunks);
     float *dst = s->panel + (size_t)(r - s->panel_first) * ld;
+    const bool room = (size_t)s->row_offsets[r] + (size_t)s->chunks * SPARSE_CHUNK <= s->values_length;
     for (blasint c = 0; c < 2 * s->chunks; c++) {
-      const unsigned mask8 = masks[c / 2] >> (8 * (c % 2)) & 0xff;
-      const int present = __builtin_popcount(mask8);
-      _mm256_storeu_ps(dst + (size_t)c * 8, expand8_avx2(mask8, p, present));
+      const int present = __builtin_popcount(masks[c]);
+      _mm256_storeu_ps(dst + (size_t)c * 8, expand8_avx2(_mm256_loadu_si256((const __m256i *)expand_permutation[masks[c]]), p, present, room));
       p += present;
     }
   }
@@ -915,6 +955,7 @@ static double sparse_flops(const Job *job) { return 2.0 * job->args[0] * (double
 static void run_sparse_matmul(Job *job) {
   SparsePlan s = {
       .x = job->data[0], .y = job->data[1], .masks = job->data[2], .values = job->data[3], .row_offsets = job->data[4],
+      .values_length = job->lengths[3],
       .m = ARG_INT(job, 0), .rows = ARG_INT(job, 1), .cols = ARG_INT(job, 2), .fixed = ARG_INT(job, 3),
   };
   s.chunks = (s.cols + SPARSE_CHUNK - 1) / SPARSE_CHUNK;
