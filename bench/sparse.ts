@@ -41,6 +41,7 @@ interface Row {
   pruning: Pruning;
   layout: SparseLayout;
   threads: number;
+  clock: Clock;
   kernel: SparseIsa;
   denseBytes: number;
   sparseBytes: number;
@@ -70,10 +71,19 @@ function copyOf(matrix: SparseMatrix): SparseMatrix {
   return { ...matrix, masks: matrix.masks.slice(), values: matrix.values.slice(), rowOffsets: matrix.rowOffsets.slice() };
 }
 
-async function seconds(run: () => Promise<void>): Promise<number> {
-  const started = performance.now();
+/**
+ * Which clock a figure is read from. One thread: the process's CPU time, the work alone without
+ * the time other processes held the core (on this shared machine, most of the wall time). Two
+ * threads: wall time, since CPU time would count threads spinning while they wait for work.
+ */
+type Clock = 'cpu' | 'wall';
+
+async function seconds(clock: Clock, run: () => Promise<void>): Promise<number> {
+  const wallStart = performance.now();
+  const cpuStart = process.cpuUsage();
   await run();
-  return (performance.now() - started) / 1000;
+  const cpu = process.cpuUsage(cpuStart);
+  return clock === 'cpu' ? (cpu.user + cpu.system) / 1e6 : (performance.now() - wallStart) / 1000;
 }
 
 async function measure(backend: NativeBackend, rows: number, cols: number, pruning: Pruning, threads: number, kernel: SparseIsa): Promise<Row> {
@@ -94,16 +104,17 @@ async function measure(backend: NativeBackend, rows: number, cols: number, pruni
   const decodeSparse: number[] = [];
   const prefillDense: number[] = [];
   const prefillSparse: number[] = [];
+  const clock: Clock = threads === 1 ? 'cpu' : 'wall';
   for (let repeat = 0; repeat <= REPEATS; repeat++) {
     const times = [
-      await seconds(async () => {
+      await seconds(clock, async () => {
         for (const w of denseCopies) await backend.gemm(xRow, w, y, { m: 1, n: rows, k: cols, transB: true });
       }),
-      await seconds(async () => {
+      await seconds(clock, async () => {
         for (const w of sparseCopies) await backend.sparseMatmul(xRow, w, y, 1);
       }),
-      await seconds(() => backend.gemm(x, weight, y, { m: PREFILL_ROWS, n: rows, k: cols, transB: true })),
-      await seconds(() => backend.sparseMatmul(x, sparse, y, PREFILL_ROWS)),
+      await seconds(clock, () => backend.gemm(x, weight, y, { m: PREFILL_ROWS, n: rows, k: cols, transB: true })),
+      await seconds(clock, () => backend.sparseMatmul(x, sparse, y, PREFILL_ROWS)),
     ];
     if (repeat === 0) continue; // warm-up
     decodeDense.push(times[0]! / copies);
@@ -118,6 +129,7 @@ async function measure(backend: NativeBackend, rows: number, cols: number, pruni
     pruning,
     layout,
     threads,
+    clock,
     kernel,
     denseBytes: weight.byteLength,
     sparseBytes: sparseBytes(sparse),
@@ -154,9 +166,9 @@ async function main(): Promise<void> {
   const f = (value: number, digits = 2) => value.toFixed(digits);
   process.stdout.write(`${JSON.stringify(machine)}\nsparse kernels: ${kernels.join(', ')}; decode working set ${DECODE_WORKING_SET_BYTES / 2 ** 20} MiB dense per shape; prefill ${PREFILL_ROWS} rows; best of ${REPEATS}\n\n`);
   printTable(
-    ['shape', 'pruning', 'thr', 'kernel', 'load', 'byte bound', 'decode dense µs', 'sparse µs', 'speedup', '% of bound', 'prefill dense ms', 'sparse ms', 'sparse/dense speed'],
+    ['shape', 'pruning', 'thr', 'clock', 'kernel', 'load', 'byte bound', 'decode dense µs', 'sparse µs', 'speedup', '% of bound', 'prefill dense ms', 'sparse ms', 'sparse/dense speed'],
     results.map((r) => [
-      r.shape, r.pruning, r.threads, r.kernel, f(r.loadAverage1min, 1), `${f(r.byteBound)}×`, f(r.decodeDenseMicroseconds, 1),
+      r.shape, r.pruning, r.threads, r.clock, r.kernel, f(r.loadAverage1min, 1), `${f(r.byteBound)}×`, f(r.decodeDenseMicroseconds, 1),
       f(r.decodeSparseMicroseconds, 1), `${f(r.decodeSpeedup)}×`, `${f(100 * r.decodeFractionOfBound, 0)}%`,
       f(r.prefillDenseMilliseconds), f(r.prefillSparseMilliseconds), `${f(r.prefillSpeedup)}×`,
     ]),

@@ -557,10 +557,10 @@ static void run_rope(Job *job) {
  *
  * AVX-512 expands the packed values into the 16 lanes of their columns in one instruction
  * (VEXPANDPS with the mask register; masked loads of x never touch columns past the end). AVX2 has
- * no expand: each half-mask of 8 columns indexes a permutation table for VPERMPS, and the values
- * are read with VMASKMOVPS so nothing past the row's last value is touched. A scalar loop serves
- * other CPUs. Which one runs is chosen once from the CPU (`sparseIsa` can force a lesser one, so
- * tests reach every path on one machine).
+ * no expand: each half-mask of 8 columns indexes a permutation table for VPERMPS, whose sign
+ * bits then clear the lanes outside the mask. A scalar loop serves other CPUs. Which one runs is
+ * chosen once from the CPU (`sparseIsa` can force a lesser one, so tests reach every path on one
+ * machine).
  *
  * One row of x (decoding) or a few: a direct kernel that reads W once per four rows of x. Many
  * rows (prefill): W is unpacked into a dense panel a block of rows at a time and multiplied by
@@ -569,7 +569,9 @@ static void run_rope(Job *job) {
  * lasts tens of microseconds, less than creating a thread.
  */
 #define SPARSE_CHUNK 16
+#ifndef SPARSE_DIRECT_MAX_ROWS
 #define SPARSE_DIRECT_MAX_ROWS 8
+#endif
 #define SPARSE_PANEL_FLOATS (1 << 20)
 
 enum { SPARSE_ISA_SCALAR, SPARSE_ISA_AVX2, SPARSE_ISA_AVX512 };
@@ -628,10 +630,8 @@ static void sparse_unpack_scalar(const SparsePlan *s, blasint r0, blasint r1) {
 /*
  * Rows [r0, r1) of W against `count` (≤ 4) rows of x from x0; `fixed` as in SparsePlan. Each x row
  * sums into 4/count accumulators taking turns over the chunks, so that four independent FMA chains
- * hide the FMA latency also when decoding one row. A row whose values are followed by at least a
- * row's width of the array (all but the last few) reads each chunk's values with a plain load and
- * expands them in registers; the others use the expanding load, which reads only the values
- * present. Columns past the last full chunk are read under the mask.
+ * hide the FMA latency also when decoding one row. The expanding load reads only the values
+ * present; columns of x past the last full chunk are read under the mask.
  */
 TARGET_AVX512 INLINE void direct_block_avx512(const SparsePlan *s, blasint r0, blasint r1, const float *x0, float *y0,
                                               int count, int fixed) {
@@ -647,11 +647,9 @@ TARGET_AVX512 INLINE void direct_block_avx512(const SparsePlan *s, blasint r0, b
     blasint c = 0;
     for (; c + turns <= full; c += turns) {
       for (int t = 0; t < turns; t++) {
-        /* the mask register loaded from memory, not moved from a general register: that move
-         * would compete with the expand for the one shuffle port */
-        const __mmask16 m = _load_mask16((__mmask16 *)&masks[c + t]);
+        const __mmask16 m = masks[c + t];
         const __m512 w = _mm512_maskz_expandloadu_ps(m, p);
-        p += fixed ? fixed : __builtin_popcount(*(volatile const uint16_t *)&masks[c + t]);
+        p += fixed ? fixed : __builtin_popcount(m);
         for (int i = 0; i < count; i++)
           acc[i][t] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x0 + i * ldx + (size_t)(c + t) * SPARSE_CHUNK), acc[i][t]);
       }
@@ -733,7 +731,9 @@ TARGET_AVX2 INLINE __m256 expand8_avx2(__m256i permutation, const float *p, int 
   return _mm256_blendv_ps(_mm256_setzero_ps(), _mm256_permutevar8x32_ps(packed, permutation), _mm256_castsi256_ps(permutation));
 }
 
-/* As direct_block_avx512, with two half-masks of 8 columns per mask. */
+/* As direct_block_avx512, with two half-masks of 8 columns per mask. A row whose values are
+ * followed by at least a row's width of the array (all but the last few) reads 8 of them with a
+ * plain load; the others load only those present. */
 TARGET_AVX2 INLINE void direct_block_avx2(const SparsePlan *s, blasint r0, blasint r1, const float *x0, float *y0,
                                           int count, int fixed) {
   const size_t ldx = (size_t)s->cols;
