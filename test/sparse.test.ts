@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { loadNativeBackend, type SparseIsa } from '../src/backend/native.js';
 import { ReferenceBackend } from '../src/backend/reference.js';
-import { compressSparse, decompressSparse, isTwoFour, sparseMatrixProblem, type SparseLayout } from '../src/backend/sparse.js';
+import { compressSparse, decompressSparse, isTwoFour, sparseFromPackedBitmask, sparseMatrixProblem, type SparseLayout } from '../src/backend/sparse.js';
 import { getBackend } from '../src/backend/index.js';
 import { KvCache, type CausalLM } from '../src/model/causal-lm.js';
 import { loadModel } from '../src/model/load.js';
@@ -80,6 +80,19 @@ describe('compressed sparse matrices', () => {
     assert.equal(isTwoFour(new Float32Array([1, 1, 1, 0]), 1, 4), false);
     assert.equal(isTwoFour(new Float32Array(6), 1, 6), false);
     assert.throws(() => compressSparse(new Float32Array([1, 1, 1, 0]), 1, 4, '2:4'), TopiaryError);
+  });
+
+  test("compressed-tensors' packed bitmasks read as they are (their bytes for these matrices, from compressed_tensors 0.14)", () => {
+    // bitmask_compress of the 2×18 matrix above: values [1, 2, 3, 4], bitmask [[33, 0, 2], [0, 0, 1]]
+    const unstructured = sparseFromPackedBitmask('bitmask', 2, 18, Uint8Array.from([33, 0, 2, 0, 0, 1]), Float32Array.from([1, 2, 3, 4]));
+    assert.deepEqual(Array.from(unstructured.masks), [0b100001, 0b10, 0, 0b1]);
+    assert.deepEqual(Array.from(unstructured.rowOffsets), [0, 3, 4]);
+    // sparse24_bitmask_compress of [0, 5, 0, 0, 1, 0, 0, 2]: values [5, 0, 1, 2], bitmask [154] (it keeps columns 1, 3, 4, 7)
+    const twoFour = sparseFromPackedBitmask('2:4', 1, 8, Uint8Array.from([154]), Float32Array.from([5, 0, 1, 2]));
+    assert.deepEqual(decompressSparse(twoFour), Float32Array.from([0, 5, 0, 0, 1, 0, 0, 2]));
+    assert.throws(() => sparseFromPackedBitmask('bitmask', 2, 18, Uint8Array.from([33, 0, 2, 0, 0, 1]), Float32Array.from([1, 2, 3])), /3 values, the masks need 4/);
+    assert.throws(() => sparseFromPackedBitmask('2:4', 1, 8, Uint8Array.from([155]), Float32Array.from([5, 0, 1, 2, 3])), /exactly two/);
+    assert.throws(() => sparseFromPackedBitmask('bitmask', 2, 18, new Uint8Array(5), new Float32Array(0)), /needs 6 bytes/);
   });
 
   test('round trip on awkward shapes', () => {

@@ -96,6 +96,36 @@ export function compressSparse(dense: Float32Array, rows: number, cols: number, 
   return { layout, rows, cols, masks, values: Float32Array.from(kept), rowOffsets };
 }
 
+/**
+ * The compressed form of a matrix stored as compressed-tensors stores it ('sparse-bitmask',
+ * 'sparse-24-bitmask'): `bitmask` [rows, ceil(cols/8)] bytes, bit b of byte j being column 8j + b
+ * (numpy.packbits with bitorder 'little'), and the kept values row by row. Pairs of bytes are
+ * exactly this module's 16-bit masks, so nothing is decompressed. Row offsets are counted from the
+ * masks; a mask that disagrees with the values is an error naming the problem.
+ */
+export function sparseFromPackedBitmask(layout: SparseLayout, rows: number, cols: number, bitmask: Uint8Array, values: Float32Array): SparseMatrix {
+  const bytesPerRow = Math.ceil(cols / 8);
+  if (bitmask.length !== rows * bytesPerRow) throw new TopiaryError(`a ${rows}×${cols} bitmask needs ${rows * bytesPerRow} bytes, not ${bitmask.length}`);
+  const chunks = chunksPerRow(cols);
+  const masks = new Uint16Array(rows * chunks);
+  const rowOffsets = new Int32Array(rows + 1);
+  for (let r = 0; r < rows; r++) {
+    let count = 0;
+    for (let c = 0; c < chunks; c++) {
+      const low = bitmask[r * bytesPerRow + 2 * c]!;
+      const high = 2 * c + 1 < bytesPerRow ? bitmask[r * bytesPerRow + 2 * c + 1]! : 0;
+      const mask = low | (high << 8);
+      masks[r * chunks + c] = mask;
+      count += popcount16(mask);
+    }
+    rowOffsets[r + 1] = rowOffsets[r]! + count;
+  }
+  const matrix: SparseMatrix = { layout, rows, cols, masks, values, rowOffsets };
+  const problem = sparseMatrixProblem(matrix) ?? (values.length === rowOffsets[rows] ? undefined : `${values.length} values, the bitmask has ${rowOffsets[rows]} bits set`);
+  if (problem) throw new TopiaryError(`${layout} matrix ${rows}×${cols}: ${problem}`);
+  return matrix;
+}
+
 /** The dense row-major [rows, cols] matrix back. */
 export function decompressSparse(matrix: SparseMatrix): Float32Array {
   const { rows, cols, masks, values, rowOffsets } = matrix;
