@@ -771,6 +771,44 @@ TARGET_AVX2 INLINE __m256 expand8_avx2(__m256i permutation, const float *p, int 
   return _mm256_blendv_ps(_mm256_setzero_ps(), _mm256_permutevar8x32_ps(packed, permutation), _mm256_castsi256_ps(permutation));
 }
 
+/* As gemv_four_rows_avx512, with two half-masks of 8 columns per mask. */
+TARGET_AVX2 INLINE void gemv_four_rows_avx2(const SparsePlan *s, blasint r, const float *x, float *y, int fixed) {
+  const blasint full = s->cols / 8, halves = 2 * s->chunks;
+  const float *p[4];
+  const uint8_t *masks[4];
+  bool room = true;
+  __m256 acc[4];
+  for (int j = 0; j < 4; j++) {
+    p[j] = s->values + s->row_offsets[r + j];
+    masks[j] = (const uint8_t *)(s->masks + (size_t)(r + j) * s->chunks);
+    room = room && (size_t)s->row_offsets[r + j] + (size_t)s->chunks * SPARSE_CHUNK <= s->values_length;
+    acc[j] = _mm256_setzero_ps();
+  }
+  blasint c = 0;
+  for (; c < full; c++) {
+    const __m256 xv = _mm256_loadu_ps(x + (size_t)c * 8);
+    for (int j = 0; j < 4; j++) {
+      const unsigned mask8 = masks[j][c];
+      const int present = __builtin_popcount(mask8);
+      const __m256i permutation = _mm256_loadu_si256((const __m256i *)expand_permutation[mask8]);
+      acc[j] = _mm256_fmadd_ps(expand8_avx2(permutation, p[j], present, room), xv, acc[j]);
+      p[j] += fixed ? fixed / 2 : present;
+    }
+  }
+  for (; c < halves; c++) {
+    for (int j = 0; j < 4; j++) {
+      const unsigned mask8 = masks[j][c];
+      const int present = __builtin_popcount(mask8);
+      const __m256i permutation = _mm256_loadu_si256((const __m256i *)expand_permutation[mask8]);
+      const __m256 xv = _mm256_maskload_ps(x + (size_t)c * 8, permutation);
+      acc[j] = _mm256_fmadd_ps(expand8_avx2(permutation, p[j], present, false), xv, acc[j]);
+      p[j] += present;
+    }
+  }
+  const __m256 pairs = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+  _mm_storeu_ps(y + r, _mm_add_ps(_mm256_castps256_ps128(pairs), _mm256_extractf128_ps(pairs, 1)));
+}
+
 /* As direct_block_avx512, with two half-masks of 8 columns per mask. A row whose values are
  * followed by at least a row's width of the array (all but the last few) reads 8 of them with a
  * plain load; the others load only those present. */
@@ -779,6 +817,8 @@ TARGET_AVX2 INLINE void direct_block_avx2(const SparsePlan *s, blasint r0, blasi
   const size_t ldx = (size_t)s->cols;
   const blasint full = s->cols / 8, halves = 2 * s->chunks;
   const int turns = 4 / count;
+  if (count == 1)
+    for (; r0 + 4 <= r1; r0 += 4) gemv_four_rows_avx2(s, r0, x0, y0, fixed);
   for (blasint r = r0; r < r1; r++) {
     const float *p = s->values + s->row_offsets[r];
     const uint8_t *masks = (const uint8_t *)(s->masks + (size_t)r * s->chunks); /* little-endian: low half first */
