@@ -571,9 +571,11 @@ static void run_rope(Job *job) {
 #define SPARSE_CHUNK 16
 /* Decoding reads the values this far ahead (1 KiB): from memory, 70% sparse rows ran 15% faster. */
 #define SPARSE_PREFETCH_FLOATS 256
-#ifndef SPARSE_DIRECT_MAX_ROWS
+/* Up to this many rows of x the direct kernel runs, above it unpack + sgemm (at 512 rows of a
+ * 1536×576 matrix the direct kernel took 2.7× as long; the crossover itself is not tuned). */
 #define SPARSE_DIRECT_MAX_ROWS 8
-#endif
+/* The unpacked panel holds at most this many floats (4 MiB): smaller panels that stay in L2 made
+ * the unpacking cheaper but the sgemm calls per panel cost more, at 512 rows. */
 #define SPARSE_PANEL_FLOATS (1 << 20)
 
 enum { SPARSE_ISA_SCALAR, SPARSE_ISA_AVX2, SPARSE_ISA_AVX512 };
