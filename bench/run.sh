@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 echo "== GEMM and factorisations through the backend (bench/gemm.ts)"
 node --import tsx bench/gemm.ts
 echo
+echo "== Sparse kernels vs dense BLAS on SmolLM2's linear shapes (bench/sparse.ts)"
+node --import tsx bench/sparse.ts
+echo
 echo "== Prefill: Topiary vs PyTorch, and eval's peak memory (bench/prefill.ts)"
 node --import tsx bench/prefill.ts
 echo

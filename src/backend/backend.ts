@@ -6,6 +6,8 @@
  * Two implementations: `native` (Node-API addon over OpenBLAS/LAPACK) and `reference` (plain
  * TypeScript, slow, used by tests to check the native one).
  */
+import type { SparseMatrix } from './sparse.js';
+
 export type FloatArray = Float32Array | Float64Array;
 
 /**
@@ -92,6 +94,13 @@ export interface Backend {
 
   /** C = alpha·op(A)·op(B) + beta·C (fp32 or fp64; all three arrays of the same type). */
   gemm<T extends FloatArray>(a: T, b: T, c: T, options: GemmOptions): Promise<void>;
+
+  /**
+   * y = x·Wᵀ for a compressed weight matrix W [w.rows, w.cols] (./sparse.ts): x [rows, w.cols],
+   * y [rows, w.rows], the product a linear layer computes. The same result as gemm with the dense
+   * W up to summation order.
+   */
+  sparseMatmul(x: Float32Array, w: SparseMatrix, y: Float32Array, rows: number): Promise<void>;
 
   /**
    * H += alpha·XᵀX for X with n rows of d features (row-major), H d×d. Both triangles of H are

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TopiaryError } from '../util/errors.js';
+import { sparseMatrixProblem, type SparseMatrix } from './sparse.js';
 import { ACTIVATIONS, type Activation, type AttentionOptions, type Backend, type BackendInfo, type FloatArray, type GemmOptions, type RopeOptions } from './backend.js';
 
 /**
@@ -40,6 +41,13 @@ interface NativeAddon {
     rows: number, heads: number, headDim: number, rotaryDim: number, seqLen: number, firstPosition: number, interleaved: boolean,
   ): Promise<void>;
   tokenLogProbs(logits: Float32Array, targets: Int32Array, out: Float64Array, vocab: number): Promise<void>;
+  /** fixed: values per full mask in the 2:4 form (8), 0 for bitmask. */
+  sparseMatmul(
+    x: Float32Array, y: Float32Array, masks: Uint16Array, values: Float32Array, rowOffsets: Int32Array,
+    m: number, rows: number, cols: number, fixed: number,
+  ): Promise<void>;
+  /** '' reports the sparse kernels' instruction set; 'auto', 'avx512', 'avx2', 'scalar' choose one the CPU has. Returns the one in use. */
+  sparseIsa(request: string): string;
   setThreads(threads: number): void;
   getThreads(): number;
   /** OpenBLAS build configuration and the core kernel chosen at run time. */
@@ -171,6 +179,24 @@ function checkRope(x: Float32Array, cos: Float32Array, sin: Float32Array, option
   }
 }
 
+export type SparseIsa = 'avx512' | 'avx2' | 'scalar';
+
+/** Compressed matrices already checked (their arrays are never changed after compression). */
+const checkedSparse = new WeakSet<SparseMatrix>();
+
+function checkSparseMatmul(x: Float32Array, w: SparseMatrix, y: Float32Array, rows: number): void {
+  const operation = 'sparseMatmul';
+  checkDimensions(operation, { rows });
+  checkFloat32(operation, { x, y });
+  if (!checkedSparse.has(w)) {
+    const problem = sparseMatrixProblem(w);
+    if (problem) fail(operation, `bad compressed matrix: ${problem}`);
+    checkedSparse.add(w);
+  }
+  if (x.length < rows * w.cols) fail(operation, `x holds ${x.length} values, need ${rows}×${w.cols}`);
+  if (y.length < rows * w.rows) fail(operation, `y holds ${y.length} values, need ${rows}×${w.rows}`);
+}
+
 /** The OpenBLAS-backed backend; construct it through `getBackend()`. */
 export class NativeBackend implements Backend {
   constructor(private readonly addon: NativeAddon) {}
@@ -198,6 +224,27 @@ export class NativeBackend implements Backend {
     checkMatrix('gemm', 'C', c, m, n, ldc);
     if (m === 0 || n === 0) return Promise.resolve();
     return this.addon.gemm(a, b, c, m, n, k, transA, transB, alpha, beta, lda, ldb, ldc);
+  }
+
+  sparseMatmul(x: Float32Array, w: SparseMatrix, y: Float32Array, rows: number): Promise<void> {
+    checkSparseMatmul(x, w, y, rows);
+    if (rows === 0 || w.rows === 0) return Promise.resolve();
+    if (w.cols === 0) {
+      y.fill(0, 0, rows * w.rows);
+      return Promise.resolve();
+    }
+    const fixed = w.layout === '2:4' ? 8 : 0;
+    return this.addon.sparseMatmul(x, y, w.masks, w.values, w.rowOffsets, rows, w.rows, w.cols, fixed);
+  }
+
+  /** The instruction set the sparse kernels use. */
+  get sparseIsa(): SparseIsa {
+    return this.addon.sparseIsa('') as SparseIsa;
+  }
+
+  /** Forces the sparse kernels onto `isa` ('auto': the best the CPU has), so tests reach every path; false if the CPU lacks it. */
+  useSparseIsa(isa: SparseIsa | 'auto'): boolean {
+    return this.addon.sparseIsa(isa) === isa || isa === 'auto';
   }
 
   syrk(x: Float32Array, n: number, d: number, h: Float32Array, alpha = 1): Promise<void> {

@@ -1,4 +1,5 @@
 import type { Activation, AttentionOptions, Backend, BackendInfo, FloatArray, GemmOptions, RopeOptions } from './backend.js';
+import { chunksPerRow, SPARSE_CHUNK, type SparseMatrix } from './sparse.js';
 
 /**
  * erf in doubles from its everywhere-convergent series of positive terms,
@@ -58,6 +59,21 @@ export class ReferenceBackend implements Backend {
         }
         // BLAS semantics: with beta = 0, C is not read (NaN garbage in C does not propagate).
         c[i * ldc + j] = beta === 0 ? alpha * sum : alpha * sum + beta * c[i * ldc + j];
+      }
+    }
+  }
+
+  async sparseMatmul(x: Float32Array, w: SparseMatrix, y: Float32Array, rows: number): Promise<void> {
+    const chunks = chunksPerRow(w.cols);
+    for (let i = 0; i < rows; i++) {
+      for (let r = 0; r < w.rows; r++) {
+        let next = w.rowOffsets[r]!;
+        let sum = 0;
+        for (let c = 0; c < chunks; c++) {
+          const mask = w.masks[r * chunks + c]!;
+          for (let bit = 0; bit < SPARSE_CHUNK; bit++) if (mask & (1 << bit)) sum += w.values[next++]! * x[i * w.cols + c * SPARSE_CHUNK + bit]!;
+        }
+        y[i * w.rows + r] = sum;
       }
     }
   }

@@ -10,6 +10,7 @@
  * q/k rows in the rotate-half RoPE layout. Pruning methods therefore see every weight alike.
  */
 import type { Backend } from '../../backend/backend.js';
+import type { SparseMatrix } from '../../backend/sparse.js';
 import type { GgufMetadata } from '../../formats/gguf.js';
 import type { ModelConfig } from '../config.js';
 import type { KvCache } from '../components/kv-cache.js';
@@ -21,6 +22,11 @@ type Json = Record<string, unknown>;
 export interface Linear {
   /** [outFeatures, inFeatures] row-major. */
   weight: Float32Array;
+  /**
+   * The same matrix compressed (../../backend/sparse.ts), for a matrix stored sparse: the forward
+   * pass multiplies by it instead of `weight`. Whoever replaces `weight` leaves it out.
+   */
+  sparse?: SparseMatrix;
   bias?: Float32Array;
   outFeatures: number;
   inFeatures: number;
