@@ -1,4 +1,5 @@
-import type { Activation, AttentionOptions, Backend, BackendInfo, FloatArray, GemmOptions, RopeOptions } from './backend.js';
+import type { Activation, AttentionOptions, Backend, BackendInfo, EliminationPlan, FloatArray, GemmOptions, RopeOptions } from './backend.js';
+import { eliminateRowsReference } from './row-elimination.js';
 
 /**
  * erf in doubles from its everywhere-convergent series of positive terms,
@@ -115,6 +116,10 @@ export class ReferenceBackend implements Backend {
       }
     }
     return true;
+  }
+
+  async eliminateRows(gamma: Float64Array, block: Float64Array, rows: number, size: number, plan: EliminationPlan, losses: Float64Array): Promise<boolean> {
+    return eliminateRowsReference(gamma, block, rows, size, plan, losses);
   }
 
   async triangularSolve(
