@@ -420,6 +420,235 @@ static void run_causal_attention(Job *job) {
   if (!ok) job->out_of_memory = true;
 }
 
+/* ---------- APT's row elimination ----------
+ * The steps of src/backend/row-elimination.ts (derived in src/prune/methods/apt.ts), in the same
+ * order of floating-point operations, so both backends give the same weights: per row of a column
+ * block, remove weights one at a time (or the best N-subset of each group of M), keeping the Schur
+ * complement of Γ on the removed set as Γ minus one factor vector per removal. Rows are
+ * independent and are shared among threads. */
+typedef struct {
+  const double *gamma;
+  int size;
+  double *factors;  /* size × size: one vector per removal */
+  double *residual; /* diagonal of the Schur complement */
+  double *schur_row;
+  unsigned char *removed;
+  double *w;
+  int removed_count;
+} RowElimination;
+
+static void elimination_reset(RowElimination *e, double *w) {
+  e->w = w;
+  e->removed_count = 0;
+  memset(e->removed, 0, (size_t)e->size);
+  for (int i = 0; i < e->size; i++) e->residual[i] = e->gamma[(size_t)i * e->size + i];
+}
+
+static int elimination_cheapest(const RowElimination *e, int from, int to) {
+  int best = -1;
+  double best_cost = INFINITY;
+  for (int i = from; i < to; i++) {
+    if (e->removed[i]) continue;
+    const double cost = e->w[i] * e->w[i] / e->residual[i];
+    if (best < 0 || cost < best_cost) {
+      best = i;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
+/* Removes weight i, re-fitting the free ones; false if its pivot is not positive. */
+static bool elimination_remove(RowElimination *e, int i, double *added) {
+  const int size = e->size;
+  double *row = e->schur_row;
+  memcpy(row, e->gamma + (size_t)i * size, sizeof(double) * (size_t)size);
+  for (int t = 0; t < e->removed_count; t++) {
+    const double *factor = e->factors + (size_t)t * size;
+    const double coefficient = factor[i];
+    if (coefficient == 0) continue;
+    for (int j = 0; j < size; j++) row[j] -= coefficient * factor[j];
+  }
+  const double pivot = row[i];
+  if (!(pivot > 0)) return false;
+  const double ratio = e->w[i] / pivot;
+  *added = 0.5 * e->w[i] * ratio;
+  const double scale = 1 / sqrt(pivot);
+  double *factor = e->factors + (size_t)e->removed_count * size;
+  e->removed[i] = 1;
+  for (int j = 0; j < size; j++) {
+    if (e->removed[j]) {
+      e->w[j] = 0;
+      factor[j] = 0;
+      continue;
+    }
+    const double value = row[j];
+    e->w[j] -= ratio * value;
+    const double f = value * scale;
+    factor[j] = f;
+    e->residual[j] -= f * f;
+  }
+  e->removed_count++;
+  return true;
+}
+
+/* vᵀ M_ss⁻¹ v by a small Cholesky factorisation of the principal submatrix; INFINITY if not PD. */
+static double inverse_quadratic_form(const double *matrix, int width, const unsigned char *subset, int n, const double *w_group,
+                                     double *lower, double *solved) {
+  double total = 0;
+  for (int i = 0; i < n; i++) {
+    for (int j = 0; j <= i; j++) {
+      double sum = matrix[subset[i] * width + subset[j]];
+      for (int k = 0; k < j; k++) sum -= lower[i * n + k] * lower[j * n + k];
+      if (i == j) {
+        if (!(sum > 0)) return INFINITY;
+        lower[i * n + i] = sqrt(sum);
+      } else {
+        lower[i * n + j] = sum / lower[j * n + j];
+      }
+    }
+    double y = w_group[subset[i]];
+    for (int k = 0; k < i; k++) y -= lower[i * n + k] * solved[k];
+    solved[i] = y / lower[i * n + i];
+    total += solved[i] * solved[i];
+  }
+  return total;
+}
+
+typedef struct {
+  const double *gamma;
+  double *block, *losses;
+  const double *removals; /* per row, mode 0 */
+  int rows, size, mode, n, m;
+  const unsigned char *subsets; /* mode 1: count × n, lexicographic */
+  long subset_count;
+  atomic_long next_row;
+  atomic_bool singular;
+} EliminationPlan;
+
+static void *elimination_worker(void *argument) {
+  EliminationPlan *plan = argument;
+  const int size = plan->size, m = plan->m, n = plan->n;
+  RowElimination e = {.gamma = plan->gamma, .size = size};
+  e.factors = malloc(sizeof(double) * (size_t)size * size);
+  e.residual = malloc(sizeof(double) * (size_t)size);
+  e.schur_row = malloc(sizeof(double) * (size_t)size);
+  e.removed = malloc((size_t)size);
+  double *schur = malloc(sizeof(double) * (size_t)m * m + 1);
+  double *lower = malloc(sizeof(double) * (size_t)n * n + 1);
+  double *solved = malloc(sizeof(double) * (size_t)n + 1);
+  void *result = plan;
+  if (!e.factors || !e.residual || !e.schur_row || !e.removed || !schur || !lower || !solved) {
+    result = NULL;
+    goto done;
+  }
+  for (long r; (r = atomic_fetch_add(&plan->next_row, 1)) < plan->rows && !atomic_load(&plan->singular);) {
+    elimination_reset(&e, plan->block + (size_t)r * size);
+    double loss = 0, added = 0;
+    bool ok = true;
+    if (plan->mode == 0) {
+      const long count = (long)plan->removals[r];
+      for (long k = 0; k < count && ok; k++) {
+        ok = elimination_remove(&e, elimination_cheapest(&e, 0, size), &added);
+        loss += added;
+      }
+    } else {
+      for (int group = 0; group < size && ok; group += m) {
+        if (plan->mode == 2) {
+          for (int k = 0; k < n && ok; k++) {
+            ok = elimination_remove(&e, elimination_cheapest(&e, group, group + m), &added);
+            loss += added;
+          }
+          continue;
+        }
+        for (int a = 0; a < m; a++) {
+          for (int b = a; b < m; b++) {
+            double value = e.gamma[(size_t)(group + a) * size + group + b];
+            for (int t = 0; t < e.removed_count; t++) {
+              const double *factor = e.factors + (size_t)t * size;
+              value -= factor[group + a] * factor[group + b];
+            }
+            schur[a * m + b] = value;
+            schur[b * m + a] = value;
+          }
+        }
+        const unsigned char *best = plan->subsets;
+        double best_loss = INFINITY;
+        for (long s = 0; s < plan->subset_count; s++) {
+          const unsigned char *subset = plan->subsets + s * n;
+          const double subset_loss = 0.5 * inverse_quadratic_form(schur, m, subset, n, e.w + group, lower, solved);
+          if (subset_loss < best_loss) {
+            best = subset;
+            best_loss = subset_loss;
+          }
+        }
+        double subset_added = 0; /* summed apart, then added: the reference's order */
+        for (int k = 0; k < n && ok; k++) {
+          ok = elimination_remove(&e, group + best[k], &added);
+          subset_added += added;
+        }
+        loss += subset_added;
+      }
+    }
+    if (!ok) atomic_store(&plan->singular, true);
+    plan->losses[r] = loss;
+  }
+done:
+  free(e.factors), free(e.residual), free(e.schur_row), free(e.removed), free(schur), free(lower), free(solved);
+  return result;
+}
+
+/* Every n-subset of 0..m−1 in lexicographic order (as row-elimination.ts enumerates them). */
+static unsigned char *all_subsets(int m, int n, long *count) {
+  long total = 1;
+  for (int k = 1; k <= n; k++) total = total * (m - n + k) / k;
+  unsigned char *subsets = malloc((size_t)total * n + 1);
+  if (!subsets) return NULL;
+  unsigned char current[256];
+  for (int i = 0; i < n; i++) current[i] = (unsigned char)i;
+  for (long s = 0; s < total; s++) {
+    memcpy(subsets + s * n, current, (size_t)n);
+    int i = n - 1;
+    while (i >= 0 && current[i] == m - n + i) i--;
+    if (i < 0) break;
+    current[i]++;
+    for (int j = i + 1; j < n; j++) current[j] = (unsigned char)(current[j - 1] + 1);
+  }
+  *count = total;
+  return subsets;
+}
+
+static void run_eliminate_rows(Job *job) {
+  EliminationPlan plan = {
+      .gamma = job->data[0], .block = job->data[1], .removals = job->data[2], .losses = job->data[3],
+      .rows = ARG_INT(job, 0), .size = ARG_INT(job, 1), .mode = ARG_INT(job, 2), .n = ARG_INT(job, 3), .m = ARG_INT(job, 4),
+  };
+  atomic_init(&plan.next_row, 0);
+  atomic_init(&plan.singular, false);
+  unsigned char *subsets = NULL;
+  if (plan.mode == 1 && !(subsets = all_subsets(plan.m, plan.n, &plan.subset_count))) {
+    job->out_of_memory = true;
+    return;
+  }
+  plan.subsets = subsets;
+  int threads = openblas_get_num_threads();
+  if (threads < 1) threads = 1;
+  if (threads > plan.rows) threads = plan.rows;
+  if (threads > 64) threads = 64;
+  pthread_t helpers[64];
+  int started = 0;
+  while (started < threads - 1 && pthread_create(&helpers[started], NULL, elimination_worker, &plan) == 0) started++;
+  bool ok = elimination_worker(&plan) != NULL;
+  for (int i = 0; i < started; i++) {
+    void *result;
+    pthread_join(helpers[i], &result);
+    ok = ok && result != NULL;
+  }
+  free(subsets);
+  if (!ok) job->out_of_memory = true;
+  job->ok = !atomic_load(&plan.singular);
+}
+
 /* out[r] = log softmax(logits[r, :])[targets[r]]: the log-likelihood of each row's target token. */
 static void run_token_log_probs(Job *job) {
   const float *logits = job->data[0];
@@ -1185,6 +1414,11 @@ static napi_value invert_spd(napi_env env, napi_callback_info info) {
 static napi_value triangular_solve(napi_env env, napi_callback_info info) {
   return start_job(env, info, 2, run_triangular_solve, false, solve_flops);
 }
+/* Per row: its removals (weights × block width) times the cost of one, about 2·size per factor. */
+static double elimination_flops(const Job *job) { return 4.0 * job->args[0] * job->args[1] * job->args[1]; }
+static napi_value eliminate_rows(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 4, run_eliminate_rows, true, elimination_flops);
+}
 static napi_value causal_attention(napi_env env, napi_callback_info info) {
   return start_job(env, info, 4, run_causal_attention, false, attention_flops);
 }
@@ -1274,6 +1508,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"cholesky", NULL, cholesky, NULL, NULL, NULL, napi_default, NULL},
       {"invertSpd", NULL, invert_spd, NULL, NULL, NULL, napi_default, NULL},
       {"triangularSolve", NULL, triangular_solve, NULL, NULL, NULL, napi_default, NULL},
+      {"eliminateRows", NULL, eliminate_rows, NULL, NULL, NULL, napi_default, NULL},
       {"causalAttention", NULL, causal_attention, NULL, NULL, NULL, napi_default, NULL},
       {"rmsNorm", NULL, rms_norm, NULL, NULL, NULL, napi_default, NULL},
       {"layerNorm", NULL, layer_norm, NULL, NULL, NULL, napi_default, NULL},

@@ -22,6 +22,9 @@ export type Activation = 'silu' | 'gelu' | 'gelu_tanh' | 'relu';
 
 export const ACTIVATIONS: readonly Activation[] = ['silu', 'gelu', 'gelu_tanh', 'relu'];
 
+/** How many weights each row of a block loses (unstructured), or N of every M (exact: best of all subsets). */
+export type EliminationPlan = { kind: 'counts'; removals: Uint32Array } | { kind: 'nm'; n: number; m: number; exact: boolean };
+
 /** Where the two features that rotate together sit within a head (see `Backend.rope`). */
 export type RopeLayout = 'half' | 'interleaved';
 
@@ -130,6 +133,15 @@ export interface Backend {
     uplo: 'upper' | 'lower',
     transpose: boolean,
   ): Promise<void>;
+
+  /**
+   * APT's removals inside one column block (src/prune/methods/apt.ts derives them): for each row r
+   * of `block` [rows, size] (fp64, edited in place to the re-fitted weights), with Γ = `gamma`
+   * [size, size], remove `plan.removals[r]` weights greedily by joint loss, or N of every M
+   * (best subset, or greedily); `losses[r]` ← the loss row r added. False if a pivot was not
+   * positive (a numerically singular block), leaving `block` unspecified.
+   */
+  eliminateRows(gamma: Float64Array, block: Float64Array, rows: number, size: number, plan: EliminationPlan, losses: Float64Array): Promise<boolean>;
 
   /**
    * Causal multi-head attention with grouped-query sharing. q: [windows·seqLen, numHeads·headDim];

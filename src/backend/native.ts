@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TopiaryError } from '../util/errors.js';
 import { sparseMatrixProblem, type SparseMatrix } from './sparse.js';
-import { ACTIVATIONS, type Activation, type AttentionOptions, type Backend, type BackendInfo, type FloatArray, type GemmOptions, type RopeOptions } from './backend.js';
+import { ACTIVATIONS, type Activation, type AttentionOptions, type Backend, type BackendInfo, type EliminationPlan, type FloatArray, type GemmOptions, type RopeOptions } from './backend.js';
 
 /**
  * The functions native/topiary_native.c exports: typed arrays first, then numbers and booleans.
@@ -22,6 +22,8 @@ interface NativeAddon {
   cholesky(a: FloatArray, n: number, upper: boolean): Promise<boolean>;
   invertSpd(a: FloatArray, n: number): Promise<boolean>;
   triangularSolve(t: FloatArray, b: FloatArray, n: number, nrhs: number, upper: boolean, transpose: boolean): Promise<void>;
+  /** mode 0: removals per row (as fp64 counts); 1: N:M best subset; 2: N:M greedy. */
+  eliminateRows(gamma: Float64Array, block: Float64Array, removals: Float64Array, losses: Float64Array, rows: number, size: number, mode: number, n: number, m: number): Promise<boolean>;
   causalAttention(
     q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array,
     windows: number, seqLen: number, numHeads: number, numKvHeads: number, headDim: number, scale: number, pastLength: number,
@@ -285,6 +287,22 @@ export class NativeBackend implements Backend {
     checkMatrix('triangularSolve', 'B', b, n, nrhs, Math.max(1, nrhs));
     if (n === 0 || nrhs === 0) return Promise.resolve();
     return this.addon.triangularSolve(t, b, n, nrhs, uplo === 'upper', transpose);
+  }
+
+  eliminateRows(gamma: Float64Array, block: Float64Array, rows: number, size: number, plan: EliminationPlan, losses: Float64Array): Promise<boolean> {
+    checkDimensions('eliminateRows', { rows, size });
+    if (!(gamma instanceof Float64Array) || !(block instanceof Float64Array) || !(losses instanceof Float64Array)) fail('eliminateRows', 'gamma, block and losses must be Float64Arrays');
+    checkMatrix('eliminateRows', 'gamma', gamma, size, size, Math.max(1, size));
+    checkMatrix('eliminateRows', 'block', block, rows, size, Math.max(1, size));
+    if (losses.length < rows) fail('eliminateRows', `losses holds ${losses.length} values, fewer than ${rows} rows`);
+    if (plan.kind === 'counts') {
+      if (plan.removals.length < rows || plan.removals.subarray(0, rows).some((count) => count > size)) fail('eliminateRows', `removals must give each of the ${rows} rows at most ${size}`);
+      return this.addon.eliminateRows(gamma, block, Float64Array.from(plan.removals.subarray(0, rows)), losses, rows, size, 0, 0, 0);
+    }
+    const { n, m, exact } = plan;
+    checkDimensions('eliminateRows', { n, m });
+    if (n < 1 || n >= m || size % m !== 0 || m > 255) fail('eliminateRows', `need 0 < N < M ≤ 255 and M dividing the block width ${size}, got ${n}:${m}`);
+    return this.addon.eliminateRows(gamma, block, new Float64Array(0), losses, rows, size, exact ? 1 : 2, n, m);
   }
 
   causalAttention(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, options: AttentionOptions): Promise<void> {

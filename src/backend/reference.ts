@@ -1,4 +1,5 @@
-import type { Activation, AttentionOptions, Backend, BackendInfo, FloatArray, GemmOptions, RopeOptions } from './backend.js';
+import type { Activation, AttentionOptions, Backend, BackendInfo, EliminationPlan, FloatArray, GemmOptions, RopeOptions } from './backend.js';
+import { eliminateRowsReference } from './row-elimination.js';
 import { chunksPerRow, SPARSE_CHUNK, type SparseMatrix } from './sparse.js';
 
 /**
@@ -131,6 +132,10 @@ export class ReferenceBackend implements Backend {
       }
     }
     return true;
+  }
+
+  async eliminateRows(gamma: Float64Array, block: Float64Array, rows: number, size: number, plan: EliminationPlan, losses: Float64Array): Promise<boolean> {
+    return eliminateRowsReference(gamma, block, rows, size, plan, losses);
   }
 
   async triangularSolve(
