@@ -1,0 +1,92 @@
+/**
+ * Mamba (Hugging Face MambaForCausalLM, the `-hf` checkpoints such as state-spaces/mamba-130m-hf):
+ * no attention and no positions; each block is RMSNorm → the selective state-space mixer
+ * (../components/ssm.ts) added to the residual stream, then a final RMSNorm and the head, tied to
+ * the embedding by default. The pruned linear layers are the mixer's in_proj, x_proj, dt_proj and
+ * out_proj; conv1d, A_log and D stay dense. Generation carries each layer's conv history and scan
+ * state in the cache instead of keys and values.
+ */
+import { selectiveSsm, SSM_ROLES } from '../components/ssm.js';
+import { norm } from '../components/norm.js';
+import { activationField, booleanField, HF_ACTIVATION_NAMES, positiveField, sizeField, specialTokenIdsJson, vocabularyFields, type Json, type ModelConfig } from '../config.js';
+import { TopiaryError } from '../../util/errors.js';
+import type { Family } from './family.js';
+
+/** Mamba has no position limit; this is what llama.cpp's converter states as its context. */
+const UNBOUNDED_CONTEXT = 1 << 20;
+
+/** time_step_rank: a number, or "auto" for ⌈hidden/16⌉ (transformers' MambaConfig). */
+function timeStepRank(json: Json, file: string, hiddenSize: number): number {
+  return json.time_step_rank === 'auto' || json.time_step_rank === undefined ? Math.ceil(hiddenSize / 16) : sizeField(json, file, 'time_step_rank');
+}
+
+function parseConfig(json: Json, file: string): ModelConfig {
+  const hiddenSize = sizeField(json, file, 'hidden_size');
+  const expand = positiveField(json, file, 'expand', 2);
+  const innerSize = Math.trunc(expand * hiddenSize);
+  if (innerSize < 1) throw new TopiaryError(`field "expand" (${expand}) leaves no inner channels`, file);
+  // Read so that a malformed value is refused here; the sizes themselves come from the weights.
+  sizeField(json, file, 'state_size', 16);
+  sizeField(json, file, 'conv_kernel', 4);
+  timeStepRank(json, file, hiddenSize);
+  booleanField(json, file, 'use_conv_bias', true);
+  return {
+    modelType: 'mamba',
+    hiddenSize,
+    intermediateSize: innerSize,
+    numLayers: sizeField(json, file, 'num_hidden_layers'),
+    // No attention: no heads.
+    numHeads: 0,
+    numKvHeads: 0,
+    headDim: 0,
+    ...vocabularyFields(json, file, true),
+    maxPositionEmbeddings: UNBOUNDED_CONTEXT,
+    norm: { kind: 'rms', eps: positiveField(json, file, 'layer_norm_epsilon', 1e-5), weightOffset: 0 },
+    attention: { scale: 1 },
+    // The conv output's activation (hidden_act); the gate is always SiLU.
+    activation: activationField(json, file, 'hidden_act', 'silu'),
+    hfConfig: json,
+  };
+}
+
+function toHfConfig(config: ModelConfig): Json {
+  return {
+    ...config.hfConfig,
+    architectures: [mamba.hfArchitectures.mamba],
+    model_type: 'mamba',
+    hidden_size: config.hiddenSize,
+    intermediate_size: config.intermediateSize,
+    num_hidden_layers: config.numLayers,
+    vocab_size: config.vocabSize,
+    layer_norm_epsilon: config.norm.eps,
+    hidden_act: HF_ACTIVATION_NAMES[config.activation],
+    tie_word_embeddings: config.tieWordEmbeddings,
+    ...specialTokenIdsJson(config),
+  };
+}
+
+export const mamba: Family = {
+  name: 'mamba',
+  modelTypes: ['mamba'],
+  hfArchitectures: { mamba: 'MambaForCausalLM' },
+  parseConfig,
+  toHfConfig,
+  embedTokens: 'backbone.embeddings.weight',
+  finalNorm: 'backbone.norm_f',
+  lmHead: 'lm_head.weight',
+  layerPrefix: (layer) => `backbone.layers.${layer}.`,
+  linears: [
+    { role: SSM_ROLES.input, name: 'mixer.in_proj' },
+    { role: SSM_ROLES.selection, name: 'mixer.x_proj' },
+    { role: SSM_ROLES.timeStep, name: 'mixer.dt_proj' },
+    { role: SSM_ROLES.output, name: 'mixer.out_proj' },
+  ],
+  inputGroups: [[SSM_ROLES.input], [SSM_ROLES.selection], [SSM_ROLES.timeStep], [SSM_ROLES.output]],
+
+  async forward(block, hidden, ctx) {
+    const normed = ctx.scratch('normed', hidden.length);
+    await norm(ctx.backend, ctx.config.norm, block.tensors['norm.weight']!, undefined, hidden, normed);
+    const names = { convWeight: 'mixer.conv1d.weight', convBias: 'mixer.conv1d.bias', aLog: 'mixer.A_log', d: 'mixer.D' };
+    await ctx.backend.addInPlace(hidden, await selectiveSsm(ctx, block, normed, names));
+  },
+};
