@@ -8,7 +8,7 @@
  */
 import { selectiveSsm, SSM_ROLES } from '../components/ssm.js';
 import { norm } from '../components/norm.js';
-import { activationField, booleanField, HF_ACTIVATION_NAMES, positiveField, sizeField, specialTokenIdsJson, vocabularyFields, type Json, type ModelConfig } from '../config.js';
+import { activationField, booleanField, FloatValue, HF_ACTIVATION_NAMES, positiveField, sizeField, specialTokenIdsJson, vocabularyFields, type Json, type ModelConfig } from '../config.js';
 import { TopiaryError } from '../../util/errors.js';
 import type { Family } from './family.js';
 
@@ -49,16 +49,22 @@ function parseConfig(json: Json, file: string): ModelConfig {
   };
 }
 
+/** MambaConfig's float fields: transformers 5 refuses 1 where it expects 1.0, which JSON would write. */
+const FLOAT_FIELDS = ['initializer_range', 'time_step_scale', 'time_step_min', 'time_step_max', 'time_step_floor'];
+
 function toHfConfig(config: ModelConfig): Json {
+  const source = config.hfConfig ?? {};
+  const floats = FLOAT_FIELDS.filter((key) => typeof source[key] === 'number').map((key) => [key, new FloatValue(source[key] as number)]);
   return {
-    ...config.hfConfig,
+    ...source,
+    ...Object.fromEntries(floats),
     architectures: [mamba.hfArchitectures.mamba],
     model_type: 'mamba',
     hidden_size: config.hiddenSize,
     intermediate_size: config.intermediateSize,
     num_hidden_layers: config.numLayers,
     vocab_size: config.vocabSize,
-    layer_norm_epsilon: config.norm.eps,
+    layer_norm_epsilon: new FloatValue(config.norm.eps),
     hidden_act: HF_ACTIVATION_NAMES[config.activation],
     tie_word_embeddings: config.tieWordEmbeddings,
     ...specialTokenIdsJson(config),
