@@ -10,7 +10,9 @@ import { selectiveSsm, SSM_ROLES } from '../components/ssm.js';
 import { norm } from '../components/norm.js';
 import { activationField, booleanField, FloatValue, HF_ACTIVATION_NAMES, positiveField, sizeField, specialTokenIdsJson, vocabularyFields, type Json, type ModelConfig } from '../config.js';
 import { TopiaryError } from '../../util/errors.js';
-import type { Family } from './family.js';
+import type { GgufMetadata } from '../../formats/gguf.js';
+import type { Family, GgufTensors, StoredForm } from './family.js';
+import { ggufNumber, ggufVocabularyFields } from './llama.js';
 
 /** Mamba has no position limit; this is what llama.cpp's converter states as its context. */
 const UNBOUNDED_CONTEXT = 1 << 20;
@@ -51,6 +53,45 @@ function parseConfig(json: Json, file: string): ModelConfig {
 
 /** MambaConfig's float fields: transformers 5 refuses 1 where it expects 1.0, which JSON would write. */
 const FLOAT_FIELDS = ['initializer_range', 'time_step_scale', 'time_step_min', 'time_step_max', 'time_step_floor'];
+
+/**
+ * The config from llama.cpp's `mamba` metadata, read through the config.json reader: the
+ * config.json transformers would need is built from the metadata and the tensors present (biases).
+ */
+function parseGgufConfig(meta: GgufMetadata, arch: string, _modelType: string, tensors: GgufTensors, file: string): ModelConfig {
+  const num = (key: string, fallback?: number) => ggufNumber(meta, `${arch}.${key}`, file, fallback);
+  if (meta[`${arch}.ssm.dt_b_c_rms`] === true) throw new TopiaryError('Falcon-Mamba\'s RMSNorm of dt, B and C (ssm.dt_b_c_rms) is not supported', file);
+  const hiddenSize = num('embedding_length');
+  const innerSize = num('ssm.inner_size');
+  if (innerSize % hiddenSize !== 0) throw new TopiaryError(`GGUF metadata "${arch}.ssm.inner_size" (${innerSize}) is not a whole multiple of the width ${hiddenSize}, as Hugging Face's expand must be`, file);
+  const { vocabSize, bosTokenId, eosTokenId } = ggufVocabularyFields(meta, () => tensors.shape(mamba.embedTokens)[0]!);
+  const firstLayer = mamba.layerPrefix(0);
+  const json: Json = {
+    model_type: 'mamba',
+    hidden_size: hiddenSize,
+    num_hidden_layers: num('block_count'),
+    vocab_size: vocabSize,
+    state_size: num('ssm.state_size'),
+    conv_kernel: num('ssm.conv_kernel'),
+    expand: innerSize / hiddenSize,
+    intermediate_size: innerSize,
+    time_step_rank: num('ssm.time_step_rank'),
+    layer_norm_epsilon: num('attention.layer_norm_rms_epsilon', 1e-5),
+    use_conv_bias: tensors.has(`${firstLayer}mixer.conv1d.bias`),
+    use_bias: tensors.has(`${firstLayer}mixer.in_proj.bias`),
+    tie_word_embeddings: !tensors.has(mamba.lmHead),
+    ...(bosTokenId !== undefined ? { bos_token_id: bosTokenId } : {}),
+    ...(eosTokenId !== undefined ? { eos_token_id: eosTokenId } : {}),
+  };
+  return parseConfig(json, file);
+}
+
+/** llama.cpp stores A = −exp(A_log) and the conv1d weight without its middle axis of 1. */
+function storedForm(name: string): StoredForm | undefined {
+  if (name.endsWith('.mixer.A_log')) return { values: (stored) => stored.map((a) => Math.log(-a)) };
+  if (name.endsWith('.mixer.conv1d.weight')) return { shape: ([channels, kernel]) => [channels!, 1, kernel!] };
+  return undefined;
+}
 
 function toHfConfig(config: ModelConfig): Json {
   const source = config.hfConfig ?? {};
@@ -94,5 +135,21 @@ export const mamba: Family = {
     await norm(ctx.backend, ctx.config.norm, block.tensors['norm.weight']!, undefined, hidden, normed);
     const names = { convWeight: 'mixer.conv1d.weight', convBias: 'mixer.conv1d.bias', aLog: 'mixer.A_log', d: 'mixer.D' };
     await ctx.backend.addInPlace(hidden, await selectiveSsm(ctx, block, normed, names));
+  },
+
+  gguf: {
+    architectures: { mamba: { modelType: 'mamba', interleavedRope: false } },
+    layerNames: {
+      attn_norm: 'norm',
+      ssm_in: 'mixer.in_proj',
+      ssm_conv1d: 'mixer.conv1d',
+      ssm_x: 'mixer.x_proj',
+      ssm_dt: 'mixer.dt_proj',
+      ssm_out: 'mixer.out_proj',
+    },
+    bareLayerNames: { ssm_a: 'mixer.A_log', ssm_d: 'mixer.D' },
+    storedForm,
+    noAttention: true,
+    parseConfig: parseGgufConfig,
   },
 };
