@@ -54,7 +54,7 @@ for (const { windows, seqLen } of SHAPES) {
   const out = new Float32Array(n * CHANNELS);
   const [weight, bias, history] = [random(CHANNELS * KERNEL), random(CHANNELS), new Float32Array(windows * (KERNEL - 1) * CHANNELS)];
   const topiary = {
-    scanSeconds: await cpuSeconds(() => backend.selectiveScan(x, delta, a, b, c, d, state.fill(0), out, { ...sequence, stateSize: STATE_SIZE })),
+    scanSeconds: await cpuSeconds(() => backend.selectiveScan({ x, delta, a, b, cmat: c, d, state: state.fill(0) }, out, { ...sequence, stateSize: STATE_SIZE })),
     convSeconds: await cpuSeconds(() => backend.causalConv1d(x, weight, bias, history, out, sequence)),
   };
   const torch = runJson('python3', [path.join(root, 'bench', 'torch_ssm_scan.py'), ...[windows, seqLen, CHANNELS, STATE_SIZE, KERNEL, RUNS].map(String)], { cwd: root }).report as { scanSeconds: number; convSeconds: number };

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { Backend, SequenceOptions } from '../src/backend/backend.js';
+import type { Backend, ScanInputs, SequenceOptions } from '../src/backend/backend.js';
 import { loadNativeBackend } from '../src/backend/native.js';
 import { ReferenceBackend } from '../src/backend/reference.js';
 import { createRng, type Rng } from '../src/util/random.js';
@@ -28,16 +28,6 @@ function assertClose(actual: Float32Array, expected: Float32Array, tolerance: nu
   assert.ok(worst <= tolerance, `${what}: relative error ${worst.toExponential(2)}`);
 }
 
-interface ScanInputs {
-  x: Float32Array;
-  delta: Float32Array;
-  a: Float32Array;
-  b: Float32Array;
-  cmat: Float32Array;
-  d: Float32Array;
-  state: Float32Array;
-}
-
 function scanInputs(rng: Rng, windows: number, seqLen: number, channels: number, stateSize: number): ScanInputs {
   const rows = windows * seqLen;
   // Raw deltas around softplus⁻¹(0.05), a few past the linear threshold of 20; A negative as −exp(A_log).
@@ -56,7 +46,7 @@ function scanInputs(rng: Rng, windows: number, seqLen: number, channels: number,
 async function scan(backend: Backend, inputs: ScanInputs, options: SequenceOptions & { stateSize: number }): Promise<{ out: Float32Array; state: Float32Array }> {
   const state = inputs.state.slice();
   const out = new Float32Array(inputs.x.length);
-  await backend.selectiveScan(inputs.x, inputs.delta, inputs.a, inputs.b, inputs.cmat, inputs.d, state, out, options);
+  await backend.selectiveScan({ ...inputs, state }, out, options);
   return { out, state };
 }
 
@@ -82,7 +72,7 @@ test('selective scan (reference): one channel, one state worked by hand, softplu
   const d = Float32Array.from([0.25]);
   const state = Float32Array.from([4]);
   const out = new Float32Array(2);
-  await reference.selectiveScan(x, delta, a, b, cmat, d, state, out, { windows: 1, seqLen: 2, channels: 1, stateSize: 1 });
+  await reference.selectiveScan({ x, delta, a, b, cmat, d, state }, out, { windows: 1, seqLen: 2, channels: 1, stateSize: 1 });
   const step0 = Math.log(2); // softplus(0)
   const s0 = Math.exp(-0.5 * step0) * 4 + step0 * 3 * 2;
   const s1 = Math.exp(-0.5 * 25) * s0 + 25 * 1 * -1;
@@ -163,7 +153,7 @@ test('selective scan: native equals reference on awkward shapes, in place on x t
     assertClose(actual.state, expected.state, 2e-5, `${what}: final state`);
     const inPlace = inputs.x.slice();
     const state = inputs.state.slice();
-    await native!.selectiveScan(inPlace, inputs.delta, inputs.a, inputs.b, inputs.cmat, inputs.d, state, inPlace, options);
+    await native!.selectiveScan({ ...inputs, x: inPlace, state }, inPlace, options);
     assert.deepEqual(inPlace, actual.out, `${what}: out = x`);
   }
 });
@@ -176,8 +166,9 @@ test('native conv1d and scan refuse mis-sized or overlapping arrays', { skip: na
   assert.throws(() => native!.causalConv1d(x, new Float32Array(12), undefined, new Float32Array(9), x, options), /must not share memory/);
   const scanOptions = { ...options, stateSize: 2 };
   const [a, bc, d, state] = [new Float32Array(6), new Float32Array(4), new Float32Array(3), new Float32Array(6)];
-  assert.throws(() => native!.selectiveScan(x, x.slice(), a, bc, bc.slice(0, 3), d, state, x, scanOptions), /cmat holds 3 values, not 2×2 = 4/);
-  assert.throws(() => native!.selectiveScan(x, x.slice(), a, bc, bc.slice(), d, state, state, scanOptions), /must not share memory with state/);
+  const inputs = { x, delta: x.slice(), a, b: bc, cmat: bc.slice(), d, state };
+  assert.throws(() => native!.selectiveScan({ ...inputs, cmat: bc.slice(0, 3) }, x, scanOptions), /cmat holds 3 values, not 2×2 = 4/);
+  assert.throws(() => native!.selectiveScan(inputs, state, scanOptions), /must not share memory with state/);
   const wide = new Float32Array(12);
-  assert.throws(() => native!.selectiveScan(wide.subarray(0, 6), x, a, bc, bc.slice(), d, state, wide.subarray(3, 9), scanOptions), /out must be x itself or separate/);
+  assert.throws(() => native!.selectiveScan({ ...inputs, x: wide.subarray(0, 6) }, wide.subarray(3, 9), scanOptions), /out must be x itself or separate/);
 });

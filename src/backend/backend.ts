@@ -88,6 +88,26 @@ export interface SequenceOptions {
   channels: number;
 }
 
+/** The inputs of `selectiveScan`. */
+export interface ScanInputs {
+  /** [windows·seqLen, channels] */
+  x: Float32Array;
+  /** The time steps before softplus [windows·seqLen, channels]. */
+  delta: Float32Array;
+  /** [channels, stateSize]: the negative A = −exp(A_log). */
+  a: Float32Array;
+  /** [windows·seqLen, stateSize] */
+  b: Float32Array;
+  cmat: Float32Array;
+  /** The skip connection [channels]. */
+  d: Float32Array;
+  /**
+   * [windows, channels, stateSize]: read as the state before each window's first position and
+   * overwritten with the state after its last (zeros for a fresh sequence).
+   */
+  state: Float32Array;
+}
+
 export interface BackendInfo {
   name: 'native' | 'reference';
   threads: number;
@@ -195,24 +215,12 @@ export interface Backend {
   causalConv1d(x: Float32Array, weight: Float32Array, bias: Float32Array | undefined, history: Float32Array, out: Float32Array, options: SequenceOptions): Promise<void>;
 
   /**
-   * Mamba's selective scan, per window, channel c and state n over the positions t in order:
+   * Mamba's selective scan (`inputs` as ScanInputs describes), per window, channel c and state n
+   * over the positions t in order:
    * δ = softplus(delta[t, c]) (PyTorch's, linear above 20),
    * s[c, n] ← exp(δ·a[c, n])·s[c, n] + δ·b[t, n]·x[t, c],
-   * out[t, c] = Σ_n cmat[t, n]·s[c, n] + d[c]·x[t, c].
-   * x, delta, out: [windows·seqLen, channels]; a: [channels, stateSize] (the negative A = −exp(A_log));
-   * b, cmat: [windows·seqLen, stateSize]; d: [channels]; state: [windows, channels, stateSize],
-   * read as the state before each window's first position and overwritten with the state after
-   * its last (zeros for a fresh sequence). out may alias x.
+   * out[t, c] = Σ_n cmat[t, n]·s[c, n] + d[c]·x[t, c],
+   * out [windows·seqLen, channels]; out may alias x.
    */
-  selectiveScan(
-    x: Float32Array,
-    delta: Float32Array,
-    a: Float32Array,
-    b: Float32Array,
-    cmat: Float32Array,
-    d: Float32Array,
-    state: Float32Array,
-    out: Float32Array,
-    options: SequenceOptions & { stateSize: number },
-  ): Promise<void>;
+  selectiveScan(inputs: ScanInputs, out: Float32Array, options: SequenceOptions & { stateSize: number }): Promise<void>;
 }

@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TopiaryError } from '../util/errors.js';
-import { ACTIVATIONS, type Activation, type AttentionOptions, type Backend, type BackendInfo, type FloatArray, type GemmOptions, type RopeOptions, type SequenceOptions } from './backend.js';
+import { ACTIVATIONS, type Activation, type AttentionOptions, type Backend, type BackendInfo, type FloatArray, type GemmOptions, type RopeOptions, type ScanInputs, type SequenceOptions } from './backend.js';
 
 /**
  * The functions native/topiary_native.c exports: typed arrays first, then numbers and booleans.
@@ -369,17 +369,8 @@ export class NativeBackend implements Backend {
     return this.addon.causalConv1d(x, weight, bias ?? new Float32Array(0), history, out, windows, seqLen, channels, kernel);
   }
 
-  selectiveScan(
-    x: Float32Array,
-    delta: Float32Array,
-    a: Float32Array,
-    b: Float32Array,
-    cmat: Float32Array,
-    d: Float32Array,
-    state: Float32Array,
-    out: Float32Array,
-    options: SequenceOptions & { stateSize: number },
-  ): Promise<void> {
+  selectiveScan(inputs: ScanInputs, out: Float32Array, options: SequenceOptions & { stateSize: number }): Promise<void> {
+    const { x, delta, a, b, cmat, d, state } = inputs;
     const operation = 'selectiveScan';
     const { stateSize, windows, seqLen, channels } = options;
     const { rows } = checkSequence(operation, options, { stateSize });

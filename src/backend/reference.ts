@@ -1,4 +1,4 @@
-import type { Activation, AttentionOptions, Backend, BackendInfo, FloatArray, GemmOptions, RopeOptions, SequenceOptions } from './backend.js';
+import type { Activation, AttentionOptions, Backend, BackendInfo, FloatArray, GemmOptions, RopeOptions, ScanInputs, SequenceOptions } from './backend.js';
 
 /**
  * erf in doubles from its everywhere-convergent series of positive terms,
@@ -274,17 +274,8 @@ export class ReferenceBackend implements Backend {
     }
   }
 
-  async selectiveScan(
-    x: Float32Array,
-    delta: Float32Array,
-    a: Float32Array,
-    b: Float32Array,
-    cmat: Float32Array,
-    d: Float32Array,
-    state: Float32Array,
-    out: Float32Array,
-    options: SequenceOptions & { stateSize: number },
-  ): Promise<void> {
+  async selectiveScan(inputs: ScanInputs, out: Float32Array, options: SequenceOptions & { stateSize: number }): Promise<void> {
+    const { x, delta, a, b, cmat, d, state } = inputs;
     const { windows, seqLen, channels, stateSize } = options;
     for (let w = 0; w < windows; w++) {
       for (let t = 0; t < seqLen; t++) {

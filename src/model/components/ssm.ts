@@ -102,7 +102,7 @@ export async function selectiveSsm(ctx: BlockContext, block: Block, u: Float32Ar
   const step = await linear(ctx, rawStep, dtProj, 'ssm_dt');
 
   const scanState = state?.scan ?? ctx.scratch('ssm_state', windows * inner * stateSize).fill(0);
-  await backend.selectiveScan(convolved, step, aMatrix(aLog), b, c, d, scanState, convolved, { ...sequence, stateSize });
+  await backend.selectiveScan({ x: convolved, delta: step, a: aMatrix(aLog), b, cmat: c, d, state: scanState }, convolved, { ...sequence, stateSize });
   // The gate: y ⊙ SiLU(z), written over z.
   await backend.gatedActivation('silu', gate, convolved, gate);
   await ctx.observe?.([SSM_ROLES.output], gate, rows, inner);
