@@ -119,7 +119,7 @@ test('structured pruning and unknown roles are refused on Mamba in one line befo
   const structured = runCli(['prune', '--model', model, '--method', 'flap', '--ratio', '0.2', '--calib', 'text:/nonexistent', '--out', tempDir()]);
   assert.equal(structured.status, 2);
   assert.equal(structured.stderr.trim().split('\n').length, 1, structured.stderr);
-  assert.match(structured.stderr, /structured pruning needs .*; the mamba family has in_proj, x_proj, dt_proj, out_proj/);
+  assert.match(structured.stderr, /structured pruning removes attention heads and MLP channels; the mamba family has neither \(its linear layers: in_proj, x_proj, dt_proj, out_proj\)/);
   const unknown = runCli(['prune', '--model', model, '--method', 'wanda', '--sparsity', '0.5', '--layers', 'q', '--calib', 'text:/nonexistent', '--out', tempDir()]);
   assert.equal(unknown.status, 2);
   assert.match(unknown.stderr, /unknown layer "q" for the mamba family \(choose from in_proj, x_proj, dt_proj, out_proj\)/);
