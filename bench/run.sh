@@ -19,5 +19,8 @@ echo
 echo "== This checkout vs the code before issue 9's model families: prefill tokens/s and prune wall time (bench/versions.ts)"
 node --import tsx bench/versions.ts
 echo
+echo "== Mamba: selective scan and conv1d, Topiary vs transformers' slow path (bench/ssm-scan.ts)"
+node --import tsx bench/ssm-scan.ts
+echo
 echo "== Pruning: Topiary vs a minimal PyTorch Wanda/SparseGPT on the same windows (bench/prune.ts)"
 node --import tsx bench/prune.ts "$@"

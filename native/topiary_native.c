@@ -33,7 +33,7 @@ void dpotri_(const char *uplo, const blasint *n, double *a, const blasint *lda, 
 /* Below this many floating-point operations a call runs synchronously on the calling thread. */
 #define SYNC_FLOP_THRESHOLD 2.0e6
 #define MAX_ARGS 13
-#define MAX_ARRAYS 5
+#define MAX_ARRAYS 8
 
 typedef struct Job Job;
 typedef void (*JobRun)(Job *job);
@@ -743,6 +743,61 @@ MULTIVERSION static void rope_kernel(float *x, const float *cos_table, const flo
   }
 }
 
+/*
+ * Causal depthwise conv1d over time (Mamba), see Backend.causalConv1d: x, out [windows·seq_len,
+ * channels], weight [channels, kernel], history [windows·(kernel − 1), channels] the inputs before
+ * each window. Channels are the inner loop, so each tap is a vectorized row update.
+ */
+MULTIVERSION static void causal_conv1d_kernel(const float *x, const float *weight, const float *bias, const float *history,
+                                              float *out, size_t windows, size_t seq_len, size_t channels, size_t kernel) {
+  const size_t past = kernel - 1;
+  for (size_t w = 0; w < windows; w++) {
+    for (size_t t = 0; t < seq_len; t++) {
+      float *row = out + (w * seq_len + t) * channels;
+      for (size_t c = 0; c < channels; c++) row[c] = bias ? bias[c] : 0.0f;
+      for (size_t j = 0; j < kernel; j++) {
+        /* Tap j reads time t − past + j: from the history while that is negative. */
+        const float *input = t + j < past ? history + (w * past + t + j) * channels
+                                          : x + (w * seq_len + t + j - past) * channels;
+#pragma omp simd
+        for (size_t c = 0; c < channels; c++) row[c] += weight[c * kernel + j] * input[c];
+      }
+    }
+  }
+}
+
+/* PyTorch's softplus (beta 1, threshold 20). */
+static inline float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+/*
+ * Mamba's selective scan, see Backend.selectiveScan. The state of one channel is state_size
+ * contiguous floats, so the update over n vectorizes; positions run in order (the recurrence).
+ */
+MULTIVERSION static void selective_scan_kernel(const float *x, const float *delta, const float *a, const float *b,
+                                               const float *cmat, const float *d, float *state, float *out, size_t windows,
+                                               size_t seq_len, size_t channels, size_t state_size) {
+  for (size_t w = 0; w < windows; w++) {
+    for (size_t t = 0; t < seq_len; t++) {
+      const size_t row = w * seq_len + t;
+      const float *b_row = b + row * state_size;
+      const float *c_row = cmat + row * state_size;
+      for (size_t c = 0; c < channels; c++) {
+        const float step = softplus(delta[row * channels + c]);
+        const float input = x[row * channels + c];
+        const float *a_row = a + c * state_size;
+        float *s = state + (w * channels + c) * state_size;
+        float y = 0;
+#pragma omp simd reduction(+ : y)
+        for (size_t n = 0; n < state_size; n++) {
+          s[n] = fast_expf(step * a_row[n]) * s[n] + step * b_row[n] * input;
+          y += c_row[n] * s[n];
+        }
+        out[row * channels + c] = y + d[c] * input;
+      }
+    }
+  }
+}
+
 static size_t rows_of(const Job *job, size_t matrix, size_t vector) {
   return job->lengths[vector] == 0 ? 0 : job->lengths[matrix] / job->lengths[vector];
 }
@@ -1297,6 +1352,18 @@ static void run_sparse_matmul(Job *job) {
   }
 }
 
+static void run_causal_conv1d(Job *job) {
+  const float *bias = job->lengths[2] > 0 ? job->data[2] : NULL;
+  causal_conv1d_kernel(job->data[0], job->data[1], bias, job->data[3], job->data[4], (size_t)job->args[0],
+                       (size_t)job->args[1], (size_t)job->args[2], (size_t)job->args[3]);
+}
+
+static void run_selective_scan(Job *job) {
+  selective_scan_kernel(job->data[0], job->data[1], job->data[2], job->data[3], job->data[4], job->data[5], job->data[6],
+                        job->data[7], (size_t)job->args[0], (size_t)job->args[1], (size_t)job->args[2],
+                        (size_t)job->args[3]);
+}
+
 /* ---------- Node-API plumbing ---------- */
 
 #define NAPI_CALL(env, call)                                                                       \
@@ -1475,6 +1542,16 @@ static napi_value sparse_isa_call(napi_env env, napi_callback_info info) {
   return result;
 }
 
+static double conv1d_flops(const Job *job) { return 2.0 * (double)job->lengths[1] * job->args[0] * job->args[1]; }
+static double scan_flops(const Job *job) { return 6.0 * (double)job->lengths[2] * job->args[0] * job->args[1]; }
+
+static napi_value causal_conv1d(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 5, run_causal_conv1d, false, conv1d_flops);
+}
+static napi_value selective_scan(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 8, run_selective_scan, false, scan_flops);
+}
+
 static napi_value set_threads(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -1518,6 +1595,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"addInPlace", NULL, add_in_place, NULL, NULL, NULL, napi_default, NULL},
       {"softCap", NULL, soft_cap, NULL, NULL, NULL, napi_default, NULL},
       {"rope", NULL, rope, NULL, NULL, NULL, napi_default, NULL},
+      {"causalConv1d", NULL, causal_conv1d, NULL, NULL, NULL, napi_default, NULL},
+      {"selectiveScan", NULL, selective_scan, NULL, NULL, NULL, napi_default, NULL},
       {"tokenLogProbs", NULL, token_log_probs, NULL, NULL, NULL, napi_default, NULL},
       {"sparseMatmul", NULL, sparse_matmul, NULL, NULL, NULL, napi_default, NULL},
       {"sparseIsa", NULL, sparse_isa_call, NULL, NULL, NULL, napi_default, NULL},

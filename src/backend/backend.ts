@@ -84,6 +84,35 @@ export interface AttentionOptions {
   softCap?: number;
 }
 
+/** The shapes of a state-space layer's sequence operations (`causalConv1d`, `selectiveScan`). */
+export interface SequenceOptions {
+  /** Independent sequences in the batch; each has seqLen rows (positions). */
+  windows: number;
+  seqLen: number;
+  /** Features per row (Mamba's d_inner): each channel is its own sequence. */
+  channels: number;
+}
+
+/** The inputs of `selectiveScan`. */
+export interface ScanInputs {
+  /** [windows·seqLen, channels] */
+  x: Float32Array;
+  /** The time steps before softplus [windows·seqLen, channels]. */
+  delta: Float32Array;
+  /** [channels, stateSize]: the negative A = −exp(A_log). */
+  a: Float32Array;
+  /** [windows·seqLen, stateSize] */
+  b: Float32Array;
+  cmat: Float32Array;
+  /** The skip connection [channels]. */
+  d: Float32Array;
+  /**
+   * [windows, channels, stateSize]: read as the state before each window's first position and
+   * overwritten with the state after its last (zeros for a fresh sequence).
+   */
+  state: Float32Array;
+}
+
 export interface BackendInfo {
   name: 'native' | 'reference';
   threads: number;
@@ -194,4 +223,25 @@ export interface Backend {
    * (a, b) ← (a·cos − b·sin, b·cos + a·sin).
    */
   rope(x: Float32Array, cos: Float32Array, sin: Float32Array, options: RopeOptions): Promise<void>;
+
+  /**
+   * Causal depthwise 1-D convolution over time (Mamba's conv1d, PyTorch's Conv1d with groups =
+   * channels, padding kernel − 1 and the output truncated to the input's length): for x and out
+   * [windows·seqLen, channels] and weight [channels, kernel],
+   * out[t, c] = bias[c] + Σ_j weight[c, j] · x[t − (kernel − 1) + j, c],
+   * where rows before the window's first come from `history` [windows·(kernel − 1), channels]
+   * (the inputs that preceded each window, oldest first: zeros for a fresh sequence, the
+   * decoding state otherwise). out must not alias x.
+   */
+  causalConv1d(x: Float32Array, weight: Float32Array, bias: Float32Array | undefined, history: Float32Array, out: Float32Array, options: SequenceOptions): Promise<void>;
+
+  /**
+   * Mamba's selective scan (`inputs` as ScanInputs describes), per window, channel c and state n
+   * over the positions t in order:
+   * δ = softplus(delta[t, c]) (PyTorch's, linear above 20),
+   * s[c, n] ← exp(δ·a[c, n])·s[c, n] + δ·b[t, n]·x[t, c],
+   * out[t, c] = Σ_n cmat[t, n]·s[c, n] + d[c]·x[t, c],
+   * out [windows·seqLen, channels]; out may alias x.
+   */
+  selectiveScan(inputs: ScanInputs, out: Float32Array, options: SequenceOptions & { stateSize: number }): Promise<void>;
 }

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TopiaryError } from '../util/errors.js';
 import { sparseMatrixProblem, type SparseMatrix } from './sparse.js';
-import { ACTIVATIONS, type Activation, type AttentionOptions, type Backend, type BackendInfo, type EliminationPlan, type FloatArray, type GemmOptions, type RopeOptions } from './backend.js';
+import { ACTIVATIONS, type Activation, type AttentionOptions, type Backend, type BackendInfo, type EliminationPlan, type FloatArray, type GemmOptions, type RopeOptions, type ScanInputs, type SequenceOptions } from './backend.js';
 
 /**
  * The functions native/topiary_native.c exports: typed arrays first, then numbers and booleans.
@@ -50,6 +50,15 @@ interface NativeAddon {
   ): Promise<void>;
   /** '' reports the sparse kernels' instruction set; 'auto', 'avx512', 'avx2', 'scalar' choose one the CPU has. Returns the one in use. */
   sparseIsa(request: string): string;
+  /** An empty bias array means no bias. */
+  causalConv1d(
+    x: Float32Array, weight: Float32Array, bias: Float32Array, history: Float32Array, out: Float32Array,
+    windows: number, seqLen: number, channels: number, kernel: number,
+  ): Promise<void>;
+  selectiveScan(
+    x: Float32Array, delta: Float32Array, a: Float32Array, b: Float32Array, cmat: Float32Array, d: Float32Array,
+    state: Float32Array, out: Float32Array, windows: number, seqLen: number, channels: number, stateSize: number,
+  ): Promise<void>;
   setThreads(threads: number): void;
   getThreads(): number;
   /** OpenBLAS build configuration and the core kernel chosen at run time. */
@@ -197,6 +206,24 @@ function checkSparseMatmul(x: Float32Array, w: SparseMatrix, y: Float32Array, ro
   }
   if (x.length < rows * w.cols) fail(operation, `x holds ${x.length} values, need ${rows}×${w.cols}`);
   if (y.length < rows * w.rows) fail(operation, `y holds ${y.length} values, need ${rows}×${w.rows}`);
+}
+
+/** Each array must hold exactly the named number of values. */
+function checkLengths(operation: string, arrays: Record<string, [Float32Array, number, string]>): void {
+  for (const [name, [array, expected, shape]] of Object.entries(arrays)) {
+    if (array.length !== expected) fail(operation, `${name} holds ${array.length} values, not ${shape} = ${expected}`);
+  }
+}
+
+/** Whether two typed arrays share any memory. */
+function overlap(a: Float32Array, b: Float32Array): boolean {
+  return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
+}
+
+function checkSequence(operation: string, options: SequenceOptions, extra: Record<string, number> = {}): { rows: number } {
+  const { windows, seqLen, channels } = options;
+  checkDimensions(operation, { windows, seqLen, channels, ...extra });
+  return { rows: windows * seqLen };
 }
 
 /** The OpenBLAS-backed backend; construct it through `getBackend()`. */
@@ -387,6 +414,48 @@ export class NativeBackend implements Backend {
     const { rows, heads, headDim, rotaryDim, seqLen, firstPosition, layout } = options;
     if (rows === 0 || heads === 0 || rotaryDim === 0) return Promise.resolve();
     return this.addon.rope(x, cos, sin, rows, heads, headDim, rotaryDim, seqLen, firstPosition, layout === 'interleaved');
+  }
+
+  causalConv1d(x: Float32Array, weight: Float32Array, bias: Float32Array | undefined, history: Float32Array, out: Float32Array, options: SequenceOptions): Promise<void> {
+    const operation = 'causalConv1d';
+    const { rows } = checkSequence(operation, options);
+    const { windows, seqLen, channels } = options;
+    checkFloat32(operation, { x, weight, history, out, ...(bias ? { bias } : {}) });
+    if (channels === 0 || weight.length === 0 || weight.length % channels !== 0) fail(operation, `weight (${weight.length}) must hold a positive kernel width for each of ${channels} channels`);
+    const kernel = weight.length / channels;
+    checkLengths(operation, {
+      x: [x, rows * channels, `${rows}×${channels}`],
+      out: [out, rows * channels, `${rows}×${channels}`],
+      history: [history, windows * (kernel - 1) * channels, `${windows}×${kernel - 1}×${channels}`],
+      ...(bias ? { bias: [bias, channels, `${channels}`] as [Float32Array, number, string] } : {}),
+    });
+    if (overlap(x, out) || overlap(history, out)) fail(operation, 'out must not share memory with x or history');
+    if (rows === 0) return Promise.resolve();
+    return this.addon.causalConv1d(x, weight, bias ?? new Float32Array(0), history, out, windows, seqLen, channels, kernel);
+  }
+
+  selectiveScan(inputs: ScanInputs, out: Float32Array, options: SequenceOptions & { stateSize: number }): Promise<void> {
+    const { x, delta, a, b, cmat, d, state } = inputs;
+    const operation = 'selectiveScan';
+    const { stateSize, windows, seqLen, channels } = options;
+    const { rows } = checkSequence(operation, options, { stateSize });
+    checkFloat32(operation, { x, delta, a, b, cmat, d, state, out });
+    const sized = (array: Float32Array, r: number, c: number): [Float32Array, number, string] => [array, r * c, `${r}×${c}`];
+    checkLengths(operation, {
+      x: sized(x, rows, channels),
+      delta: sized(delta, rows, channels),
+      out: sized(out, rows, channels),
+      a: sized(a, channels, stateSize),
+      b: sized(b, rows, stateSize),
+      cmat: sized(cmat, rows, stateSize),
+      d: sized(d, 1, channels),
+      state: [state, windows * channels * stateSize, `${windows}×${channels}×${stateSize}`],
+    });
+    // out may be x itself (row t is read before it is written), but no other input.
+    for (const [name, input] of Object.entries({ delta, a, b, cmat, d, state })) if (overlap(input, out)) fail(operation, `out must not share memory with ${name}`);
+    if (overlap(x, out) && (x.byteOffset !== out.byteOffset || x.length !== out.length)) fail(operation, 'out must be x itself or separate from it');
+    if (rows === 0 || channels === 0) return Promise.resolve();
+    return this.addon.selectiveScan(x, delta, a, b, cmat, d, state, out, windows, seqLen, channels, stateSize);
   }
 
   private checkSquare(operation: string, a: FloatArray, n: number): void {

@@ -65,7 +65,7 @@ topiary eval --model PATH --tasks arc_easy,piqa,...|all [--limit N] [--out FILE]
           return [`      ${m.name}: ${m.description}`, ...(options.length ? options : ['          (no options)'])].join('\n');
         })
         .join('\n');
-    const fixedHeads = FAMILIES.filter((f) => f.structure.attention.fixedHeads).flatMap((f) => f.modelTypes).join(', ');
+    const fixedHeads = FAMILIES.filter((f) => f.structure?.attention.fixedHeads).flatMap((f) => f.modelTypes).join(', ');
     const families = FAMILIES.map((f) => `      ${f.modelTypes.join(', ')}: ${f.linears.map((l) => l.role).join(',')}`).join('\n');
     return `topiary prune --model PATH --method NAME (--sparsity P | --pattern N:M | --ratio R) --out DIR
         [--permute] [--calib c4|wikitext2|text:FILE] [--nsamples N] [--seqlen L] [--seed S]

@@ -50,7 +50,7 @@ export function checkConfigAgainstTensors(source: ModelSource): void {
       shapes[spec.role] = shape;
     }
     // Whole heads (query heads a multiple of kv heads) and channels, fused projections included.
-    const sizes = blockSizes(family.structure, (role) => shapes[role]!, headDim);
+    const sizes = family.structure ? blockSizes(family.structure, (role) => shapes[role]!, headDim) : { heads: 0, kvHeads: 0, channels: 0 };
     if ('problem' in sizes) return fail(`layer ${layer}: ${sizes.problem}`);
     const { heads, kvHeads, channels } = sizes;
     widest.heads = Math.max(widest.heads, heads);

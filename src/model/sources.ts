@@ -17,7 +17,7 @@ import { openRegularFile, readJsonObject } from '../util/safe-fs.js';
 import type { ModelConfig } from './config.js';
 import { convertRopeRows } from './components/rope.js';
 import { familyFor, familyForGguf, type Family } from './families/index.js';
-import type { GgufTensors } from './families/family.js';
+import type { GgufTensors, StoredForm } from './families/family.js';
 import { llama } from './families/llama.js';
 
 export interface ModelSource {
@@ -58,6 +58,8 @@ interface Mapping {
   offset?: number;
   /** Rows start..start+count−1 of a stored tensor that fuses several (GGUF Phi-2's attn_qkv). */
   rowRange?: { start: number; count: number };
+  /** Stored in another shape or form than Hugging Face's (GGUF Mamba's A and conv1d). */
+  form?: StoredForm;
 }
 
 /** data [rows, cols] → [cols, rows]. */
@@ -83,6 +85,7 @@ export function storedLayout(family: Family, name: string, shape: number[]): { s
 /** The canonical shape of the tensor `entry` maps to. */
 function mappedShape(store: TensorStore, entry: Mapping): number[] {
   const shape = store.info(entry.storeName).shape;
+  if (entry.form?.shape) return entry.form.shape(shape);
   if (entry.rowRange) return [entry.rowRange.count, ...shape.slice(1)];
   return entry.transposed ? [shape[1]!, shape[0]!] : shape;
 }
@@ -110,6 +113,7 @@ function mappedSource(
     if (entry.transposed) return transpose(data, rows, cols);
     if (entry.reorderRows) return entry.reorderRows(data, rows, cols);
     if (entry.offset) return Float32Array.from(data, (value) => value - entry.offset!);
+    if (entry.form?.values) return entry.form.values(data);
     if (!entry.unpermuteHeads) return data;
     return convertRopeRows(data, rows, cols, entry.unpermuteHeads, 'toRotateHalf');
   };
@@ -131,7 +135,7 @@ function mappedSource(
       const { start, count } = entry.rowRange ?? { start: 0, count: storedRows };
       const out = new Float32Array(rows.length * cols);
       // Tensors stored in another layout are converted whole, then gathered.
-      if (entry.transposed || entry.reorderRows || entry.offset || entry.unpermuteHeads) {
+      if (entry.transposed || entry.reorderRows || entry.offset || entry.form || entry.unpermuteHeads) {
         const whole = read(name);
         rows.forEach((row, i) => out.set(whole.subarray(row * cols, (row + 1) * cols), i * cols));
         return out;
@@ -195,7 +199,7 @@ function fromGguf(file: string): ModelSource {
     const layout = family.gguf!;
     if (store.has('rope_freqs.weight')) throw new TopiaryError('GGUF files with a rope_freqs tensor (Llama 3.1 rope scaling) are not supported yet', file);
     // Every size in the header is bounded by the tensors present before anything loops over it.
-    const { numLayers } = ggufHyperparameters(store, arch);
+    const { numLayers } = ggufHyperparameters(store, arch, { attention: !layout.noAttention });
     const perLayer = (key: string): number | undefined => {
       const value = meta[`${arch}.${key}`];
       return typeof value === 'number' ? value : undefined;
@@ -203,7 +207,8 @@ function fromGguf(file: string): ModelSource {
     const mapping = new Map<string, Mapping>();
     const add = (hfName: string, storeName: string, unpermuteHeads?: number, reorderRows?: Mapping['reorderRows']) => {
       const offset = layout.storedOffset?.(hfName);
-      if (store.has(storeName)) mapping.set(hfName, { storeName, ...(unpermuteHeads ? { unpermuteHeads } : {}), ...(reorderRows ? { reorderRows } : {}), ...(offset ? { offset } : {}) });
+      const form = layout.storedForm?.(hfName);
+      if (store.has(storeName)) mapping.set(hfName, { storeName, ...(unpermuteHeads ? { unpermuteHeads } : {}), ...(reorderRows ? { reorderRows } : {}), ...(offset ? { offset } : {}), ...(form ? { form } : {}) });
     };
     add(family.embedTokens, 'token_embd.weight');
     if (family.positionEmbeddings) add(family.positionEmbeddings, 'position_embd.weight');
@@ -222,6 +227,7 @@ function fromGguf(file: string): ModelSource {
         const reorderRows = toHf && ((data: Float32Array, rows: number, cols: number) => toHf(data, rows, cols, headCount('attention.head_count', layer)));
         for (const kind of ['weight', 'bias']) add(`${family.layerPrefix(layer)}${hfName}.${kind}`, `blk.${layer}.${ggufName}.${kind}`, heads, reorderRows);
       }
+      for (const [ggufName, hfName] of Object.entries(layout.bareLayerNames ?? {})) add(`${family.layerPrefix(layer)}${hfName}`, `blk.${layer}.${ggufName}`);
       for (const [ggufName, split] of Object.entries(layout.fusedLayerNames ?? {})) {
         for (const kind of ['weight', 'bias']) {
           const storeName = `blk.${layer}.${ggufName}.${kind}`;

@@ -27,7 +27,7 @@ import type { SparsityTarget } from './method.js';
 import { findMethod } from './methods/index.js';
 import { prunePipeline, type MethodOptions, type PipelineEvent, type PruneStrategy } from './pipeline.js';
 import { RUN_RECORD_VERSION, writeRunRecord, type RunRecord, type RunSummary } from './record.js';
-import { projectionRole, PROJECTIONS } from './structured/geometry.js';
+import { projectionRole, PROJECTIONS, structureOf } from './structured/geometry.js';
 import type { StructuredMethod } from './structured/method.js';
 import { structuredStrategy } from './structured/strategy.js';
 import { unstructuredStrategy, validateUnstructured } from './unstructured.js';
@@ -90,7 +90,8 @@ export function selectRoles(model: CausalLM, requested: readonly string[] | unde
  */
 function checkStructuredOutput(model: CausalLM, method: StructuredMethod, options: MethodOptions): void {
   const { family } = model;
-  const outputsLackBias = PROJECTIONS.some((projection) => !model.source.has(`${model.linearName(0, projectionRole(family.structure, projection))}.bias`));
+  const structure = structureOf(family);
+  const outputsLackBias = PROJECTIONS.some((projection) => !model.source.has(`${model.linearName(0, projectionRole(structure, projection))}.bias`));
   const unsupported = method.addsBias && outputsLackBias ? ggufUnsupported(model) : undefined;
   if (unsupported) {
     throw new UsageError(`${method.name} adds biases to output projections that have none in a ${model.config.modelType} config, so it writes GGUF, and ${unsupported}; wanda-sp and magnitude-sp write Hugging Face folders`);

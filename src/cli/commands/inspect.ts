@@ -65,6 +65,15 @@ export function summarize(model: CausalLM): ModelSummary {
   };
 }
 
+/** MLP width and heads; a state-space model (Mamba: no heads) has an inner width instead. */
+function attentionLines(summary: ModelSummary): [string, string][] {
+  if (summary.heads === 0) return [['inner size', String(summary.intermediateSize)], ['heads', 'none (state-space layers)']];
+  return [
+    ['MLP size', String(summary.intermediateSize)],
+    ['heads', `${summary.heads} query, ${summary.kvHeads} key/value, head dim ${summary.headDim}`],
+  ];
+}
+
 export async function inspectCommand(modelPath: string, json: boolean): Promise<void> {
   const model = await loadModel(modelPath);
   const summary = summarize(model);
@@ -82,11 +91,10 @@ export async function inspectCommand(modelPath: string, json: boolean): Promise<
     ['architecture', `${summary.architecture} (${summary.modelType}, family ${summary.family})`],
     ['layers', String(summary.layers)],
     ['hidden size', String(summary.hiddenSize)],
-    ['MLP size', String(summary.intermediateSize)],
-    ['heads', `${summary.heads} query, ${summary.kvHeads} key/value, head dim ${summary.headDim}`],
+    ...attentionLines(summary),
     ['vocabulary', String(summary.vocabSize)],
     ['context', String(summary.context)],
-    ['positions', summary.ropeTheta === null ? 'learned' : `RoPE theta ${summary.ropeTheta}, scaling ${summary.ropeScaling}`],
+    ['positions', summary.heads === 0 ? 'none (recurrent)' : summary.ropeTheta === null ? 'learned' : `RoPE theta ${summary.ropeTheta}, scaling ${summary.ropeScaling}`],
     ['embeddings', summary.tiedEmbeddings ? 'tied to the LM head' : 'separate LM head'],
     ['parameters', `${summary.parameters.toLocaleString('en-US')} (${(summary.parameters / 1e6).toFixed(1)} M)`],
     ['dtypes', dtypes],

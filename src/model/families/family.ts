@@ -82,6 +82,14 @@ export interface GgufTensors {
   readStored(ggufName: string): Float32Array | undefined;
 }
 
+/** How a tensor stored in another form than Hugging Face's is read back. */
+export interface StoredForm {
+  /** Hugging Face's shape from the stored one (Mamba's conv1d: [d_inner, K] → [d_inner, 1, K]). */
+  shape?(stored: number[]): number[];
+  /** Hugging Face's values from the stored ones (Mamba's A = −exp(A_log) → A_log). */
+  values?(stored: Float32Array): Float32Array;
+}
+
 /** How a family's tensors are named and laid out in GGUF files (llama.cpp's conventions). */
 export interface GgufLayout {
   /** `general.architecture` values read as this family, with the model_type each becomes. */
@@ -105,6 +113,12 @@ export interface GgufLayout {
    * norm weights are stored as 1 + w. Absent or 0: stored as is.
    */
   storedOffset?(name: string): number;
+  /** Block tensors llama.cpp names without a `.weight` suffix (Mamba's ssm_a, ssm_d): GGUF name → the whole Hugging Face name under the layer prefix. */
+  bareLayerNames?: Record<string, string>;
+  /** A tensor (Hugging Face name) llama.cpp stores in another form, or undefined: how to read it back. */
+  storedForm?(name: string): StoredForm | undefined;
+  /** The architecture has no attention (Mamba): its header states no heads and no MLP width. */
+  noAttention?: boolean;
   /** The config from GGUF metadata, the tensors present being known. */
   parseConfig(meta: GgufMetadata, arch: string, modelType: string, tensors: GgufTensors, file: string): ModelConfig;
 }
@@ -219,8 +233,8 @@ export interface Family {
   linears: readonly LinearSpec[];
   /** Roles that read the same input, in forward order: statistics are gathered once per group. */
   inputGroups: readonly (readonly string[])[];
-  /** The units structured pruning removes, in terms of `linears`' roles. */
-  structure: BlockStructure;
+  /** The units structured pruning removes, in terms of `linears`' roles; absent when the block has no heads or MLP channels (Mamba), and structured pruning is refused. */
+  structure?: BlockStructure;
 
   /** Runs block `ctx.layer` on the residual stream `hidden` [rows, hiddenSize], in place. */
   forward(block: Block, hidden: Float32Array, ctx: BlockContext): Promise<void>;
