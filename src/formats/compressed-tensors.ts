@@ -249,24 +249,24 @@ function checkParts(store: SafetensorsStore, prefix: string, storage: SparseStor
   const values = need('compressed');
   const bitmask = need('bitmask');
   if (store.has(`${prefix}.weight`)) fail(`is stored both dense ("${prefix}.weight") and compressed`);
-  if (shapeInfo.dtype !== 'I64' || product(shapeInfo.shape) !== 2) fail(`its shape tensor should be two I64 values, is ${shapeInfo.dtype} [${shapeInfo.shape}]`);
+  if (shapeInfo.dtype !== 'I64' || product(shapeInfo.shape) !== 2) fail(`its shape tensor should be two I64 values, is ${shapeInfo.dtype} [${shapeInfo.shape.join(', ')}]`);
   const shapeBytes = store.readBytes(`${prefix}.shape`);
   const view = new DataView(shapeBytes.buffer, shapeBytes.byteOffset, shapeBytes.byteLength);
   const [rows, cols] = [view.getBigInt64(0, true), view.getBigInt64(8, true)].map((value) => (value > 0n && value <= 2n ** 31n ? Number(value) : fail(`its shape tensor holds ${value}, not a positive size`))) as [number, number];
   if (!FLOAT_DTYPES.includes(values.dtype)) fail(`its values are ${values.dtype}, not ${FLOAT_DTYPES.join(', ')}`);
   const bytesPerRow = Math.ceil(cols / 8);
   if (bitmask.dtype !== 'U8' || bitmask.shape.length !== 2 || bitmask.shape[0] !== rows || bitmask.shape[1] !== bytesPerRow) {
-    fail(`its bitmask is ${bitmask.dtype} [${bitmask.shape}], a [${rows}, ${cols}] matrix needs U8 [${rows}, ${bytesPerRow}]`);
+    fail(`its bitmask is ${bitmask.dtype} [${bitmask.shape.join(', ')}], a [${rows}, ${cols}] matrix needs U8 [${rows}, ${bytesPerRow}]`);
   }
   let kept: number;
   if (storage === '2:4') {
     if (cols % 4 !== 0) fail(`2:4 storage needs a multiple of 4 columns, the shape tensor says ${cols}`);
-    if (values.shape.length !== 2 || values.shape[0] !== rows || values.shape[1] !== cols / 2) fail(`2:4 values of a [${rows}, ${cols}] matrix should be [${rows}, ${cols / 2}], are [${values.shape}]`);
+    if (values.shape.length !== 2 || values.shape[0] !== rows || values.shape[1] !== cols / 2) fail(`2:4 values of a [${rows}, ${cols}] matrix should be [${rows}, ${cols / 2}], are [${values.shape.join(', ')}]`);
     kept = (rows * cols) / 2;
   } else {
     const offsets = need('row_offsets');
-    if (offsets.dtype !== 'I64' || offsets.shape.length !== 1 || offsets.shape[0] !== rows) fail(`its row_offsets are ${offsets.dtype} [${offsets.shape}], should be I64 [${rows}]`);
-    if (values.shape.length !== 1 || values.shape[0]! > rows * cols) fail(`its values should be 1-D and at most ${rows * cols}, are [${values.shape}]`);
+    if (offsets.dtype !== 'I64' || offsets.shape.length !== 1 || offsets.shape[0] !== rows) fail(`its row_offsets are ${offsets.dtype} [${offsets.shape.join(', ')}], should be I64 [${rows}]`);
+    if (values.shape.length !== 1 || values.shape[0]! > rows * cols) fail(`its values should be 1-D and at most ${rows * cols}, are [${values.shape.join(', ')}]`);
     kept = values.shape[0]!;
   }
   const byteLength = PARTS.filter((part) => store.has(`${prefix}.${part}`)).reduce((sum, part) => sum + store.info(`${prefix}.${part}`).byteLength, 0);
@@ -293,7 +293,10 @@ function decompress(store: SafetensorsStore, entry: CompressedEntry): Float32Arr
     if (row[bytesPerRow - 1]! & padding) fail(`bitmask row ${r} has bits set past column ${cols}`);
     for (const byte of row) total += POPCOUNT[byte]!;
     if (info.storage === '2:4') {
-      for (const byte of row) if (POPCOUNT[byte & 0x0f] !== 2 || POPCOUNT[byte >> 4] !== 2) fail(`bitmask row ${r} has a group of four without exactly two kept weights`);
+      // Group g is the low (even g) or high (odd g) half of byte ⌊g / 2⌋.
+      for (let group = 0; group < cols / 4; group++) {
+        if (POPCOUNT[(row[group >> 1]! >> ((group & 1) * 4)) & 0x0f] !== 2) fail(`bitmask row ${r} has a group of four without exactly two kept weights`);
+      }
     }
   }
   if (total !== kept) fail(`the bitmask keeps ${total} weights but ${kept} values are stored`);
