@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { getBackend } from '../src/backend/index.js';
+import { summarize } from '../src/cli/commands/inspect.js';
 import { openSafetensors, writeSafetensors, type TensorToWrite } from '../src/formats/safetensors.js';
 import { loadModel } from '../src/model/load.js';
 import type { SparsityTarget } from '../src/prune/method.js';
@@ -98,6 +99,8 @@ test('the engine sees which matrices were stored sparse; embeddings and norms st
     assert.equal(model.source.storage('model.embed_tokens.weight'), 'dense');
     assert.equal(model.source.storage('model.layers.0.input_layernorm.weight'), 'dense');
     assert.equal(model.source.dtype('model.layers.0.mlp.down_proj.weight'), pair === twoFour ? 'BF16' : 'F16');
+    // 5 blocks × (q 64×64, k and v 32×64, o 64×64, gate, up 172×64, down 64×172) compressed.
+    assert.deepEqual(summarize(model).storage, { dense: 260_032 - 226_560, [storage]: 226_560 });
     model.source.close();
     const dense = await loadModel(pair.dense, { backend: getBackend() });
     for (const linear of Object.values(dense.layer(4).linears)) assert.equal(linear.storage, undefined);
