@@ -204,22 +204,33 @@ const PARTS = ['shape', 'compressed', 'bitmask', 'row_offsets'];
 export function decompressingStore(store: SafetensorsStore, storage: SparseStorage): TensorStore {
   const compressed = new Map<string, CompressedEntry>();
   const hidden = new Set<string>();
-  for (const { name } of store.list()) {
-    if (!name.endsWith('.bitmask')) continue;
-    const entry = checkParts(store, name.slice(0, -'.bitmask'.length), storage);
-    compressed.set(entry.info.name, entry);
-    for (const part of PARTS) hidden.add(`${entry.prefix}.${part}`);
+  try {
+    for (const { name } of store.list()) {
+      if (!name.endsWith('.bitmask')) continue;
+      const entry = checkParts(store, name.slice(0, -'.bitmask'.length), storage);
+      compressed.set(entry.info.name, entry);
+      for (const part of PARTS) hidden.add(`${entry.prefix}.${part}`);
+    }
+  } catch (error) {
+    store.close();
+    throw error;
   }
   const dense = (name: string) => !hidden.has(name) && store.has(name);
+  const copy = (entry: CompressedEntry): TensorInfo => ({ ...entry.info, shape: [...entry.info.shape] });
   return {
     format: store.format,
     path: store.path,
     metadata: store.metadata,
-    list: () => [...store.list().filter((info) => !hidden.has(info.name)), ...[...compressed.values()].map((entry) => ({ ...entry.info, shape: [...entry.info.shape] }))],
+    // In file order, each compressed matrix where its bitmask is.
+    list: () =>
+      store.list().flatMap((info) => {
+        const entry = info.name.endsWith('.bitmask') ? compressed.get(`${info.name.slice(0, -'.bitmask'.length)}.weight`) : undefined;
+        return entry ? [copy(entry)] : hidden.has(info.name) ? [] : [info];
+      }),
     has: (name) => compressed.has(name) || dense(name),
     info(name) {
       const entry = compressed.get(name);
-      if (entry) return { ...entry.info, shape: [...entry.info.shape] };
+      if (entry) return copy(entry);
       if (!dense(name)) throw new TopiaryError(`no tensor named "${name}"`, store.path);
       return store.info(name);
     },
