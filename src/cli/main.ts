@@ -70,10 +70,13 @@ topiary eval --model PATH --tasks arc_easy,piqa,...|all [--limit N] [--out FILE]
     return `topiary prune --model PATH --method NAME (--sparsity P | --pattern N:M | --ratio R) --out DIR
         [--permute] [--calib c4|wikitext2|text:FILE] [--nsamples N] [--seqlen L] [--seed S]
         [--layers ROLE,...] [--option KEY=VALUE ...] [--batch-windows B] [--dtype F32|F16|BF16]
-        [--resume] [--overwrite] [--json]
+        [--save-format dense|sparse] [--resume] [--overwrite] [--json]
   Prunes without retraining, block by block on calibration windows, and writes the pruned model
   and topiary.json to DIR: a Hugging Face folder (config.json, model.safetensors, tokenizer) when
   every block keeps the same shapes and no bias was added, else DIR/model.gguf (llama.cpp runs it).
+  --save-format sparse (unstructured and N:M) stores the pruned matrices compressed as
+  compressed-tensors does (llm-compressor, vLLM): sparse-24-bitmask for 2:4, else sparse-bitmask,
+  the kept values in --dtype and one bit per weight; Topiary reads such folders like dense ones.
   DIR must be new, empty or an earlier Topiary run; --overwrite allows other files there
   (Topiary's own file names are replaced). Ctrl-C keeps the finished blocks: the same command
   with --resume continues.
@@ -88,7 +91,8 @@ ${methodLines(STRUCTURED_METHODS)}
 
   --layers takes the roles of the model's family (default: all of them):
 ${families}
-  Defaults: --calib c4 --nsamples 128 --seqlen min(2048, context) --seed 0 --batch-windows 4 --dtype F32.
+  Defaults: --calib c4 --nsamples 128 --seqlen min(2048, context) --seed 0 --batch-windows 4 --dtype F32
+  --save-format dense.
 `;
   },
 };
@@ -241,6 +245,7 @@ async function run(argv: string[]): Promise<void> {
         option: { type: 'string', multiple: true },
         'batch-windows': { type: 'string' },
         dtype: { type: 'string' },
+        'save-format': { type: 'string' },
         out: { type: 'string' },
         resume: { type: 'boolean' },
         overwrite: { type: 'boolean' },
@@ -248,6 +253,8 @@ async function run(argv: string[]): Promise<void> {
       applyThreads(values.threads);
       const dtype = typeof values.dtype === 'string' ? values.dtype.toUpperCase() : 'F32';
       if (dtype !== 'F32' && dtype !== 'F16' && dtype !== 'BF16') throw new UsageError(`--dtype must be F32, F16 or BF16, got "${dtype}"`);
+      const saveFormat = values['save-format'] ?? 'dense';
+      if (saveFormat !== 'dense' && saveFormat !== 'sparse') throw new UsageError(`--save-format must be dense or sparse, got "${String(saveFormat)}"`);
       await pruneCommand(
         {
           model: required(values.model, '--model'),
@@ -262,6 +269,7 @@ async function run(argv: string[]): Promise<void> {
           overwrite: values.overwrite === true,
           batchWindows: integer(values['batch-windows'], '--batch-windows', 4),
           dtype,
+          saveFormat,
         },
         values.json === true,
       );

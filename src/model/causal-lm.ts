@@ -143,10 +143,12 @@ export class CausalLM {
       if (shape.length !== 2) throw new TopiaryError(`tensor "${name}.weight" should be 2-D, has shape [${shape}]`, this.source.path);
       const [outFeatures, inFeatures] = shape as [number, number];
       const biasName = `${name}.bias`;
+      const storage = this.source.storage(`${name}.weight`);
       linears[spec.role] = {
         weight: this.readTensor(`${name}.weight`),
         outFeatures,
         inFeatures,
+        ...(storage !== 'dense' ? { storage } : {}),
         ...(this.source.has(biasName) ? { bias: this.readTensor(biasName, [outFeatures]) } : {}),
       };
     }

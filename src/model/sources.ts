@@ -8,8 +8,9 @@ import * as path from 'node:path';
 import { openGguf } from '../formats/gguf.js';
 import { ggufHyperparameters } from '../formats/gguf-hparams.js';
 import { openLlama2c } from '../formats/llama2c.js';
+import { decompressingStore, sparseStorageOf } from '../formats/compressed-tensors.js';
 import { openSafetensors } from '../formats/safetensors.js';
-import { readFinite, type TensorStore } from '../formats/tensors.js';
+import { readFinite, type SparseStorage, type TensorStore } from '../formats/tensors.js';
 import { hasVocabMerges, tokenizerFromGguf, tokenizerFromJson, tokenizerFromLlama2cBin, tokenizerFromVocabMerges } from '../tokenizers/load.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
 import { TopiaryError } from '../util/errors.js';
@@ -35,6 +36,12 @@ export interface ModelSource {
   shape(name: string): number[];
   /** Stored dtype of a canonical tensor, for `inspect`. */
   dtype(name: string): string;
+  /**
+   * How the file stores a canonical matrix: 'dense', or compressed ('bitmask': any sparsity; '2:4':
+   * at most two nonzeros in every group of four consecutive weights of a row of the canonical
+   * [out, in] matrix). read() returns the dense values either way.
+   */
+  storage(name: string): TensorStorage;
   read(name: string): Float32Array;
   /**
    * Rows `rows` (ascending, distinct) of a 2-D tensor, packed in that order: the embedding rows a
@@ -45,6 +52,8 @@ export interface ModelSource {
   tokenizer: Tokenizer | { missing: string };
   close(): void;
 }
+
+export type TensorStorage = 'dense' | SparseStorage;
 
 interface Mapping {
   storeName: string;
@@ -128,6 +137,12 @@ function mappedSource(
     has: (name) => mapping.has(name),
     shape: (name) => mappedShape(store, lookup(name)),
     dtype: (name) => store.info(lookup(name).storeName).dtype,
+    storage(name) {
+      const entry = lookup(name);
+      const storage = store.info(entry.storeName).storage ?? 'dense';
+      // Groups of four run along the stored rows: transposed, they are no longer 2:4 in the canonical rows.
+      return storage === '2:4' && entry.transposed ? 'bitmask' : storage;
+    },
     read,
     readRows(name, rows) {
       const entry = lookup(name);
@@ -171,7 +186,9 @@ function fromHfFolder(dir: string): ModelSource {
   if (typeof json.model_type !== 'string') throw new TopiaryError('missing required field "model_type"', configFile);
   const family = familyFor(json.model_type, configFile);
   const config = family.parseConfig(json, configFile);
-  const store = openSafetensors(dir);
+  const sparse = sparseStorageOf(json, configFile);
+  const files = openSafetensors(dir);
+  const store = sparse ? decompressingStore(files, sparse) : files;
   const mapping = new Map<string, Mapping>();
   for (const info of store.list()) {
     const name = family.canonicalTensorName ? family.canonicalTensorName(info.name) : info.name;

@@ -62,6 +62,7 @@ export function prunedSource(base: ModelSource, keptLayers: readonly number[], b
     has: (name) => tensors.has(name) || (outer.includes(name) && base.has(name)),
     shape: (name) => tensors.get(name)?.shape ?? base.shape(name),
     dtype: (name) => (tensors.has(name) ? 'F32' : base.dtype(name)),
+    storage: (name) => (tensors.has(name) ? 'dense' : base.storage(name)),
     read(name) {
       const entry = tensors.get(name);
       if (!entry) return base.read(name);

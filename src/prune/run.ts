@@ -14,7 +14,7 @@ import { checkCalibrationFits, describeCalibration, drawCalibration } from '../d
 import { describeCorpus, parseCorpusSpec } from '../data/corpora.js';
 import { resolveDataDir } from '../data/datadir.js';
 import { exportGguf, ggufUnsupported } from '../export/gguf-writer.js';
-import { exportHfFolder, type ExportDtype } from '../export/hf-folder.js';
+import { exportHfFolder, type ExportDtype, type SparseExport } from '../export/hf-folder.js';
 import { CausalLM } from '../model/causal-lm.js';
 import { parseHubId } from '../model/hub.js';
 import { loadModel } from '../model/load.js';
@@ -31,6 +31,8 @@ import { projectionRole, PROJECTIONS, structureOf } from './structured/geometry.
 import type { StructuredMethod } from './structured/method.js';
 import { structuredStrategy } from './structured/strategy.js';
 import { unstructuredStrategy, validateUnstructured } from './unstructured.js';
+
+export type SaveFormat = 'dense' | 'sparse';
 
 /** What to remove: a sparsity or N:M pattern in every selected matrix, or a share of the decoder's parameters as whole units. */
 export type PruneTarget = SparsityTarget | { kind: 'structured'; ratio: number };
@@ -58,6 +60,11 @@ export interface PruneSettings {
   errorWindows?: number;
   /** Stored dtype of the exported weights; default F32 (GGUF takes BF16 as F16). */
   dtype?: ExportDtype;
+  /**
+   * 'sparse' stores the pruned matrices compressed (compressed-tensors sparse-bitmask, or
+   * sparse-24-bitmask for 2:4); unstructured and N:M only. Default 'dense'.
+   */
+  saveFormat?: SaveFormat;
   onEvent?: (event: PipelineEvent | { kind: 'calibration'; windows: number; notes: string[] } | { kind: 'export-warning'; message: string }) => void;
 }
 
@@ -149,6 +156,9 @@ export async function pruneModel(settings: PruneSettings): Promise<RunSummary> {
   const started = performance.now();
   findMethod(settings.method);
   parseCorpusSpec(settings.calibration.corpus);
+  if (settings.saveFormat === 'sparse' && settings.target.kind === 'structured') {
+    throw new UsageError('--save-format sparse is for unstructured and N:M pruning (structured pruning removes weights instead of zeroing them)');
+  }
   // The output folder is checked and locked before any work.
   const output = OutputFolder.claim(settings.out, { overwrite: settings.overwrite ?? false });
   try {
@@ -199,10 +209,24 @@ async function pruneInto(output: OutputFolder, settings: PruneSettings, started:
   const warnings: string[] = [];
   let format: RunSummary['format'];
   let files: string[];
+  let sparse: SparseExport | undefined;
   if (fitsHuggingFace(pruned, model.source)) {
     format = 'safetensors';
-    const exported = exportHfFolder(smaller, staging, { dtype, override: () => undefined });
+    const { target } = settings;
+    const exported = exportHfFolder(smaller, staging, {
+      dtype,
+      override: () => undefined,
+      ...(settings.saveFormat === 'sparse'
+        ? {
+            sparse: {
+              matrices: result.reports.flatMap((report) => report.matrices.map((matrix) => `${matrix.name}.weight`)),
+              ...(target.kind === 'nm' ? { pattern: { n: target.n, m: target.m } } : {}),
+            },
+          }
+        : {}),
+    });
     files = exported.files;
+    sparse = exported.sparse;
     warnings.push(...exported.warnings);
   } else {
     format = 'gguf';
@@ -257,11 +281,12 @@ async function pruneInto(output: OutputFolder, settings: PruneSettings, started:
       batchWindows,
       ...(structured ? {} : { errorWindows }),
       dtype: format === 'gguf' && dtype !== 'F32' ? 'F16' : dtype,
+      saveFormat: settings.saveFormat ?? 'dense',
       resumed: settings.resume,
     },
     calibration: describeCalibration(calibration),
     environment: environmentInfo(model.backend),
-    output: { format, files: files.map((file) => path.basename(file)), bytes, warnings },
+    output: { format, files: files.map((file) => path.basename(file)), bytes, warnings, ...(sparse ? { sparse } : {}) },
     layers: result.reports,
   };
   writeRunRecord(path.join(staging, 'topiary.json'), record);

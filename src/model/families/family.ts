@@ -12,6 +12,7 @@
 import type { Backend } from '../../backend/backend.js';
 import type { SparseMatrix } from '../../backend/sparse.js';
 import type { GgufMetadata } from '../../formats/gguf.js';
+import type { SparseStorage } from '../../formats/tensors.js';
 import type { ModelConfig } from '../config.js';
 import type { KvCache } from '../components/kv-cache.js';
 import type { RopeTable } from '../components/rope.js';
@@ -30,6 +31,13 @@ export interface Linear {
   bias?: Float32Array;
   outFeatures: number;
   inFeatures: number;
+  /**
+   * Set when the model file stored this weight compressed (prune --save-format sparse, or any
+   * compressed-tensors sparse folder): 'bitmask' for any sparsity, '2:4' when every group of four
+   * consecutive weights in a row of `weight` holds at most two nonzeros. `weight` is dense either
+   * way; a sparse kernel may build its compressed form from it.
+   */
+  storage?: SparseStorage;
 }
 
 /** One linear layer of a block, as the family stores it. */
