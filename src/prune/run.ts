@@ -96,7 +96,8 @@ function strategyFor(model: CausalLM, settings: PruneSettings, errorWindows: num
     const reason = method.invalidOptions(methodOptions);
     if (reason) throw new UsageError(`${method.name}: ${reason}`);
     checkStructuredFamily(model);
-    const unsupported = method.addsBias || method.allocation(methodOptions) === 'global' ? ggufUnsupported(model) : undefined;
+    const unevenLayers = method.allocation(methodOptions) === 'global';
+    const unsupported = method.addsBias || unevenLayers ? ggufUnsupported(model, { unevenLayers, addedBiasRoles: method.addsBias ? ['o', 'down'] : [] }) : undefined;
     if (unsupported) throw new UsageError(`${method.name} writes its result as GGUF (uneven layers or added biases), and ${unsupported}; wanda-sp and magnitude-sp write Hugging Face folders`);
     return { strategy: structuredStrategy(model, method, target.ratio, methodOptions) };
   }
