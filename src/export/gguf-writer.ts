@@ -273,6 +273,8 @@ function tokenizerKeyValues(vocabulary: GgufVocabulary, vocabSize: number): Gguf
 export interface GgufExportResult {
   architecture: string;
   bytes: number;
+  /** How many tensors were written in each type (1-D ones and fallbacks stay in higher precision). */
+  tensorTypes: Partial<Record<GgufTensorType, number>>;
   /** What the file lacks or may do differently from Topiary, e.g. why it has no tokenizer. */
   warnings: string[];
 }
@@ -401,9 +403,8 @@ const ARCH_VALUE_TYPES = { u32: GgufValueType.UINT32, f32: GgufValueType.FLOAT32
  * norms stored as 1 + w. Streams tensor by tensor into an atomic write.
  *
  * The tokenizer is carried over from a GGUF source (every `tokenizer.*` key) and converted from any
- * other (llama2.c tokenizer.bin, tokenizer.json) that GGUF can express; otherwise the file says
- * `tokenizer.ggml.model = none` (llama.cpp then runs it on token ids, with vocab_size dummy tokens)
- * and a warning says why.
+ * other (llama2.c tokenizer.bin, tokenizer.json) that GGUF can express; otherwise the file has
+ * none (Topiary still runs it on token ids; llama.cpp needs one to load it) and a warning says why.
  */
 export function exportGguf(model: CausalLM, file: string, options: GgufExportOptions): GgufExportResult {
   const { config, source, family } = model;
@@ -446,7 +447,6 @@ export function exportGguf(model: CausalLM, file: string, options: GgufExportOpt
   }
   const tokenizer = tokenizerOf(source, config.vocabSize);
   keyValues.push(...tokenizer.keyValues);
-  if (!tokenizer.keyValues.some((kv) => kv.key === 'tokenizer.ggml.model')) keyValues.push({ key: 'tokenizer.ggml.model', type: GgufValueType.STRING, value: 'none' });
   const warnings = [...tokenizer.warnings, ...(writing.warnings?.(config) ?? [])];
 
   const tensors: GgufTensorToWrite[] = [];
@@ -473,5 +473,7 @@ export function exportGguf(model: CausalLM, file: string, options: GgufExportOpt
   }
   for (const extra of writing.extraTensors?.(config) ?? []) tensors.push({ name: extra.name, shape: [extra.data.length], type: 'F32', data: () => extra.data });
   writeGguf(file, keyValues, tensors);
-  return { architecture: arch, bytes: fs.statSync(file).size, warnings };
+  const tensorTypes: Partial<Record<GgufTensorType, number>> = {};
+  for (const tensor of tensors) tensorTypes[tensor.type] = (tensorTypes[tensor.type] ?? 0) + 1;
+  return { architecture: arch, bytes: fs.statSync(file).size, tensorTypes, warnings };
 }
