@@ -18,7 +18,7 @@
 import * as fs from 'node:fs';
 import { GgufValueType, openGguf, type GgufValue } from '../formats/gguf.js';
 import { floatToHalfBits } from '../formats/binary.js';
-import { quantizeQ4_0, quantizeQ4_K, quantizeQ8_0 } from '../formats/ggml-quantize.js';
+import { quantizeQ4_0, quantizeQ4_K, quantizeQ5_0, quantizeQ8_0 } from '../formats/ggml-quantize.js';
 import { GGML_TYPES, ggmlByteLength, type GgmlType } from '../formats/ggml-quants.js';
 import type { CausalLM } from '../model/causal-lm.js';
 import type { Family, GgufWriting } from '../model/families/family.js';
@@ -42,7 +42,7 @@ export interface GgufKeyValue {
   elementType?: GgufValueType;
 }
 
-export type GgufTensorType = 'F32' | 'F16' | 'Q8_0' | 'Q4_0' | 'Q4_K';
+export type GgufTensorType = 'F32' | 'F16' | 'Q8_0' | 'Q4_0' | 'Q5_0' | 'Q4_K';
 
 export interface GgufTensorToWrite {
   name: string;
@@ -123,7 +123,7 @@ function writeKeyValue(sink: ByteSink, kv: GgufKeyValue): void {
   for (const item of kv.value) writeScalar(sink, kv.elementType, item, kv.key);
 }
 
-const TENSOR_TYPES: Record<GgufTensorType, GgmlType> = { F32: GGML_TYPES.F32, F16: GGML_TYPES.F16, Q8_0: GGML_TYPES.Q8_0, Q4_0: GGML_TYPES.Q4_0, Q4_K: GGML_TYPES.Q4_K };
+const TENSOR_TYPES: Record<GgufTensorType, GgmlType> = { F32: GGML_TYPES.F32, F16: GGML_TYPES.F16, Q8_0: GGML_TYPES.Q8_0, Q4_0: GGML_TYPES.Q4_0, Q5_0: GGML_TYPES.Q5_0, Q4_K: GGML_TYPES.Q4_K };
 
 /** The tensor's bytes; refuses a NaN or infinity (or a value F16 cannot hold) rather than write it. */
 function encodeTensor(tensor: GgufTensorToWrite, data: Float32Array, file: string): Uint8Array {
@@ -142,6 +142,8 @@ function encodeTensor(tensor: GgufTensorToWrite, data: Float32Array, file: strin
       return quantizeQ8_0(data);
     case 'Q4_0':
       return quantizeQ4_0(data);
+    case 'Q5_0':
+      return quantizeQ5_0(data);
     case 'Q4_K':
       return quantizeQ4_K(data);
   }
@@ -215,12 +217,12 @@ function inferKeyValue(key: string, value: GgufValue): GgufKeyValue | undefined 
 }
 
 /** The tensor types `topiary export --quant` offers. */
-export const GGUF_QUANTS = ['F32', 'F16', 'Q8_0', 'Q4_0', 'Q4_K'] as const;
+export const GGUF_QUANTS: readonly GgufTensorType[] = ['F32', 'F16', 'Q8_0', 'Q4_0', 'Q4_K'];
 
 export interface GgufExportOptions {
   /**
    * Type of the 2-D tensors (weights, embeddings); 1-D ones (norms, biases) stay F32 as llama.cpp's
-   * converter keeps them. A matrix whose rows are not whole blocks falls back (FALLBACK).
+   * converter keeps them. A matrix whose rows are not whole blocks falls back (matrixType).
    */
   dtype: GgufTensorType;
   /** general.name. */
@@ -281,20 +283,17 @@ export interface GgufExportResult {
 
 
 /**
- * A 2-D tensor whose rows are not whole blocks of the requested type is written in the next type
- * down this chain (as llama.cpp's quantize falls back): SmolLM2's 576-wide rows are not whole Q4_K
- * super-blocks of 256, so its attention weights become Q4_0.
+ * The type of a matrix with rows of `cols` values, as llama.cpp's quantize chooses it
+ * (tensor_type_fallback): rows that are not whole Q4_K super-blocks of 256 take Q5_0 (SmolLM2's
+ * 576-wide rows do), and rows that are not whole blocks of 32 take F16.
  */
-const FALLBACK: Partial<Record<GgufTensorType, GgufTensorType>> = { Q4_K: 'Q4_0', Q4_0: 'F16', Q8_0: 'F16' };
-
 function matrixType(requested: GgufTensorType, cols: number): GgufTensorType {
-  let type = requested;
-  while (cols % TENSOR_TYPES[type].blockSize !== 0) type = FALLBACK[type]!;
-  return type;
+  const type = requested === 'Q4_K' && cols % 256 !== 0 ? 'Q5_0' : requested;
+  return cols % TENSOR_TYPES[type].blockSize === 0 ? type : 'F16';
 }
 
-/** llama.cpp's general.file_type for each export type (LLAMA_FTYPE_ALL_F32, MOSTLY_F16, MOSTLY_Q8_0, MOSTLY_Q4_0, MOSTLY_Q4_K_S). */
-const FILE_TYPES: Record<GgufTensorType, number> = { F32: 0, F16: 1, Q8_0: 7, Q4_0: 2, Q4_K: 14 };
+/** llama.cpp's general.file_type for each type (LLAMA_FTYPE_ALL_F32, MOSTLY_F16, MOSTLY_Q8_0, MOSTLY_Q4_0, MOSTLY_Q5_0, MOSTLY_Q4_K_S). */
+const FILE_TYPES: Record<GgufTensorType, number> = { F32: 0, F16: 1, Q8_0: 7, Q4_0: 2, Q5_0: 8, Q4_K: 14 };
 
 /** What a result will be, for checks before it exists: blocks of different shapes, biases added to these roles. */
 export interface ExpectedResult {

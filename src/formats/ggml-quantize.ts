@@ -1,12 +1,12 @@
 /**
  * Quantization of fp32 rows to ggml's block types, the inverse of ./ggml-quants.ts. Each follows
  * ggml's reference quantizer (ggml-quants.c, quantize_row_*_ref) step for step, rounding to fp32
- * wherever C does (Math.fround), so the bytes equal what llama.cpp's converter writes: Q8_0 and
- * Q4_0 match the `gguf` Python package (gguf.quants) bit for bit, which test/quantize.test.ts
- * checks; Q4_K, which gguf.quants only dequantizes, follows quantize_row_q4_K_ref.
+ * wherever C does (Math.fround), so the bytes equal what llama.cpp writes: test/quantize.test.ts
+ * checks Q8_0, Q4_0 and Q5_0 against the `gguf` Python package (gguf.quants) and every type against
+ * ggml's own quantize_row_*_ref (called in node-llama-cpp's libggml-base), bit for bit.
  *
  * Rounding: C's roundf (Q8_0) rounds half away from zero; ggml's nearest_int (Q4_K) adds 1.5·2²³
- * in fp32 and so rounds half to even; Q4_0 truncates x/d + 8.5.
+ * in fp32 and so rounds half to even; Q4_0 and Q5_0 truncate x/d + 8.5 (16.5).
  */
 import { floatToHalfBits, halfToFloatTable } from './binary.js';
 
@@ -44,30 +44,61 @@ export function quantizeQ8_0(values: Float32Array): Uint8Array {
   return out;
 }
 
+/** The value of largest magnitude in `x`, the first such (ggml's `amax < fabsf(v)` scan). */
+function signedAbsMax(x: Float32Array): number {
+  let amax = 0;
+  let max = 0;
+  for (const v of x) {
+    if (Math.abs(v) > amax) {
+      amax = Math.abs(v);
+      max = v;
+    }
+  }
+  return max;
+}
+
 /**
- * Q4_0 (18 bytes per 32 values): d = m/−8 where m is the value of largest magnitude (the first such),
- * q = min(15, trunc(x/d + 8.5)); values j and j + 16 share byte j, low nibble first.
+ * Q4_0 (18 bytes per 32 values): d = m/−8 for m the value of largest magnitude, q = min(15,
+ * trunc(x/d + 8.5)); values j and j + 16 share byte j, low nibble first.
  */
 export function quantizeQ4_0(values: Float32Array): Uint8Array {
   const blocks = values.length / 32;
   const out = new Uint8Array(blocks * 18);
-  const q = new Uint8Array(32);
   for (let block = 0; block < blocks; block++) {
     const x = values.subarray(block * 32, block * 32 + 32);
-    let amax = 0;
-    let max = 0;
-    for (const v of x) {
-      if (Math.abs(v) > amax) {
-        amax = Math.abs(v);
-        max = v;
-      }
-    }
-    const d = Math.fround(max / -8);
+    const d = Math.fround(signedAbsMax(x) / -8);
     const id = d !== 0 ? Math.fround(1 / d) : 0;
     const at = block * 18;
     putHalf(out, at, d);
-    for (let j = 0; j < 32; j++) q[j] = Math.min(15, Math.trunc(Math.fround(Math.fround(x[j]! * id) + 8.5)));
-    for (let j = 0; j < 16; j++) out[at + 2 + j] = q[j]! | (q[j + 16]! << 4);
+    const q = (j: number) => Math.min(15, Math.trunc(Math.fround(Math.fround(x[j]! * id) + 8.5)));
+    for (let j = 0; j < 16; j++) out[at + 2 + j] = q(j) | (q(j + 16) << 4);
+  }
+  return out;
+}
+
+/**
+ * Q5_0 (22 bytes per 32 values): as Q4_0 with 5 bits, d = m/−16, q = min(31, trunc(x/d + 16.5));
+ * after d, a 32-bit word of every value's fifth bit (bit j for value j), then the low nibbles as
+ * Q4_0 packs them. llama.cpp's quantize falls back to it from Q4_K for rows not whole super-blocks.
+ */
+export function quantizeQ5_0(values: Float32Array): Uint8Array {
+  const blocks = values.length / 32;
+  const out = new Uint8Array(blocks * 22);
+  for (let block = 0; block < blocks; block++) {
+    const x = values.subarray(block * 32, block * 32 + 32);
+    const d = Math.fround(signedAbsMax(x) / -16);
+    const id = d !== 0 ? Math.fround(1 / d) : 0;
+    const at = block * 22;
+    putHalf(out, at, d);
+    const q = (j: number) => Math.min(31, Math.trunc(Math.fround(Math.fround(x[j]! * id) + 16.5)));
+    let high = 0;
+    for (let j = 0; j < 16; j++) {
+      const low = q(j);
+      const upper = q(j + 16);
+      out[at + 6 + j] = (low & 0xf) | ((upper & 0xf) << 4);
+      high |= ((low >> 4) << j) | ((upper >> 4) << (j + 16));
+    }
+    new DataView(out.buffer, out.byteOffset + at + 2, 4).setUint32(0, high >>> 0, true);
   }
   return out;
 }
