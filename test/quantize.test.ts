@@ -28,6 +28,8 @@ function awkwardValues(): Float32Array {
     (i) => (i % 7) * 1e-7, // scales in fp16's subnormal range
     (i) => ((i % 32) - 16) * 0.5, // exact halves after scaling: rounding ties
     (i) => (i % 32) - 15.5,
+    (i) => Math.min(i % 32, 30) * 0.5, // Q4_K: max − min = 15, so x − min lands on halves (ties to even)
+    (i) => (i % 32 === 0 ? 0 : (i % 32 === 1 ? 63 * 15 : (i % 16) + 0.5)),
     () => 3.25, // one repeated positive value
     () => -2.5, // one repeated negative value: Q4_K's max = min case
     (i) => (i % 2 === 0 ? 3 : -3), // equal magnitudes of both signs: the first wins
