@@ -31,7 +31,7 @@ export async function llamaCppTokenize(lib: typeof import('node-llama-cpp'), fil
 }
 
 /** llama.cpp's full logits at every position of `tokens`, and the next-token NLL it implies. */
-async function llamaCppRun(lib: typeof import('node-llama-cpp'), file: string, tokens: number[]) {
+export async function llamaCppRun(lib: typeof import('node-llama-cpp'), file: string, tokens: number[]) {
   const model = await loadLlamaCppModel(lib, file);
   const context = await model.createContext({ contextSize: 256, batchSize: 256, threads: 2 });
   try {

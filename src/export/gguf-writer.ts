@@ -1,19 +1,22 @@
 /**
- * GGUF v3 writer, and the export of a (possibly structurally pruned) model to a GGUF file that
- * llama.cpp runs.
+ * GGUF v3 writer, and the export of any model Topiary reads (structurally pruned ones included) to
+ * a GGUF file that llama.cpp runs.
  *
  * Layout written: magic "GGUF", version 3, tensor count, key/value count, the key/values, the
  * tensor infos (name, dims in ggml order — the row-major shape reversed —, type, offset), padding to
  * the alignment (32), then each tensor's bytes, every one starting at a multiple of the alignment.
  * Tensors are produced lazily one at a time, so memory holds one tensor however large the model.
  *
- * Models whose layers all have the same shapes are written as llama.cpp's `llama` architecture.
- * Layers with different head counts or MLP widths need per-layer hyper-parameters: llama.cpp reads
- * `attention.head_count`, `attention.head_count_kv` and `feed_forward_length` as per-layer arrays
- * for every architecture, but only its `deci` architecture (DeciLM / Nemotron-NAS: the LLaMA block
- * with per-layer sizes) builds each layer's tensors with that layer's sizes; `llama` checks every
- * layer against layer 0. So non-uniform models are written as `deci`. Both use the interleaved
- * RoPE layout, so q/k rows are permuted back from Hugging Face's rotate-half layout.
+ * Each family says how llama.cpp runs it (GgufLayout.writing in src/model/families): the
+ * architecture, which biases that architecture loads, its extra metadata, and what it would compute
+ * differently (refused). llama.cpp reads `attention.head_count`, `attention.head_count_kv` and
+ * `feed_forward_length` as per-layer arrays for every architecture, but only `deci` (DeciLM /
+ * Nemotron-NAS: the LLaMA block with per-layer sizes and optional biases on every projection)
+ * builds each layer's tensors with that layer's sizes (llama.cpp src/models/deci.cpp; the others
+ * size every layer from n_head()/n_ff() of layer 0). So LLaMA-block results with uneven layers, or
+ * with biases their own architecture does not load (Qwen2's o/down), are written as `deci`; other
+ * families' uneven results cannot be written. `llama` and `deci` rotate interleaved pairs, so q/k
+ * rows are permuted back from Hugging Face's rotate-half layout for them.
  */
 import * as fs from 'node:fs';
 import { GgufValueType, openGguf, type GgufValue } from '../formats/gguf.js';
@@ -125,6 +128,8 @@ function writeKeyValue(sink: ByteSink, kv: GgufKeyValue): void {
 
 const TENSOR_TYPES: Record<GgufTensorType, GgmlType> = { F32: GGML_TYPES.F32, F16: GGML_TYPES.F16, Q8_0: GGML_TYPES.Q8_0, Q4_0: GGML_TYPES.Q4_0, Q5_0: GGML_TYPES.Q5_0, Q4_K: GGML_TYPES.Q4_K };
 
+const QUANTIZERS = { Q8_0: quantizeQ8_0, Q4_0: quantizeQ4_0, Q5_0: quantizeQ5_0, Q4_K: quantizeQ4_K };
+
 /** The tensor's bytes; refuses a NaN or infinity (or a value F16 cannot hold) rather than write it. */
 function encodeTensor(tensor: GgufTensorToWrite, data: Float32Array, file: string): Uint8Array {
   requireFinite(data, `refusing to write tensor "${tensor.name}": it`, file);
@@ -138,14 +143,8 @@ function encodeTensor(tensor: GgufTensorToWrite, data: Float32Array, file: strin
       if (overflow >= 0) throw new TopiaryError(`refusing to write tensor "${tensor.name}": its value ${data[overflow]} at index ${overflow} does not fit F16`, file);
       return new Uint8Array(bits.buffer);
     }
-    case 'Q8_0':
-      return quantizeQ8_0(data);
-    case 'Q4_0':
-      return quantizeQ4_0(data);
-    case 'Q5_0':
-      return quantizeQ5_0(data);
-    case 'Q4_K':
-      return quantizeQ4_K(data);
+    default:
+      return QUANTIZERS[tensor.type](data);
   }
 }
 

@@ -58,50 +58,39 @@ function signedAbsMax(x: Float32Array): number {
 }
 
 /**
- * Q4_0 (18 bytes per 32 values): d = m/−8 for m the value of largest magnitude, q = min(15,
- * trunc(x/d + 8.5)); values j and j + 16 share byte j, low nibble first.
+ * Q4_0 (18 bytes per 32 values) and Q5_0 (22 bytes): with h = 8 (4 bits) or 16 (5 bits), d = m/−h
+ * for m the value of largest magnitude, q = min(2h − 1, trunc(x/d + h + 0.5)). After d (fp16),
+ * Q5_0 stores a 32-bit word of every value's fifth bit (bit j for value j); then values j and
+ * j + 16 share byte j, low nibble first. llama.cpp's quantize falls back to Q5_0 from Q4_K for rows
+ * that are not whole super-blocks.
  */
-export function quantizeQ4_0(values: Float32Array): Uint8Array {
+function quantizeByLargestMagnitude(values: Float32Array, bits: 4 | 5): Uint8Array {
+  const half = 1 << (bits - 1);
+  const nibblesAt = bits === 4 ? 2 : 6;
+  const blockBytes = nibblesAt + 16;
   const blocks = values.length / 32;
-  const out = new Uint8Array(blocks * 18);
+  const out = new Uint8Array(blocks * blockBytes);
   for (let block = 0; block < blocks; block++) {
     const x = values.subarray(block * 32, block * 32 + 32);
-    const d = Math.fround(signedAbsMax(x) / -8);
+    const d = Math.fround(signedAbsMax(x) / -half);
     const id = d !== 0 ? Math.fround(1 / d) : 0;
-    const at = block * 18;
+    const at = block * blockBytes;
     putHalf(out, at, d);
-    const q = (j: number) => Math.min(15, Math.trunc(Math.fround(Math.fround(x[j]! * id) + 8.5)));
-    for (let j = 0; j < 16; j++) out[at + 2 + j] = q(j) | (q(j + 16) << 4);
-  }
-  return out;
-}
-
-/**
- * Q5_0 (22 bytes per 32 values): as Q4_0 with 5 bits, d = m/−16, q = min(31, trunc(x/d + 16.5));
- * after d, a 32-bit word of every value's fifth bit (bit j for value j), then the low nibbles as
- * Q4_0 packs them. llama.cpp's quantize falls back to it from Q4_K for rows not whole super-blocks.
- */
-export function quantizeQ5_0(values: Float32Array): Uint8Array {
-  const blocks = values.length / 32;
-  const out = new Uint8Array(blocks * 22);
-  for (let block = 0; block < blocks; block++) {
-    const x = values.subarray(block * 32, block * 32 + 32);
-    const d = Math.fround(signedAbsMax(x) / -16);
-    const id = d !== 0 ? Math.fround(1 / d) : 0;
-    const at = block * 22;
-    putHalf(out, at, d);
-    const q = (j: number) => Math.min(31, Math.trunc(Math.fround(Math.fround(x[j]! * id) + 16.5)));
+    const q = (j: number) => Math.min(2 * half - 1, Math.trunc(Math.fround(Math.fround(x[j]! * id) + half + 0.5)));
     let high = 0;
     for (let j = 0; j < 16; j++) {
       const low = q(j);
       const upper = q(j + 16);
-      out[at + 6 + j] = (low & 0xf) | ((upper & 0xf) << 4);
+      out[at + nibblesAt + j] = (low & 0xf) | ((upper & 0xf) << 4);
       high |= ((low >> 4) << j) | ((upper >> 4) << (j + 16));
     }
-    new DataView(out.buffer, out.byteOffset + at + 2, 4).setUint32(0, high >>> 0, true);
+    if (bits === 5) new DataView(out.buffer, out.byteOffset + at + 2, 4).setUint32(0, high >>> 0, true);
   }
   return out;
 }
+
+export const quantizeQ4_0 = (values: Float32Array): Uint8Array => quantizeByLargestMagnitude(values, 4);
+export const quantizeQ5_0 = (values: Float32Array): Uint8Array => quantizeByLargestMagnitude(values, 5);
 
 /** ggml's nearest_int: fp32 round half to even. */
 function nearestInt(value: number): number {
