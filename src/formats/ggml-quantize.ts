@@ -100,9 +100,9 @@ function nearestInt(value: number): number {
 /**
  * make_qkx2_quants(n = 32, nmax = 15, rmin = −1, rdelta = 0.1, nstep = 20, use_mad = false): the
  * scale and (negated) minimum of one sub-block minimising the weighted squared error over 21 trial
- * inverse scales, each refined by least squares; the levels go to `levels`.
+ * inverse scales, each refined by least squares; the levels go to `levels` (`trial`: scratch for 32).
  */
-function subBlockScaleMin(x: Float32Array, weights: Float32Array, levels: Uint8Array): { scale: number; min: number } {
+function subBlockScaleMin(x: Float32Array, weights: Float32Array, levels: Uint8Array, trial: Uint8Array): { scale: number; min: number } {
   const n = 32;
   const nmax = 15;
   const f = Math.fround;
@@ -130,7 +130,6 @@ function subBlockScaleMin(x: Float32Array, weights: Float32Array, levels: Uint8A
     const diff = f(f(f(scale * l) + min) - x[i]!);
     bestError = f(bestError + f(weights[i]! * f(diff * diff)));
   }
-  const trial = new Uint8Array(n);
   for (let step = 0; step <= 20; step++) {
     iscale = f(f(f(-1 + f(0.1 * step)) + nmax) / f(max - min));
     let sumL = 0;
@@ -181,6 +180,7 @@ export function quantizeQ4_K(values: Float32Array): Uint8Array {
   const weights = new Float32Array(32);
   const scales = new Float32Array(8);
   const mins = new Float32Array(8);
+  const trial = new Uint8Array(32);
   for (let block = 0; block < blocks; block++) {
     const x = values.subarray(block * 256, block * 256 + 256);
     const at = block * 144;
@@ -192,7 +192,7 @@ export function quantizeQ4_K(values: Float32Array): Uint8Array {
       for (const v of sub) sumX2 = f(sumX2 + f(v * v));
       const avX = f(Math.sqrt(f(sumX2 / 32)));
       for (let l = 0; l < 32; l++) weights[l] = f(avX + Math.abs(sub[l]!));
-      const { scale, min } = subBlockScaleMin(sub, weights, levels.subarray(32 * j, 32 * j + 32));
+      const { scale, min } = subBlockScaleMin(sub, weights, levels.subarray(32 * j, 32 * j + 32), trial);
       scales[j] = scale;
       mins[j] = min;
       if (scales[j]! > maxScale) maxScale = scales[j]!;
