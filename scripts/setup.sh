@@ -22,23 +22,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# `npm install` rather than `npm ci`: node-llama-cpp lists prebuilt binaries for every platform as
-# optional dependencies, and the registry here does not carry all of them, so npm cannot write
-# them into package-lock.json and `npm ci` refuses the lock file. `npm install` follows the lock
-# file for everything it holds and leaves it unchanged.
+# `npm ci`: exactly the versions in package-lock.json. node-llama-cpp lists a prebuilt binary for
+# every platform as an optional dependency; the lock holds an entry for each (with its os/cpu), so
+# npm installs only this platform's and never needs the others from the registry.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  step "installing npm dependencies (npm install, from package-lock.json)"
-  npm install --no-audit --no-fund --loglevel=error
+  step "installing npm dependencies (npm ci, from package-lock.json)"
+  npm ci --no-audit --no-fund --loglevel=error
 fi
 
 addon=native/build/Release/topiary_native.node
 if [ ! -f "$addon" ] || [ -n "$(find native -maxdepth 1 -newer "$addon" -type f)" ]; then
   step "building the native backend (node-gyp, offline against local Node headers)"
-  # Node's own headers ship with Debian/NodeSource packages under <prefix>/include/node; point
-  # node-gyp there so it never tries to download them.
-  nodedir="$(dirname "$(dirname "$(command -v node)")")"
-  [ -f "$nodedir/include/node/node_api.h" ] || nodedir="$(npm config get nodedir)"
-  npx node-gyp rebuild --directory native --nodedir="$nodedir" --loglevel=error >&2
+  bash scripts/build-native.sh
 fi
 
 step "compiling TypeScript"

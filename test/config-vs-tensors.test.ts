@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openSafetensors, writeSafetensors } from '../src/formats/safetensors.js';
 import { loadModel } from '../src/model/load.js';
+import { familyModels } from './family-models.js';
 import { assertTopiaryError, repoRoot, tempDir } from './helpers.js';
 
 const tiny = path.join(repoRoot, 'test', 'fixtures', 'tiny', 'llama-gqa');
@@ -55,4 +56,14 @@ test('config vs tensors: an untied head the weights lack is refused, not silentl
   store.close();
   writeSafetensors(file, tensors);
   await assertRefused(dir, /untied, but the weights lack "lm_head.weight"/);
+});
+
+test('config vs tensors: fused projections that hold no whole heads are refused when the model is opened, not when a layer first runs', async () => {
+  const { dir: modelsDir } = await familyModels();
+  const dir = path.join(tempDir(), 'model');
+  fs.cpSync(path.join(modelsDir, 'phi3-gqa-partial'), dir, { recursive: true });
+  const file = path.join(dir, 'config.json');
+  // qkv_proj holds (4 + 2·2)·16 rows and o_proj 64 inputs: heads of 24 do not divide them.
+  fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(fs.readFileSync(file, 'utf8')), head_dim: 24 }));
+  await assertRefused(dir, /layer 0: the fused qkv projection has 128 outputs and o 64 inputs, not q, k and v sets of whole heads of 24$/);
 });

@@ -70,12 +70,15 @@ test('bad or unsupported configs are refused in one line naming config.json and 
   }
 });
 
-test('structured pruning is refused in one line before any work', () => {
+test("FLAP's uneven layers are refused in one line before any work, naming the uniform option", () => {
   for (const name of PRUNED_MODELS) {
     const out = tempDir();
     const result = runCli(['prune', '--model', path.join(modelsDir, name), '--method', 'flap', '--ratio', '0.2', '--out', out]);
-    assert.notEqual(result.status, 0);
-    assert.match(result.stderr, /^topiary: structured pruning needs separate q, k, v, o projections and a gated MLP; the \w+ family has \w+, \w+, \w+, \w+\n$/);
+    assert.equal(result.status, 2);
+    assert.match(
+      result.stderr,
+      /^topiary: flap gives each layer its own sizes, which a Hugging Face config cannot hold \(one size for all layers\), and llama\.cpp loads per-layer shapes only for the LLaMA block \(as deci\), not (gpt_neox|gpt2); --option structure=ul-um removes the same share from every layer and writes a Hugging Face folder\n$/,
+    );
     assert.deepEqual(fs.readdirSync(out), [], 'nothing written');
   }
 });
@@ -110,7 +113,7 @@ test('GPT-2 checkpoints with causal-mask buffers (attn.bias, attn.masked_bias) l
   assert.deepEqual(await model.logits(inputIds), await plain.logits(inputIds));
 });
 
-test('a fused q/k/v projection that does not hold whole heads is refused in one line', async () => {
+test('a fused q/k/v projection that does not hold whole heads is refused in one line when the model is opened', async () => {
   // c_attn is stored [in, out]: keep 176 of its 192 output columns (3 × 4 heads of 16).
   const dir = withTensors('gpt2', (tensors) =>
     tensors.map((tensor) => {
@@ -120,8 +123,10 @@ test('a fused q/k/v projection that does not hold whole heads is refused in one 
       return { ...tensor, shape: [64, 176], data: Float32Array.from({ length: 64 * 176 }, (_, i) => data[Math.floor(i / 176) * 192 + (i % 176)]!) };
     }),
   );
-  const model = await loadModel(dir, { backend: getBackend() });
-  await assert.rejects(model.logits([[1, 2, 3]]), /^TopiaryError: layer 0: the fused c_attn projection has 176 outputs, not three sets of whole heads of 16$/);
+  await assert.rejects(loadModel(dir, { backend: getBackend() }), {
+    name: 'TopiaryError',
+    message: `${path.join(dir, 'config.json')}: layer 0: the fused c_attn projection has 176 outputs and c_proj 64 inputs, not q, k and v sets of whole heads of 16`,
+  });
 });
 
 const TARGETS: [string, SparsityTarget][] = [

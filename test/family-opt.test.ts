@@ -87,10 +87,10 @@ test('OPT configs: a missing size names its field, LayerNorms without weights ar
   assertTopiaryError(() => opt.parseConfig({ ...config, num_attention_heads: 5 }, 'config.json'), 'config.json', /not a multiple of num_attention_heads/);
 });
 
-test('structured pruning refuses OPT in one line before any work', () => {
+test("FLAP's uneven layers are refused on OPT in one line before any work", () => {
   const out = tempDir();
   const result = runCli(['prune', '--model', modelDir('opt-prenorm'), '--method', 'flap', '--ratio', '0.2', '--calib', 'text:/nonexistent', '--out', out]);
   assert.equal(result.status, 2);
   assert.equal(result.stderr.trim().split('\n').length, 1, result.stderr);
-  assert.match(result.stderr, /structured pruning needs .* gated MLP; the opt family has q, k, v, o, fc1, fc2/);
+  assert.match(result.stderr, /^topiary: flap gives each layer its own sizes, .* not opt; --option structure=ul-um removes the same share from every layer/);
 });

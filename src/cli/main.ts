@@ -19,7 +19,11 @@ import { FAMILIES } from '../model/families/index.js';
 import { METHODS } from '../prune/methods/index.js';
 import { STRUCTURED_METHODS } from '../prune/structured/index.js';
 
-const COMMON_OPTIONS = `Common options:
+const COMMON_OPTIONS = `PATH (and --model) may be a Hugging Face Hub id ORG/NAME[@REVISION]: read from the local Hugging
+Face cache ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub), and what it lacks
+downloaded into it ($HF_TOKEN, $HF_ENDPOINT honoured; never with HF_HUB_OFFLINE=1).
+
+Common options:
   --threads N    BLAS threads (default: all cores; at most 4 × cores)
   --data-dir DIR data folder (default: $TOPIARY_DATA_DIR, else ../shared/data beside the checkout)
   -h, --help     this help
@@ -29,8 +33,8 @@ const COMMON_OPTIONS = `Common options:
 const HELP: Record<string, () => string> = {
   inspect: () => `topiary inspect PATH [--json]
       Architecture, sizes (per layer for uneven models), parameter count, dtypes and format of a
-      model: a Hugging Face folder, a folder prune wrote (model.gguf inside), a .gguf file, or a
-      llama2.c checkpoint.
+      model: a Hugging Face folder, a folder prune wrote (model.gguf inside), a .gguf file, a
+      llama2.c checkpoint, or a Hugging Face Hub id ORG/NAME[@REVISION].
 `,
   generate: () => `topiary generate --model PATH --prompt TEXT [--max-new-tokens N] [--temperature T] [--seed S]
       Generate text (temperature 0 = greedy).
@@ -71,6 +75,7 @@ topiary eval --model PATH --tasks arc_easy,piqa,...|all [--limit N] [--out FILE]
           return [`      ${m.name}: ${m.description}`, ...(options.length ? options : ['          (no options)'])].join('\n');
         })
         .join('\n');
+    const fixedHeads = FAMILIES.filter((f) => f.structure.attention.fixedHeads).flatMap((f) => f.modelTypes).join(', ');
     const families = FAMILIES.map((f) => `      ${f.modelTypes.join(', ')}: ${f.linears.map((l) => l.role).join(',')}`).join('\n');
     return `topiary prune --model PATH --method NAME (--sparsity P | --pattern N:M | --ratio R) --out DIR
         [--permute] [--calib c4|wikitext2|text:FILE] [--nsamples N] [--seqlen L] [--seed S]
@@ -86,7 +91,9 @@ topiary eval --model PATH --tasks arc_easy,piqa,...|all [--limit N] [--out FILE]
   Unstructured and N:M (--sparsity P in [0, 1), or --pattern N:M such as 2:4):
 ${methodLines(METHODS)}
   Structured (--ratio R: the share of the decoder blocks' parameters removed, as whole kv groups,
-  MLP channels and, for comp, whole blocks; families with separate q,k,v,o and a gated MLP):
+  MLP channels and, for comp, whole blocks; ${fixedHeads} keep their heads. flap's global
+  structure needs GGUF's deci layout (llama, mistral), elsewhere give structure=ul-um; flap and
+  comp add biases, which need GGUF where the family's output projections have none):
 ${methodLines(STRUCTURED_METHODS)}
 
   --layers takes the roles of the model's family (default: all of them):

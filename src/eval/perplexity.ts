@@ -1,3 +1,5 @@
+import { defaultEvaluationWindows, describeCorpus, evaluationText, parseCorpusSpec } from '../data/corpora.js';
+import { resolveDataDir } from '../data/datadir.js';
 import type { CausalLM } from '../model/causal-lm.js';
 import { UsageError } from '../util/errors.js';
 import { requireFiniteNumber } from '../util/finite.js';
@@ -56,4 +58,35 @@ export async function perplexity(model: CausalLM, tokens: readonly number[], opt
     textTokens: tokens.length,
     seconds: (performance.now() - started) / 1000,
   };
+}
+
+export interface DatasetPerplexityOptions extends Omit<PerplexityOptions, 'maxWindows'> {
+  /** `wikitext2` (test split), `c4` (validation) or `text:FILE`. */
+  dataset: string;
+  /** Evaluate only the first K windows (default: all; 256 for C4, as the papers do). */
+  maxWindows?: number;
+  /** The data folder; default TOPIARY_DATA_DIR, else ../shared/data beside the checkout. */
+  dataDir?: string;
+}
+
+export interface DatasetPerplexity extends PerplexityResult {
+  /** The dataset as described in reports (e.g. "wikitext2 test"). */
+  dataset: string;
+  tokenizeSeconds: number;
+}
+
+/** `perplexity` over a named dataset, tokenized with the model's own tokenizer (what `topiary eval --dataset` runs). */
+export async function datasetPerplexity(model: CausalLM, options: DatasetPerplexityOptions): Promise<DatasetPerplexity> {
+  const corpus = parseCorpusSpec(options.dataset);
+  const dataDir = corpus.kind === 'text' ? '' : resolveDataDir(options.dataDir);
+  const tokenizeStart = performance.now();
+  const tokens = model.tokenizer.encode(evaluationText(corpus, dataDir));
+  const tokenizeSeconds = (performance.now() - tokenizeStart) / 1000;
+  const maxWindows = options.maxWindows ?? defaultEvaluationWindows(corpus);
+  const result = await perplexity(model, tokens, {
+    seqlen: options.seqlen,
+    ...(maxWindows !== undefined ? { maxWindows } : {}),
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  });
+  return { dataset: describeCorpus(corpus), ...result, tokenizeSeconds };
 }

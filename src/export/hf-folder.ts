@@ -25,6 +25,8 @@ export interface ExportOptions {
 /** Files carried over from a Hugging Face source folder, with their size limits. */
 const CARRIED_OVER: Readonly<Record<string, number>> = {
   'tokenizer.json': READ_LIMITS.tokenizerJson,
+  'vocab.json': READ_LIMITS.tokenizerJson,
+  'merges.txt': READ_LIMITS.tokenizerJson,
   'tokenizer_config.json': READ_LIMITS.json,
   'special_tokens_map.json': READ_LIMITS.json,
   'tokenizer.model': READ_LIMITS.tokenizerBinary,

@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import { TopiaryError } from '../util/errors.js';
-import type { TensorInfo, TensorStore } from './tensors.js';
+import { rowSpan, type RowRange, type TensorInfo, type TensorStore } from './tensors.js';
 import { openRegularFile } from '../util/safe-fs.js';
 import { product, readExactly, readFloat32 } from './binary.js';
 import { GGML_TYPES, canDequantize, dequantize, ggmlByteLength, ggmlTypeFromId, type GgmlType } from './ggml-quants.js';
@@ -175,16 +175,19 @@ class GgufStore implements TensorStore {
     return publicInfo(this.entry(name));
   }
 
-  read(name: string): Float32Array {
+  read(name: string, rows?: RowRange): Float32Array {
     const entry = this.entry(name);
     if (this.fd === undefined) throw new TopiaryError(`cannot read "${name}": the tensor store was closed`, this.path);
     if (!canDequantize(entry.type)) {
       throw new TopiaryError(`tensor "${name}" has ggml type ${entry.type.name}, which Topiary cannot dequantize`, this.path);
     }
-    if (entry.type === GGML_TYPES.F32) return readFloat32(this.fd, entry.position, entry.elements, this.path);
-    const bytes = new Uint8Array(entry.byteLength);
-    readExactly(this.fd, bytes, entry.position, this.path);
-    return dequantize(entry.type, bytes, entry.elements);
+    // A row is whole blocks (checked when the file was opened), so any row range is too.
+    const { elements, byteOffset, byteLength } = rowSpan(publicInfo(entry), rows, (cols) => ggmlByteLength(entry.type, cols), this.path);
+    const position = entry.position + byteOffset;
+    if (entry.type === GGML_TYPES.F32) return readFloat32(this.fd, position, elements, this.path);
+    const bytes = new Uint8Array(byteLength);
+    readExactly(this.fd, bytes, position, this.path);
+    return dequantize(entry.type, bytes, elements);
   }
 
   close(): void {

@@ -11,7 +11,7 @@
  */
 import * as fs from 'node:fs';
 import { TopiaryError } from '../util/errors.js';
-import type { TensorInfo, TensorStore } from './tensors.js';
+import { rowSpan, type RowRange, type TensorInfo, type TensorStore } from './tensors.js';
 import { openRegularFile } from '../util/safe-fs.js';
 import { product, readExactly, readFloat32 } from './binary.js';
 
@@ -128,10 +128,11 @@ class Llama2cStore implements TensorStore {
     return { name, dtype, shape: [...shape], byteLength };
   }
 
-  read(name: string): Float32Array {
+  read(name: string, rows?: RowRange): Float32Array {
     const entry = this.entry(name);
     if (this.fd === undefined) throw new TopiaryError(`cannot read "${name}": the tensor store was closed`, this.path);
-    return readFloat32(this.fd, entry.position, entry.byteLength / 4, this.path);
+    const { elements, byteOffset } = rowSpan(entry, rows, (cols) => cols * 4, this.path);
+    return readFloat32(this.fd, entry.position + byteOffset, elements, this.path);
   }
 
   close(): void {

@@ -10,7 +10,7 @@ import { firstNonFinite16, requireFinite } from '../util/finite.js';
 import { TopiaryError } from '../util/errors.js';
 import { writeAll, writeFileAtomic } from '../util/atomic.js';
 import { describeFsError, describeJsonError, openRegularFile, parseJson, readTextFile, READ_LIMITS, type ReadOptions } from '../util/safe-fs.js';
-import type { TensorInfo, TensorStore } from './tensors.js';
+import { rowSpan, type RowRange, type TensorInfo, type TensorStore } from './tensors.js';
 import {
   bfloat16BitsToFloat,
   floatToBfloat16Bits,
@@ -59,28 +59,28 @@ class SafetensorsFile {
     }
   }
 
-  read(entry: Entry): Float32Array {
+  read(entry: Entry, rows?: RowRange): Float32Array {
     this.fd ??= openRegularFile(this.file, this.readOptions).fd;
-    const count = product(entry.shape);
+    const width = DTYPE_SIZES[entry.dtype]!;
+    if (!READABLE_DTYPES.includes(entry.dtype)) {
+      throw new TopiaryError(`tensor "${entry.name}" has dtype ${entry.dtype}; only ${READABLE_DTYPES.join(', ')} tensors can be read as weights`, this.file);
+    }
+    const { elements: count, byteOffset } = rowSpan(entry, rows, (cols) => cols * width, this.file);
+    const position = entry.position + byteOffset;
     switch (entry.dtype) {
       case 'F32':
-        return readFloat32(this.fd, entry.position, count, this.file);
+        return readFloat32(this.fd, position, count, this.file);
       case 'F16':
       case 'BF16': {
         const bits = new Uint16Array(count);
-        readExactly(this.fd, new Uint8Array(bits.buffer), entry.position, this.file);
+        readExactly(this.fd, new Uint8Array(bits.buffer), position, this.file);
         return entry.dtype === 'F16' ? halfBitsToFloat(bits) : bfloat16BitsToFloat(bits);
       }
-      case 'F64': {
+      default: {
         const wide = new Float64Array(count);
-        readExactly(this.fd, new Uint8Array(wide.buffer), entry.position, this.file);
+        readExactly(this.fd, new Uint8Array(wide.buffer), position, this.file);
         return Float32Array.from(wide);
       }
-      default:
-        throw new TopiaryError(
-          `tensor "${entry.name}" has dtype ${entry.dtype}; only ${READABLE_DTYPES.join(', ')} tensors can be read as weights`,
-          this.file,
-        );
     }
   }
 
@@ -197,10 +197,10 @@ class SafetensorsStore implements TensorStore {
     return publicInfo(this.entry(name).entry);
   }
 
-  read(name: string): Float32Array {
+  read(name: string, rows?: RowRange): Float32Array {
     if (this.closed) throw new TopiaryError(`cannot read "${name}": the tensor store was closed`, this.path);
     const { owner, entry } = this.entry(name);
-    return owner.read(entry);
+    return owner.read(entry, rows);
   }
 
   close(): void {

@@ -1,3 +1,4 @@
+import { TopiaryError } from '../util/errors.js';
 import { requireFinite } from '../util/finite.js';
 
 /**
@@ -15,6 +16,27 @@ export interface TensorInfo {
   byteLength: number;
 }
 
+/** Rows first..first+count−1 of a tensor's leading dimension. */
+export interface RowRange {
+  first: number;
+  count: number;
+}
+
+/**
+ * The element and byte offset of `rows` in a tensor of `shape` stored `rowBytes` bytes a row;
+ * refuses a range outside the tensor.
+ */
+export function rowSpan(info: TensorInfo, rows: RowRange | undefined, rowBytes: (cols: number) => number, file: string): { elements: number; byteOffset: number; byteLength: number } {
+  const [leading = 1, ...rest] = info.shape;
+  const cols = rest.reduce((a, b) => a * b, 1);
+  if (!rows) return { elements: leading * cols, byteOffset: 0, byteLength: info.byteLength };
+  const { first, count } = rows;
+  if (!Number.isSafeInteger(first) || !Number.isSafeInteger(count) || first < 0 || count < 0 || first + count > leading) {
+    throw new TopiaryError(`rows ${first}..${first + count - 1} are outside tensor "${info.name}" of ${leading} rows`, file);
+  }
+  return { elements: count * cols, byteOffset: first * rowBytes(cols), byteLength: count * rowBytes(cols) };
+}
+
 export interface TensorStore {
   readonly format: 'safetensors' | 'gguf' | 'llama2c';
   /** The file or folder the tensors come from (for error messages and reports). */
@@ -24,8 +46,12 @@ export interface TensorStore {
   list(): TensorInfo[];
   has(name: string): boolean;
   info(name: string): TensorInfo;
-  /** Reads one tensor and converts it to fp32. Throws TopiaryError naming the file on any problem. */
-  read(name: string): Float32Array;
+  /**
+   * Reads one tensor and converts it to fp32, or with `rows` only rows first..first+count−1 of its
+   * leading dimension (the embedding rows a batch of tokens needs, without the whole table).
+   * Throws TopiaryError naming the file on any problem.
+   */
+  read(name: string, rows?: RowRange): Float32Array;
   close(): void;
 }
 
@@ -33,6 +59,6 @@ export interface TensorStore {
  * Reads a tensor of a model and refuses it if it holds a NaN or infinity, naming the tensor and
  * the file: what comes from a downloaded model must be finite before any method or metric sees it.
  */
-export function readFinite(store: TensorStore, name: string): Float32Array {
-  return requireFinite(store.read(name), `tensor "${name}"`, store.path);
+export function readFinite(store: TensorStore, name: string, rows?: RowRange): Float32Array {
+  return requireFinite(store.read(name, rows), `tensor "${name}"`, store.path);
 }

@@ -15,7 +15,7 @@ import { KvCache } from './components/kv-cache.js';
 import { norm } from './components/norm.js';
 import { RopeTables, type RopeTable } from './components/rope.js';
 import type { ModelConfig } from './config.js';
-import type { Block, BlockContext, Family, InputObserver, Linear } from './families/family.js';
+import { blockSizes, type Block, type BlockContext, type Family, type InputObserver, type Linear } from './families/family.js';
 import type { ModelSource } from './sources.js';
 
 export { KvCache };
@@ -49,15 +49,13 @@ export function checkConfigAgainstTensors(source: ModelSource): void {
       if (shape.length !== 2 || shape.some((d) => !(d > 0))) fail(`tensor "${name}" should be a non-empty matrix, has shape [${shape}]`);
       shapes[spec.role] = shape;
     }
-    // Separate attention projections: whole heads, query heads a multiple of kv heads.
-    const [q, k, v, o] = [shapes.q, shapes.k, shapes.v, shapes.o];
-    if (q && k && v && o) {
-      const fits = q[0]! % headDim === 0 && k[0]! % headDim === 0 && v[0] === k[0] && (q[0]! / headDim) % (k[0]! / headDim) === 0 && o[1] === q[0];
-      if (!fits) fail(`layer ${layer}: q/k/v/o shapes [${q}] [${k}] [${v}] [${o}] do not hold whole heads of head_dim ${headDim}`);
-      widest.heads = Math.max(widest.heads, q[0]! / headDim);
-      widest.kvHeads = Math.max(widest.kvHeads, k[0]! / headDim);
-    }
-    if (shapes.up) widest.mlp = Math.max(widest.mlp, shapes.up[0]!);
+    // Whole heads (query heads a multiple of kv heads) and channels, fused projections included.
+    const sizes = blockSizes(family.structure, (role) => shapes[role]!, headDim);
+    if ('problem' in sizes) return fail(`layer ${layer}: ${sizes.problem}`);
+    const { heads, kvHeads, channels } = sizes;
+    widest.heads = Math.max(widest.heads, heads);
+    widest.kvHeads = Math.max(widest.kvHeads, kvHeads);
+    widest.mlp = Math.max(widest.mlp, channels);
   }
   // An exported config.json states these, so they must be what the weights hold.
   if (widest.mlp > 0 && widest.mlp !== config.intermediateSize) {
@@ -179,6 +177,23 @@ export class CausalLM {
     return this.embedding;
   }
 
+  /**
+   * The embedding rows of `tokens`: the whole table when it is loaded anyway (a tied head ran),
+   * else only the rows these tokens need, read from the file — pruning never holds the table
+   * (128k × 4096 fp32 is 2 GiB).
+   */
+  private embeddingRows(tokens: readonly number[]): { table: Float32Array; rowOf: (token: number) => number } {
+    if (this.embedding) return { table: this.embedding, rowOf: (token) => token };
+    const name = this.family.embedTokens;
+    const shape = this.source.shape(name);
+    if (shape.length !== 2 || shape[0] !== this.config.vocabSize || shape[1] !== this.wordWidth) {
+      throw new TopiaryError(`tensor "${name}" has shape [${shape}], expected [${this.config.vocabSize},${this.wordWidth}]`, this.source.path);
+    }
+    const distinct = [...new Set(tokens)].sort((a, b) => a - b);
+    const position = new Map(distinct.map((token, i) => [token, i]));
+    return { table: this.source.readRows(name, distinct), rowOf: (token) => position.get(token)! };
+  }
+
   /** The projection from word width to hiddenSize ('embedProjection') or back ('headProjection'), if the widths differ. */
   private projection(which: 'embedProjection' | 'headProjection'): Float32Array | undefined {
     const { hiddenSize, wordEmbeddingSize } = this.config;
@@ -196,17 +211,22 @@ export class CausalLM {
   async embed(windows: readonly (readonly number[])[], firstPosition = 0): Promise<Float32Array> {
     const { hiddenSize: d, vocabSize, embeddingScale, positionOffset = 0 } = this.config;
     const e = this.wordWidth;
-    const table = this.embeddingMatrix();
     const seqLen = windows[0]?.length ?? 0;
     const rows = windows.length * seqLen;
-    let out = new Float32Array(rows * e);
-    windows.forEach((tokens, w) => {
+    for (const tokens of windows) {
       if (tokens.length !== seqLen) throw new TopiaryError('all windows in a batch must have the same length');
-      tokens.forEach((token, t) => {
+      for (const token of tokens) {
         if (!Number.isInteger(token) || token < 0 || token >= vocabSize) {
           throw new TopiaryError(`token id ${token} is outside the vocabulary (size ${vocabSize})`);
         }
-        out.set(table.subarray(token * e, (token + 1) * e), (w * seqLen + t) * e);
+      }
+    }
+    const { table, rowOf } = this.embeddingRows(windows.flat());
+    let out = new Float32Array(rows * e);
+    windows.forEach((tokens, w) => {
+      tokens.forEach((token, t) => {
+        const row = rowOf(token);
+        out.set(table.subarray(row * e, (row + 1) * e), (w * seqLen + t) * e);
       });
     });
     if (embeddingScale !== undefined) for (let i = 0; i < out.length; i++) out[i] = out[i]! * embeddingScale;

@@ -10,7 +10,7 @@ import { ggufHyperparameters } from '../formats/gguf-hparams.js';
 import { openLlama2c } from '../formats/llama2c.js';
 import { openSafetensors } from '../formats/safetensors.js';
 import { readFinite, type TensorStore } from '../formats/tensors.js';
-import { tokenizerFromGguf, tokenizerFromJson, tokenizerFromLlama2cBin } from '../tokenizers/load.js';
+import { hasVocabMerges, tokenizerFromGguf, tokenizerFromJson, tokenizerFromLlama2cBin, tokenizerFromVocabMerges } from '../tokenizers/load.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
 import { TopiaryError } from '../util/errors.js';
 import { openRegularFile, readJsonObject } from '../util/safe-fs.js';
@@ -37,6 +37,11 @@ export interface ModelSource {
   /** Stored dtype of a canonical tensor, for `inspect`. */
   dtype(name: string): string;
   read(name: string): Float32Array;
+  /**
+   * Rows `rows` (ascending, distinct) of a 2-D tensor, packed in that order: the embedding rows a
+   * batch of tokens needs, read without the rest of the table.
+   */
+  readRows(name: string, rows: readonly number[]): Float32Array;
   /** The tokenizer, or why there is none (the model can still run on token ids). */
   tokenizer: Tokenizer | { missing: string };
   close(): void;
@@ -98,6 +103,17 @@ function mappedSource(
     if (!entry) throw new TopiaryError(`the model has no tensor "${name}"`, userPath);
     return entry;
   };
+  const read = (name: string): Float32Array => {
+    const entry = lookup(name);
+    const [storedRows, cols = 1] = store.info(entry.storeName).shape as [number, number?];
+    const { start, count: rows } = entry.rowRange ?? { start: 0, count: storedRows };
+    const data = readFinite(store, entry.storeName, entry.rowRange && { first: start, count: rows });
+    if (entry.transposed) return transpose(data, rows, cols);
+    if (entry.reorderRows) return entry.reorderRows(data, rows, cols);
+    if (entry.offset) return Float32Array.from(data, (value) => value - entry.offset!);
+    if (!entry.unpermuteHeads) return data;
+    return convertRopeRows(data, rows, cols, entry.unpermuteHeads, 'toRotateHalf');
+  };
   return {
     format,
     path: userPath,
@@ -109,17 +125,28 @@ function mappedSource(
     has: (name) => mapping.has(name),
     shape: (name) => mappedShape(store, lookup(name)),
     dtype: (name) => store.info(lookup(name).storeName).dtype,
-    read(name) {
+    read,
+    readRows(name, rows) {
       const entry = lookup(name);
       const [storedRows, cols = 1] = store.info(entry.storeName).shape as [number, number?];
-      const { start, count: rows } = entry.rowRange ?? { start: 0, count: storedRows };
-      const stored = readFinite(store, entry.storeName);
-      const data = entry.rowRange ? stored.slice(start * cols, (start + rows) * cols) : stored;
-      if (entry.transposed) return transpose(data, rows, cols);
-      if (entry.reorderRows) return entry.reorderRows(data, rows, cols);
-      if (entry.offset) return Float32Array.from(data, (value) => value - entry.offset!);
-      if (!entry.unpermuteHeads) return data;
-      return convertRopeRows(data, rows, cols, entry.unpermuteHeads, 'toRotateHalf');
+      const { start, count } = entry.rowRange ?? { start: 0, count: storedRows };
+      const out = new Float32Array(rows.length * cols);
+      // Tensors stored in another layout are converted whole, then gathered.
+      if (entry.transposed || entry.reorderRows || entry.offset || entry.unpermuteHeads) {
+        const whole = read(name);
+        rows.forEach((row, i) => out.set(whole.subarray(row * cols, (row + 1) * cols), i * cols));
+        return out;
+      }
+      // Each run of consecutive rows is one read.
+      for (let i = 0; i < rows.length; ) {
+        let end = i + 1;
+        while (end < rows.length && rows[end] === rows[end - 1]! + 1) end++;
+        const first = rows[i]!;
+        if (first < 0 || rows[end - 1]! >= count) throw new TopiaryError(`rows ${first}..${rows[end - 1]} are outside tensor "${name}" of ${count} rows`, userPath);
+        out.set(readFinite(store, entry.storeName, { first: start + first, count: end - i }), i * cols);
+        i = end;
+      }
+      return out;
     },
     close: () => store.close(),
   };
@@ -154,7 +181,9 @@ function fromHfFolder(dir: string): ModelSource {
     ? tryTokenizer(() => tokenizerFromJson(tokenizerFile), tokenizerFile)
     : fs.existsSync(llama2cTokenizer)
       ? tryTokenizer(() => tokenizerFromLlama2cBin(llama2cTokenizer, config.vocabSize), llama2cTokenizer)
-      : { missing: `no tokenizer.json in ${dir}` };
+      : hasVocabMerges(dir)
+        ? tryTokenizer(() => tokenizerFromVocabMerges(dir), path.join(dir, 'vocab.json'))
+        : { missing: `no tokenizer.json (nor vocab.json + merges.txt) in ${dir}` };
   return mappedSource('safetensors', dir, configFile, config, family, store, mapping, tokenizer);
 }
 

@@ -5,6 +5,7 @@
  * no more than one tensor of the pruned model is in memory at once.
  */
 import { openSafetensors } from '../formats/safetensors.js';
+import { blockSizes, type BlockSizes } from '../model/families/family.js';
 import type { ModelSource } from '../model/sources.js';
 
 /** `blockFile(layer)`: the checkpoint file of original block `layer` (tensors `linear.ROLE.weight|bias`, `tensor.NAME`). */
@@ -35,21 +36,25 @@ export function prunedSource(base: ModelSource, keptLayers: readonly number[], b
   // 'model.layers.' for 'model.layers.0.': every block tensor of the original starts with it.
   const layersRoot = family.layerPrefix(0).replace(/0\.$/, '');
   const outer = base.tensorNames().filter((name) => !name.startsWith(layersRoot));
-  const rows = (index: number, role: string) => tensors.get(`${family.layerPrefix(index)}${family.linears.find((s) => s.role === role)?.name}.weight`)?.shape[0];
-  const widest = (role: string, per = 1): number | undefined => {
-    const sizes = keptLayers.map((_, index) => rows(index, role));
-    return sizes.every((size) => size !== undefined) ? Math.max(...(sizes as number[])) / per : undefined;
-  };
-  const { headDim } = base.config;
+  const shape = (index: number, role: string) => tensors.get(`${family.layerPrefix(index)}${family.linears.find((s) => s.role === role)!.name}.weight`)!.shape;
+  const sizes = keptLayers.map((original, index) => {
+    const block = blockSizes(family.structure, (role) => shape(index, role), base.config.headDim);
+    if ('problem' in block) throw new Error(`internal: pruned block ${original}: ${block.problem}`);
+    return block;
+  });
+  const widest = (size: keyof BlockSizes, fallback: number) => (sizes.length > 0 ? Math.max(...sizes.map((block) => block[size])) : fallback);
+  const { layerTypes } = base.config.attention;
   return {
     ...base,
     config: {
       ...base.config,
       numLayers: keptLayers.length,
       // Per-block sizes live in the weights; the config states the widest block.
-      numHeads: widest('q', headDim) ?? base.config.numHeads,
-      numKvHeads: widest('k', headDim) ?? base.config.numKvHeads,
-      intermediateSize: widest('gate') ?? base.config.intermediateSize,
+      numHeads: widest('heads', base.config.numHeads),
+      numKvHeads: widest('kvHeads', base.config.numKvHeads),
+      intermediateSize: widest('channels', base.config.intermediateSize),
+      // Sliding and full layers as the kept blocks had them.
+      attention: { ...base.config.attention, ...(layerTypes ? { layerTypes: keptLayers.map((layer) => layerTypes[layer]!) } : {}) },
     },
     tensorNames: () => [...outer, ...tensors.keys()],
     has: (name) => tensors.has(name) || (outer.includes(name) && base.has(name)),

@@ -16,6 +16,7 @@ import { resolveDataDir } from '../data/datadir.js';
 import { exportGguf, ggufUnsupported } from '../export/gguf-writer.js';
 import { exportHfFolder, type ExportDtype } from '../export/hf-folder.js';
 import { CausalLM } from '../model/causal-lm.js';
+import { parseHubId } from '../model/hub.js';
 import { loadModel } from '../model/load.js';
 import type { ModelSource } from '../model/sources.js';
 import { UsageError } from '../util/errors.js';
@@ -26,7 +27,9 @@ import type { SparsityTarget } from './method.js';
 import { findMethod } from './methods/index.js';
 import { prunePipeline, type MethodOptions, type PipelineEvent, type PruneStrategy } from './pipeline.js';
 import { RUN_RECORD_VERSION, writeRunRecord, type RunRecord, type RunSummary } from './record.js';
-import { checkStructuredFamily, structuredStrategy } from './structured/strategy.js';
+import { projectionRole, PROJECTIONS } from './structured/geometry.js';
+import type { StructuredMethod } from './structured/method.js';
+import { structuredStrategy } from './structured/strategy.js';
 import { unstructuredStrategy, validateUnstructured } from './unstructured.js';
 
 /** What to remove: a sparsity or N:M pattern in every selected matrix, or a share of the decoder's parameters as whole units. */
@@ -79,6 +82,28 @@ export function selectRoles(model: CausalLM, requested: readonly string[] | unde
   return requested;
 }
 
+/**
+ * Refuses, before any work, a structured run whose result no format Topiary writes can hold. A
+ * Hugging Face config has one head count and MLP width for all layers, so the uneven layers of a
+ * global allocation need GGUF, whose per-layer shapes llama.cpp loads only for the LLaMA block (as
+ * `deci`); biases added to output projections that have none need GGUF too.
+ */
+function checkStructuredOutput(model: CausalLM, method: StructuredMethod, options: MethodOptions): void {
+  const { family } = model;
+  const outputRoles = PROJECTIONS.map((projection) => projectionRole(family.structure, projection));
+  const outputsLackBias = outputRoles.some((role) => !model.source.has(`${model.linearName(0, role)}.bias`));
+  const addedBiasRoles = method.addsBias ? outputRoles : [];
+  const unsupported = method.addsBias && outputsLackBias ? ggufUnsupported(model, { addedBiasRoles }) : undefined;
+  if (unsupported) {
+    throw new UsageError(`${method.name} adds biases to output projections that have none in a ${model.config.modelType} config, so it writes GGUF, and ${unsupported}; wanda-sp and magnitude-sp write Hugging Face folders`);
+  }
+  if (method.allocation(options) === 'global') {
+    const why = family.gguf?.architectures.deci ? ggufUnsupported(model, { unevenLayers: true, addedBiasRoles }) : `llama.cpp loads per-layer shapes only for the LLaMA block (as deci), not ${family.name}`;
+    const instead = method.uniformOption ? `; --option ${method.uniformOption} removes the same share from every layer and writes a Hugging Face folder` : '';
+    if (why) throw new UsageError(`${method.name} gives each layer its own sizes, which a Hugging Face config cannot hold (one size for all layers), and ${why}${instead}`);
+  }
+}
+
 /** The method's strategy for this model, once every check that can fail has passed. */
 function strategyFor(model: CausalLM, settings: PruneSettings, errorWindows: number): { strategy: PruneStrategy; roles?: readonly string[] } {
   const found = findMethod(settings.method);
@@ -95,10 +120,7 @@ function strategyFor(model: CausalLM, settings: PruneSettings, errorWindows: num
     }
     const reason = method.invalidOptions(methodOptions);
     if (reason) throw new UsageError(`${method.name}: ${reason}`);
-    checkStructuredFamily(model);
-    const unevenLayers = method.allocation(methodOptions) === 'global';
-    const unsupported = method.addsBias || unevenLayers ? ggufUnsupported(model, { unevenLayers, addedBiasRoles: method.addsBias ? ['o', 'down'] : [] }) : undefined;
-    if (unsupported) throw new UsageError(`${method.name} writes its result as GGUF (uneven layers or added biases), and ${unsupported}; wanda-sp and magnitude-sp write Hugging Face folders`);
+    checkStructuredOutput(model, method, methodOptions);
     return { strategy: structuredStrategy(model, method, target.ratio, methodOptions) };
   }
   const method = found.method;
@@ -152,7 +174,7 @@ async function pruneInto(output: OutputFolder, settings: PruneSettings, started:
   const checkpointDir = path.join(out, CHECKPOINT_DIR);
   const calibrationSettings = { corpus: describeCorpus(corpus), nsamples: settings.calibration.nsamples, seqlen, seed: settings.calibration.seed };
   const batchWindows = settings.batchWindows ?? 4;
-  const fingerprint = runFingerprint(settings.model, {
+  const fingerprint = runFingerprint(model.source.path, {
     method: settings.method,
     target: settings.target,
     options: settings.methodOptions,
@@ -223,7 +245,7 @@ async function pruneInto(output: OutputFolder, settings: PruneSettings, started:
     version: RUN_RECORD_VERSION,
     summary,
     settings: {
-      model: path.resolve(settings.model),
+      model: parseHubId(settings.model) ? settings.model : path.resolve(settings.model),
       family: model.family.name,
       method: settings.method,
       target: settings.target,

@@ -5,6 +5,7 @@ import { READ_LIMITS, readJsonObject } from '../util/safe-fs.js';
 import { HuggingFaceTokenizer, type TokenizerConfig } from './huggingface.js';
 import { checkTokenizerJson } from './json-checks.js';
 import type { Tokenizer } from './tokenizer.js';
+import { MERGES_FILE, VOCAB_FILE, tokenizerJsonFromVocabMerges } from './vocab-merges.js';
 
 export { tokenizerFromGguf } from './gguf-vocab.js';
 export { tokenizerFromLlama2cBin } from './llama2c.js';
@@ -35,12 +36,29 @@ export function tokenizerFromJson(source: string | object, config?: string | Tok
     if (existsSync(beside)) tokenizerConfig = readJsonObject(beside, { within: dirname(tokenizerFile) });
   }
 
-  checkTokenizerJson(tokenizerJson as Record<string, unknown>, tokenizerFile);
+  return checkedTokenizer(tokenizerJson, tokenizerConfig, tokenizerFile, 'tokenizer.json');
+}
+
+/** Whether `dir` holds a GPT-2-style vocab.json + merges.txt pair (and so, lacking a tokenizer.json, a tokenizer). */
+export function hasVocabMerges(dir: string): boolean {
+  return existsSync(join(dir, VOCAB_FILE)) && existsSync(join(dir, MERGES_FILE));
+}
+
+/** The tokenizer of a folder holding vocab.json + merges.txt (OPT, older GPT-2 checkpoints), with its tokenizer_config.json. */
+export function tokenizerFromVocabMerges(dir: string): Tokenizer {
+  const configFile = join(dir, 'tokenizer_config.json');
+  const config: TokenizerConfig = existsSync(configFile) ? readJsonObject(configFile, { within: dir }) : {};
+  const tokenizerJson = tokenizerJsonFromVocabMerges(dir, config);
+  return checkedTokenizer(tokenizerJson, config, join(dir, VOCAB_FILE), `${VOCAB_FILE} + ${MERGES_FILE}`);
+}
+
+function checkedTokenizer(tokenizerJson: object, config: TokenizerConfig, file: string | undefined, source: string): Tokenizer {
+  checkTokenizerJson(tokenizerJson as Record<string, unknown>, file);
   try {
-    return new HuggingFaceTokenizer(tokenizerJson, tokenizerConfig, 'tokenizer.json');
+    return new HuggingFaceTokenizer(tokenizerJson, config, source);
   } catch (error) {
     if (error instanceof TopiaryError) throw error;
-    throw new TopiaryError(`not a usable tokenizer.json: ${(error as Error).message}`, tokenizerFile);
+    throw new TopiaryError(`not a usable ${source}: ${(error as Error).message}`, file);
   }
 }
 

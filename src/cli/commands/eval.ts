@@ -1,7 +1,7 @@
 import { describeBackend } from '../../backend/index.js';
-import { defaultEvaluationWindows, describeCorpus, evaluationText, parseCorpusSpec } from '../../data/corpora.js';
+import { describeCorpus, parseCorpusSpec } from '../../data/corpora.js';
 import { resolveDataDir } from '../../data/datadir.js';
-import { perplexity } from '../../eval/perplexity.js';
+import { datasetPerplexity } from '../../eval/perplexity.js';
 import { loadModel } from '../../model/load.js';
 import { writeFileContentAtomic } from '../../util/atomic.js';
 import { checkOutputFile } from '../../util/output.js';
@@ -22,25 +22,23 @@ export interface EvalArgs {
 export async function evalCommand(args: EvalArgs): Promise<void> {
   const corpus = parseCorpusSpec(args.dataset);
   if (args.out) checkOutputFile(args.out);
-  const dataDir = corpus.kind === 'text' ? '' : resolveDataDir(args.dataDir);
+  // The data folder is checked before the model is opened.
+  const dataDir = corpus.kind === 'text' ? undefined : resolveDataDir(args.dataDir);
   const model = await loadModel(args.model);
-  const tokenizer = model.tokenizer;
   const progress = new Progress(`perplexity ${describeCorpus(corpus)}`);
-  const tokenizeStart = performance.now();
-  const tokens = tokenizer.encode(evaluationText(corpus, dataDir));
-  const tokenizeSeconds = (performance.now() - tokenizeStart) / 1000;
-  const result = await perplexity(model, tokens, {
+  const result = await datasetPerplexity(model, {
+    dataset: args.dataset,
     seqlen: args.seqlen,
-    maxWindows: args.maxWindows ?? defaultEvaluationWindows(corpus),
+    ...(args.maxWindows !== undefined ? { maxWindows: args.maxWindows } : {}),
+    ...(dataDir !== undefined ? { dataDir } : {}),
     onProgress: (done, total, running) => progress.update(done, total, `ppl ${running.toFixed(3)}`),
-  });
+  }).finally(() => model.source.close());
   progress.done();
-  model.source.close();
+  const { dataset, ...measured } = result;
   const report = {
     model: args.model,
-    dataset: describeCorpus(corpus),
-    ...result,
-    tokenizeSeconds,
+    dataset,
+    ...measured,
     peak_rss_mb: peakRssMb(),
     backend: describeBackend(),
   };
@@ -49,7 +47,7 @@ export async function evalCommand(args: EvalArgs): Promise<void> {
     process.stdout.write(JSON.stringify(report) + '\n');
   } else {
     process.stdout.write(
-      `${describeCorpus(corpus)} perplexity ${result.perplexity.toFixed(4)} ` +
+      `${dataset} perplexity ${result.perplexity.toFixed(4)} ` +
         `(seqlen ${result.seqlen}, ${result.windows} windows, ${result.tokens} predicted tokens, ${result.seconds.toFixed(1)} s)\n`,
     );
   }

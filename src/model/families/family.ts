@@ -138,6 +138,82 @@ export interface GgufWriting {
   extraTensors?(config: ModelConfig): { name: string; data: Float32Array }[];
 }
 
+/**
+ * Where a block's structural units live, by role (src/prune/structured/geometry.ts slices them).
+ * An attention unit is one kv group (one head without GQA): its rows of whichever projection holds
+ * q, k and v, and its columns of the output projection. An MLP unit is one channel: its rows of the
+ * input projections (gate and up, the two halves of a fused gate_up, or a plain MLP's up) and its
+ * column of the output projection. Biases follow their rows.
+ */
+export interface BlockStructure {
+  attention: {
+    /** Separate q, k, v projections, or one fused projection whose rows are [q | k | v] ('blocks') or [q_h | k_h | v_h] for each head h ('per-head'). */
+    inputs: { q: string; k: string; v: string } | { qkv: string; layout: 'blocks' | 'per-head' };
+    output: string;
+    /** Why no head can be removed, when a config of the family ties the attention width to the hidden size. */
+    fixedHeads?: string;
+  };
+  mlp: {
+    /** A gated MLP (separate or fused [gate | up]) or a plain one. */
+    inputs: { gate: string; up: string } | { gateUp: string } | { up: string };
+    output: string;
+  };
+}
+
+/**
+ * The structure of a block with one fused q/k/v projection and a plain MLP (GPT-2, GPT-NeoX),
+ * whose config ties the attention width to the hidden size (`fixedHeads` says how).
+ */
+export function fusedPlainStructure(
+  attention: { qkv: string; output: string },
+  mlp: { up: string; down: string },
+  layout: 'blocks' | 'per-head',
+  fixedHeads: string,
+): BlockStructure {
+  return { attention: { inputs: { qkv: attention.qkv, layout }, output: attention.output, fixedHeads }, mlp: { inputs: { up: mlp.up }, output: mlp.down } };
+}
+
+/** A block's sizes as its weights hold them. */
+export interface BlockSizes {
+  heads: number;
+  kvHeads: number;
+  /** MLP channels. */
+  channels: number;
+}
+
+/**
+ * A block's sizes from its linear layers' shapes ([out, in] by role), or why the shapes hold no
+ * whole heads or channels (one line, without the layer).
+ */
+export function blockSizes(structure: BlockStructure, shape: (role: string) => readonly number[], headDim: number): BlockSizes | { problem: string } {
+  const { attention, mlp } = structure;
+  const attentionWidth = shape(attention.output)[1]!;
+  const heads = attentionWidth / headDim;
+  let kvHeads: number;
+  if ('qkv' in attention.inputs) {
+    const rows = shape(attention.inputs.qkv)[0]!;
+    kvHeads = (rows - attentionWidth) / (2 * headDim);
+    const perHead = attention.inputs.layout === 'per-head';
+    if (!Number.isInteger(heads) || !(kvHeads > 0) || !Number.isInteger(kvHeads) || heads % kvHeads !== 0 || (perHead && kvHeads !== heads)) {
+      return { problem: `the fused ${attention.inputs.qkv} projection has ${rows} outputs and ${attention.output} ${attentionWidth} inputs, not ${perHead ? 'three' : 'q, k and v'} sets of whole heads of ${headDim}` };
+    }
+  } else {
+    const [q, k, v, o] = [shape(attention.inputs.q), shape(attention.inputs.k), shape(attention.inputs.v), shape(attention.output)];
+    kvHeads = k[0]! / headDim;
+    if (!(q[0]! % headDim === 0 && k[0]! % headDim === 0 && v[0] === k[0] && (q[0]! / headDim) % kvHeads === 0 && o[1] === q[0])) {
+      return { problem: `q/k/v/o shapes [${q}] [${k}] [${v}] [${o}] do not hold whole heads of head_dim ${headDim}` };
+    }
+  }
+  const channels = shape(mlp.output)[1]!;
+  const inputs = mlp.inputs;
+  const [role, rows, perChannel] = 'gateUp' in inputs ? [inputs.gateUp, shape(inputs.gateUp)[0]!, 2] : [inputs.up, shape(inputs.up)[0]!, 1];
+  const gateRows = 'gate' in inputs ? shape(inputs.gate)[0]! : rows;
+  if (rows !== perChannel * channels || gateRows !== rows) {
+    return { problem: `the MLP's ${role} projection has ${rows} outputs for the ${channels} inputs of ${mlp.output}${perChannel === 2 ? ' (a gate and an up row per channel)' : ''}` };
+  }
+  return { heads, kvHeads, channels };
+}
+
 export interface Family {
   name: string;
   /** Hugging Face `model_type` values this family covers. */
@@ -172,6 +248,8 @@ export interface Family {
   linears: readonly LinearSpec[];
   /** Roles that read the same input, in forward order: statistics are gathered once per group. */
   inputGroups: readonly (readonly string[])[];
+  /** The units structured pruning removes, in terms of `linears`' roles. */
+  structure: BlockStructure;
 
   /** Runs block `ctx.layer` on the residual stream `hidden` [rows, hiddenSize], in place. */
   forward(block: Block, hidden: Float32Array, ctx: BlockContext): Promise<void>;

@@ -25,7 +25,7 @@ import {
   type ModelConfig,
   type RopeSpec,
 } from '../config.js';
-import type { Block, BlockContext, Family, GgufTensors } from './family.js';
+import { fusedPlainStructure, type Block, type BlockContext, type Family, type GgufTensors } from './family.js';
 import { ggufNumber, ggufVocabularyFields } from './llama.js';
 import { tanhGeluUnsupported, tanhGeluWarnings } from './phi.js';
 
@@ -169,6 +169,7 @@ export const gptNeox: Family = {
     { role: MLP_ROLES.down, name: 'mlp.dense_4h_to_h' },
   ],
   inputGroups: [[ATTENTION_ROLES.qkv], [ATTENTION_ROLES.output], [MLP_ROLES.up], [MLP_ROLES.down]],
+  structure: fusedPlainStructure(ATTENTION_ROLES, MLP_ROLES, 'per-head', 'GPT-NeoX ties the attention width to hidden_size (head size = hidden_size / num_attention_heads)'),
 
   async forward(block: Block, hidden: Float32Array, ctx: BlockContext): Promise<void> {
     const { backend, config } = ctx;

@@ -11,7 +11,7 @@ import { columns } from '../components/linear.js';
 import { plainMlp } from '../components/mlp.js';
 import { norm } from '../components/norm.js';
 import { activationField, booleanField, evenHeadsShape, exportedHfConfig, firstId, HF_ACTIVATION_NAMES, positiveField, sizeField, specialTokenIdsJson, type Json, type ModelConfig } from '../config.js';
-import type { Block, BlockContext, Family, GgufTensors } from './family.js';
+import { fusedPlainStructure, type Block, type BlockContext, type Family, type GgufTensors } from './family.js';
 import { ggufNumber, ggufVocabularyFields } from './llama.js';
 import { tanhGeluUnsupported, tanhGeluWarnings } from './phi.js';
 
@@ -113,6 +113,7 @@ export const gpt2: Family = {
     { role: MLP_ROLES.down, name: 'mlp.c_proj', transposed: true },
   ],
   inputGroups: [[ATTENTION_ROLES.qkv], [ATTENTION_ROLES.output], [MLP_ROLES.up], [MLP_ROLES.down]],
+  structure: fusedPlainStructure(ATTENTION_ROLES, MLP_ROLES, 'blocks', 'GPT-2 ties the attention width to n_embd (head size = n_embd / n_head)'),
 
   async forward(block: Block, hidden: Float32Array, ctx: BlockContext): Promise<void> {
     const { backend, config } = ctx;

@@ -187,7 +187,7 @@ export function llamaBlock(options: { qkNorm: boolean }): Family['forward'] {
 }
 
 /** Tensor names and linear layers of the LLaMA layout, which Qwen and Gemma checkpoints share. */
-export const llamaLayout: Pick<Family, 'embedTokens' | 'finalNorm' | 'lmHead' | 'layerPrefix' | 'linears' | 'inputGroups'> = {
+export const llamaLayout: Pick<Family, 'embedTokens' | 'finalNorm' | 'lmHead' | 'layerPrefix' | 'linears' | 'inputGroups' | 'structure'> = {
   embedTokens: 'model.embed_tokens.weight',
   finalNorm: 'model.norm',
   lmHead: 'lm_head.weight',
@@ -202,6 +202,7 @@ export const llamaLayout: Pick<Family, 'embedTokens' | 'finalNorm' | 'lmHead' | 
     { role: 'down', name: 'mlp.down_proj' },
   ],
   inputGroups: [['q', 'k', 'v'], ['o'], ['gate', 'up'], ['down']],
+  structure: { attention: { inputs: { q: 'q', k: 'k', v: 'v' }, output: 'o' }, mlp: { inputs: { gate: 'gate', up: 'up' }, output: 'down' } },
 };
 
 export const llama: Family = {

@@ -95,6 +95,10 @@ export const opt: Family = {
     { role: 'fc2', name: 'fc2' },
   ],
   inputGroups: [['q', 'k', 'v'], ['o'], ['fc1'], ['fc2']],
+  structure: {
+    attention: { inputs: { q: 'q', k: 'k', v: 'v' }, output: 'o', fixedHeads: 'OPT ties the attention width to hidden_size (head size = hidden_size / num_attention_heads)' },
+    mlp: { inputs: { up: MLP_ROLES.up }, output: MLP_ROLES.down },
+  },
 
   async forward(block: Block, hidden: Float32Array, ctx: BlockContext): Promise<void> {
     const { backend, config } = ctx;

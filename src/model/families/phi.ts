@@ -90,6 +90,8 @@ function toHfConfig(config: ModelConfig): Json {
       architectures: ['PhiForCausalLM'],
       model_type: 'phi',
       ...layerSizesJson(config),
+      // transformers derives hidden/heads without it: wrong once structured pruning removed heads.
+      head_dim: config.headDim,
       layer_norm_eps: config.norm.eps,
       rope_parameters: ropeParametersJson(config),
       max_position_embeddings: config.maxPositionEmbeddings,
@@ -181,6 +183,7 @@ export const phi: Family = {
   ],
   // Attention and the MLP read the same normed input; observed once per branch, as two groups.
   inputGroups: [['q', 'k', 'v'], ['o'], ['fc1'], ['fc2']],
+  structure: { attention: { inputs: { q: 'q', k: 'k', v: 'v' }, output: 'o' }, mlp: { inputs: { up: 'fc1' }, output: 'fc2' } },
 
   async forward(block: Block, hidden: Float32Array, ctx: BlockContext): Promise<void> {
     const { backend, config } = ctx;

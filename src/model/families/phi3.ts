@@ -101,6 +101,8 @@ function toHfConfig(config: ModelConfig): Json {
       architectures: ['Phi3ForCausalLM'],
       model_type: 'phi3',
       ...layerSizesJson(config),
+      // transformers derives hidden/heads without it: wrong once structured pruning removed heads.
+      head_dim: config.headDim,
       rms_norm_eps: config.norm.eps,
       rope_parameters: ropeParametersJson(config),
       max_position_embeddings: config.maxPositionEmbeddings,
@@ -171,6 +173,7 @@ export const phi3: Family = {
     { role: 'down', name: 'mlp.down_proj' },
   ],
   inputGroups: [['qkv'], ['o'], ['gate_up'], ['down']],
+  structure: { attention: { inputs: { qkv: 'qkv', layout: 'blocks' }, output: 'o' }, mlp: { inputs: { gateUp: 'gate_up' }, output: 'down' } },
 
   async forward(block: Block, hidden: Float32Array, ctx: BlockContext): Promise<void> {
     const { backend, config } = ctx;

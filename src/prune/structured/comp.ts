@@ -18,7 +18,7 @@
  *    compensation only. See compensation.ts.
  */
 import { biasCompensation, maskTuning, type TuningMode } from './compensation.js';
-import { groupChannels } from './geometry.js';
+import { groupChannels, type Projection } from './geometry.js';
 import type { Compensated, LayerContext, StructuredMethod } from './method.js';
 import { columnSums } from './scores.js';
 
@@ -28,9 +28,9 @@ const numberOption = (options: Readonly<Record<string, unknown>>, key: string, f
   options[key] === undefined ? fallback : Number(options[key]);
 
 /** (AᵀA + λI)⁻¹ in fp64 for one projection's input. */
-async function dampedInverseGram(context: LayerContext, projection: 'o' | 'down'): Promise<Float64Array> {
+async function dampedInverseGram(context: LayerContext, projection: Projection): Promise<Float64Array> {
   const stats = projection === 'o' ? context.attention : context.mlp;
-  const d = context.weights.linears[projection].inFeatures;
+  const d = context.projections[projection].inFeatures;
   const g = Float64Array.from(stats.gram!);
   let trace = 0;
   for (let i = 0; i < d; i++) trace += g[i * d + i]!;
@@ -69,13 +69,13 @@ export const comp: StructuredMethod = {
     return null;
   },
   async score(context) {
-    const { geometry: g, weights, backend } = context;
-    const down = weights.linears.down;
+    const { geometry: g, projections, backend } = context;
+    const down = projections.down;
     const downInverse = await dampedInverseGram(context, 'down');
     const columnEnergy = columnSums(down.weight, down.outFeatures, down.inFeatures, true);
     const channels = columnEnergy.map((e, j) => e / downInverse[j * g.channels + j]!);
 
-    const o = weights.linears.o;
+    const o = projections.o;
     const d = o.inFeatures;
     const oInverse = await dampedInverseGram(context, 'o');
     const groups = new Float64Array(g.groups);
@@ -97,7 +97,7 @@ export const comp: StructuredMethod = {
     return { groups, channels };
   },
   async compensate(context, projection, kept): Promise<Compensated> {
-    const lin = context.weights.linears[projection];
+    const lin = context.projections[projection];
     const stats = projection === 'o' ? context.attention : context.mlp;
     const tune = String(context.options.tune ?? 'scales');
     if (tune === 'none') {

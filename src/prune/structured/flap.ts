@@ -12,14 +12,15 @@
  * Variance is the unbiased sample variance over all calibration tokens.
  */
 import { biasCompensation } from './compensation.js';
+import type { Projection } from './geometry.js';
 import type { LayerContext, StructuredMethod } from './method.js';
 import { columnSums, groupScores, standardize } from './scores.js';
 
 const METRICS = ['wifv', 'ifv', 'wifn'] as const;
 const STRUCTURES = ['al-am', 'ul-um'] as const;
 
-function channelMetric(context: LayerContext, projection: 'o' | 'down', metric: string): Float64Array {
-  const lin = context.weights.linears[projection];
+function channelMetric(context: LayerContext, projection: Projection, metric: string): Float64Array {
+  const lin = context.projections[projection];
   const stats = projection === 'o' ? context.attention : context.mlp;
   const n = stats.rows;
   const sum = stats.sum!;
@@ -49,6 +50,7 @@ export const flap: StructuredMethod = {
   },
   needs: () => [],
   allocation: (options) => (option(options, 'structure', 'al-am') === 'ul-um' ? 'uniform' : 'global'),
+  uniformOption: 'structure=ul-um',
   layerShare: () => 0,
   invalidOptions(options) {
     const metric = option(options, 'metric', 'wifv');
@@ -64,7 +66,7 @@ export const flap: StructuredMethod = {
   },
   async compensate(context, projection, kept) {
     const stats = projection === 'o' ? context.attention : context.mlp;
-    const { linear, biasNorm } = biasCompensation(context.weights.linears[projection], kept, stats);
+    const { linear, biasNorm } = biasCompensation(context.projections[projection], kept, stats);
     return { linear, report: { biasNorm } };
   },
 };

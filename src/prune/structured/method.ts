@@ -1,7 +1,8 @@
 /**
  * The interface between the structured pipeline and a structured method. The pipeline owns the
  * layer loop, the statistics of the two inputs that decide what a unit is worth (the attention
- * output feeding o_proj, the MLP activation feeding down_proj), the choice of how many units each
+ * output feeding the attention's output projection, 'o', and the MLP activation feeding the MLP's,
+ * 'down', whatever the family calls them), the choice of how many units each
  * layer loses, the slicing and the export. A method only (1) scores the units of a layer and
  * (2) says how the output projections compensate for the removed inputs.
  */
@@ -9,11 +10,13 @@ import type { Backend } from '../../backend/backend.js';
 import type { Block, Linear } from '../../model/causal-lm.js';
 import type { LinearStats, StatKind } from '../method.js';
 import type { MethodOptions } from '../pipeline.js';
-import type { LayerGeometry } from './geometry.js';
+import type { LayerGeometry, Projection } from './geometry.js';
 
 export interface LayerContext {
   layer: number;
   weights: Block;
+  /** The block's two output projections (also in `weights` under the family's roles). */
+  projections: Record<Projection, Linear>;
   geometry: LayerGeometry;
   /** Statistics of o_proj's input (the attention heads' outputs). Always includes 'moments'. */
   attention: LinearStats;
@@ -48,9 +51,11 @@ export interface StructuredMethod {
    * share, each layer scored on the inputs produced by the already-pruned layers before it.
    */
   allocation(options: MethodOptions): 'global' | 'uniform';
+  /** The --option that makes a 'global' allocation uniform (for a model whose format cannot hold uneven layers). */
+  readonly uniformOption?: string;
   /**
-   * Whether compensation adds biases to o_proj and down_proj: a Hugging Face config of these
-   * families cannot express them, so such results (like uneven layers) are written as GGUF.
+   * Whether compensation adds biases to the output projections: where the family's have none, a
+   * Hugging Face config cannot express them, so such results (like uneven layers) are written as GGUF.
    */
   readonly addsBias: boolean;
   /** Share of the target removed by dropping whole layers (COMP's coarse stage), 0 for none. */
@@ -59,8 +64,8 @@ export interface StructuredMethod {
   invalidOptions(options: MethodOptions): string | null;
   score(context: LayerContext): Promise<UnitScores>;
   /**
-   * o_proj or down_proj restricted to the `kept` input columns, compensated for the removed ones.
+   * The output projection restricted to the `kept` input columns, compensated for the removed ones.
    * Called only when something was removed from that projection's input.
    */
-  compensate(context: LayerContext, projection: 'o' | 'down', kept: readonly number[]): Promise<Compensated>;
+  compensate(context: LayerContext, projection: Projection, kept: readonly number[]): Promise<Compensated>;
 }

@@ -3,7 +3,7 @@
  * channel (a layer with nothing left would need attention-free / MLP-free layers, which the
  * engine does not model; whole-layer removal is COMP's separate coarse stage).
  */
-import { channelParams, complement, groupParams, linearParams, type KeptUnits, type LayerGeometry } from './geometry.js';
+import { complement, linearParams, type KeptUnits, type LayerGeometry } from './geometry.js';
 import type { UnitScores } from './method.js';
 
 /** Indices of the `count` lowest scores (ties: lower index first). */
@@ -14,13 +14,14 @@ function lowest(scores: Float64Array, count: number): number[] {
 /**
  * Removes about `ratio` of the layer's projection weights: round(ratio·groups) kv groups (fewer if
  * they alone would exceed the budget), then MLP channels for the rest of the budget — FLAP's
- * uniform UL-UM split, with kv groups as the attention unit.
+ * uniform UL-UM split, with kv groups as the attention unit. Where kv groups are fixed, the MLP
+ * channels carry the whole budget.
  */
 export function selectUniform(g: LayerGeometry, scores: UnitScores, ratio: number): KeptUnits {
   const budget = ratio * linearParams(g);
-  let groups = Math.min(g.groups - 1, Math.round(ratio * g.groups));
-  while (groups > 0 && groups * groupParams(g) > budget) groups--;
-  const channels = Math.max(0, Math.min(g.channels - 1, Math.round((budget - groups * groupParams(g)) / channelParams(g))));
+  let groups = g.fixedGroups ? 0 : Math.min(g.groups - 1, Math.round(ratio * g.groups));
+  while (groups > 0 && groups * g.groupParams > budget) groups--;
+  const channels = Math.max(0, Math.min(g.channels - 1, Math.round((budget - groups * g.groupParams) / g.channelParams)));
   return {
     groups: complement(g.groups, lowest(scores.groups, groups)),
     channels: complement(g.channels, lowest(scores.channels, channels)),
@@ -40,8 +41,8 @@ export interface LayerCandidates {
  */
 export function selectGlobal(layers: readonly LayerCandidates[], targetParams: number): Map<number, KeptUnits> {
   const units = layers.flatMap(({ layer, geometry, scores }) => [
-    ...[...scores.groups].map((score, index) => ({ layer, kind: 'group' as const, index, score, params: groupParams(geometry) })),
-    ...[...scores.channels].map((score, index) => ({ layer, kind: 'channel' as const, index, score, params: channelParams(geometry) })),
+    ...(geometry.fixedGroups ? [] : [...scores.groups].map((score, index) => ({ layer, kind: 'group' as const, index, score, params: geometry.groupParams }))),
+    ...[...scores.channels].map((score, index) => ({ layer, kind: 'channel' as const, index, score, params: geometry.channelParams })),
   ]);
   units.sort((a, b) => a.score - b.score || a.layer - b.layer || a.index - b.index);
   const removed = new Map(layers.map(({ layer }) => [layer, { groups: [] as number[], channels: [] as number[] }]));

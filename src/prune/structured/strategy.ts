@@ -1,7 +1,9 @@
 /**
- * Structured pruning as a pipeline strategy. Per block, statistics are gathered on the inputs of
- * o_proj and down_proj, the method scores the block's units, the strategy decides how many go,
- * slices them out, and the method compensates the output projections.
+ * Structured pruning as a pipeline strategy, for every family (the family declares its units, see
+ * geometry.ts). Per block, statistics are gathered on the inputs of the attention's and the MLP's
+ * output projections ('o' and 'down' here, whatever the family calls them), the method scores the
+ * block's units, the strategy decides how many go, slices them out, and the method compensates the
+ * output projections.
  *
  * Three schedules (the method's `allocation` and `layerShare`):
  * - global (FLAP AL-AM): a pass over the dense model gathers every block's statistics and scores;
@@ -17,25 +19,25 @@
  * as the method left it — the evidence that compensation helps.
  */
 import type { Block, CausalLM, Linear } from '../../model/causal-lm.js';
-import { UsageError } from '../../util/errors.js';
 import type { LinearStats, StatKind } from '../method.js';
 import type { BlockDecision, BlockMeter, MethodOptions, PruneStrategy, StatRequest } from '../pipeline.js';
 import type { MatrixReport, StructureReport } from '../record.js';
 import { biasCompensation } from './compensation.js';
-import { keptAttentionChannels, layerGeometry, linearParams, selectColumns, shrinkLayer, STRUCTURED_ROLES, type KeptUnits, type LayerGeometry } from './geometry.js';
+import {
+  geometryOf,
+  keptAttentionChannels,
+  layerGeometry,
+  linearParams,
+  projectionRole,
+  PROJECTIONS,
+  selectColumns,
+  shrinkLayer,
+  type KeptUnits,
+  type LayerGeometry,
+  type Projection,
+} from './geometry.js';
 import type { Compensated, LayerContext, StructuredMethod, UnitScores } from './method.js';
 import { selectGlobal, selectUniform } from './select.js';
-
-const PROJECTIONS = ['o', 'down'] as const;
-type Projection = (typeof PROJECTIONS)[number];
-
-/** Refuses, before any work, a family whose blocks structured pruning cannot slice. */
-export function checkStructuredFamily(model: CausalLM): void {
-  const missing = STRUCTURED_ROLES.filter((role) => !model.roles.includes(role));
-  if (missing.length > 0) {
-    throw new UsageError(`structured pruning needs separate q, k, v, o projections and a gated MLP; the ${model.family.name} family has ${model.roles.join(', ')}`);
-  }
-}
 
 /** Every parameter of block `layer` as stored in the source (no weights read). */
 function sourceBlockParams(model: CausalLM, layer: number): number {
@@ -47,10 +49,9 @@ function sourceBlockParams(model: CausalLM, layer: number): number {
 }
 
 /** A block's geometry from the source's tensor shapes (no weights read). */
-function sourceGeometry(model: CausalLM, layer: number): LayerGeometry {
-  const rows = (role: 'q' | 'k' | 'gate') => model.source.shape(`${model.linearName(layer, role)}.weight`)[0]!;
-  const { hiddenSize: hidden, headDim } = model.config;
-  return { hidden, headDim, groups: rows('k') / headDim, groupSize: rows('q') / rows('k'), channels: rows('gate') };
+export function sourceGeometry(model: CausalLM, layer: number): LayerGeometry {
+  const name = (role: string) => model.linearName(layer, role);
+  return geometryOf(model.family.structure, (role) => model.source.shape(`${name(role)}.weight`), (role) => model.source.has(`${name(role)}.bias`), model.config.headDim, `layer ${layer}`);
 }
 
 function gatherColumns(x: Float32Array, rows: number, cols: number, kept: readonly number[]): Float32Array {
@@ -109,29 +110,32 @@ type Plan =
 export function structuredStrategy(model: CausalLM, method: StructuredMethod, ratio: number, options: MethodOptions): PruneStrategy<Plan> {
   const numLayers = model.numLayers;
   const kinds = new Set<StatKind>(['moments', ...method.needs(options)]);
-  const outputInputs: StatRequest = { roles: new Set(PROJECTIONS), kinds };
+  const { structure } = model.family;
+  const roleOf = (projection: Projection) => projectionRole(structure, projection);
+  const outputInputs: StatRequest = { roles: new Set(PROJECTIONS.map(roleOf)), kinds };
   const paramsPerLayer = Array.from({ length: numLayers }, (_, layer) => sourceBlockParams(model, layer));
   const paramsBefore = paramsPerLayer.reduce((a, b) => a + b, 0);
-  const blockStats = (stats: ReadonlyMap<string, LinearStats>): BlockStats => ({ attention: stats.get('o')!, mlp: stats.get('down')! });
+  const blockStats = (stats: ReadonlyMap<string, LinearStats>): BlockStats => ({ attention: stats.get(roleOf('o'))!, mlp: stats.get(roleOf('down'))! });
 
   const contextFor = (layer: number, dense: Block, stats: BlockStats): LayerContext => ({
     layer,
     weights: dense,
-    geometry: layerGeometry(dense, model.config.headDim),
+    projections: { o: dense.linears[roleOf('o')]!, down: dense.linears[roleOf('down')]! },
+    geometry: layerGeometry(dense, structure, model.config.headDim),
     ...stats,
     backend: model.backend,
     options,
   });
 
-  /** Slices and compensates one block; its meter measures the three errors of o_proj and down_proj on the dense block's inputs. */
+  /** Slices and compensates one block; its meter measures the three errors of both output projections on the dense block's inputs. */
   const shrink = async (context: LayerContext, scores: UnitScores, kept: KeptUnits): Promise<BlockDecision> => {
-    const { weights: dense, geometry: g } = context;
+    const { weights: dense, projections, geometry: g } = context;
     const keptColumns = { o: keptAttentionChannels(g, kept.groups), down: kept.channels };
     const outputs = {} as Record<Projection, Linear>;
     const compensation: Record<string, Compensated['report']> = {};
     const meters = {} as Record<Projection, ErrorMeter>;
     for (const projection of PROJECTIONS) {
-      const lin = dense.linears[projection]!;
+      const lin = projections[projection];
       const cols = keptColumns[projection];
       if (cols.length === lin.inFeatures) {
         outputs[projection] = lin;
@@ -157,10 +161,10 @@ export function structuredStrategy(model: CausalLM, method: StructuredMethod, ra
       compensation,
     };
     const matrices: MatrixReport[] = PROJECTIONS.map((projection) => {
-      const lin = dense.linears[projection]!;
+      const lin = projections[projection];
       return {
-        name: model.linearName(context.layer, projection),
-        role: projection,
+        name: model.linearName(context.layer, roleOf(projection)),
+        role: roleOf(projection),
         rows: lin.outFeatures,
         cols: lin.inFeatures,
         sparsity: 1 - keptColumns[projection].length / lin.inFeatures,
@@ -172,8 +176,8 @@ export function structuredStrategy(model: CausalLM, method: StructuredMethod, ra
     const meter: BlockMeter = {
       on: 'dense',
       observe: async (group, input, rows) => {
-        const projection = group[0];
-        if (projection === 'o' || projection === 'down') await meters[projection].add(model, input, rows);
+        const projection = PROJECTIONS.find((p) => group[0] === roleOf(p));
+        if (projection) await meters[projection].add(model, input, rows);
       },
       finish() {
         const errors: NonNullable<StructureReport['errors']> = {};

@@ -4,13 +4,13 @@
  * sum over its channels. Every layer loses the same share, each layer scored on the inputs of the
  * already-pruned layers before it (as the paper's code does); no compensation.
  */
-import { selectColumns } from './geometry.js';
+import { selectColumns, type Projection } from './geometry.js';
 import type { LayerContext, StructuredMethod } from './method.js';
 import { columnSums, groupScores } from './scores.js';
 
 /** Σ_i |W_ij|·‖X_j‖ per column of o_proj or down_proj. */
-export function wandaColumnScores(context: LayerContext, projection: 'o' | 'down'): Float64Array {
-  const lin = context.weights.linears[projection];
+export function wandaColumnScores(context: LayerContext, projection: Projection): Float64Array {
+  const lin = context.projections[projection];
   const sqNorm = (projection === 'o' ? context.attention : context.mlp).sqNorm!;
   return columnSums(lin.weight, lin.outFeatures, lin.inFeatures).map((s, j) => s * Math.sqrt(sqNorm[j]!));
 }
@@ -27,7 +27,7 @@ export const wandaSp: StructuredMethod = {
   async score(context) {
     return { groups: groupScores(context.geometry, wandaColumnScores(context, 'o'), 'sum'), channels: wandaColumnScores(context, 'down') };
   },
-  async compensate({ weights }, projection, kept) {
-    return { linear: selectColumns(weights.linears[projection], kept), report: {} };
+  async compensate({ projections }, projection, kept) {
+    return { linear: selectColumns(projections[projection], kept), report: {} };
   },
 };
