@@ -13,6 +13,7 @@ import { reportCommand } from './commands/report.js';
 import { compareCommand } from './commands/compare.js';
 import { generateCommand } from './commands/generate.js';
 import { inspectCommand } from './commands/inspect.js';
+import { exportCommand } from './commands/export.js';
 import { parseMethodOptions, parseNumber, parseTarget, pruneCommand } from './commands/prune.js';
 import { FAMILIES } from '../model/families/index.js';
 import { METHODS } from '../prune/methods/index.js';
@@ -53,6 +54,15 @@ topiary eval --model PATH --tasks arc_easy,piqa,...|all [--limit N] [--out FILE]
       One self-contained HTML page comparing runs (folders written by prune, with eval*.json
       results — the JSON of eval --json/--out); a folder with only eval results is the dense
       baseline.
+`,
+  export: () => `topiary export --model PATH --to gguf --quant F32|F16|Q8_0|Q4_0|Q4_K --out FILE [--json]
+      Writes any model Topiary reads (Hugging Face folder, .gguf, llama2.c checkpoint, a folder prune
+      wrote, uneven structured results included) as one GGUF file llama.cpp runs, under llama.cpp's
+      architecture for the family (deci for LLaMA-block models with per-layer sizes). Matrices take
+      the --quant type (ggml's reference quantizers); norms, biases and other 1-D tensors stay F32,
+      and a matrix whose rows are not whole blocks falls back Q4_K → Q4_0 → F16 (Q8_0 → F16). Where
+      llama.cpp cannot run the model as Topiary does, says why before any work. FILE is written
+      atomically and may not be inside the model's folder.
 `,
   compare: () => `topiary compare RUN_DIR... [--baseline DIR] [--json]
       The report's results table in the terminal.
@@ -228,6 +238,17 @@ async function run(argv: string[]): Promise<void> {
     async compare() {
       const { values, positionals } = parse(rest, { baseline: { type: 'string' } }, true);
       compareCommand({ runs: positionals, ...(typeof values.baseline === 'string' ? { baseline: values.baseline } : {}), json: values.json === true });
+    },
+    async export() {
+      const { values } = parse(rest, { model: { type: 'string' }, to: { type: 'string' }, quant: { type: 'string' }, out: { type: 'string' } });
+      applyThreads(values.threads);
+      await exportCommand({
+        model: required(values.model, '--model'),
+        to: required(values.to, '--to'),
+        quant: required(values.quant, '--quant'),
+        out: required(values.out, '--out'),
+        json: values.json === true,
+      });
     },
     async prune() {
       const { values } = parse(rest, {

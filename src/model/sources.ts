@@ -19,6 +19,7 @@ import type { ModelConfig } from './config.js';
 import { convertRopeRows } from './components/rope.js';
 import { familyFor, familyForGguf, type Family } from './families/index.js';
 import type { GgufTensors, StoredForm } from './families/family.js';
+import { ggufTensorNames } from './families/gguf-names.js';
 import { llama } from './families/llama.js';
 
 export interface ModelSource {
@@ -227,23 +228,21 @@ function fromGguf(file: string): ModelSource {
       const form = layout.storedForm?.(hfName);
       if (store.has(storeName)) mapping.set(hfName, { storeName, ...(unpermuteHeads ? { unpermuteHeads } : {}), ...(reorderRows ? { reorderRows } : {}), ...(offset ? { offset } : {}), ...(form ? { form } : {}) });
     };
-    add(family.embedTokens, 'token_embd.weight');
-    if (family.positionEmbeddings) add(family.positionEmbeddings, 'position_embd.weight');
-    add(`${family.finalNorm}.weight`, 'output_norm.weight');
-    add(`${family.finalNorm}.bias`, 'output_norm.bias');
-    add(family.lmHead, 'output.weight');
-    add(family.lmHead.replace(/\.weight$/, '.bias'), 'output.bias');
     const headCount = (key: string, layer: number): number => {
       const value = meta[`${arch}.${key}`];
       return Array.isArray(value) ? Number(value[layer]) : (perLayer(key) ?? perLayer('attention.head_count')!);
     };
-    for (let layer = 0; layer < numLayers; layer++) {
-      for (const [ggufName, hfName] of Object.entries(layout.layerNames)) {
-        const heads = !interleavedRope ? undefined : ggufName === 'attn_q' ? headCount('attention.head_count', layer) : ggufName === 'attn_k' ? headCount('attention.head_count_kv', layer) : undefined;
-        const toHf = layout.rowsToHf?.[ggufName];
-        const reorderRows = toHf && ((data: Float32Array, rows: number, cols: number) => toHf(data, rows, cols, headCount('attention.head_count', layer)));
-        for (const kind of ['weight', 'bias']) add(`${family.layerPrefix(layer)}${hfName}.${kind}`, `blk.${layer}.${ggufName}.${kind}`, heads, reorderRows);
+    for (const { gguf, hf, layer, blockName } of ggufTensorNames(family, numLayers)) {
+      if (layer === undefined || blockName === undefined) {
+        add(hf, gguf);
+        continue;
       }
+      const heads = !interleavedRope ? undefined : blockName === 'attn_q' ? headCount('attention.head_count', layer) : blockName === 'attn_k' ? headCount('attention.head_count_kv', layer) : undefined;
+      const toHf = layout.rowsToHf?.[blockName];
+      const reorderRows = toHf && ((data: Float32Array, rows: number, cols: number) => toHf(data, rows, cols, headCount('attention.head_count', layer)));
+      add(hf, gguf, heads, reorderRows);
+    }
+    for (let layer = 0; layer < numLayers; layer++) {
       for (const [ggufName, hfName] of Object.entries(layout.bareLayerNames ?? {})) add(`${family.layerPrefix(layer)}${hfName}`, `blk.${layer}.${ggufName}`);
       for (const [ggufName, split] of Object.entries(layout.fusedLayerNames ?? {})) {
         for (const kind of ['weight', 'bias']) {

@@ -98,13 +98,15 @@ export function selectRoles(model: CausalLM, requested: readonly string[] | unde
 function checkStructuredOutput(model: CausalLM, method: StructuredMethod, options: MethodOptions): void {
   const { family } = model;
   const structure = structureOf(family);
-  const outputsLackBias = PROJECTIONS.some((projection) => !model.source.has(`${model.linearName(0, projectionRole(structure, projection))}.bias`));
-  const unsupported = method.addsBias && outputsLackBias ? ggufUnsupported(model) : undefined;
+  const outputRoles = PROJECTIONS.map((projection) => projectionRole(structure, projection));
+  const outputsLackBias = outputRoles.some((role) => !model.source.has(`${model.linearName(0, role)}.bias`));
+  const addedBiasRoles = method.addsBias ? outputRoles : [];
+  const unsupported = method.addsBias && outputsLackBias ? ggufUnsupported(model, { addedBiasRoles }) : undefined;
   if (unsupported) {
     throw new UsageError(`${method.name} adds biases to output projections that have none in a ${model.config.modelType} config, so it writes GGUF, and ${unsupported}; wanda-sp and magnitude-sp write Hugging Face folders`);
   }
   if (method.allocation(options) === 'global') {
-    const why = family.gguf?.architectures.deci ? ggufUnsupported(model) : `llama.cpp loads per-layer shapes only for the LLaMA block (as deci), not ${family.name}`;
+    const why = family.gguf?.architectures.deci ? ggufUnsupported(model, { unevenLayers: true, addedBiasRoles }) : `llama.cpp loads per-layer shapes only for the LLaMA block (as deci), not ${family.name}`;
     const instead = method.uniformOption ? `; --option ${method.uniformOption} removes the same share from every layer and writes a Hugging Face folder` : '';
     if (why) throw new UsageError(`${method.name} gives each layer its own sizes, which a Hugging Face config cannot hold (one size for all layers), and ${why}${instead}`);
   }

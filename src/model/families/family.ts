@@ -110,6 +110,8 @@ export interface GgufLayout {
    * layer's attention heads). GPT-NeoX's fused q/k/v is [q | k | v] in GGUF, per head in HF.
    */
   rowsToHf?: Record<string, (data: Float32Array, rows: number, cols: number, heads: number) => Float32Array>;
+  /** The inverse of `rowsToHf`, for writing. */
+  rowsFromHf?: Record<string, (data: Float32Array, rows: number, cols: number, heads: number) => Float32Array>;
   /**
    * GGUF block tensors that fuse what Hugging Face stores separately (older Phi-2 files' attn_qkv):
    * GGUF name → the Hugging Face names under the layer prefix with their row counts, in stored
@@ -129,6 +131,39 @@ export interface GgufLayout {
   noAttention?: boolean;
   /** The config from GGUF metadata, the tensors present being known. */
   parseConfig(meta: GgufMetadata, arch: string, modelType: string, tensors: GgufTensors, file: string): ModelConfig;
+  /** How the family is written (the inverse of parseConfig); absent where llama.cpp has no architecture for it. */
+  writing?: GgufWriting;
+}
+
+/** A metadata key/value for the writer, the key without the `ARCH.` prefix. */
+export interface GgufArchKeyValue {
+  key: string;
+  type: 'u32' | 'f32' | 'bool' | 'bool[]';
+  value: number | boolean | boolean[];
+}
+
+/**
+ * What src/export/gguf-writer.ts needs beyond the tensor names: the architecture llama.cpp runs a
+ * model of this family as, what that architecture loads, and the family's metadata.
+ */
+export interface GgufWriting {
+  /** The `general.architecture` for a model whose blocks all have the same shapes (one of `architectures`). */
+  architecture(config: ModelConfig): string;
+  /** Biases of linear layers (GGUF block names, e.g. 'attn_output') the architecture loads; 'any' for all. */
+  biases(config: ModelConfig): readonly string[] | 'any';
+  /**
+   * The architecture that takes per-layer head counts and MLP widths and every bias, for results
+   * the first cannot hold (llama.cpp's `deci`, the LLaMA block with per-layer sizes). Absent: none.
+   */
+  unevenArchitecture?: string;
+  /** Why llama.cpp would run `config` differently from Topiary, if it would; checked before any work. */
+  unsupported?(config: ModelConfig): string | undefined;
+  /** What the written file does differently from the model, said but not refused. */
+  warnings?(config: ModelConfig): string[];
+  /** Keys beyond the common ones (block count, widths, heads, RoPE base and dimensions, norm epsilon). */
+  keyValues?(config: ModelConfig): GgufArchKeyValue[];
+  /** Tensors outside the canonical ones, as llama.cpp's converter writes them (Phi-3's LongRoPE factors). */
+  extraTensors?(config: ModelConfig): { name: string; data: Float32Array }[];
 }
 
 /**
