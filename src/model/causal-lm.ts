@@ -17,6 +17,7 @@ import { RopeTables, type RopeTable } from './components/rope.js';
 import type { ModelConfig } from './config.js';
 import { blockSizes, type Block, type BlockContext, type Family, type InputObserver, type Linear } from './families/family.js';
 import type { ModelSource } from './sources.js';
+import { compressSparse } from '../backend/sparse.js';
 
 export { KvCache };
 export type { Block, InputObserver, Linear };
@@ -144,11 +145,14 @@ export class CausalLM {
       const [outFeatures, inFeatures] = shape as [number, number];
       const biasName = `${name}.bias`;
       const storage = this.source.storage(`${name}.weight`);
+      const weight = this.readTensor(`${name}.weight`);
       linears[spec.role] = {
-        weight: this.readTensor(`${name}.weight`),
+        weight,
         outFeatures,
         inFeatures,
-        ...(storage !== 'dense' ? { storage } : {}),
+        // A matrix stored sparse runs on the sparse kernels (the dense copy stays: pruning and
+        // export read it).
+        ...(storage !== 'dense' ? { storage, sparse: compressSparse(weight, outFeatures, inFeatures, storage) } : {}),
         ...(this.source.has(biasName) ? { bias: this.readTensor(biasName, [outFeatures]) } : {}),
       };
     }
