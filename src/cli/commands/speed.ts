@@ -1,4 +1,4 @@
-import { describeBackend, getBackend } from '../../backend/index.js';
+import { backendKernel, describeBackend, getBackend } from '../../backend/index.js';
 import { ggufFileOf, llamaCppSpeed, loadAverage, openLlamaCpp, topiarySpeed, type EngineSpeed, type SpeedSettings } from '../../eval/speed.js';
 import { loadModel } from '../../model/load.js';
 import { UsageError } from '../../util/errors.js';
@@ -13,11 +13,6 @@ export interface SpeedArgs {
   threads?: number;
   runs: number;
   json: boolean;
-}
-
-/** The OpenBLAS kernel in the backend's description ("… (core SkylakeX)"). */
-function openBlasCore(library: string): string {
-  return /\(core (\S+)\)/.exec(library)?.[1] ?? library;
 }
 
 /**
@@ -48,7 +43,7 @@ export async function speedCommand(args: SpeedArgs): Promise<void> {
     if (args.engine === 'topiary') {
       const measured = await topiarySpeed(model, prompt, settings);
       speed = measured;
-      kernel = `OpenBLAS ${openBlasCore(backend.info.library)}`;
+      kernel = backendKernel(backend);
       positions = measured.cachedPositions;
     } else {
       const { llama, info } = await openLlamaCpp();
