@@ -557,10 +557,58 @@ static size_t rows_of(const Job *job, size_t matrix, size_t vector) {
   return job->lengths[vector] == 0 ? 0 : job->lengths[matrix] / job->lengths[vector];
 }
 
-static void run_rms_norm(Job *job) {
-  rms_norm_kernel(job->data[0], job->data[1], job->data[2], rows_of(job, 0, 1), job->lengths[1], (float)job->args[0],
-                  (float)job->args[1]);
+/*
+ * Splits [0, count) into pieces of `grain` and runs `range` on them over the backend's thread count
+ * (OpenBLAS's setting; the calling thread takes a share): the elementwise passes between the GEMMs
+ * would otherwise run on one core while the others idle. Pieces are independent and each is
+ * computed exactly as on one thread, so results do not depend on the thread count.
+ */
+typedef void (*RangeRun)(const Job *job, size_t begin, size_t end);
+
+typedef struct {
+  RangeRun range;
+  const Job *job;
+  size_t count, grain;
+  atomic_size_t next;
+} ParallelRange;
+
+static void *parallel_range_worker(void *argument) {
+  ParallelRange *work = argument;
+  for (size_t begin; (begin = atomic_fetch_add(&work->next, work->grain)) < work->count;)
+    work->range(work->job, begin, begin + work->grain < work->count ? begin + work->grain : work->count);
+  return NULL;
 }
+
+static void parallel_for(const Job *job, RangeRun range, size_t count, size_t grain) {
+  int threads = openblas_get_num_threads();
+  const size_t pieces = (count + grain - 1) / grain;
+  if (threads > (int)pieces) threads = (int)pieces;
+  if (threads > 64) threads = 64;
+  if (threads <= 1) {
+    range(job, 0, count);
+    return;
+  }
+  ParallelRange work = {.range = range, .job = job, .count = count, .grain = grain};
+  atomic_init(&work.next, 0);
+  pthread_t helpers[64];
+  int started = 0;
+  while (started < threads - 1 && pthread_create(&helpers[started], NULL, parallel_range_worker, &work) == 0) started++;
+  parallel_range_worker(&work);
+  for (int i = 0; i < started; i++) pthread_join(helpers[i], NULL);
+}
+
+/* Pieces of about this many floats: large enough that a thread's start-up is small beside them. */
+#define PARALLEL_GRAIN_ELEMENTS 65536
+
+static size_t grain_rows(size_t cols) { return cols >= PARALLEL_GRAIN_ELEMENTS ? 1 : PARALLEL_GRAIN_ELEMENTS / (cols ? cols : 1); }
+
+static void rms_norm_rows(const Job *job, size_t begin, size_t end) {
+  const size_t cols = job->lengths[1];
+  rms_norm_kernel((const float *)job->data[0] + begin * cols, job->data[1], (float *)job->data[2] + begin * cols, end - begin,
+                  cols, (float)job->args[0], (float)job->args[1]);
+}
+
+static void run_rms_norm(Job *job) { parallel_for(job, rms_norm_rows, rows_of(job, 0, 1), grain_rows(job->lengths[1])); }
 
 static void run_layer_norm(Job *job) {
   const float *bias = job->lengths[2] > 0 ? job->data[2] : NULL;
@@ -585,17 +633,29 @@ static void activation_flushing_denormals(int kind, const float *x, const float 
 #endif
 }
 
-static void run_activation(Job *job) {
-  activation_flushing_denormals(ARG_INT(job, 0), job->data[0], NULL, job->data[1], job->lengths[0]);
+static void activation_elements(const Job *job, size_t begin, size_t end) {
+  activation_flushing_denormals(ARG_INT(job, 0), (const float *)job->data[0] + begin, NULL, (float *)job->data[1] + begin,
+                                end - begin);
 }
 
+static void gated_activation_elements(const Job *job, size_t begin, size_t end) {
+  activation_flushing_denormals(ARG_INT(job, 0), (const float *)job->data[0] + begin, (const float *)job->data[1] + begin,
+                                (float *)job->data[2] + begin, end - begin);
+}
+
+static void run_activation(Job *job) { parallel_for(job, activation_elements, job->lengths[0], PARALLEL_GRAIN_ELEMENTS); }
+
 static void run_gated_activation(Job *job) {
-  activation_flushing_denormals(ARG_INT(job, 0), job->data[0], job->data[1], job->data[2], job->lengths[0]);
+  parallel_for(job, gated_activation_elements, job->lengths[0], PARALLEL_GRAIN_ELEMENTS);
 }
 
 static void run_add_bias(Job *job) { add_bias_kernel(job->data[0], job->data[1], rows_of(job, 0, 1), job->lengths[1]); }
 
-static void run_add(Job *job) { add_kernel(job->data[0], job->data[1], job->lengths[0]); }
+static void add_elements(const Job *job, size_t begin, size_t end) {
+  add_kernel((float *)job->data[0] + begin, (const float *)job->data[1] + begin, end - begin);
+}
+
+static void run_add(Job *job) { parallel_for(job, add_elements, job->lengths[0], PARALLEL_GRAIN_ELEMENTS); }
 
 static void run_soft_cap(Job *job) { soft_cap_kernel(job->data[0], job->lengths[0], (float)job->args[0]); }
 
