@@ -5,13 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== GEMM and factorisations through the backend (bench/gemm.ts)"
-node --import tsx bench/gemm.ts
+env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE node --import tsx bench/gemm.ts
 echo
 echo "== Sparse kernels vs dense BLAS on SmolLM2's linear shapes (bench/sparse.ts)"
 node --import tsx bench/sparse.ts
 echo
 echo "== Prefill: Topiary vs PyTorch, and eval's peak memory (bench/prefill.ts)"
-node --import tsx bench/prefill.ts
+env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE node --import tsx bench/prefill.ts
 echo
 echo "== Structured pruning of SmolLM2: perplexity, prune time, and prefill/decode in Topiary and llama.cpp (bench/structured.ts)"
 node --import tsx bench/structured.ts

@@ -14,6 +14,7 @@ import { compareCommand } from './commands/compare.js';
 import { generateCommand } from './commands/generate.js';
 import { inspectCommand } from './commands/inspect.js';
 import { exportCommand } from './commands/export.js';
+import { speedCommand } from './commands/speed.js';
 import { parseMethodOptions, parseNumber, parseTarget, pruneCommand } from './commands/prune.js';
 import { FAMILIES } from '../model/families/index.js';
 import { METHODS } from '../prune/methods/index.js';
@@ -49,6 +50,13 @@ topiary eval --model PATH --tasks arc_easy,piqa,...|all [--limit N] [--out FILE]
       boolq, piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa, rte, social_iqa.
       --limit N scores N items spread evenly through each file; --out writes the JSON result
       (name it RUN_DIR/eval-tasks.json for topiary report).
+`,
+  speed: () => `topiary speed --model PATH [--prompt-tokens 512] [--new-tokens 64] [--engine topiary|llama.cpp]
+       [--runs 3] [--threads N] [--json]
+      Prefill and decode tokens/s of a model: the prompt (seeded random token ids) into an empty
+      KV cache, then greedy decoding one token at a time; each phase timed after a warm-up, median
+      of the runs, with the kernel and the load average beside it. --engine llama.cpp runs a GGUF
+      file (or a prune folder's model.gguf) in node-llama-cpp's llama.cpp with the same threads.
 `,
   report: () => `topiary report RUN_DIR... --out report.html [--baseline DIR]
       One self-contained HTML page comparing runs (folders written by prune, with eval*.json
@@ -224,6 +232,27 @@ async function run(argv: string[]): Promise<void> {
         ...(values['max-windows'] !== undefined ? { maxWindows: integer(values['max-windows'], '--max-windows') } : {}),
         ...(typeof values['data-dir'] === 'string' ? { dataDir: values['data-dir'] } : {}),
         ...(typeof values.out === 'string' ? { out: values.out } : {}),
+        json: values.json === true,
+      });
+    },
+    async speed() {
+      const { values } = parse(rest, {
+        model: { type: 'string' },
+        'prompt-tokens': { type: 'string' },
+        'new-tokens': { type: 'string' },
+        engine: { type: 'string' },
+        runs: { type: 'string' },
+      });
+      const engine = typeof values.engine === 'string' ? values.engine : 'topiary';
+      if (engine !== 'topiary' && engine !== 'llama.cpp') throw new UsageError(`--engine must be topiary or llama.cpp, got "${engine}"`);
+      applyThreads(values.threads);
+      await speedCommand({
+        model: required(values.model, '--model'),
+        engine,
+        promptTokens: integer(values['prompt-tokens'], '--prompt-tokens', 512),
+        newTokens: integer(values['new-tokens'], '--new-tokens', 64),
+        ...(values.threads !== undefined ? { threads: integer(values.threads, '--threads', undefined, 1, MAX_THREADS) } : {}),
+        runs: integer(values.runs, '--runs', 3),
         json: values.json === true,
       });
     },
