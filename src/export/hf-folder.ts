@@ -83,6 +83,18 @@ function tokenizerFiles(model: CausalLM): { files: Record<string, Buffer>; warni
   return { files, warnings };
 }
 
+/** Values converted per piece when a tensor is copied in pieces (16 MiB of F32). */
+const COPY_CHUNK_VALUES = 1 << 22;
+
+/** The rows of tensor `name` [rows, cols] of the model's source, a few at a time. */
+function* rowChunks(model: CausalLM, name: string, [rows, cols]: number[]): Iterable<Float32Array> {
+  const step = Math.max(1, Math.floor(COPY_CHUNK_VALUES / cols!));
+  for (let first = 0; first < rows!; first += step) {
+    const count = Math.min(step, rows! - first);
+    yield model.source.readRows(name, Array.from({ length: count }, (_, i) => first + i));
+  }
+}
+
 /** Writes the folder; `warnings` name source files that were not carried over, and why. */
 export function exportHfFolder(
   model: CausalLM,
@@ -90,18 +102,23 @@ export function exportHfFolder(
   options: ExportOptions,
 ): { files: string[]; bytes: number; warnings: string[]; sparse?: SparseExport } {
   fs.mkdirSync(outDir, { recursive: true });
+  const blocksRoot = model.family.layerPrefix(0).replace(/0\.$/, '');
   const dense = model.source
     .tensorNames()
     .filter((name) => !(model.config.tieWordEmbeddings && name === model.family.lmHead))
     .map((name) => {
       const stored = storedLayout(model.family, name, model.source.shape(name));
-      const data = options.override(name) ?? (() => model.source.read(name));
-      return { name, shape: stored.shape, values: () => stored.convert(data()) };
+      const override = options.override(name);
+      const data = override ?? (() => model.source.read(name));
+      // A tensor outside the blocks copied as it is (an embedding of 128k rows, say) is read a few
+      // rows at a time; a block's tensors are at most a layer's size.
+      const copied = !override && !stored.transposed && stored.shape.length === 2 && !name.startsWith(blocksRoot) ? { chunks: () => rowChunks(model, name, stored.shape) } : undefined;
+      return { name, shape: stored.shape, values: () => stored.convert(data()), copied };
     });
   const sparse = options.sparse && planSparse(dense, options.sparse, options.dtype);
-  const tensors = dense.flatMap(({ name, shape, values }): TensorToWrite[] => {
+  const tensors = dense.flatMap(({ name, shape, values, copied }): TensorToWrite[] => {
     const kept = sparse?.kept.get(name);
-    if (kept === undefined) return [{ name, shape, dtype: options.dtype, data: values }];
+    if (kept === undefined) return [{ name, shape, dtype: options.dtype, data: copied ?? values }];
     return compressedMatrixTensors(name, shape[0]!, shape[1]!, kept, sparse!.storage, options.dtype, values);
   });
   const modelFile = path.join(outDir, 'model.safetensors');

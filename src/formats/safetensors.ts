@@ -305,6 +305,14 @@ function shardedStore(folder: string, indexPath: string): SafetensorsStore {
 /** The values of a tensor to write: floats, or bytes (U8) and 64-bit integers (I64) stored as they are. */
 export type TensorValues = Float32Array | Uint8Array | BigInt64Array;
 
+/**
+ * Float values produced a piece at a time (a large embedding copied from its source a few rows at
+ * a time): the pieces, in order, make up the tensor.
+ */
+export interface ChunkedValues {
+  chunks: () => Iterable<Float32Array>;
+}
+
 export interface TensorToWrite {
   name: string;
   /** Row-major (PyTorch) shape; product(shape) must equal data.length. */
@@ -313,7 +321,7 @@ export interface TensorToWrite {
    * The values, or a function producing them when the tensor's turn comes: with functions, only
    * one tensor is in memory at a time however large the model.
    */
-  data: TensorValues | (() => TensorValues);
+  data: TensorValues | (() => TensorValues) | ChunkedValues;
   /**
    * Stored type; floats are stored as F32 (the default, lossless) or rounded to nearest even
    * F16/BF16; U8 takes a Uint8Array (bitmasks), I64 a BigInt64Array (shapes, offsets).
@@ -349,7 +357,7 @@ export function writeSafetensors(file: string, tensors: TensorToWrite[], metadat
       throw new TopiaryError(`cannot write tensor named ${JSON.stringify(tensor.name)}: empty, reserved or duplicate`, file);
     }
     if (!['F32', 'F16', 'BF16', 'U8', 'I64'].includes(dtype)) throw new TopiaryError(`cannot write tensor "${tensor.name}" as ${dtype}`, file);
-    if (!tensor.shape.every(isCount) || (typeof tensor.data !== 'function' && product(tensor.shape) !== tensor.data.length)) {
+    if (!tensor.shape.every(isCount) || (ArrayBuffer.isView(tensor.data) && product(tensor.shape) !== tensor.data.length)) {
       throw new TopiaryError(`tensor "${tensor.name}" has shape [${tensor.shape.join(', ')}] but ${valueCount(tensor)} values`, file);
     }
     const byteLength = product(tensor.shape) * DTYPE_SIZES[dtype];
@@ -371,14 +379,24 @@ export function writeSafetensors(file: string, tensors: TensorToWrite[], metadat
 }
 
 function valueCount(tensor: TensorToWrite): string {
-  return typeof tensor.data === 'function' ? 'a lazy' : String(tensor.data.length);
+  return ArrayBuffer.isView(tensor.data) ? String(tensor.data.length) : 'a lazy';
 }
 
 function writeTensorData(fd: number, tensor: TensorToWrite, file: string, allowNonFinite: boolean): void {
-  const data = typeof tensor.data === 'function' ? tensor.data() : tensor.data;
-  if (data.length !== product(tensor.shape)) {
-    throw new TopiaryError(`tensor "${tensor.name}" has shape [${tensor.shape.join(', ')}] but ${data.length} values`, file);
+  const parts: Iterable<TensorValues> = ArrayBuffer.isView(tensor.data) ? [tensor.data] : 'chunks' in tensor.data ? tensor.data.chunks() : [tensor.data()];
+  const count = product(tensor.shape);
+  const mismatch = (values: number) => new TopiaryError(`tensor "${tensor.name}" has shape [${tensor.shape.join(', ')}] but ${values} values`, file);
+  let written = 0;
+  for (const part of parts) {
+    if (written + part.length > count) throw mismatch(written + part.length);
+    writeValues(fd, tensor, part, written, file, allowNonFinite);
+    written += part.length;
   }
+  if (written !== count) throw mismatch(written);
+}
+
+/** Writes `data`, the values of `tensor` from element `first` on, in its stored type. */
+function writeValues(fd: number, tensor: TensorToWrite, data: TensorValues, first: number, file: string, allowNonFinite: boolean): void {
   const dtype = tensor.dtype ?? 'F32';
   const expected = dtype === 'U8' ? Uint8Array : dtype === 'I64' ? BigInt64Array : Float32Array;
   if (!(data instanceof expected)) throw new TopiaryError(`tensor "${tensor.name}" is stored as ${dtype} but its values are a ${data.constructor.name}`, file);
@@ -396,7 +414,7 @@ function writeTensorData(fd: number, tensor: TensorToWrite, file: string, allowN
     narrow(chunk, out);
     const overflow = firstNonFinite16(out, dtype as 'F16' | 'BF16');
     if (overflow >= 0 && !allowNonFinite) {
-      throw new TopiaryError(`refusing to write tensor "${tensor.name}": its value ${chunk[overflow]} at index ${start + overflow} does not fit ${dtype}`, file);
+      throw new TopiaryError(`refusing to write tensor "${tensor.name}": its value ${chunk[overflow]} at index ${first + start + overflow} does not fit ${dtype}`, file);
     }
     writeAll(fd, new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
   }

@@ -86,10 +86,10 @@ function isTransposed(family: Family, name: string): boolean {
 }
 
 /** How canonical tensor `name` of `shape` is stored in a Hugging Face file of its family, and the conversion to that form. */
-export function storedLayout(family: Family, name: string, shape: number[]): { shape: number[]; convert: (data: Float32Array) => Float32Array } {
-  if (!isTransposed(family, name)) return { shape, convert: (data) => data };
+export function storedLayout(family: Family, name: string, shape: number[]): { shape: number[]; transposed: boolean; convert: (data: Float32Array) => Float32Array } {
+  if (!isTransposed(family, name)) return { shape, transposed: false, convert: (data) => data };
   const [rows, cols] = shape as [number, number];
-  return { shape: [cols, rows], convert: (data) => transpose(data, rows, cols) };
+  return { shape: [cols, rows], transposed: true, convert: (data) => transpose(data, rows, cols) };
 }
 
 /** The canonical shape of the tensor `entry` maps to. */

@@ -73,6 +73,15 @@ export function prunedSource(base: ModelSource, keptLayers: readonly number[], b
         store.close();
       }
     },
+    // A pruned block's tensors come from the checkpoint, never from the original's rows.
+    readRows(name, rows) {
+      if (!tensors.has(name)) return base.readRows(name, rows);
+      const whole = this.read(name);
+      const cols = whole.length / this.shape(name)[0]!;
+      const out = new Float32Array(rows.length * cols);
+      rows.forEach((row, i) => out.set(whole.subarray(row * cols, (row + 1) * cols), i * cols));
+      return out;
+    },
     close: () => base.close(),
   };
 }
