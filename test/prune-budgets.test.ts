@@ -244,13 +244,15 @@ for (const target of [{ kind: 'unstructured', sparsity: 0.6 }, { kind: 'nm', n: 
   });
 }
 
-test('prune CLI refuses a profile with an N:M pattern, DSnoT with permute and profile options without the profile, before any work', () => {
+test('prune CLI refuses, before any work: a profile with an N:M pattern, DSnoT with permute, profile options without the profile, bad option values', () => {
   const out = tempDir();
   const cases: [string[], RegExp][] = [
     [['--pattern', '2:4', '--sparsity-profile', 'owl'], /--sparsity-profile owl needs --sparsity P/],
     [['--pattern', '2:4', '--permute', '--refine', 'dsnot'], /cannot follow permute/],
     [['--sparsity', '0.5', '--option', 'owlM=3'], /wanda does not understand "owlM"/],
     [['--sparsity', '0.5', '--sparsity-profile', 'flat'], /unknown --sparsity-profile "flat"/],
+    [['--sparsity', '0.5', '--sparsity-profile', 'owl', '--option', 'owlLambda=-1'], /option owlLambda must be a number ≥ 0/],
+    [['--sparsity', '0.5', '--refine', 'dsnot', '--option', 'dsnotCycles=2.5'], /option dsnotCycles must be an integer/],
   ];
   for (const [args, message] of cases) {
     const result = runCli(['prune', '--model', stories260K, '--method', 'wanda', '--out', out, ...args]);

@@ -38,6 +38,8 @@ import type { LayerBudget } from './record.js';
 import { requireSqNorm, wandaScores } from './methods/wanda.js';
 
 export type SparsityProfileName = 'uniform' | 'owl' | 'alphapruning';
+/** The profiles that plan a budget (uniform needs no plan). */
+export type BudgetProfileName = Exclude<SparsityProfileName, 'uniform'>;
 
 export interface SparsityProfile {
   name: SparsityProfileName;
@@ -63,6 +65,15 @@ export const SPARSITY_PROFILES: readonly SparsityProfile[] = [
     needsActivations: false,
   },
 ];
+
+/** The profiles' options with their defaults; a bad value is refused (called before any work, and when used). */
+export function profileOptions(options: MethodOptions): { owlM: number; owlLambda: number; alphaEpsilon: number } {
+  return {
+    owlM: numberOption(options, 'owlM', 5, { min: 0 }),
+    owlLambda: numberOption(options, 'owlLambda', 0.08, { min: 0 }),
+    alphaEpsilon: numberOption(options, 'alphaEpsilon', 0.3, { min: 0 }),
+  };
+}
 
 export function findProfile(name: string): SparsityProfile {
   const found = SPARSITY_PROFILES.find((profile) => profile.name === name);
@@ -162,25 +173,22 @@ function normalise(scores: readonly number[]): number[] {
  * Per-layer sparsities for `profile` from the layer scores, with Σ s_ℓ·n_ℓ = p·N (see the header),
  * each checked to lie in [0, 1).
  */
-export function layerSparsities(profile: SparsityProfileName, scores: readonly number[], params: readonly number[], sparsity: number, options: MethodOptions): number[] {
+export function layerSparsities(profile: BudgetProfileName, scores: readonly number[], params: readonly number[], sparsity: number, options: MethodOptions): number[] {
   const total = params.reduce((sum, n) => sum + n, 0);
   const weightedMean = (values: readonly number[]) => values.reduce((sum, value, l) => sum + value * params[l]!, 0) / total;
+  const { owlLambda, alphaEpsilon } = profileOptions(options);
   let result: number[];
   if (profile === 'owl') {
-    const lambda = numberOption(options, 'owlLambda', 0.08, { min: 0 });
-    const densities = normalise(scores).map((x) => x * 2 * lambda);
+    const densities = normalise(scores).map((x) => x * 2 * owlLambda);
     const mean = densities.reduce((sum, d) => sum + d, 0) / densities.length;
     const raw = densities.map((d) => 1 - (d - mean + (1 - sparsity)));
     // OWL centres the plain mean; layers of unequal size also need the weighted mean at p.
     const shift = sparsity - weightedMean(raw);
     result = raw.map((s) => s + shift);
-  } else if (profile === 'alphapruning') {
-    const epsilon = numberOption(options, 'alphaEpsilon', 0.3, { min: 0 });
-    const ratios = normalise(scores).map((x) => 1 - epsilon + x * 2 * epsilon);
+  } else {
+    const ratios = normalise(scores).map((x) => 1 - alphaEpsilon + x * 2 * alphaEpsilon);
     const scale = sparsity / weightedMean(ratios);
     result = ratios.map((ratio) => ratio * scale);
-  } else {
-    result = scores.map(() => sparsity);
   }
   result.forEach((s, layer) => {
     if (!(s >= 0 && s < 1)) {
@@ -210,7 +218,7 @@ export function apportionZeros(sizes: readonly (readonly number[])[], layerSpars
 }
 
 /** The plan from every layer's dense-pass score. */
-export function planBudgets(profile: SparsityProfileName, scores: readonly LayerScore[], roles: readonly string[], sparsity: number, options: MethodOptions): BudgetPlan {
+export function planBudgets(profile: BudgetProfileName, scores: readonly LayerScore[], roles: readonly string[], sparsity: number, options: MethodOptions): BudgetPlan {
   const params = scores.map((layer) => layer.sizes.reduce((sum, n) => sum + n, 0));
   const sparsities = layerSparsities(profile, scores.map((layer) => layer.score), params, sparsity, options);
   const zeros = apportionZeros(scores.map((layer) => layer.sizes), sparsities, sparsity);
@@ -223,26 +231,23 @@ export function planBudgets(profile: SparsityProfileName, scores: readonly Layer
 }
 
 /** One layer's score for the dense pass: OWL from the dense inputs' norms, AlphaPruning from the weights alone. */
-export async function scoreLayer(profile: SparsityProfileName, block: Block, roles: readonly string[], stats: StatsByRole, options: MethodOptions, backend: Backend, name: (role: string) => string): Promise<LayerScore> {
+export async function scoreLayer(profile: BudgetProfileName, block: Block, roles: readonly string[], stats: StatsByRole, options: MethodOptions, backend: Backend, name: (role: string) => string): Promise<LayerScore> {
   const sizes = roles.map((role) => block.linears[role]!.weight.length);
   if (profile === 'owl') {
-    const m = numberOption(options, 'owlM', 5, { min: 0 });
+    const { owlM } = profileOptions(options);
     const scores = roles.map((role) => {
       const { weight, outFeatures, inFeatures } = block.linears[role]!;
       return wandaScores(weight, outFeatures, inFeatures, requireSqNorm(stats.get(role) ?? { rows: 0 }, inFeatures, 'owl', name(role)));
     });
-    return { score: outlierRatio(scores, m), sizes, details: {} };
+    return { score: outlierRatio(scores, owlM), sizes, details: {} };
   }
-  if (profile === 'alphapruning') {
-    const details: Record<string, number> = {};
-    for (const role of roles) {
-      const { weight, outFeatures, inFeatures } = block.linears[role]!;
-      const { alpha } = hillAlpha(await gramEigenvalues(weight, outFeatures, inFeatures, backend));
-      if (!Number.isFinite(alpha)) throw new UsageError(`${name(role)}: no power-law tail could be fitted to the spectrum of WᵀW (AlphaPruning)`);
-      details[`alpha.${role}`] = alpha;
-    }
-    const alphas = Object.values(details);
-    return { score: alphas.reduce((sum, a) => sum + a, 0) / alphas.length, sizes, details };
+  const details: Record<string, number> = {};
+  for (const role of roles) {
+    const { weight, outFeatures, inFeatures } = block.linears[role]!;
+    const { alpha } = hillAlpha(await gramEigenvalues(weight, outFeatures, inFeatures, backend));
+    if (!Number.isFinite(alpha)) throw new UsageError(`${name(role)}: no power-law tail could be fitted to the spectrum of WᵀW (AlphaPruning)`);
+    details[`alpha.${role}`] = alpha;
   }
-  return { score: 0, sizes, details: {} };
+  const alphas = Object.values(details);
+  return { score: alphas.reduce((sum, a) => sum + a, 0) / alphas.length, sizes, details };
 }

@@ -10,7 +10,8 @@
  *   being selected (flat row-major index for the whole matrix, column for a row, position in the
  *   group for N:M) is pruned first. The same input therefore always gives the same mask bytes.
  * - Unstructured counts are exact: a range of `size` entries at sparsity p loses
- *   floor(p · size) entries (see `prunedCount`).
+ *   floor(p · size) entries (see `prunedCount`); a target with an exact `zeros` budget (layer
+ *   budgets) spreads it over the ranges by the cumulative floor rule (see `prunedInSlices`).
  *
  * Selection is a radix select on the float bits (three passes of 11/11/10 bits plus one marking
  * pass): O(size) per range with no per-element allocation, so a 4096 × 11008 matrix costs a few

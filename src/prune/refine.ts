@@ -44,7 +44,17 @@ export interface Refiner {
   description: string;
   options: Readonly<Record<string, string>>;
   needs: readonly StatKind[];
+  /** Refuses bad option values (called before any work). */
+  checkOptions(options: MethodOptions): void;
   refine(input: RefineInput): Record<string, number>;
+}
+
+function dsnotOptions(options: MethodOptions): { cycles: number; threshold: number; varPower: number } {
+  return {
+    cycles: numberOption(options, 'dsnotCycles', 50, { min: 0, integer: true }),
+    threshold: numberOption(options, 'dsnotThreshold', 0.1, { min: 0 }),
+    varPower: numberOption(options, 'dsnotVarPower', 1, { min: 0 }),
+  };
 }
 
 /** Stable ascending order of `indices` by `key`. */
@@ -61,10 +71,9 @@ export const dsnot: Refiner = {
     dsnotVarPower: '1: growth order divides by Var(x_j) to this power',
   },
   needs: ['moments'],
+  checkOptions: dsnotOptions,
   refine({ name, dense, pruned, rows, cols, stats, target, options, windowLength }) {
-    const cycles = numberOption(options, 'dsnotCycles', 50, { min: 0, integer: true });
-    const threshold = numberOption(options, 'dsnotThreshold', 0.1, { min: 0 });
-    const varPower = numberOption(options, 'dsnotVarPower', 1, { min: 0 });
+    const { cycles, threshold, varPower } = dsnotOptions(options);
     const { sum, sqNorm } = stats;
     if (!sum || !sqNorm || sum.length !== cols || stats.rows === 0) throw new UsageError(`${name}: dsnot needs the input's means and squared norms`);
     const windows = stats.rows / windowLength;

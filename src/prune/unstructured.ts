@@ -7,7 +7,7 @@
  */
 import type { CausalLM, InputObserver, Linear } from '../model/causal-lm.js';
 import { UsageError } from '../util/errors.js';
-import { planBudgets, scoreLayer, type BudgetPlan, type LayerScore, type SparsityProfile } from './budgets.js';
+import { planBudgets, profileOptions, scoreLayer, type BudgetPlan, type BudgetProfileName, type LayerScore, type SparsityProfile } from './budgets.js';
 import { validateTarget } from './masks.js';
 import type { SparsityTarget, StatKind, UnstructuredMethod } from './method.js';
 import type { DensePass, MethodOptions, PruneStrategy } from './pipeline.js';
@@ -45,6 +45,8 @@ export function validateUnstructured(model: CausalLM, request: Omit<Unstructured
   if (profile && profile.name !== 'uniform' && target.kind === 'nm') {
     throw new UsageError(`--sparsity-profile ${profile.name} needs --sparsity P: an N:M pattern fixes every layer's sparsity at N/M`);
   }
+  profileOptions(methodOptions);
+  refiner?.checkOptions(methodOptions);
   if (refiner && methodOptions.permute === true) {
     throw new UsageError(`--refine ${refiner.name} keeps N:M groups of consecutive inputs; it cannot follow permute's channel order`);
   }
@@ -73,13 +75,14 @@ function subtract(a: Float32Array, b: Float32Array): Float32Array {
 }
 
 /** The dense pass that scores every layer for a non-uniform profile and plans each matrix's zeros. */
-function budgetPass(model: CausalLM, request: UnstructuredRequest, profile: SparsityProfile): DensePass<BudgetPlan> {
+function budgetPass(model: CausalLM, request: UnstructuredRequest, profile: SparsityProfile & { name: BudgetProfileName }): DensePass<BudgetPlan> {
   const { target, methodOptions, roles } = request;
   if (target.kind !== 'unstructured') throw new UsageError(`--sparsity-profile ${profile.name} needs --sparsity P`);
+  const name = profile.name;
   return {
     ...(profile.needsActivations ? { statistics: { roles: new Set(roles), kinds: new Set<StatKind>(['sqNorm']) } } : {}),
-    score: (layer, block, seen) => scoreLayer(profile.name, block, roles, seen.stats, methodOptions, model.backend, (role) => model.linearName(layer, role)),
-    plan: (results) => planBudgets(profile.name, results as LayerScore[], roles, target.sparsity, methodOptions),
+    score: (layer, block, seen) => scoreLayer(name, block, roles, seen.stats, methodOptions, model.backend, (role) => model.linearName(layer, role)),
+    plan: (results) => planBudgets(name, results as LayerScore[], roles, target.sparsity, methodOptions),
     advanceDense: false,
   };
 }
@@ -90,7 +93,7 @@ export function unstructuredStrategy(model: CausalLM, request: UnstructuredReque
   const kinds = new Set([...method.needs, ...(refine?.refiner.needs ?? [])]);
   return {
     statistics: { roles: kinds.size > 0 ? pruned : new Set(), kinds },
-    ...(profile && profile.name !== 'uniform' ? { densePass: budgetPass(model, request, profile) } : {}),
+    ...(profile && profile.name !== 'uniform' ? { densePass: budgetPass(model, request, { ...profile, name: profile.name }) } : {}),
 
     async decide({ layer, dense, stats, plan }) {
       const linears = { ...dense.linears };
