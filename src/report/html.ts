@@ -143,6 +143,8 @@ function settingsTable(run: Run): string {
     ['model', s.model],
     ['method', `${prune.method}${s.methodOptions && Object.keys(s.methodOptions as object).length ? ` ${JSON.stringify(s.methodOptions)}` : ''}`],
     ['target', prune.target],
+    ['sparsity profile', s.sparsityProfile],
+    ['refine', s.refine],
     ['pruned layers', Array.isArray(s.roles) ? (s.roles as string[]).join(', ') : s.roles],
     ['calibration', s.calibration ? JSON.stringify(s.calibration) : undefined],
     ['total time', `${prune.seconds.toFixed(1)} s`],
@@ -168,9 +170,9 @@ function budgetScores(layers: readonly BlockReport[]): string {
   const high = Math.max(...finite);
   const scale = (v: number) => (high > low ? (v - low) / (high - low) : 0.5);
   return heatmap({
-    title: profile === 'owl' ? 'OWL outlier ratio per layer (%)' : `${profile} score per layer`,
+    title: profile === 'owl' ? 'OWL outlier ratio per layer (%)' : profile === 'alphapruning' ? 'AlphaPruning: Hill α of WᵀW (layer mean, per matrix)' : `${profile} score per layer`,
     rowLabels: layers.map((l) => `layer ${l.layer}`),
-    columnLabels: [profile === 'alphapruning' ? 'mean α' : 'score', ...detailKeys.map((key) => key.replace(/^alpha\./, 'α '))],
+    columnLabels: [profile === 'alphapruning' ? 'mean' : 'score', ...detailKeys.map((key) => key.replace(/^alpha\./, ''))],
     values,
     scale,
     format: (v) => v.toPrecision(3),
