@@ -7,7 +7,10 @@
  *
  *   node --import tsx bench/quality.ts [--model PATH] [--label smollm2] [--nsamples 128]
  *     [--calib-seqlen 256] [--eval-seqlen 2048] [--eval-windows 16] [--only wanda,ria]
- *     [--targets 0.5,2:4,4:8] [--permute-all]
+ *     [--targets 0.5,2:4,4:8] [--permute-all] [--profiles uniform,owl,alphapruning] [--refine dsnot]
+ *
+ * --profiles adds a row per layer-budget profile for each unstructured target (N:M patterns take
+ * only uniform); --refine adds, beside every row, the same run refined.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -33,6 +36,8 @@ const { values } = parseArgs({
     targets: { type: 'string' },
     /** Permuted runs for every N:M target, not only 2:4. */
     'permute-all': { type: 'boolean' },
+    profiles: { type: 'string' },
+    refine: { type: 'string' },
   },
 });
 const model = values.model ?? smolLM2(root);
@@ -50,11 +55,19 @@ interface Cell {
   method: string;
   target: string;
   permute: boolean;
+  profile?: string;
+  refine?: string;
 }
 const GRID: Cell[] = [];
+const profiles = (values.profiles ?? 'uniform').split(',');
+const refinements = values.refine ? [undefined, values.refine] : [undefined];
 for (const method of ['wanda', 'ria', 'sparsegpt', 'apt', 'magnitude']) {
   for (const target of (values.targets ?? '0.5,2:4,4:8').split(',')) {
-    GRID.push({ method, target, permute: false });
+    for (const profile of target.includes(':') ? ['uniform'] : profiles) {
+      for (const refine of refinements) {
+        GRID.push({ method, target, permute: false, ...(profile !== 'uniform' ? { profile } : {}), ...(refine ? { refine } : {}) });
+      }
+    }
     if ((method === 'wanda' || method === 'ria') && (target === '2:4' || (values['permute-all'] && target.includes(':')))) {
       GRID.push({ method, target, permute: true });
     }
@@ -73,7 +86,7 @@ interface Row extends Cell {
 }
 
 const resultsFile = path.join(root, 'bench', 'results', `quality-${label}.json`);
-const key = (cell: Cell) => `${cell.method} ${cell.target}${cell.permute ? ' permuted' : ''}`;
+const key = (cell: Cell) => `${cell.method} ${cell.target}${cell.permute ? ' permuted' : ''}${cell.profile ? ` ${cell.profile}` : ''}${cell.refine ? ` +${cell.refine}` : ''}`;
 const previous = fs.existsSync(resultsFile) ? (JSON.parse(fs.readFileSync(resultsFile, 'utf8')) as { settings: typeof settings; model: string; rows: Row[] }) : undefined;
 // Rows made with the same settings are kept; the dense row only needs the same evaluation.
 const sameModel = previous?.model === model;
@@ -112,6 +125,8 @@ for (const cell of cells) {
       'prune', '--model', model, '--method', cell.method,
       ...(cell.target.includes(':') ? ['--pattern', cell.target] : ['--sparsity', cell.target]),
       ...(cell.permute ? ['--permute'] : []),
+      ...(cell.profile ? ['--sparsity-profile', cell.profile] : []),
+      ...(cell.refine ? ['--refine', cell.refine] : []),
       '--calib', settings.calib, '--nsamples', String(settings.nsamples), '--seqlen', String(settings.calibSeqlen),
       '--seed', String(settings.seed), '--out', out,
     ]);
@@ -140,9 +155,9 @@ for (const cell of cells) {
   }
 }
 printTable(
-  ['method', 'target', 'permute', 'sparsity', `ppl (wikitext2, ${settings.evalSeqlen}×${settings.evalWindows})`, 'prune s', 'peak MiB', 'kept-score gain'],
+  ['method', 'target', 'permute', 'profile', 'refine', 'sparsity', `ppl (wikitext2, ${settings.evalSeqlen}×${settings.evalWindows})`, 'prune s', 'peak MiB', 'kept-score gain'],
   rows.map((row) => [
-    row.method, row.target, row.permute ? 'yes' : '', row.sparsity === undefined ? '' : `${(row.sparsity * 100).toFixed(1)}%`,
+    row.method, row.target, row.permute ? 'yes' : '', row.profile ?? '', row.refine ?? '', row.sparsity === undefined ? '' : `${(row.sparsity * 100).toFixed(1)}%`,
     row.perplexity.toFixed(2), row.pruneSeconds?.toFixed(0) ?? '', row.peakRssMb ?? '', row.keptScoreGainPercent === undefined ? '' : `+${row.keptScoreGainPercent.toFixed(2)}%`,
   ]),
 );

@@ -32,6 +32,10 @@ void spotrf_(const char *uplo, const blasint *n, float *a, const blasint *lda, b
 void dpotrf_(const char *uplo, const blasint *n, double *a, const blasint *lda, blasint *info, size_t uplo_len);
 void spotri_(const char *uplo, const blasint *n, float *a, const blasint *lda, blasint *info, size_t uplo_len);
 void dpotri_(const char *uplo, const blasint *n, double *a, const blasint *lda, blasint *info, size_t uplo_len);
+void ssyevd_(const char *jobz, const char *uplo, const blasint *n, float *a, const blasint *lda, float *w, float *work,
+             const blasint *lwork, blasint *iwork, const blasint *liwork, blasint *info, size_t jobz_len, size_t uplo_len);
+void dsyevd_(const char *jobz, const char *uplo, const blasint *n, double *a, const blasint *lda, double *w, double *work,
+             const blasint *lwork, blasint *iwork, const blasint *liwork, blasint *info, size_t jobz_len, size_t uplo_len);
 
 /* Below this many floating-point operations a call runs synchronously on the calling thread. */
 #define SYNC_FLOP_THRESHOLD 2.0e6
@@ -286,6 +290,38 @@ static void run_invert_spd(Job *job) {
     if (info == 0) mirror_upper_f32(job->data[0], n);
   }
   job->ok = info == 0;
+}
+
+/*
+ * Eigenvalues only (jobz 'N'), ascending, of the symmetric n×n matrix in data[0] (destroyed) into
+ * data[1]. The matrix is symmetric, so row- and column-major agree. Workspace sizes come from
+ * LAPACK's own query (lwork = liwork = −1).
+ */
+#define DEFINE_RUN_EIGENVALUES(name, type, routine)                                                 \
+  static void name(Job *job) {                                                                     \
+    const blasint n = ARG_INT(job, 0), query = -1;                                                 \
+    const char jobz = 'N', uplo = 'L';                                                             \
+    blasint info = 0, iwork_size = 0;                                                              \
+    type work_size = 0;                                                                            \
+    routine(&jobz, &uplo, &n, job->data[0], &n, job->data[1], &work_size, &query, &iwork_size, &query, &info, 1, 1); \
+    const blasint lwork = (blasint)work_size, liwork = iwork_size > 0 ? iwork_size : 1;            \
+    type *work = info == 0 ? malloc(sizeof(type) * (size_t)(lwork > 0 ? lwork : 1)) : NULL;        \
+    blasint *iwork = info == 0 ? malloc(sizeof(blasint) * (size_t)liwork) : NULL;                 \
+    if (info == 0 && (!work || !iwork)) {                                                          \
+      job->out_of_memory = true;                                                                   \
+    } else if (info == 0) {                                                                        \
+      routine(&jobz, &uplo, &n, job->data[0], &n, job->data[1], work, &lwork, iwork, &liwork, &info, 1, 1); \
+    }                                                                                              \
+    free(work);                                                                                    \
+    free(iwork);                                                                                   \
+    job->ok = info == 0 && !job->out_of_memory;                                                    \
+  }
+DEFINE_RUN_EIGENVALUES(run_eigenvalues_f32, float, ssyevd_)
+DEFINE_RUN_EIGENVALUES(run_eigenvalues_f64, double, dsyevd_)
+
+static void run_symmetric_eigenvalues(Job *job) {
+  if (job->fp64) run_eigenvalues_f64(job);
+  else run_eigenvalues_f32(job);
 }
 
 static void run_triangular_solve(Job *job) {
@@ -1598,6 +1634,9 @@ static napi_value cholesky(napi_env env, napi_callback_info info) {
 static napi_value invert_spd(napi_env env, napi_callback_info info) {
   return start_job(env, info, 1, run_invert_spd, true, cube_flops);
 }
+static napi_value symmetric_eigenvalues(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 2, run_symmetric_eigenvalues, true, cube_flops);
+}
 static napi_value triangular_solve(napi_env env, napi_callback_info info) {
   return start_job(env, info, 2, run_triangular_solve, false, solve_flops);
 }
@@ -1704,6 +1743,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"syrk", NULL, syrk, NULL, NULL, NULL, napi_default, NULL},
       {"cholesky", NULL, cholesky, NULL, NULL, NULL, napi_default, NULL},
       {"invertSpd", NULL, invert_spd, NULL, NULL, NULL, napi_default, NULL},
+      {"symmetricEigenvalues", NULL, symmetric_eigenvalues, NULL, NULL, NULL, napi_default, NULL},
       {"triangularSolve", NULL, triangular_solve, NULL, NULL, NULL, napi_default, NULL},
       {"eliminateRows", NULL, eliminate_rows, NULL, NULL, NULL, napi_default, NULL},
       {"causalAttention", NULL, causal_attention, NULL, NULL, NULL, napi_default, NULL},

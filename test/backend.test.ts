@@ -202,6 +202,26 @@ describe('syrk: native matches reference and keeps H symmetric', { skip: nativeS
   }
 });
 
+describe('native symmetricEigenvalues matches the reference (Jacobi)', { skip: nativeSkip }, () => {
+  for (const precision of precisions) {
+    test(`${precision.name} random symmetric 80×80 (indefinite) and a Gram matrix WᵀW`, async () => {
+      const rng = createRng(77);
+      const n = 80;
+      const x = randomArray(rng, n * n, Float64Array);
+      const symmetric = new precision.type(n * n);
+      for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) symmetric[i * n + j] = x[i * n + j] + x[j * n + i];
+      const gram = randomSpd(rng, n, precision.type);
+      for (const a of [symmetric, gram]) {
+        const wNative = new precision.type(n);
+        const wReference = new precision.type(n);
+        assert.equal(await native!.symmetricEigenvalues(a.slice(), n, wNative), true);
+        assert.equal(await reference.symmetricEigenvalues(a.slice(), n, wReference), true);
+        assertClose(wNative, wReference, precision.name === 'fp32' ? 2e-5 : 1e-11, 'eigenvalues');
+      }
+    });
+  }
+});
+
 for (const { name, backend, skip } of backendsUnderTest()) {
   describe(`${name}: factorisations by reconstruction`, { skip }, () => {
     for (const precision of precisions) {
@@ -256,6 +276,28 @@ for (const { name, backend, skip } of backendsUnderTest()) {
         for (let i = 0; i < n; i++) negative[i * n + i] -= 1000;
         assert.equal(await backend!.cholesky(negative, n, 'lower'), false);
       });
+
+      for (const n of [1, 5, 60]) {
+        test(`${precision.name} symmetricEigenvalues n=${n}: the spectrum of Q·diag(λ)·Qᵀ, ascending`, async () => {
+          // Q = I − 2vvᵀ/‖v‖² (a reflection) is orthogonal, so Q·diag(λ)·Qᵀ has exactly the eigenvalues λ.
+          const rng = createRng(40 + n);
+          const v = randomArray(rng, n, Float64Array);
+          const vv = v.reduce((sum, x) => sum + x * x, 0);
+          const q = Float64Array.from({ length: n * n }, (_, i) => (Math.floor(i / n) === i % n ? 1 : 0) - (2 * v[Math.floor(i / n)] * v[i % n]) / vv);
+          const lambda = Array.from({ length: n }, (_, i) => (i % 3 === 0 ? -1 : 1) * (1 + i * 0.75));
+          const a = new precision.type(n * n);
+          for (let i = 0; i < n; i++) {
+            for (let j = 0; j < n; j++) {
+              let sum = 0;
+              for (let k = 0; k < n; k++) sum += q[i * n + k] * lambda[k] * q[j * n + k];
+              a[i * n + j] = sum;
+            }
+          }
+          const w = new precision.type(n);
+          assert.equal(await backend!.symmetricEigenvalues(a, n, w), true);
+          assertClose(w, [...lambda].sort((x, y) => x - y), precision.name === 'fp32' ? 2e-5 : 1e-12, 'eigenvalues');
+        });
+      }
     }
   });
 }

@@ -17,6 +17,11 @@ const CASES: [string, string, RegExp][] = [
   ['a string where a number belongs', JSON.stringify({ ...record(), summary: { ...record().summary, sparsity: 'NaN' } }), /field "sparsity" should be a number/],
   ['an absurd layer entry', JSON.stringify({ ...record(), layers: [{ layer: 1e308, seconds: null }] }), /field "seconds" should be a number/],
   ['not an object', '[1, 2, 3]', /topiary\.json/],
+  [
+    'a layer budget with a non-numeric target',
+    JSON.stringify({ ...record(), layers: record().layers.map((layer: object) => ({ ...layer, budget: { profile: 'owl', score: 1, sparsity: 'most', zeros: 3, details: {} } })) }),
+    /field "sparsity" should be a number, found "most"/,
+  ],
 ];
 
 for (const [what, content, message] of CASES) {

@@ -151,6 +151,13 @@ export interface Backend {
   invertSpd(a: FloatArray, n: number): Promise<boolean>;
 
   /**
+   * Eigenvalues of the symmetric n×n matrix `a` (its lower triangle is read; `a` is destroyed),
+   * written in ascending order into `w` (n entries, same type as `a`). False if the solver did
+   * not converge (LAPACK ssyevd/dsyevd natively).
+   */
+  symmetricEigenvalues<T extends FloatArray>(a: T, n: number, w: T): Promise<boolean>;
+
+  /**
    * Solves op(T)·X = B in place (B ← X), T n×n triangular ('upper' or 'lower' triangle is read),
    * B n×nrhs row-major.
    */

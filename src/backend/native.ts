@@ -21,6 +21,7 @@ interface NativeAddon {
   syrk(x: Float32Array, h: Float32Array, n: number, d: number, alpha: number): Promise<void>;
   cholesky(a: FloatArray, n: number, upper: boolean): Promise<boolean>;
   invertSpd(a: FloatArray, n: number): Promise<boolean>;
+  symmetricEigenvalues(a: FloatArray, w: FloatArray, n: number): Promise<boolean>;
   triangularSolve(t: FloatArray, b: FloatArray, n: number, nrhs: number, upper: boolean, transpose: boolean): Promise<void>;
   /** mode 0: removals per row (as fp64 counts); 1: N:M best subset; 2: N:M greedy. */
   eliminateRows(gamma: Float64Array, block: Float64Array, removals: Float64Array, losses: Float64Array, rows: number, size: number, mode: number, n: number, m: number): Promise<boolean>;
@@ -297,6 +298,15 @@ export class NativeBackend implements Backend {
     this.checkSquare('invertSpd', a, n);
     if (n === 0) return Promise.resolve(true);
     return this.addon.invertSpd(a, n);
+  }
+
+  symmetricEigenvalues<T extends FloatArray>(a: T, n: number, w: T): Promise<boolean> {
+    this.checkSquare('symmetricEigenvalues', a, n);
+    checkFloatArray('symmetricEigenvalues', 'w', w);
+    if (w.constructor !== a.constructor) fail('symmetricEigenvalues', 'a and w must have the same element type');
+    checkMatrix('symmetricEigenvalues', 'w', w, 1, n, Math.max(1, n));
+    if (n === 0) return Promise.resolve(true);
+    return this.addon.symmetricEigenvalues(a, w, n);
   }
 
   triangularSolve(

@@ -138,6 +138,57 @@ export class ReferenceBackend implements Backend {
     return eliminateRowsReference(gamma, block, rows, size, plan, losses);
   }
 
+  /**
+   * Cyclic Jacobi: rotate away each off-diagonal entry in turn (in fp64) until the off-diagonal
+   * mass is below 1e-15 of the whole; the diagonal then holds the eigenvalues. Quadratic
+   * convergence, a few sweeps for the small matrices tests use.
+   */
+  async symmetricEigenvalues<T extends FloatArray>(a: T, n: number, w: T): Promise<boolean> {
+    const m = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) m[i * n + j] = m[j * n + i] = a[i * n + j];
+    const offDiagonal = () => {
+      let off = 0;
+      let all = 0;
+      for (let i = 0; i < n * n; i++) {
+        all += m[i] * m[i];
+        if (Math.floor(i / n) !== i % n) off += m[i] * m[i];
+      }
+      return { off, all };
+    };
+    for (let sweep = 0; sweep < 100; sweep++) {
+      const { off, all } = offDiagonal();
+      if (off <= 1e-30 * all || off === 0) {
+        const values = Array.from({ length: n }, (_, i) => m[i * n + i]).sort((x, y) => x - y);
+        w.set(values);
+        return true;
+      }
+      for (let p = 0; p < n - 1; p++) {
+        for (let q = p + 1; q < n; q++) {
+          const apq = m[p * n + q];
+          if (apq === 0) continue;
+          // The angle that zeroes m[p][q]: tan 2θ = 2·a_pq / (a_qq − a_pp), smaller root for stability.
+          const theta = (m[q * n + q] - m[p * n + p]) / (2 * apq);
+          const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
+          const c = 1 / Math.sqrt(t * t + 1);
+          const s = t * c;
+          for (let k = 0; k < n; k++) {
+            const kp = m[k * n + p];
+            const kq = m[k * n + q];
+            m[k * n + p] = c * kp - s * kq;
+            m[k * n + q] = s * kp + c * kq;
+          }
+          for (let k = 0; k < n; k++) {
+            const pk = m[p * n + k];
+            const qk = m[q * n + k];
+            m[p * n + k] = c * pk - s * qk;
+            m[q * n + k] = s * pk + c * qk;
+          }
+        }
+      }
+    }
+    return false;
+  }
+
   async triangularSolve(
     t: FloatArray,
     b: FloatArray,

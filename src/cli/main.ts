@@ -18,6 +18,8 @@ import { speedCommand } from './commands/speed.js';
 import { parseMethodOptions, parseNumber, parseTarget, pruneCommand } from './commands/prune.js';
 import { FAMILIES } from '../model/families/index.js';
 import { METHODS } from '../prune/methods/index.js';
+import { findProfile, SPARSITY_PROFILES } from '../prune/budgets.js';
+import { REFINERS } from '../prune/refine.js';
 import { STRUCTURED_METHODS } from '../prune/structured/index.js';
 
 const COMMON_OPTIONS = `PATH (and --model) may be a Hugging Face Hub id ORG/NAME[@REVISION]: read from the local Hugging
@@ -88,7 +90,7 @@ topiary eval --model PATH --tasks arc_easy,piqa,...|all [--limit N] [--out FILE]
     return `topiary prune --model PATH --method NAME (--sparsity P | --pattern N:M | --ratio R) --out DIR
         [--permute] [--calib c4|wikitext2|text:FILE] [--nsamples N] [--seqlen L] [--seed S]
         [--layers ROLE,...] [--option KEY=VALUE ...] [--batch-windows B] [--dtype F32|F16|BF16]
-        [--save-format dense|sparse] [--resume] [--overwrite] [--json]
+        [--save-format dense|sparse] [--sparsity-profile uniform|owl|alphapruning] [--refine dsnot] [--resume] [--overwrite] [--json]
   Prunes without retraining, block by block on calibration windows, and writes the pruned model
   and topiary.json to DIR: a Hugging Face folder (config.json, model.safetensors, tokenizer) when
   every block keeps the same shapes and no bias was added, else DIR/model.gguf (llama.cpp runs it).
@@ -101,6 +103,12 @@ topiary eval --model PATH --tasks arc_easy,piqa,...|all [--limit N] [--out FILE]
 
   Unstructured and N:M (--sparsity P in [0, 1), or --pattern N:M such as 2:4):
 ${methodLines(METHODS)}
+  --sparsity-profile spreads --sparsity P unevenly over the layers (not for N:M patterns); the run
+  still prunes exactly floor(P·N) of the N weights of the pruned matrices, each layer's target and
+  score go to topiary.json. Its options are given with --option too:
+${methodLines(SPARSITY_PROFILES)}
+  --refine, after any unstructured or N:M method (same zeros, same pattern; options by --option):
+${methodLines(REFINERS)}
   Structured (--ratio R: the share of the decoder blocks' parameters removed, as whole kv groups,
   MLP channels and, for comp, whole blocks; ${fixedHeads} keep their heads. flap's global
   structure needs GGUF's deci layout (llama, mistral), elsewhere give structure=ul-um; flap and
@@ -296,6 +304,8 @@ async function run(argv: string[]): Promise<void> {
         'batch-windows': { type: 'string' },
         dtype: { type: 'string' },
         'save-format': { type: 'string' },
+        'sparsity-profile': { type: 'string' },
+        refine: { type: 'string' },
         out: { type: 'string' },
         resume: { type: 'boolean' },
         overwrite: { type: 'boolean' },
@@ -312,6 +322,8 @@ async function run(argv: string[]): Promise<void> {
           target: parseTarget(values.sparsity, values.pattern, values.ratio),
           methodOptions: parseMethodOptions((values.option as string[] | undefined) ?? [], values.permute === true),
           ...(typeof values.layers === 'string' ? { roles: values.layers.split(',').map((s) => s.trim()) } : {}),
+          ...(typeof values['sparsity-profile'] === 'string' ? { sparsityProfile: findProfile(values['sparsity-profile']).name } : {}),
+          ...(typeof values.refine === 'string' ? { refine: values.refine } : {}),
           calibration: calibrationOptions(values),
           ...(typeof values['data-dir'] === 'string' ? { dataDir: values['data-dir'] } : {}),
           out: required(values.out, '--out'),

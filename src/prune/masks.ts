@@ -10,7 +10,8 @@
  *   being selected (flat row-major index for the whole matrix, column for a row, position in the
  *   group for N:M) is pruned first. The same input therefore always gives the same mask bytes.
  * - Unstructured counts are exact: a range of `size` entries at sparsity p loses
- *   floor(p · size) entries (see `prunedCount`).
+ *   floor(p · size) entries (see `prunedCount`); a target with an exact `zeros` budget (layer
+ *   budgets) spreads it over the ranges by the cumulative floor rule (see `prunedInSlices`).
  *
  * Selection is a radix select on the float bits (three passes of 11/11/10 bits plus one marking
  * pass): O(size) per range with no per-element allocation, so a 4096 × 11008 matrix costs a few
@@ -32,6 +33,21 @@ export type UnstructuredScope = 'matrix' | 'row';
  */
 export function prunedCount(sparsity: number, size: number): number {
   return Math.min(size, Math.floor(sparsity * size * (1 + 1e-12)));
+}
+
+export type UnstructuredTarget = Extract<SparsityTarget, { kind: 'unstructured' }>;
+
+/**
+ * Entries to prune in the slices [start, end) of a matrix cut into `slices` equal slices of
+ * `sliceSize` entries (rows of a row-wise method, column blocks of SparseGPT and APT, the whole
+ * matrix as one slice): floor(p · size of the part) for a plain sparsity; for an exact budget of
+ * `zeros`, the cumulative floor rule floor(zeros · end / slices) − floor(zeros · start / slices),
+ * so the parts add up to exactly `zeros` and differ from an even split by less than one.
+ */
+export function prunedInSlices(target: number | UnstructuredTarget, start: number, end: number, slices: number, sliceSize: number): number {
+  if (typeof target === 'number') return prunedCount(target, (end - start) * sliceSize);
+  if (target.zeros === undefined) return prunedCount(target.sparsity, (end - start) * sliceSize);
+  return Math.floor((target.zeros * end) / slices) - Math.floor((target.zeros * start) / slices);
 }
 
 /**
@@ -128,19 +144,21 @@ function pruneLowestInRange(bits: Int32Array, start: number, end: number, count:
 // ---------------------------------------------------------------------------------------------
 // Mask selection
 
-/** Prunes floor(p · size) lowest scores of the whole matrix (one global threshold). */
-export function selectUnstructured(scores: Float32Array, sparsity: number): Mask {
+/**
+ * Prunes the lowest scores of the whole matrix (one global threshold): floor(p · size) of them, or
+ * exactly the target's `zeros`.
+ */
+export function selectUnstructured(scores: Float32Array, target: number | UnstructuredTarget): Mask {
   const mask = new Uint8Array(scores.length).fill(1);
-  pruneLowestInRange(floatBits(scores), 0, scores.length, prunedCount(sparsity, scores.length), mask);
+  pruneLowestInRange(floatBits(scores), 0, scores.length, prunedInSlices(target, 0, 1, 1, scores.length), mask);
   return mask;
 }
 
-/** Prunes floor(p · cols) lowest scores of every row. */
-export function selectPerRow(scores: Float32Array, rows: number, cols: number, sparsity: number): Mask {
+/** Prunes floor(p · cols) lowest scores of every row, or the row's share of the target's `zeros` (see `prunedInSlices`). */
+export function selectPerRow(scores: Float32Array, rows: number, cols: number, target: number | UnstructuredTarget): Mask {
   const mask = new Uint8Array(rows * cols).fill(1);
   const bits = floatBits(scores);
-  const count = prunedCount(sparsity, cols);
-  for (let r = 0; r < rows; r++) pruneLowestInRange(bits, r * cols, (r + 1) * cols, count, mask);
+  for (let r = 0; r < rows; r++) pruneLowestInRange(bits, r * cols, (r + 1) * cols, prunedInSlices(target, r, r + 1, rows, cols), mask);
   return mask;
 }
 
@@ -197,8 +215,8 @@ export function selectMask(
 ): Mask {
   if (target.kind === 'nm') return selectNm(scores, rows, cols, target.n, target.m);
   return scope === 'matrix'
-    ? selectUnstructured(scores, target.sparsity)
-    : selectPerRow(scores, rows, cols, target.sparsity);
+    ? selectUnstructured(scores, target)
+    : selectPerRow(scores, rows, cols, target);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -26,7 +26,12 @@ export interface LinearStats {
 }
 
 export type SparsityTarget =
-  | { kind: 'unstructured'; sparsity: number }
+  /**
+   * `zeros`, when given (a non-uniform layer budget, see ./budgets.ts), is the exact number of
+   * weights to prune in this matrix, and `sparsity` is then zeros / size; without it every range
+   * the method selects in loses floor(sparsity · range size).
+   */
+  | { kind: 'unstructured'; sparsity: number; zeros?: number }
   /** In every group of m consecutive inputs of a row, n weights are zeroed (2:4, 4:8). */
   | { kind: 'nm'; n: number; m: number };
 

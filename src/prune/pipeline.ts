@@ -47,7 +47,7 @@ export interface BlockMeter {
 export interface BlockDecision {
   /** The pruned block, or null when the block is removed whole. */
   block: Block | null;
-  report: Pick<BlockReport, 'matrices'> & Partial<Pick<BlockReport, 'structure'>>;
+  report: Pick<BlockReport, 'matrices'> & Partial<Pick<BlockReport, 'structure' | 'budget'>>;
   meter?: BlockMeter;
 }
 
@@ -239,12 +239,18 @@ export async function prunePipeline<Plan>(model: CausalLM, windows: readonly (re
   let plan: Plan | undefined;
   if (dense) {
     const results = Array.from({ length: scored }, (_, layer) => readJson<unknown>(file('dense', layer)));
+    // A pass that asks for no statistics and no cosine scores the weights alone (AlphaPruning): no forward.
+    const readsActivations = (dense.statistics?.roles.size ?? 0) > 0 || dense.cosine === true;
     if (scored < numLayers) {
-      await embedAll();
-      for (let layer = 0; layer < scored; layer++) await replay(layer);
+      if (readsActivations) {
+        await embedAll();
+        for (let layer = 0; layer < scored; layer++) await replay(layer);
+      }
       for (let layer = scored; layer < numLayers; layer++) {
         const block = model.layer(layer);
-        const seen = await gatherStats(layer, block, dense.statistics, 'dense pass', true, dense.cosine);
+        const seen = readsActivations
+          ? await gatherStats(layer, block, dense.statistics, 'dense pass', true, dense.cosine)
+          : { stats: new Map() as StatsByRole, cosineSum: 0, tokens: 0 };
         const result = await dense.score(layer, block, seen);
         writeJson(file('dense', layer), result);
         results.push(result);

@@ -38,6 +38,19 @@ export interface StructureReport {
   errors?: Record<string, { none: number; bias: number; final: number }>;
 }
 
+/** A layer's share of a non-uniform sparsity budget (`--sparsity-profile`, see ../prune/budgets.ts). */
+export interface LayerBudget {
+  profile: string;
+  /** The score the budget was mapped from: OWL's outlier ratio (percent), AlphaPruning's mean Hill α. */
+  score: number;
+  /** The layer's target sparsity before rounding to whole weights. */
+  sparsity: number;
+  /** Weights to prune in the layer's pruned matrices (whole numbers; over the run they add up to floor(p·N)). */
+  zeros: number;
+  /** What the score was made of (AlphaPruning: `alpha.ROLE` of each matrix). */
+  details: Record<string, number>;
+}
+
 export interface BlockReport {
   layer: number;
   /** The whole block was removed (COMP's coarse stage). */
@@ -50,6 +63,8 @@ export interface BlockReport {
   paramsAfter: number;
   matrices: MatrixReport[];
   structure?: StructureReport;
+  /** Present when the run spread its sparsity over the layers with a profile other than uniform. */
+  budget?: LayerBudget;
 }
 
 export interface RunSummary {
@@ -111,6 +126,12 @@ export function parseRunRecord(value: unknown, file: string): RunRecord {
   object(json.settings, 'field "settings"');
   for (const layer of array(json, 'layers')) {
     for (const key of ['layer', 'seconds', 'statisticsSeconds', 'pruneSeconds', 'forwardSeconds', 'paramsBefore', 'paramsAfter']) number(layer, key);
+    if (layer.budget !== undefined) {
+      const budget = object(layer.budget, 'field "budget"');
+      for (const key of ['score', 'sparsity', 'zeros']) number(budget, key);
+      if (typeof budget.profile !== 'string') fail('a layer budget lacks its profile');
+      for (const key of Object.keys(object(budget.details, 'field "details"'))) number(budget.details as Json, key);
+    }
     for (const matrix of array(layer, 'matrices')) {
       for (const key of ['rows', 'cols', 'sparsity', 'relativeError', 'seconds']) number(matrix, key);
       if (typeof matrix.role !== 'string') fail('a matrix report lacks its role');

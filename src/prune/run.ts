@@ -31,6 +31,8 @@ import { projectionRole, PROJECTIONS, structureOf } from './structured/geometry.
 import type { StructuredMethod } from './structured/method.js';
 import { structuredStrategy } from './structured/strategy.js';
 import { unstructuredStrategy, validateUnstructured } from './unstructured.js';
+import { findProfile, type SparsityProfileName } from './budgets.js';
+import { findRefiner } from './refine.js';
 
 export type SaveFormat = 'dense' | 'sparse';
 
@@ -42,6 +44,10 @@ export interface PruneSettings {
   method: string;
   target: PruneTarget;
   methodOptions: MethodOptions;
+  /** How an unstructured sparsity is spread over the layers (default uniform; see ./budgets.ts). */
+  sparsityProfile?: SparsityProfileName;
+  /** Mask refinement after an unstructured or N:M method ('dsnot'). */
+  refine?: string;
   /** Roles of the linear layers to prune in each block (unstructured; default: all). */
   roles?: readonly string[];
   calibration: { corpus: string; nsamples: number; seqlen?: number; seed: number };
@@ -113,11 +119,12 @@ function checkStructuredOutput(model: CausalLM, method: StructuredMethod, option
 }
 
 /** The method's strategy for this model, once every check that can fail has passed. */
-function strategyFor(model: CausalLM, settings: PruneSettings, errorWindows: number): { strategy: PruneStrategy; roles?: readonly string[] } {
+function strategyFor(model: CausalLM, settings: PruneSettings, errorWindows: number, windowLength: number): { strategy: PruneStrategy; roles?: readonly string[] } {
   const found = findMethod(settings.method);
   const { target, methodOptions } = settings;
   if (found.kind === 'structured') {
     const method = found.method;
+    if (settings.sparsityProfile || settings.refine) throw new UsageError(`--sparsity-profile and --refine are for the unstructured and N:M methods, not ${method.name}`);
     if (target.kind !== 'structured') throw new UsageError(`${method.name} is structured: give --ratio R, not --sparsity/--pattern`);
     if (!(target.ratio >= 0 && target.ratio < 1)) throw new UsageError(`--ratio must be a number in [0, 1), got ${target.ratio}`);
     if (settings.roles) throw new UsageError('--layers is for unstructured and N:M pruning');
@@ -134,8 +141,12 @@ function strategyFor(model: CausalLM, settings: PruneSettings, errorWindows: num
   const method = found.method;
   if (target.kind === 'structured') throw new UsageError(`--ratio is for the structured methods; ${method.name} takes --sparsity P or --pattern N:M`);
   const roles = selectRoles(model, settings.roles);
-  validateUnstructured(model, { method, target, methodOptions, roles });
-  return { strategy: unstructuredStrategy(model, { method, target, methodOptions, roles, errorWindows }), roles };
+  const budgets = {
+    ...(settings.sparsityProfile ? { profile: findProfile(settings.sparsityProfile) } : {}),
+    ...(settings.refine ? { refine: { refiner: findRefiner(settings.refine), windowLength } } : {}),
+  };
+  validateUnstructured(model, { method, target, methodOptions, roles, ...budgets });
+  return { strategy: unstructuredStrategy(model, { method, target, methodOptions, roles, errorWindows, ...budgets }), roles };
 }
 
 /** Whether every kept block has the same shapes and only the biases the original has: what a Hugging Face config can describe. */
@@ -174,21 +185,26 @@ async function pruneInto(output: OutputFolder, settings: PruneSettings, started:
   const corpus = parseCorpusSpec(settings.calibration.corpus);
   const model = await loadModel(settings.model);
   const errorWindows = settings.errorWindows ?? Math.max(1, Math.min(8, Math.round(settings.calibration.nsamples / 16)));
-  const { strategy, roles } = strategyFor(model, settings, errorWindows);
   const seqlen = settings.calibration.seqlen ?? Math.min(2048, model.config.maxPositionEmbeddings);
   if (seqlen > model.config.maxPositionEmbeddings) {
     throw new UsageError(`--seqlen ${seqlen} exceeds the model's context (${model.config.maxPositionEmbeddings})`);
   }
+  const { strategy, roles } = strategyFor(model, settings, errorWindows, seqlen);
   checkCalibrationFits(settings.calibration.nsamples, seqlen, model.config.hiddenSize);
   const dataDir = corpus.kind === 'text' ? '' : resolveDataDir(settings.dataDir);
   const out = output.dir;
   const checkpointDir = path.join(out, CHECKPOINT_DIR);
   const calibrationSettings = { corpus: describeCorpus(corpus), nsamples: settings.calibration.nsamples, seqlen, seed: settings.calibration.seed };
   const batchWindows = settings.batchWindows ?? 4;
+  const budgetSettings = {
+    ...(settings.sparsityProfile && settings.sparsityProfile !== 'uniform' ? { sparsityProfile: settings.sparsityProfile } : {}),
+    ...(settings.refine ? { refine: settings.refine } : {}),
+  };
   const fingerprint = runFingerprint(model.source.path, {
     method: settings.method,
     target: settings.target,
     options: settings.methodOptions,
+    ...budgetSettings,
     ...(roles ? { roles } : {}),
     calibration: calibrationSettings,
     batchWindows,
@@ -278,6 +294,7 @@ async function pruneInto(output: OutputFolder, settings: PruneSettings, started:
         ? { ratioDefinition: 'fraction of the parameters of the decoder blocks (projections, norms, biases) removed; embeddings and head untouched' }
         : {}),
       methodOptions: settings.methodOptions,
+      ...budgetSettings,
       ...(roles ? { roles } : {}),
       calibration: calibrationSettings,
       batchWindows,

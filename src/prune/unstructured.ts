@@ -7,10 +7,12 @@
  */
 import type { CausalLM, InputObserver, Linear } from '../model/causal-lm.js';
 import { UsageError } from '../util/errors.js';
+import { planBudgets, profileOptions, scoreLayer, type BudgetPlan, type BudgetProfileName, type LayerScore, type SparsityProfile } from './budgets.js';
 import { validateTarget } from './masks.js';
-import type { SparsityTarget, UnstructuredMethod } from './method.js';
-import type { MethodOptions, PruneStrategy } from './pipeline.js';
+import type { SparsityTarget, StatKind, UnstructuredMethod } from './method.js';
+import type { DensePass, MethodOptions, PruneStrategy } from './pipeline.js';
 import type { MatrixReport } from './record.js';
+import type { Refiner } from './refine.js';
 
 export interface UnstructuredRequest {
   method: UnstructuredMethod;
@@ -20,19 +22,34 @@ export interface UnstructuredRequest {
   roles: readonly string[];
   /** Windows on which each pruned matrix's output error is measured (the first ones). */
   errorWindows: number;
+  /** How the sparsity is spread over the layers (absent: uniform). */
+  profile?: SparsityProfile;
+  /** Mask refinement after the method (DSnoT), with the tokens per calibration window (its statistics' scale). */
+  refine?: { refiner: Refiner; windowLength: number };
 }
 
 /** Refuses impossible requests before any work: bad targets, widths N:M can't divide, unsupported combinations. */
 export function validateUnstructured(model: CausalLM, request: Omit<UnstructuredRequest, 'errorWindows'>): void {
-  const { method, target, methodOptions, roles } = request;
+  const { method, target, methodOptions, roles, profile } = request;
+  const refiner = request.refine?.refiner;
   validateTarget(target);
-  const unknown = Object.keys(methodOptions).filter((key) => !Object.hasOwn(method.options, key));
+  const options = { ...method.options, ...profile?.options, ...refiner?.options };
+  const unknown = Object.keys(methodOptions).filter((key) => !Object.hasOwn(options, key));
   if (unknown.length > 0) {
-    const accepted = Object.keys(method.options).length > 0 ? `it accepts ${Object.keys(method.options).join(', ')}` : 'it takes no options';
-    throw new UsageError(`${method.name} does not understand ${unknown.map((key) => `"${key}"`).join(', ')} (${accepted})`);
+    const accepted = Object.keys(options).length > 0 ? `it accepts ${Object.keys(options).join(', ')}` : 'it takes no options';
+    const what = [method.name, ...(profile && profile.name !== 'uniform' ? [`--sparsity-profile ${profile.name}`] : []), ...(refiner ? [`--refine ${refiner.name}`] : [])].join(' with ');
+    throw new UsageError(`${what} does not understand ${unknown.map((key) => `"${key}"`).join(', ')} (${accepted})`);
   }
   const reason = method.unsupported(target, methodOptions);
   if (reason) throw new UsageError(`${method.name}: ${reason}`);
+  if (profile && profile.name !== 'uniform' && target.kind === 'nm') {
+    throw new UsageError(`--sparsity-profile ${profile.name} needs --sparsity P: an N:M pattern fixes every layer's sparsity at N/M`);
+  }
+  profileOptions(methodOptions);
+  refiner?.checkOptions(methodOptions);
+  if (refiner && methodOptions.permute === true) {
+    throw new UsageError(`--refine ${refiner.name} keeps N:M groups of consecutive inputs; it cannot follow permute's channel order`);
+  }
   if (roles.length === 0) throw new UsageError('no linear layers selected for pruning');
   for (let layer = 0; layer < model.numLayers; layer++) {
     for (const role of roles) {
@@ -57,30 +74,41 @@ function subtract(a: Float32Array, b: Float32Array): Float32Array {
   return out;
 }
 
-export function unstructuredStrategy(model: CausalLM, request: UnstructuredRequest): PruneStrategy {
-  const { method, target, methodOptions, roles } = request;
-  const pruned = new Set(roles);
+/** The dense pass that scores every layer for a non-uniform profile and plans each matrix's zeros. */
+function budgetPass(model: CausalLM, request: UnstructuredRequest, profile: SparsityProfile & { name: BudgetProfileName }): DensePass<BudgetPlan> {
+  const { target, methodOptions, roles } = request;
+  if (target.kind !== 'unstructured') throw new UsageError(`--sparsity-profile ${profile.name} needs --sparsity P`);
+  const name = profile.name;
   return {
-    statistics: { roles: method.needs.length > 0 ? pruned : new Set(), kinds: new Set(method.needs) },
+    ...(profile.needsActivations ? { statistics: { roles: new Set(roles), kinds: new Set<StatKind>(['sqNorm']) } } : {}),
+    score: (layer, block, seen) => scoreLayer(name, block, roles, seen.stats, methodOptions, model.backend, (role) => model.linearName(layer, role)),
+    plan: (results) => planBudgets(name, results as LayerScore[], roles, target.sparsity, methodOptions),
+    advanceDense: false,
+  };
+}
 
-    async decide({ layer, dense, stats }) {
+export function unstructuredStrategy(model: CausalLM, request: UnstructuredRequest): PruneStrategy<BudgetPlan> {
+  const { method, target, methodOptions, roles, profile, refine } = request;
+  const pruned = new Set(roles);
+  const kinds = new Set([...method.needs, ...(refine?.refiner.needs ?? [])]);
+  return {
+    statistics: { roles: kinds.size > 0 ? pruned : new Set(), kinds },
+    ...(profile && profile.name !== 'uniform' ? { densePass: budgetPass(model, request, { ...profile, name: profile.name }) } : {}),
+
+    async decide({ layer, dense, stats, plan }) {
       const linears = { ...dense.linears };
       const matrices: MatrixReport[] = [];
+      const budget = plan?.layers[layer];
       for (const role of roles) {
         const lin = dense.linears[role]!;
         const name = model.linearName(layer, role);
         const started = performance.now();
-        const result = await method.prune({
-          name,
-          weight: lin.weight.slice(),
-          rows: lin.outFeatures,
-          cols: lin.inFeatures,
-          stats: stats.get(role) ?? { rows: 0 },
-          target,
-          backend: model.backend,
-          options: methodOptions,
-        });
-        // A new weight, so not the compressed form of the old one (Linear.sparse).
+        const planned = budget?.zeros[role];
+        const matrixTarget: SparsityTarget = planned === undefined ? target : { kind: 'unstructured', sparsity: planned / lin.weight.length, zeros: planned };
+        const input = { name, rows: lin.outFeatures, cols: lin.inFeatures, stats: stats.get(role) ?? { rows: 0 }, target: matrixTarget, options: methodOptions };
+        const result = await method.prune({ ...input, weight: lin.weight.slice(), backend: model.backend });
+        if (refine) Object.assign(result.report, refine.refiner.refine({ ...input, dense: lin.weight, pruned: result.weight, windowLength: refine.windowLength }));
+        // A new weight, so not the compressed form of the old one (Linear.sparse, Linear.storage).
         linears[role] = { weight: result.weight, outFeatures: lin.outFeatures, inFeatures: lin.inFeatures, ...(lin.bias ? { bias: lin.bias } : {}) };
         let zeros = 0;
         for (const value of result.weight) if (value === 0) zeros++;
@@ -110,7 +138,7 @@ export function unstructuredStrategy(model: CausalLM, request: UnstructuredReque
       const finish = () => {
         for (const matrix of matrices) matrix.relativeError = errorEnergy.get(matrix.role)! / Math.max(denseEnergy.get(matrix.role)!, Number.MIN_VALUE);
       };
-      return { block: { ...dense, linears }, report: { matrices }, meter: { on: 'pruned', windows: request.errorWindows, observe, finish } };
+      return { block: { ...dense, linears }, report: { matrices, ...(budget ? { budget: budget.budget } : {}) }, meter: { on: 'pruned', windows: request.errorWindows, observe, finish } };
     },
   };
 }

@@ -6,6 +6,7 @@
  */
 import { compareRuns, formatDelta, formatValue, type Column, type Comparison } from './compare.js';
 import type { Run } from './runs.js';
+import type { BlockReport } from '../prune/record.js';
 import { escapeXml as esc, heatmap, lineChart, stackedBars, type Series } from './svg.js';
 
 const ROLE_ORDER = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
@@ -142,6 +143,8 @@ function settingsTable(run: Run): string {
     ['model', s.model],
     ['method', `${prune.method}${s.methodOptions && Object.keys(s.methodOptions as object).length ? ` ${JSON.stringify(s.methodOptions)}` : ''}`],
     ['target', prune.target],
+    ['sparsity profile', s.sparsityProfile],
+    ['refine', s.refine],
     ['pruned layers', Array.isArray(s.roles) ? (s.roles as string[]).join(', ') : s.roles],
     ['calibration', s.calibration ? JSON.stringify(s.calibration) : undefined],
     ['total time', `${prune.seconds.toFixed(1)} s`],
@@ -157,21 +160,44 @@ function settingsTable(run: Run): string {
     .join('')}</table>`;
 }
 
+/** The scores a layer budget was mapped from (OWL's outlier ratio, AlphaPruning's α per matrix and their mean). */
+function budgetScores(layers: readonly BlockReport[]): string {
+  const profile = layers.find((l) => l.budget)!.budget!.profile;
+  const detailKeys = [...new Set(layers.flatMap((l) => Object.keys(l.budget?.details ?? {})))];
+  const values = layers.map((l) => [l.budget?.score, ...detailKeys.map((key) => l.budget?.details[key])]);
+  const finite = values.flat().filter((v): v is number => v !== undefined);
+  const low = Math.min(...finite);
+  const high = Math.max(...finite);
+  const scale = (v: number) => (high > low ? (v - low) / (high - low) : 0.5);
+  return heatmap({
+    title: profile === 'owl' ? 'OWL outlier ratio per layer (%)' : profile === 'alphapruning' ? 'AlphaPruning: Hill α of WᵀW (layer mean, per matrix)' : `${profile} score per layer`,
+    rowLabels: layers.map((l) => `layer ${l.layer}`),
+    columnLabels: [profile === 'alphapruning' ? 'mean' : 'score', ...detailKeys.map((key) => key.replace(/^alpha\./, ''))],
+    values,
+    scale,
+    format: (v) => v.toPrecision(3),
+    legendTicks: [low, high],
+  });
+}
+
 function runSection(run: Run, errors: ReturnType<typeof errorScale>): string {
   const layers = run.prune!.layers;
   const layerLabels = layers.map((l) => String(l.layer));
   const sparsity = matrixGrid(run, (m) => m.sparsity);
   const error = matrixGrid(run, (m) => m.relativeError);
+  // A layer budget (--sparsity-profile) adds the layer's target beside its matrices and a chart of the scores behind it.
+  const budgeted = layers.some((l) => l.budget);
   const charts = [
     heatmap({
-      title: 'Sparsity per layer × matrix',
+      title: budgeted ? 'Sparsity per layer × matrix (target: the layer budget)' : 'Sparsity per layer × matrix',
       rowLabels: layerLabels.map((l) => `layer ${l}`),
-      columnLabels: sparsity.roles,
-      values: sparsity.values,
+      columnLabels: budgeted ? ['target', ...sparsity.roles] : sparsity.roles,
+      values: budgeted ? sparsity.values.map((row, i) => [layers[i]!.budget?.sparsity, ...row]) : sparsity.values,
       scale: (v) => v,
       format: (v) => `${(v * 100).toFixed(1)}%`,
       legendTicks: [0, 0.25, 0.5, 0.75, 1],
     }),
+    ...(budgeted ? [budgetScores(layers)] : []),
     heatmap({
       title: 'Relative output error ‖X(W−Ŵ)ᵀ‖²/‖XWᵀ‖²',
       rowLabels: layerLabels.map((l) => `layer ${l}`),

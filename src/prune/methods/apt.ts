@@ -45,7 +45,7 @@
  * Report: loss = Σ ½ ‖e‖² = ½ Σ_rows ΔW H ΔWᵀ with the damped H (same scale as SparseGPT's loss).
  */
 import { TopiaryError } from '../../util/errors.js';
-import { booleanOption, selectUnstructured } from '../masks.js';
+import { booleanOption, prunedInSlices, selectUnstructured, type UnstructuredTarget } from '../masks.js';
 import type { EliminationPlan } from '../../backend/backend.js';
 import type { SparsityTarget, UnstructuredMethod } from '../method.js';
 import { copyColumns, prepareSecondOrder, propagateToLaterColumns, secondOrderUnsupported, type SecondOrderSetup } from './sparsegpt.js';
@@ -100,7 +100,7 @@ async function runApt(setup: SecondOrderSetup, exactSubsets: boolean): Promise<n
     const block = new Float64Array(rows * count);
     copyColumns(weight, cols, start, block, count, rows, 'out');
     const original = Float64Array.from(block);
-    const removals = target.kind === 'unstructured' ? removalsPerRow(block, rows, count, gamma, target.sparsity) : undefined;
+    const removals = target.kind === 'unstructured' ? removalsPerRow(block, rows, count, gamma, { ...target, zeros: prunedInSlices(target, start, start + count, cols, rows) }) : undefined;
 
     const plan: EliminationPlan = removals ? { kind: 'counts', removals } : { kind: 'nm', n: (target as { n: number }).n, m: (target as { m: number }).m, exact: exactSubsets };
     const losses = new Float64Array(rows);
@@ -123,15 +123,15 @@ async function runApt(setup: SecondOrderSetup, exactSubsets: boolean): Promise<n
 }
 
 /**
- * How many weights each row loses in a block: the lowest floor(p · rows · count) single-removal
- * costs w_i² / Γ_ii over the whole block, counted per row.
+ * How many weights each row loses in a block: the lowest `target.zeros` single-removal costs (the
+ * block's share of the matrix's budget, see prunedInSlices) w_i² / Γ_ii over the whole block, counted per row.
  */
-function removalsPerRow(block: Float64Array, rows: number, count: number, gamma: Float64Array, sparsity: number): Uint32Array {
+function removalsPerRow(block: Float64Array, rows: number, count: number, gamma: Float64Array, target: UnstructuredTarget): Uint32Array {
   const scores = new Float32Array(rows * count);
   for (let r = 0; r < rows; r++) {
     for (let i = 0; i < count; i++) scores[r * count + i] = block[r * count + i] ** 2 / gamma[i * count + i];
   }
-  const keep = selectUnstructured(scores, sparsity);
+  const keep = selectUnstructured(scores, target);
   const removals = new Uint32Array(rows);
   for (let r = 0; r < rows; r++) for (let i = 0; i < count; i++) if (!keep[r * count + i]) removals[r]++;
   return removals;

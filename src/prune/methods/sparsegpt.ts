@@ -20,7 +20,7 @@
 import type { FloatArray } from '../../backend/backend.js';
 import { TopiaryError } from '../../util/errors.js';
 import { hessianOptionsFrom, inverseHessian, zeroDeadColumns, type InverseHessian } from '../hessian.js';
-import { measureSparsity, numberOption, selectNm, selectUnstructured, validateTarget, type Mask } from '../masks.js';
+import { measureSparsity, numberOption, prunedInSlices, selectNm, selectUnstructured, validateTarget, type Mask } from '../masks.js';
 import type { LinearPruneInput, SparsityTarget, UnstructuredMethod } from '../method.js';
 
 export const DEFAULT_BLOCK_SIZE = 128;
@@ -135,7 +135,7 @@ async function runSparseGpt(setup: SecondOrderSetup): Promise<number> {
     // 1 = keep, 0 = prune. Unstructured: decided for the whole block now; N:M: group by group below.
     const keep: Mask =
       target.kind === 'unstructured'
-        ? selectUnstructured(scores(0, count), target.sparsity)
+        ? selectUnstructured(scores(0, count), { ...target, zeros: prunedInSlices(target, start, start + count, cols, rows) })
         : new Uint8Array(rows * count).fill(1);
     for (let i = 0; i < count; i++) {
       if (target.kind === 'nm' && i % target.m === 0) {
