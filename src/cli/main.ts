@@ -6,6 +6,7 @@
 import * as os from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { getBackend } from '../backend/index.js';
+import type { CalibrationRequest } from '../data/calibration.js';
 import { TopiaryError, UsageError } from '../util/errors.js';
 import { evalCommand } from './commands/eval.js';
 import { tasksEvalCommand } from './commands/tasks-eval.js';
@@ -13,7 +14,7 @@ import { reportCommand } from './commands/report.js';
 import { compareCommand } from './commands/compare.js';
 import { generateCommand } from './commands/generate.js';
 import { inspectCommand } from './commands/inspect.js';
-import { parseMethodOptions, parseNumber, parseTarget, pruneCommand } from './commands/prune.js';
+import { parseNumber, pruneCommand, resolveWhatToPrune } from './commands/prune.js';
 import { FAMILIES } from '../model/families/index.js';
 import { METHODS } from '../prune/methods/index.js';
 import { STRUCTURED_METHODS } from '../prune/structured/index.js';
@@ -234,10 +235,14 @@ async function run(argv: string[]): Promise<void> {
         ratio: { type: 'string' },
         permute: { type: 'boolean' },
         calib: { type: 'string' },
+        'save-calibration': { type: 'string' },
         nsamples: { type: 'string' },
         seqlen: { type: 'string' },
         seed: { type: 'string' },
         layers: { type: 'string' },
+        targets: { type: 'string' },
+        ignore: { type: 'string' },
+        recipe: { type: 'string' },
         option: { type: 'string', multiple: true },
         'batch-windows': { type: 'string' },
         dtype: { type: 'string' },
@@ -251,10 +256,18 @@ async function run(argv: string[]): Promise<void> {
       await pruneCommand(
         {
           model: required(values.model, '--model'),
-          method: required(values.method, '--method'),
-          target: parseTarget(values.sparsity, values.pattern, values.ratio),
-          methodOptions: parseMethodOptions((values.option as string[] | undefined) ?? [], values.permute === true),
-          ...(typeof values.layers === 'string' ? { roles: values.layers.split(',').map((s) => s.trim()) } : {}),
+          ...resolveWhatToPrune({
+            method: values.method as string | undefined,
+            sparsity: values.sparsity,
+            pattern: values.pattern,
+            ratio: values.ratio,
+            options: (values.option as string[] | undefined) ?? [],
+            permute: values.permute === true,
+            layers: values.layers as string | undefined,
+            targets: values.targets as string | undefined,
+            ignore: values.ignore as string | undefined,
+            recipe: values.recipe as string | undefined,
+          }),
           calibration: calibrationOptions(values),
           ...(typeof values['data-dir'] === 'string' ? { dataDir: values['data-dir'] } : {}),
           out: required(values.out, '--out'),
@@ -276,13 +289,14 @@ async function run(argv: string[]): Promise<void> {
   await handler();
 }
 
-/** --calib, --nsamples, --seqlen and --seed, shared by every pruning method. */
-function calibrationOptions(values: Record<string, unknown>): { corpus: string; nsamples: number; seqlen?: number; seed: number } {
+/** --calib, --nsamples, --seqlen, --seed and --save-calibration, shared by every pruning method (defaults: prepareCalibration's). */
+function calibrationOptions(values: Record<string, unknown>): CalibrationRequest {
   return {
-    corpus: typeof values.calib === 'string' ? values.calib : 'c4',
-    nsamples: integer(values.nsamples, '--nsamples', 128),
+    ...(typeof values.calib === 'string' ? { corpus: values.calib } : {}),
+    ...(values.nsamples !== undefined ? { nsamples: integer(values.nsamples, '--nsamples') } : {}),
     ...(values.seqlen !== undefined ? { seqlen: integer(values.seqlen, '--seqlen', undefined, 2) } : {}),
     seed: integer(values.seed, '--seed', 0, 0),
+    ...(typeof values['save-calibration'] === 'string' ? { save: values['save-calibration'] } : {}),
   };
 }
 

@@ -66,6 +66,11 @@ export interface DensePass<Plan> {
 export interface PruneStrategy<Plan = unknown> {
   /** Statistics the decision for each block needs from its dense inputs (no roles: no statistics pass). */
   statistics: StatRequest;
+  /**
+   * The decisions read the weights alone (magnitude): no statistics, no dense pass, no meter. The
+   * pipeline then embeds no window and runs no forward pass: the activations would go unused.
+   */
+  dataFree?: boolean;
   densePass?: DensePass<Plan>;
   decide(input: { layer: number; dense: Block; stats: StatsByRole; plan: Plan | undefined }): Promise<BlockDecision>;
 }
@@ -161,6 +166,8 @@ export async function prunePipeline<Plan>(model: CausalLM, windows: readonly (re
   const file = (kind: 'dense' | 'layer', layer: number, ext: 'json' | 'safetensors' = 'json') => layerFile(dir, layer, ext, kind);
 
   openCheckpoint(dir, fingerprint, resume);
+  const dataFree = strategy.dataFree === true;
+  if (dataFree && (strategy.densePass || strategy.statistics.roles.size > 0)) throw new Error('internal: a data-free strategy asks for statistics');
   const restorable = (kind: 'dense' | 'layer') => (resume ? finishedLayers(numLayers, (layer) => file(kind, layer)) : 0);
   const dense = strategy.densePass;
   const scored = dense ? restorable('dense') : 0;
@@ -256,12 +263,12 @@ export async function prunePipeline<Plan>(model: CausalLM, windows: readonly (re
   const advanceDense = dense?.advanceDense ?? false;
 
   // 2. The pruning pass: finished blocks come from the checkpoint and are replayed.
-  await embedAll();
+  if (!dataFree) await embedAll();
   const reports: BlockReport[] = [];
   for (let layer = 0; layer < finished; layer++) {
     const report = readJson<BlockReport>(file('layer', layer));
     reports.push(report);
-    if (report.removed || finished === numLayers) continue;
+    if (report.removed || finished === numLayers || dataFree) continue;
     emit({ kind: 'stage', layer, layers: numLayers, stage: 'replay', done: 0, total: chunks.length });
     await replay(layer, advanceDense ? undefined : loadBlock(file('layer', layer, 'safetensors')));
   }
@@ -282,8 +289,9 @@ export async function prunePipeline<Plan>(model: CausalLM, windows: readonly (re
     // meter watches the block it asked for, in the same pass when that is the one advancing.
     const forwardStart = performance.now();
     const meter = decision.meter;
+    if (dataFree && meter) throw new Error('internal: a data-free strategy returned a meter');
     const meterFor = (chunk: readonly number[]) => (meter && (meter.windows === undefined || chunk[0]! < meter.windows) ? meter.observe : undefined);
-    const advanceThrough = advanceDense ? 'dense' : decision.block ? 'pruned' : undefined;
+    const advanceThrough = dataFree ? undefined : advanceDense ? 'dense' : decision.block ? 'pruned' : undefined;
     if (meter && meter.on !== advanceThrough) {
       if (meter.on === 'pruned') model.setLayer(layer, decision.block!);
       await forward(layer, 'forward', false, meterFor);
@@ -295,7 +303,7 @@ export async function prunePipeline<Plan>(model: CausalLM, windows: readonly (re
     }
     meter?.finish();
     for (const matrix of decision.report.matrices) {
-      matrix.relativeError = requireFiniteNumber(matrix.relativeError, `the output error of ${matrix.name}`, model.source.path);
+      if (matrix.relativeError !== null) matrix.relativeError = requireFiniteNumber(matrix.relativeError, `the output error of ${matrix.name}`, model.source.path);
     }
     const forwardSeconds = (performance.now() - forwardStart) / 1000;
 

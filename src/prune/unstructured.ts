@@ -4,6 +4,10 @@
  * that measures each pruned matrix's relative output error ‖X(W − Ŵ)ᵀ‖² / ‖XWᵀ‖² on the inputs
  * the pruned block actually sees, over the first `errorWindows` windows (two extra GEMMs per
  * matrix and window: on every window they would cost more than the forward pass itself).
+ *
+ * A method that needs no statistics (magnitude) makes the strategy data-free: the error meter is
+ * the only other reader of the activations, and measuring it would cost every forward pass of
+ * the run, so the error is recorded as not measured (null) and no calibration data is read.
  */
 import type { CausalLM, InputObserver, Linear } from '../model/causal-lm.js';
 import { UsageError } from '../util/errors.js';
@@ -18,14 +22,31 @@ export interface UnstructuredRequest {
   methodOptions: MethodOptions;
   /** Roles of the linear layers to prune in every block. */
   roles: readonly string[];
+  /** Roles pruned in each block when --targets/--ignore select differently per block (each a subset of `roles`). */
+  layerRoles?: readonly (readonly string[])[];
+  /** Sparsity of each block (a recipe's per-layer list), instead of the target's one sparsity. */
+  layerSparsity?: readonly number[];
   /** Windows on which each pruned matrix's output error is measured (the first ones). */
   errorWindows: number;
+}
+
+/** The roles pruned in block `layer` and the target they are pruned to. */
+function blockPlan(request: Omit<UnstructuredRequest, 'errorWindows'>, layer: number): { roles: readonly string[]; target: SparsityTarget } {
+  const sparsity = request.layerSparsity?.[layer];
+  return {
+    roles: request.layerRoles?.[layer] ?? request.roles,
+    target: sparsity === undefined ? request.target : { kind: 'unstructured', sparsity },
+  };
 }
 
 /** Refuses impossible requests before any work: bad targets, widths N:M can't divide, unsupported combinations. */
 export function validateUnstructured(model: CausalLM, request: Omit<UnstructuredRequest, 'errorWindows'>): void {
   const { method, target, methodOptions, roles } = request;
   validateTarget(target);
+  if (request.layerSparsity && target.kind !== 'unstructured') throw new UsageError('per-layer sparsities are for unstructured targets, not N:M');
+  if (request.layerSparsity && request.layerSparsity.length !== model.numLayers) {
+    throw new UsageError(`${request.layerSparsity.length} per-layer sparsities given for a model of ${model.numLayers} layers`);
+  }
   const unknown = Object.keys(methodOptions).filter((key) => !Object.hasOwn(method.options, key));
   if (unknown.length > 0) {
     const accepted = Object.keys(method.options).length > 0 ? `it accepts ${Object.keys(method.options).join(', ')}` : 'it takes no options';
@@ -35,9 +56,11 @@ export function validateUnstructured(model: CausalLM, request: Omit<Unstructured
   if (reason) throw new UsageError(`${method.name}: ${reason}`);
   if (roles.length === 0) throw new UsageError('no linear layers selected for pruning');
   for (let layer = 0; layer < model.numLayers; layer++) {
-    for (const role of roles) {
+    const plan = blockPlan(request, layer);
+    validateTarget(plan.target);
+    for (const role of plan.roles) {
       const [, cols] = model.source.shape(`${model.linearName(layer, role)}.weight`) as [number, number];
-      validateTarget(target, cols, model.linearName(layer, role));
+      validateTarget(plan.target, cols, model.linearName(layer, role));
     }
   }
 }
@@ -58,12 +81,15 @@ function subtract(a: Float32Array, b: Float32Array): Float32Array {
 }
 
 export function unstructuredStrategy(model: CausalLM, request: UnstructuredRequest): PruneStrategy {
-  const { method, target, methodOptions, roles } = request;
-  const pruned = new Set(roles);
+  const { method, methodOptions } = request;
+  const dataFree = method.needs.length === 0;
   return {
-    statistics: { roles: method.needs.length > 0 ? pruned : new Set(), kinds: new Set(method.needs) },
+    statistics: { roles: dataFree ? new Set() : new Set(request.roles), kinds: new Set(method.needs) },
+    dataFree,
 
     async decide({ layer, dense, stats }) {
+      const { roles, target } = blockPlan(request, layer);
+      const pruned = new Set(roles);
       const linears = { ...dense.linears };
       const matrices: MatrixReport[] = [];
       for (const role of roles) {
@@ -89,12 +115,13 @@ export function unstructuredStrategy(model: CausalLM, request: UnstructuredReque
           rows: lin.outFeatures,
           cols: lin.inFeatures,
           sparsity: zeros / result.weight.length,
-          relativeError: 0,
+          relativeError: dataFree ? null : 0,
           seconds: (performance.now() - started) / 1000,
           method: result.report,
         });
       }
 
+      if (dataFree) return { block: { ...dense, linears }, report: { matrices } };
       const errorEnergy = new Map<string, number>();
       const denseEnergy = new Map<string, number>();
       const observe: InputObserver = async (group, input, rows) => {
