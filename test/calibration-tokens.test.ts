@@ -158,4 +158,13 @@ test('magnitude runs with an empty data folder and no --calib: no calibration, e
   const reported = runCli(['report', out, '--out', report]);
   assert.equal(reported.status, 0, reported.stderr);
   assert.match(fs.readFileSync(report, 'utf8'), /Relative output error not measured: magnitude decides from the weights alone/);
+
+  // Structured magnitude (magnitude-sp) is data-free too.
+  const structured = path.join(dir, 'structured');
+  const sp = runCli(['prune', '--model', stories260K, '--method', 'magnitude-sp', '--ratio', '0.2', '--out', structured, '--json'], { TOPIARY_DATA_DIR: empty });
+  assert.equal(sp.status, 0, sp.stderr);
+  const spRecord = parseRunRecord(JSON.parse(fs.readFileSync(path.join(structured, 'topiary.json'), 'utf8')), 'topiary.json');
+  assert.deepEqual(spRecord.settings.calibration, { used: false });
+  assert.ok(spRecord.summary.sparsity > 0.15, `removed ${spRecord.summary.sparsity}`);
+  for (const layer of spRecord.layers) for (const matrix of layer.matrices) assert.equal(matrix.relativeError, null);
 });
