@@ -69,9 +69,10 @@ topiary eval --model PATH --tasks arc_easy,piqa,...|all [--limit N] [--out FILE]
     const fixedHeads = FAMILIES.filter((f) => f.structure.attention.fixedHeads).flatMap((f) => f.modelTypes).join(', ');
     const families = FAMILIES.map((f) => `      ${f.modelTypes.join(', ')}: ${f.linears.map((l) => l.role).join(',')}`).join('\n');
     return `topiary prune --model PATH --method NAME (--sparsity P | --pattern N:M | --ratio R) --out DIR
-        [--permute] [--calib c4|wikitext2|text:FILE] [--nsamples N] [--seqlen L] [--seed S]
-        [--layers ROLE,...] [--option KEY=VALUE ...] [--batch-windows B] [--dtype F32|F16|BF16]
-        [--resume] [--overwrite] [--json]
+        [--permute] [--calib c4|wikitext2|text:FILE|tokens:FILE] [--save-calibration FILE]
+        [--nsamples N] [--seqlen L] [--seed S] [--layers ROLE,...] [--targets NAME,...] [--ignore NAME,...]
+        [--option KEY=VALUE ...] [--batch-windows B] [--dtype F32|F16|BF16] [--resume] [--overwrite] [--json]
+topiary prune --model PATH --recipe FILE --out DIR [other options as above]
   Prunes without retraining, block by block on calibration windows, and writes the pruned model
   and topiary.json to DIR: a Hugging Face folder (config.json, model.safetensors, tokenizer) when
   every block keeps the same shapes and no bias was added, else DIR/model.gguf (llama.cpp runs it).
@@ -89,6 +90,22 @@ ${methodLines(STRUCTURED_METHODS)}
 
   --layers takes the roles of the model's family (default: all of them):
 ${families}
+  --targets / --ignore (unstructured and N:M) take comma-separated entries as llm-compressor does:
+      a module path (model.layers.3.self_attn.q_proj; a containing module such as model.layers.3
+      selects every linear layer in it), re:REGEX matched from the start of the path (Python's
+      re.match), or a class name (Linear; Conv1D for gpt2). A layer is pruned when its role is in
+      --layers, a target matches it and no ignore entry does; a target matching nothing, a --layers
+      role no target reaches, or an empty selection is refused.
+  --recipe FILE: an llm-compressor recipe (YAML, or JSON if FILE ends in .json) with one
+      SparseGPTModifier or WandaPruningModifier (stages *_stage, groups *_modifiers); its keys
+      sparsity (number or one per layer), mask_structure ("0:0" or "N:M"), targets, ignore,
+      block_size, dampening_frac, sparsity_profile, owl_m, owl_lmbda replace --method, --sparsity/
+      --pattern, --targets, --ignore and options blocksize, damp; unknown keys are refused, and so is
+      a flag that sets what the recipe sets. Profiles other than uniform are not available yet.
+  --calib tokens:FILE reuses windows saved by --save-calibration FILE (JSON, or .npy int32 when
+      FILE ends in .npy; .npy int32/int64 [windows, seqlen] and plain JSON lists of lists are read).
+  magnitude and magnitude-sp read no calibration data and run no forward pass (output errors are
+  recorded as not measured).
   Defaults: --calib c4 --nsamples 128 --seqlen min(2048, context) --seed 0 --batch-windows 4 --dtype F32.
 `;
   },
