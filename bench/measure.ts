@@ -8,8 +8,7 @@ export function smolLM2(root: string): string {
   return execFileSync('bash', [path.join(root, 'scripts', 'fetch-smollm2.sh')], { encoding: 'utf8' }).trim();
 }
 
-/** The upper median: one of the measurements itself, never an average of two. */
-export const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+export { median } from '../src/eval/speed.js';
 
 export interface ProcessRun {
   /** The process's own report (its last stdout line, JSON). */

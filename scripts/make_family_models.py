@@ -154,6 +154,7 @@ LLAMA_LIKE = dict(
 )
 GEMMA = dict(LLAMA_LIKE, num_hidden_layers=3, hidden_activation="gelu_pytorch_tanh", sliding_window=SLIDING_WINDOW)
 NO_HEAD_DIM = {k: v for k, v in LLAMA_LIKE.items() if k != "head_dim"}
+MAMBA = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
 SPECS = [
     ModelSpec(
@@ -436,6 +437,28 @@ SPECS = [
             eos_token_id=2,
         ),
         rename_tensor=unprefixed_gpt2,
+    ),
+    ModelSpec(
+        "mamba-tied",
+        "mamba",
+        "Mamba (mamba-130m-hf layout): d_state 16, expand 2 (d_inner 128), conv kernel 4 with bias, time_step_rank "
+        "auto (⌈64/16⌉ = 4), no in/out_proj biases, silu, tied",
+        dict(MAMBA, state_size=16, expand=2, conv_kernel=4, time_step_rank="auto"),
+        features={"conv activation": dict(hidden_act="relu")},
+    ),
+    ModelSpec(
+        "mamba-biased-untied",
+        "mamba",
+        "Mamba: d_state 5, expand 3 (d_inner 192), conv kernel 2 without bias (use_conv_bias false), time_step_rank 7, "
+        "in_proj/out_proj biases (use_bias), gelu conv activation, 3 layers, untied",
+        dict(MAMBA, num_hidden_layers=3, state_size=5, expand=3, conv_kernel=2, time_step_rank=7, use_conv_bias=False,
+             use_bias=True, hidden_act="gelu", tie_word_embeddings=False),
+    ),
+    ModelSpec(
+        "mamba-narrow",
+        "mamba",
+        "Mamba: d_state 1, expand 1 (d_inner 64), conv kernel 6 (longer than the first positions), time_step_rank 1, tied",
+        dict(MAMBA, state_size=1, expand=1, conv_kernel=6, time_step_rank=1),
     ),
 ]
 

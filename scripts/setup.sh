@@ -45,4 +45,11 @@ if ! python3 -c "import torch, transformers, safetensors, gguf, accelerate" >/de
   python3 -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt >&2
 fi
 
+# compressed-tensors' sparse compressors, the reference for prune --save-format sparse: a release
+# that pins transformers<5, hence its own file installed without dependencies.
+if ! python3 -c "import compressed_tensors.compressors.sparse_compressors" >/dev/null 2>&1; then
+  step "installing the compressed-tensors sparse reference (requirements-compressed-tensors.txt, --no-deps)"
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-compressed-tensors.txt >&2
+fi
+
 bash scripts/fetch-smollm2.sh >/dev/null

@@ -4,7 +4,7 @@ convert_hf_to_gguf.py does (same metadata keys, tensor names and tensor transfor
 tests of Topiary's GGUF input. Only what the test models need: no tokenizer.
 
 Usage: python3 scripts/tiny_hf_to_gguf.py [--fuse-qkv] MODEL_DIR OUT.gguf [MODEL_DIR OUT.gguf ...]
-(several pairs share one start of Python). Supports model_type gpt2, gpt_neox, phi and phi3.
+(several pairs share one start of Python). Supports model_type gpt2, gpt_neox, phi, phi3 and mamba.
 --fuse-qkv writes Phi's separate q, k and v projections as one attn_qkv [q | k | v], as GGUFs
 converted from Microsoft's original Phi-2 checkpoint (mixer.Wqkv) hold them.
 """
@@ -102,6 +102,31 @@ def phi3_metadata(config: dict, writer: gguf.GGUFWriter) -> None:
         writer.add_tensor("rope_factors_short.weight", np.array(settings["short_factor"], dtype=np.float32))
 
 
+def mamba_metadata(config: dict, writer: gguf.GGUFWriter) -> None:
+    # As the converter's MambaModel: no positions limit (2^20), no heads, no MLP.
+    writer.add_context_length(2**20)
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_feed_forward_length(0)
+    writer.add_head_count(0)
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_ssm_conv_kernel(config["conv_kernel"])
+    writer.add_ssm_inner_size(config["intermediate_size"])
+    writer.add_ssm_state_size(config["state_size"])
+    writer.add_ssm_time_step_rank(config["time_step_rank"])
+    writer.add_layer_norm_rms_eps(config["layer_norm_epsilon"])
+    writer.add_ssm_dt_b_c_rms(False)
+
+
+def mamba_tensor(config: dict, name: str, data: np.ndarray) -> np.ndarray:
+    del config
+    # llama.cpp stores A = −exp(A_log), and the conv1d weight [d_inner, 1, K] squeezed to [d_inner, K].
+    if name.endswith(".A_log"):
+        return -np.exp(data)
+    if name.endswith(".conv1d.weight"):
+        return data.squeeze(1)
+    return data
+
+
 def unchanged(config: dict, name: str, data: np.ndarray) -> np.ndarray:
     del config, name
     return data
@@ -112,6 +137,7 @@ ARCHITECTURES = {
     "gpt_neox": (gguf.MODEL_ARCH.GPTNEOX, gpt_neox_metadata, gpt_neox_tensor),
     "phi": (gguf.MODEL_ARCH.PHI2, phi2_metadata, unchanged),
     "phi3": (gguf.MODEL_ARCH.PHI3, phi3_metadata, unchanged),
+    "mamba": (gguf.MODEL_ARCH.MAMBA, mamba_metadata, mamba_tensor),
 }
 
 

@@ -23,7 +23,8 @@ export { TASKS, parseTaskList, type TaskDefinition } from './eval/tasks/index.js
 
 export { METHODS } from './prune/methods/index.js';
 export { STRUCTURED_METHODS } from './prune/structured/index.js';
-export { pruneModel, type PruneSettings, type PruneTarget } from './prune/run.js';
+export { pruneModel, type PruneSettings, type PruneTarget, type SaveFormat } from './prune/run.js';
+export type { SparseStorage } from './formats/tensors.js';
 export type { RunRecord, RunSummary } from './prune/record.js';
 export type { SparsityTarget } from './prune/method.js';
 

@@ -1,6 +1,7 @@
 /**
- * Seeded, bounded fuzzing of everything Topiary reads from a model folder: 10,500 mutated inputs
- * (safetensors, single and sharded; GGUF structure and metadata values; llama2.c; tokenizer.json),
+ * Seeded, bounded fuzzing of everything Topiary reads from a model folder: 12,000 mutated inputs
+ * (safetensors, single, sharded and compressed sparse; GGUF structure and metadata values; llama2.c;
+ * tokenizer.json),
  * each through the real loader up to the first layer read. Every case must open and read, or
  * throw a one-line TopiaryError naming the input: never another error, never a non-finite tensor,
  * never a case over CASE_MS, never memory past the bounds (test/fuzz-cases.ts). Each family runs in a

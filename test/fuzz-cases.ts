@@ -7,7 +7,8 @@
  *
  * Families: byte mutations of a safetensors file, two GGUF files and a llama2.c checkpoint; byte
  * mutations of a sharded Hugging Face folder (either shard, the index or config.json); typed
- * value mutations of GGUF metadata; and structure or text mutations of tokenizer.json. Each case
+ * value mutations of GGUF metadata; byte mutations of compressed sparse folders (sparse-bitmask and
+ * sparse-24-bitmask: their model.safetensors or config.json); and structure or text mutations of tokenizer.json. Each case
  * goes through the real loader, up to reading the first layer. FUZZ_CASE=N runs case N alone and
  * keeps its input, to reproduce a failure.
  */
@@ -16,6 +17,7 @@ import * as path from 'node:path';
 import { GgufValueType, type GgufValue } from '../src/formats/gguf.js';
 import { openTensors } from '../src/formats/open.js';
 import { writeSafetensors } from '../src/formats/safetensors.js';
+import { exportHfFolder } from '../src/export/hf-folder.js';
 import { loadModel } from '../src/model/load.js';
 import { tokenizerFromJson } from '../src/tokenizers/load.js';
 import { TopiaryError } from '../src/util/errors.js';
@@ -30,7 +32,7 @@ export const CASE_MS = 2000;
 const MAX_ARRAY_BUFFER_BYTES = 256 * 2 ** 20;
 const MAX_RSS_BYTES = 1536 * 2 ** 20;
 
-export const FAMILIES = ['safetensors', 'small-gguf', 'quants-gguf', 'llama2c', 'sharded', 'gguf-metadata', 'tokenizer-json'] as const;
+export const FAMILIES = ['safetensors', 'small-gguf', 'quants-gguf', 'llama2c', 'sharded', 'gguf-metadata', 'tokenizer-json', 'sparse'] as const;
 export type Family = (typeof FAMILIES)[number];
 
 const fixtures = path.join(repoRoot, 'test', 'fixtures');
@@ -192,6 +194,24 @@ function writeShardedModel(dir: string): Record<string, Buffer> {
   return Object.fromEntries(fs.readdirSync(dir).map((file) => [file, fs.readFileSync(path.join(dir, file))]));
 }
 
+/**
+ * The tiny model with two in every four weights of its linear layers zeroed, written as a
+ * sparse-bitmask and a sparse-24-bitmask folder in `dir`; their files by folder.
+ */
+async function writeSparseModels(dir: string): Promise<Record<string, Record<string, Buffer>>> {
+  const model = await loadModel(tinyModel);
+  const linears = model.source.tensorNames().filter((name) => /_proj\.weight$/.test(name));
+  const halved = (name: string) => () => model.source.read(name).map((value, i) => (i % 4 < 2 ? 0 : value));
+  const folders: Record<string, Record<string, Buffer>> = {};
+  for (const [name, pattern] of [['bitmask', undefined], ['2of4', { n: 2, m: 4 }]] as const) {
+    const out = path.join(dir, name);
+    exportHfFolder(model, out, { dtype: 'F16', override: (tensor) => (linears.includes(tensor) ? halved(tensor) : undefined), sparse: { matrices: linears, ...(pattern ? { pattern } : {}) } });
+    folders[out] = Object.fromEntries(fs.readdirSync(out).map((file) => [file, fs.readFileSync(path.join(out, file))]));
+  }
+  model.source.close();
+  return folders;
+}
+
 /** A seed safetensors file of three dtypes, and a llama2.c checkpoint of one tiny layer. */
 function writeSeedFiles(dir: string): { safetensors: string; llama2c: string } {
   const rng = createRng(1);
@@ -242,6 +262,19 @@ async function caseMaker(family: Family, dir: string): Promise<(rng: Rng, i: num
         return { input: model, run: () => readModel(model) };
       };
     }
+    case 'sparse': {
+      const folders = await writeSparseModels(dir);
+      let previous: { folder: string; file: string } | undefined;
+      return (rng) => {
+        if (previous) fs.writeFileSync(path.join(previous.folder, previous.file), folders[previous.folder]![previous.file]!);
+        const folder = Object.keys(folders)[rng.int(2)]!;
+        // Mostly the weights, where the bitmasks and counts are.
+        const file = rng.next() < 0.9 ? 'model.safetensors' : 'config.json';
+        previous = { folder, file };
+        fs.writeFileSync(path.join(folder, file), mutateBytes(folders[folder]![file]!, rng));
+        return { input: folder, run: () => readModel(folder) };
+      };
+    }
     case 'gguf-metadata': {
       const tensors = await tinyGgufTensors(dir);
       return (rng, i) => {
@@ -289,7 +322,7 @@ async function main(): Promise<void> {
   for (let i = 0; i < Number(countText); i++) {
     const { input, run } = makeCase(rng, i);
     if (only !== undefined && i !== only) {
-      if (family !== 'sharded') fs.rmSync(input, { recursive: true, force: true });
+      if (family !== 'sharded' && family !== 'sparse') fs.rmSync(input, { recursive: true, force: true });
       continue;
     }
     process.stdout.write(`case ${i}\n`);
@@ -312,7 +345,7 @@ async function main(): Promise<void> {
       process.stdout.write(`failure ${family} case ${i} (seed ${seedText}) took ${ms.toFixed(0)} ms, input at ${input}\n`);
       process.exit(1);
     }
-    if (family !== 'sharded' && only === undefined) fs.rmSync(input, { recursive: true, force: true });
+    if (family !== 'sharded' && family !== 'sparse' && only === undefined) fs.rmSync(input, { recursive: true, force: true });
     if (i % 100 === 0) {
       const { arrayBuffers, rss } = process.memoryUsage();
       if (arrayBuffers > MAX_ARRAY_BUFFER_BYTES || rss > MAX_RSS_BYTES) {

@@ -16,7 +16,7 @@ import { loadModel } from '../src/model/load.js';
 import { openModelSource } from '../src/model/sources.js';
 import type { BlockReport } from '../src/prune/record.js';
 import { pruneModel } from '../src/prune/run.js';
-import { keptAttentionChannels, layerGeometry, selectColumns, shrinkLayer } from '../src/prune/structured/geometry.js';
+import { keptAttentionChannels, layerGeometry, selectColumns, shrinkLayer, structureOf } from '../src/prune/structured/geometry.js';
 import { sourceGeometry } from '../src/prune/structured/strategy.js';
 import { familyCalibration, familyModels, readReference, withByteTokenizer } from './family-models.js';
 import { tempDir } from './helpers.js';
@@ -157,7 +157,7 @@ test('gpt_neox: removing a head takes its [q_h | k_h | v_h] rows and gives the m
   const model = await loadModel(dir, { backend: getBackend() });
   const reference = await loadModel(dir, { backend: getBackend() });
   const block = model.layer(0);
-  const g = layerGeometry(block, model.family.structure, model.config.headDim);
+  const g = layerGeometry(block, structureOf(model.family), model.config.headDim);
   const keptGroups = [0, 2, 3];
   const columns = keptAttentionChannels(g, keptGroups);
   const channels = Array.from({ length: g.channels }, (_, c) => c);

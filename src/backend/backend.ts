@@ -6,6 +6,8 @@
  * Two implementations: `native` (Node-API addon over OpenBLAS/LAPACK) and `reference` (plain
  * TypeScript, slow, used by tests to check the native one).
  */
+import type { SparseMatrix } from './sparse.js';
+
 export type FloatArray = Float32Array | Float64Array;
 
 /**
@@ -19,6 +21,9 @@ export type FloatArray = Float32Array | Float64Array;
 export type Activation = 'silu' | 'gelu' | 'gelu_tanh' | 'relu';
 
 export const ACTIVATIONS: readonly Activation[] = ['silu', 'gelu', 'gelu_tanh', 'relu'];
+
+/** How many weights each row of a block loses (unstructured), or N of every M (exact: best of all subsets). */
+export type EliminationPlan = { kind: 'counts'; removals: Uint32Array } | { kind: 'nm'; n: number; m: number; exact: boolean };
 
 /** Where the two features that rotate together sit within a head (see `Backend.rope`). */
 export type RopeLayout = 'half' | 'interleaved';
@@ -79,6 +84,35 @@ export interface AttentionOptions {
   softCap?: number;
 }
 
+/** The shapes of a state-space layer's sequence operations (`causalConv1d`, `selectiveScan`). */
+export interface SequenceOptions {
+  /** Independent sequences in the batch; each has seqLen rows (positions). */
+  windows: number;
+  seqLen: number;
+  /** Features per row (Mamba's d_inner): each channel is its own sequence. */
+  channels: number;
+}
+
+/** The inputs of `selectiveScan`. */
+export interface ScanInputs {
+  /** [windows·seqLen, channels] */
+  x: Float32Array;
+  /** The time steps before softplus [windows·seqLen, channels]. */
+  delta: Float32Array;
+  /** [channels, stateSize]: the negative A = −exp(A_log). */
+  a: Float32Array;
+  /** [windows·seqLen, stateSize] */
+  b: Float32Array;
+  cmat: Float32Array;
+  /** The skip connection [channels]. */
+  d: Float32Array;
+  /**
+   * [windows, channels, stateSize]: read as the state before each window's first position and
+   * overwritten with the state after its last (zeros for a fresh sequence).
+   */
+  state: Float32Array;
+}
+
 export interface BackendInfo {
   name: 'native' | 'reference';
   threads: number;
@@ -92,6 +126,13 @@ export interface Backend {
 
   /** C = alpha·op(A)·op(B) + beta·C (fp32 or fp64; all three arrays of the same type). */
   gemm<T extends FloatArray>(a: T, b: T, c: T, options: GemmOptions): Promise<void>;
+
+  /**
+   * y = x·Wᵀ for a compressed weight matrix W [w.rows, w.cols] (./sparse.ts): x [rows, w.cols],
+   * y [rows, w.rows], the product a linear layer computes. The same result as gemm with the dense
+   * W up to summation order.
+   */
+  sparseMatmul(x: Float32Array, w: SparseMatrix, y: Float32Array, rows: number): Promise<void>;
 
   /**
    * H += alpha·XᵀX for X with n rows of d features (row-major), H d×d. Both triangles of H are
@@ -121,6 +162,15 @@ export interface Backend {
     uplo: 'upper' | 'lower',
     transpose: boolean,
   ): Promise<void>;
+
+  /**
+   * APT's removals inside one column block (src/prune/methods/apt.ts derives them): for each row r
+   * of `block` [rows, size] (fp64, edited in place to the re-fitted weights), with Γ = `gamma`
+   * [size, size], remove `plan.removals[r]` weights greedily by joint loss, or N of every M
+   * (best subset, or greedily); `losses[r]` ← the loss row r added. False if a pivot was not
+   * positive (a numerically singular block), leaving `block` unspecified.
+   */
+  eliminateRows(gamma: Float64Array, block: Float64Array, rows: number, size: number, plan: EliminationPlan, losses: Float64Array): Promise<boolean>;
 
   /**
    * Causal multi-head attention with grouped-query sharing. q: [windows·seqLen, numHeads·headDim];
@@ -173,4 +223,25 @@ export interface Backend {
    * (a, b) ← (a·cos − b·sin, b·cos + a·sin).
    */
   rope(x: Float32Array, cos: Float32Array, sin: Float32Array, options: RopeOptions): Promise<void>;
+
+  /**
+   * Causal depthwise 1-D convolution over time (Mamba's conv1d, PyTorch's Conv1d with groups =
+   * channels, padding kernel − 1 and the output truncated to the input's length): for x and out
+   * [windows·seqLen, channels] and weight [channels, kernel],
+   * out[t, c] = bias[c] + Σ_j weight[c, j] · x[t − (kernel − 1) + j, c],
+   * where rows before the window's first come from `history` [windows·(kernel − 1), channels]
+   * (the inputs that preceded each window, oldest first: zeros for a fresh sequence, the
+   * decoding state otherwise). out must not alias x.
+   */
+  causalConv1d(x: Float32Array, weight: Float32Array, bias: Float32Array | undefined, history: Float32Array, out: Float32Array, options: SequenceOptions): Promise<void>;
+
+  /**
+   * Mamba's selective scan (`inputs` as ScanInputs describes), per window, channel c and state n
+   * over the positions t in order:
+   * δ = softplus(delta[t, c]) (PyTorch's, linear above 20),
+   * s[c, n] ← exp(δ·a[c, n])·s[c, n] + δ·b[t, n]·x[t, c],
+   * out[t, c] = Σ_n cmat[t, n]·s[c, n] + d[c]·x[t, c],
+   * out [windows·seqLen, channels]; out may alias x.
+   */
+  selectiveScan(inputs: ScanInputs, out: Float32Array, options: SequenceOptions & { stateSize: number }): Promise<void>;
 }

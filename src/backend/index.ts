@@ -44,3 +44,13 @@ export function describeBackend(backend: Backend = getBackend()): string {
   const { name, threads, library } = backend.info;
   return `${name}, ${threads} thread${threads === 1 ? '' : 's'}, ${library}`;
 }
+
+/**
+ * The kernel the backend's matrix products run: "OpenBLAS SkylakeX", "OpenBLAS Haswell", … (the
+ * core OpenBLAS chose at load time, which OPENBLAS_CORETYPE can force to a slower one), or the
+ * TypeScript reference.
+ */
+export function backendKernel(backend: Backend = getBackend()): string {
+  if (backend.info.name === 'reference') return 'TypeScript reference';
+  return `OpenBLAS ${/\(core (\S+)\)/.exec(backend.info.library)?.[1] ?? 'unknown core'}`;
+}

@@ -3,7 +3,8 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TopiaryError } from '../util/errors.js';
-import { ACTIVATIONS, type Activation, type AttentionOptions, type Backend, type BackendInfo, type FloatArray, type GemmOptions, type RopeOptions } from './backend.js';
+import { sparseMatrixProblem, type SparseMatrix } from './sparse.js';
+import { ACTIVATIONS, type Activation, type AttentionOptions, type Backend, type BackendInfo, type EliminationPlan, type FloatArray, type GemmOptions, type RopeOptions, type ScanInputs, type SequenceOptions } from './backend.js';
 
 /**
  * The functions native/topiary_native.c exports: typed arrays first, then numbers and booleans.
@@ -21,6 +22,8 @@ interface NativeAddon {
   cholesky(a: FloatArray, n: number, upper: boolean): Promise<boolean>;
   invertSpd(a: FloatArray, n: number): Promise<boolean>;
   triangularSolve(t: FloatArray, b: FloatArray, n: number, nrhs: number, upper: boolean, transpose: boolean): Promise<void>;
+  /** mode 0: removals per row (as fp64 counts); 1: N:M best subset; 2: N:M greedy. */
+  eliminateRows(gamma: Float64Array, block: Float64Array, removals: Float64Array, losses: Float64Array, rows: number, size: number, mode: number, n: number, m: number): Promise<boolean>;
   causalAttention(
     q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array,
     windows: number, seqLen: number, numHeads: number, numKvHeads: number, headDim: number, scale: number, pastLength: number,
@@ -40,6 +43,22 @@ interface NativeAddon {
     rows: number, heads: number, headDim: number, rotaryDim: number, seqLen: number, firstPosition: number, interleaved: boolean,
   ): Promise<void>;
   tokenLogProbs(logits: Float32Array, targets: Int32Array, out: Float64Array, vocab: number): Promise<void>;
+  /** fixed: values per full mask in the 2:4 form (8), 0 for bitmask. */
+  sparseMatmul(
+    x: Float32Array, y: Float32Array, masks: Uint16Array, values: Float32Array, rowOffsets: Int32Array,
+    m: number, rows: number, cols: number, fixed: number,
+  ): Promise<void>;
+  /** '' reports the sparse kernels' instruction set; 'auto', 'avx512', 'avx2', 'scalar' choose one the CPU has. Returns the one in use. */
+  sparseIsa(request: string): string;
+  /** An empty bias array means no bias. */
+  causalConv1d(
+    x: Float32Array, weight: Float32Array, bias: Float32Array, history: Float32Array, out: Float32Array,
+    windows: number, seqLen: number, channels: number, kernel: number,
+  ): Promise<void>;
+  selectiveScan(
+    x: Float32Array, delta: Float32Array, a: Float32Array, b: Float32Array, cmat: Float32Array, d: Float32Array,
+    state: Float32Array, out: Float32Array, windows: number, seqLen: number, channels: number, stateSize: number,
+  ): Promise<void>;
   setThreads(threads: number): void;
   getThreads(): number;
   /** OpenBLAS build configuration and the core kernel chosen at run time. */
@@ -171,6 +190,42 @@ function checkRope(x: Float32Array, cos: Float32Array, sin: Float32Array, option
   }
 }
 
+export type SparseIsa = 'avx512' | 'avx2' | 'scalar';
+
+/** Compressed matrices already checked (their arrays are never changed after compression). */
+const checkedSparse = new WeakSet<SparseMatrix>();
+
+function checkSparseMatmul(x: Float32Array, w: SparseMatrix, y: Float32Array, rows: number): void {
+  const operation = 'sparseMatmul';
+  checkDimensions(operation, { rows });
+  checkFloat32(operation, { x, y });
+  if (!checkedSparse.has(w)) {
+    const problem = sparseMatrixProblem(w);
+    if (problem) fail(operation, `bad compressed matrix: ${problem}`);
+    checkedSparse.add(w);
+  }
+  if (x.length < rows * w.cols) fail(operation, `x holds ${x.length} values, need ${rows}×${w.cols}`);
+  if (y.length < rows * w.rows) fail(operation, `y holds ${y.length} values, need ${rows}×${w.rows}`);
+}
+
+/** Each array must hold exactly the named number of values. */
+function checkLengths(operation: string, arrays: Record<string, [Float32Array, number, string]>): void {
+  for (const [name, [array, expected, shape]] of Object.entries(arrays)) {
+    if (array.length !== expected) fail(operation, `${name} holds ${array.length} values, not ${shape} = ${expected}`);
+  }
+}
+
+/** Whether two typed arrays share any memory. */
+function overlap(a: Float32Array, b: Float32Array): boolean {
+  return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
+}
+
+function checkSequence(operation: string, options: SequenceOptions, extra: Record<string, number> = {}): { rows: number } {
+  const { windows, seqLen, channels } = options;
+  checkDimensions(operation, { windows, seqLen, channels, ...extra });
+  return { rows: windows * seqLen };
+}
+
 /** The OpenBLAS-backed backend; construct it through `getBackend()`. */
 export class NativeBackend implements Backend {
   constructor(private readonly addon: NativeAddon) {}
@@ -198,6 +253,27 @@ export class NativeBackend implements Backend {
     checkMatrix('gemm', 'C', c, m, n, ldc);
     if (m === 0 || n === 0) return Promise.resolve();
     return this.addon.gemm(a, b, c, m, n, k, transA, transB, alpha, beta, lda, ldb, ldc);
+  }
+
+  sparseMatmul(x: Float32Array, w: SparseMatrix, y: Float32Array, rows: number): Promise<void> {
+    checkSparseMatmul(x, w, y, rows);
+    if (rows === 0 || w.rows === 0) return Promise.resolve();
+    if (w.cols === 0) {
+      y.fill(0, 0, rows * w.rows);
+      return Promise.resolve();
+    }
+    const fixed = w.layout === '2:4' ? 8 : 0;
+    return this.addon.sparseMatmul(x, y, w.masks, w.values, w.rowOffsets, rows, w.rows, w.cols, fixed);
+  }
+
+  /** The instruction set the sparse kernels use. */
+  get sparseIsa(): SparseIsa {
+    return this.addon.sparseIsa('') as SparseIsa;
+  }
+
+  /** Forces the sparse kernels onto `isa` ('auto': the best the CPU has), so tests reach every path; false if the CPU lacks it. */
+  useSparseIsa(isa: SparseIsa | 'auto'): boolean {
+    return this.addon.sparseIsa(isa) === isa || isa === 'auto';
   }
 
   syrk(x: Float32Array, n: number, d: number, h: Float32Array, alpha = 1): Promise<void> {
@@ -238,6 +314,22 @@ export class NativeBackend implements Backend {
     checkMatrix('triangularSolve', 'B', b, n, nrhs, Math.max(1, nrhs));
     if (n === 0 || nrhs === 0) return Promise.resolve();
     return this.addon.triangularSolve(t, b, n, nrhs, uplo === 'upper', transpose);
+  }
+
+  eliminateRows(gamma: Float64Array, block: Float64Array, rows: number, size: number, plan: EliminationPlan, losses: Float64Array): Promise<boolean> {
+    checkDimensions('eliminateRows', { rows, size });
+    if (!(gamma instanceof Float64Array) || !(block instanceof Float64Array) || !(losses instanceof Float64Array)) fail('eliminateRows', 'gamma, block and losses must be Float64Arrays');
+    checkMatrix('eliminateRows', 'gamma', gamma, size, size, Math.max(1, size));
+    checkMatrix('eliminateRows', 'block', block, rows, size, Math.max(1, size));
+    if (losses.length < rows) fail('eliminateRows', `losses holds ${losses.length} values, fewer than ${rows} rows`);
+    if (plan.kind === 'counts') {
+      if (plan.removals.length < rows || plan.removals.subarray(0, rows).some((count) => count > size)) fail('eliminateRows', `removals must give each of the ${rows} rows at most ${size}`);
+      return this.addon.eliminateRows(gamma, block, Float64Array.from(plan.removals.subarray(0, rows)), losses, rows, size, 0, 0, 0);
+    }
+    const { n, m, exact } = plan;
+    checkDimensions('eliminateRows', { n, m });
+    if (n < 1 || n >= m || size % m !== 0 || m > 255) fail('eliminateRows', `need 0 < N < M ≤ 255 and M dividing the block width ${size}, got ${n}:${m}`);
+    return this.addon.eliminateRows(gamma, block, new Float64Array(0), losses, rows, size, exact ? 1 : 2, n, m);
   }
 
   causalAttention(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, options: AttentionOptions): Promise<void> {
@@ -322,6 +414,48 @@ export class NativeBackend implements Backend {
     const { rows, heads, headDim, rotaryDim, seqLen, firstPosition, layout } = options;
     if (rows === 0 || heads === 0 || rotaryDim === 0) return Promise.resolve();
     return this.addon.rope(x, cos, sin, rows, heads, headDim, rotaryDim, seqLen, firstPosition, layout === 'interleaved');
+  }
+
+  causalConv1d(x: Float32Array, weight: Float32Array, bias: Float32Array | undefined, history: Float32Array, out: Float32Array, options: SequenceOptions): Promise<void> {
+    const operation = 'causalConv1d';
+    const { rows } = checkSequence(operation, options);
+    const { windows, seqLen, channels } = options;
+    checkFloat32(operation, { x, weight, history, out, ...(bias ? { bias } : {}) });
+    if (channels === 0 || weight.length === 0 || weight.length % channels !== 0) fail(operation, `weight (${weight.length}) must hold a positive kernel width for each of ${channels} channels`);
+    const kernel = weight.length / channels;
+    checkLengths(operation, {
+      x: [x, rows * channels, `${rows}×${channels}`],
+      out: [out, rows * channels, `${rows}×${channels}`],
+      history: [history, windows * (kernel - 1) * channels, `${windows}×${kernel - 1}×${channels}`],
+      ...(bias ? { bias: [bias, channels, `${channels}`] as [Float32Array, number, string] } : {}),
+    });
+    if (overlap(x, out) || overlap(history, out)) fail(operation, 'out must not share memory with x or history');
+    if (rows === 0) return Promise.resolve();
+    return this.addon.causalConv1d(x, weight, bias ?? new Float32Array(0), history, out, windows, seqLen, channels, kernel);
+  }
+
+  selectiveScan(inputs: ScanInputs, out: Float32Array, options: SequenceOptions & { stateSize: number }): Promise<void> {
+    const { x, delta, a, b, cmat, d, state } = inputs;
+    const operation = 'selectiveScan';
+    const { stateSize, windows, seqLen, channels } = options;
+    const { rows } = checkSequence(operation, options, { stateSize });
+    checkFloat32(operation, { x, delta, a, b, cmat, d, state, out });
+    const sized = (array: Float32Array, r: number, c: number): [Float32Array, number, string] => [array, r * c, `${r}×${c}`];
+    checkLengths(operation, {
+      x: sized(x, rows, channels),
+      delta: sized(delta, rows, channels),
+      out: sized(out, rows, channels),
+      a: sized(a, channels, stateSize),
+      b: sized(b, rows, stateSize),
+      cmat: sized(cmat, rows, stateSize),
+      d: sized(d, 1, channels),
+      state: [state, windows * channels * stateSize, `${windows}×${channels}×${stateSize}`],
+    });
+    // out may be x itself (row t is read before it is written), but no other input.
+    for (const [name, input] of Object.entries({ delta, a, b, cmat, d, state })) if (overlap(input, out)) fail(operation, `out must not share memory with ${name}`);
+    if (overlap(x, out) && (x.byteOffset !== out.byteOffset || x.length !== out.length)) fail(operation, 'out must be x itself or separate from it');
+    if (rows === 0 || channels === 0) return Promise.resolve();
+    return this.addon.selectiveScan(x, delta, a, b, cmat, d, state, out, windows, seqLen, channels, stateSize);
   }
 
   private checkSquare(operation: string, a: FloatArray, n: number): void {

@@ -1,4 +1,6 @@
-import type { Activation, AttentionOptions, Backend, BackendInfo, FloatArray, GemmOptions, RopeOptions } from './backend.js';
+import type { Activation, AttentionOptions, Backend, BackendInfo, EliminationPlan, FloatArray, GemmOptions, RopeOptions, ScanInputs, SequenceOptions } from './backend.js';
+import { eliminateRowsReference } from './row-elimination.js';
+import { chunksPerRow, SPARSE_CHUNK, type SparseMatrix } from './sparse.js';
 
 /**
  * erf in doubles from its everywhere-convergent series of positive terms,
@@ -62,6 +64,21 @@ export class ReferenceBackend implements Backend {
     }
   }
 
+  async sparseMatmul(x: Float32Array, w: SparseMatrix, y: Float32Array, rows: number): Promise<void> {
+    const chunks = chunksPerRow(w.cols);
+    for (let i = 0; i < rows; i++) {
+      for (let r = 0; r < w.rows; r++) {
+        let next = w.rowOffsets[r]!;
+        let sum = 0;
+        for (let c = 0; c < chunks; c++) {
+          const mask = w.masks[r * chunks + c]!;
+          for (let bit = 0; bit < SPARSE_CHUNK; bit++) if (mask & (1 << bit)) sum += w.values[next++]! * x[i * w.cols + c * SPARSE_CHUNK + bit]!;
+        }
+        y[i * w.rows + r] = sum;
+      }
+    }
+  }
+
   async syrk(x: Float32Array, n: number, d: number, h: Float32Array, alpha = 1): Promise<void> {
     for (let i = 0; i < d; i++) {
       for (let j = i; j < d; j++) {
@@ -115,6 +132,10 @@ export class ReferenceBackend implements Backend {
       }
     }
     return true;
+  }
+
+  async eliminateRows(gamma: Float64Array, block: Float64Array, rows: number, size: number, plan: EliminationPlan, losses: Float64Array): Promise<boolean> {
+    return eliminateRowsReference(gamma, block, rows, size, plan, losses);
   }
 
   async triangularSolve(
@@ -252,6 +273,45 @@ export class ReferenceBackend implements Backend {
           const [x1, x2, c, s] = [x[a], x[b], cos[table + i], sin[table + i]];
           x[a] = x1 * c - x2 * s;
           x[b] = x2 * c + x1 * s;
+        }
+      }
+    }
+  }
+
+  async causalConv1d(x: Float32Array, weight: Float32Array, bias: Float32Array | undefined, history: Float32Array, out: Float32Array, options: SequenceOptions): Promise<void> {
+    const { windows, seqLen, channels } = options;
+    const kernel = weight.length / channels;
+    const past = kernel - 1;
+    for (let w = 0; w < windows; w++) {
+      // The input at time u of window w (u < 0 reads the history).
+      const input = (u: number, c: number) => (u < 0 ? history[(w * past + past + u) * channels + c] : x[(w * seqLen + u) * channels + c]);
+      for (let t = 0; t < seqLen; t++) {
+        for (let c = 0; c < channels; c++) {
+          let sum = bias ? bias[c] : 0;
+          for (let j = 0; j < kernel; j++) sum += weight[c * kernel + j] * input(t - past + j, c);
+          out[(w * seqLen + t) * channels + c] = sum;
+        }
+      }
+    }
+  }
+
+  async selectiveScan(inputs: ScanInputs, out: Float32Array, options: SequenceOptions & { stateSize: number }): Promise<void> {
+    const { x, delta, a, b, cmat, d, state } = inputs;
+    const { windows, seqLen, channels, stateSize } = options;
+    for (let w = 0; w < windows; w++) {
+      for (let t = 0; t < seqLen; t++) {
+        const row = w * seqLen + t;
+        for (let c = 0; c < channels; c++) {
+          const raw = delta[row * channels + c];
+          const step = raw > 20 ? raw : Math.log1p(Math.exp(raw));
+          const input = x[row * channels + c];
+          let y = 0;
+          for (let n = 0; n < stateSize; n++) {
+            const s = (w * channels + c) * stateSize + n;
+            state[s] = Math.exp(step * a[c * stateSize + n]) * state[s] + step * b[row * stateSize + n] * input;
+            y += cmat[row * stateSize + n] * state[s];
+          }
+          out[row * channels + c] = y + d[c] * input;
         }
       }
     }

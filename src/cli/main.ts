@@ -14,6 +14,8 @@ import { reportCommand } from './commands/report.js';
 import { compareCommand } from './commands/compare.js';
 import { generateCommand } from './commands/generate.js';
 import { inspectCommand } from './commands/inspect.js';
+import { exportCommand } from './commands/export.js';
+import { speedCommand } from './commands/speed.js';
 import { parseNumber, pruneCommand, resolveWhatToPrune } from './commands/prune.js';
 import { FAMILIES } from '../model/families/index.js';
 import { METHODS } from '../prune/methods/index.js';
@@ -50,10 +52,26 @@ topiary eval --model PATH --tasks arc_easy,piqa,...|all [--limit N] [--out FILE]
       --limit N scores N items spread evenly through each file; --out writes the JSON result
       (name it RUN_DIR/eval-tasks.json for topiary report).
 `,
+  speed: () => `topiary speed --model PATH [--prompt-tokens 512] [--new-tokens 64] [--engine topiary|llama.cpp]
+       [--runs 3] [--threads N] [--json]
+      Prefill and decode tokens/s of a model: the prompt (seeded random token ids) into an empty
+      KV cache, then greedy decoding one token at a time; each phase timed after a warm-up, median
+      of the runs, with the kernel and the load average beside it. --engine llama.cpp runs a GGUF
+      file (or a prune folder's model.gguf) in node-llama-cpp's llama.cpp with the same threads.
+`,
   report: () => `topiary report RUN_DIR... --out report.html [--baseline DIR]
       One self-contained HTML page comparing runs (folders written by prune, with eval*.json
       results — the JSON of eval --json/--out); a folder with only eval results is the dense
       baseline.
+`,
+  export: () => `topiary export --model PATH --to gguf --quant F32|F16|Q8_0|Q4_0|Q4_K --out FILE [--json]
+      Writes any model Topiary reads (Hugging Face folder, .gguf, llama2.c checkpoint, a folder prune
+      wrote, uneven structured results included) as one GGUF file llama.cpp runs, under llama.cpp's
+      architecture for the family (deci for LLaMA-block models with per-layer sizes). Matrices take
+      the --quant type (ggml's reference quantizers); norms, biases and other 1-D tensors stay F32,
+      and a matrix whose rows are not whole blocks falls back Q4_K → Q4_0 → F16 (Q8_0 → F16). Where
+      llama.cpp cannot run the model as Topiary does, says why before any work. FILE is written
+      atomically and may not be inside the model's folder.
 `,
   compare: () => `topiary compare RUN_DIR... [--baseline DIR] [--json]
       The report's results table in the terminal.
@@ -66,16 +84,20 @@ topiary eval --model PATH --tasks arc_easy,piqa,...|all [--limit N] [--out FILE]
           return [`      ${m.name}: ${m.description}`, ...(options.length ? options : ['          (no options)'])].join('\n');
         })
         .join('\n');
-    const fixedHeads = FAMILIES.filter((f) => f.structure.attention.fixedHeads).flatMap((f) => f.modelTypes).join(', ');
+    const fixedHeads = FAMILIES.filter((f) => f.structure?.attention.fixedHeads).flatMap((f) => f.modelTypes).join(', ');
     const families = FAMILIES.map((f) => `      ${f.modelTypes.join(', ')}: ${f.linears.map((l) => l.role).join(',')}`).join('\n');
     return `topiary prune --model PATH --method NAME (--sparsity P | --pattern N:M | --ratio R) --out DIR
         [--permute] [--calib c4|wikitext2|text:FILE|tokens:FILE] [--save-calibration FILE]
         [--nsamples N] [--seqlen L] [--seed S] [--layers ROLE,...] [--targets NAME,...] [--ignore NAME,...]
-        [--option KEY=VALUE ...] [--batch-windows B] [--dtype F32|F16|BF16] [--resume] [--overwrite] [--json]
+        [--option KEY=VALUE ...] [--batch-windows B] [--dtype F32|F16|BF16] [--save-format dense|sparse]
+        [--resume] [--overwrite] [--json]
 topiary prune --model PATH --recipe FILE --out DIR [other options as above]
   Prunes without retraining, block by block on calibration windows, and writes the pruned model
   and topiary.json to DIR: a Hugging Face folder (config.json, model.safetensors, tokenizer) when
   every block keeps the same shapes and no bias was added, else DIR/model.gguf (llama.cpp runs it).
+  --save-format sparse (unstructured and N:M) stores the pruned matrices compressed as
+  compressed-tensors does (llm-compressor, vLLM): sparse-24-bitmask for 2:4, else sparse-bitmask,
+  the kept values in --dtype and one bit per weight; Topiary reads such folders like dense ones.
   DIR must be new, empty or an earlier Topiary run; --overwrite allows other files there
   (Topiary's own file names are replaced). Ctrl-C keeps the finished blocks: the same command
   with --resume continues.
@@ -106,7 +128,8 @@ ${families}
       FILE ends in .npy; .npy int32/int64 [windows, seqlen] and plain JSON lists of lists are read).
   magnitude and magnitude-sp read no calibration data and run no forward pass (output errors are
   recorded as not measured).
-  Defaults: --calib c4 --nsamples 128 --seqlen min(2048, context) --seed 0 --batch-windows 4 --dtype F32.
+  Defaults: --calib c4 --nsamples 128 --seqlen min(2048, context) --seed 0 --batch-windows 4 --dtype F32
+  --save-format dense.
 `;
   },
 };
@@ -231,6 +254,27 @@ async function run(argv: string[]): Promise<void> {
         json: values.json === true,
       });
     },
+    async speed() {
+      const { values } = parse(rest, {
+        model: { type: 'string' },
+        'prompt-tokens': { type: 'string' },
+        'new-tokens': { type: 'string' },
+        engine: { type: 'string' },
+        runs: { type: 'string' },
+      });
+      const engine = typeof values.engine === 'string' ? values.engine : 'topiary';
+      if (engine !== 'topiary' && engine !== 'llama.cpp') throw new UsageError(`--engine must be topiary or llama.cpp, got "${engine}"`);
+      applyThreads(values.threads);
+      await speedCommand({
+        model: required(values.model, '--model'),
+        engine,
+        promptTokens: integer(values['prompt-tokens'], '--prompt-tokens', 512),
+        newTokens: integer(values['new-tokens'], '--new-tokens', 64),
+        ...(values.threads !== undefined ? { threads: integer(values.threads, '--threads', undefined, 1, MAX_THREADS) } : {}),
+        runs: integer(values.runs, '--runs', 3),
+        json: values.json === true,
+      });
+    },
     async report() {
       const { values, positionals } = parse(rest, { out: { type: 'string' }, baseline: { type: 'string' } }, true);
       reportCommand({
@@ -242,6 +286,17 @@ async function run(argv: string[]): Promise<void> {
     async compare() {
       const { values, positionals } = parse(rest, { baseline: { type: 'string' } }, true);
       compareCommand({ runs: positionals, ...(typeof values.baseline === 'string' ? { baseline: values.baseline } : {}), json: values.json === true });
+    },
+    async export() {
+      const { values } = parse(rest, { model: { type: 'string' }, to: { type: 'string' }, quant: { type: 'string' }, out: { type: 'string' } });
+      applyThreads(values.threads);
+      await exportCommand({
+        model: required(values.model, '--model'),
+        to: required(values.to, '--to'),
+        quant: required(values.quant, '--quant'),
+        out: required(values.out, '--out'),
+        json: values.json === true,
+      });
     },
     async prune() {
       const { values } = parse(rest, {
@@ -263,6 +318,7 @@ async function run(argv: string[]): Promise<void> {
         option: { type: 'string', multiple: true },
         'batch-windows': { type: 'string' },
         dtype: { type: 'string' },
+        'save-format': { type: 'string' },
         out: { type: 'string' },
         resume: { type: 'boolean' },
         overwrite: { type: 'boolean' },
@@ -270,6 +326,8 @@ async function run(argv: string[]): Promise<void> {
       applyThreads(values.threads);
       const dtype = typeof values.dtype === 'string' ? values.dtype.toUpperCase() : 'F32';
       if (dtype !== 'F32' && dtype !== 'F16' && dtype !== 'BF16') throw new UsageError(`--dtype must be F32, F16 or BF16, got "${dtype}"`);
+      const saveFormat = values['save-format'] ?? 'dense';
+      if (saveFormat !== 'dense' && saveFormat !== 'sparse') throw new UsageError(`--save-format must be dense or sparse, got "${String(saveFormat)}"`);
       await pruneCommand(
         {
           model: required(values.model, '--model'),
@@ -292,6 +350,7 @@ async function run(argv: string[]): Promise<void> {
           overwrite: values.overwrite === true,
           batchWindows: integer(values['batch-windows'], '--batch-windows', 4),
           dtype,
+          saveFormat,
         },
         values.json === true,
       );

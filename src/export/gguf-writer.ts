@@ -1,25 +1,32 @@
 /**
- * GGUF v3 writer, and the export of a (possibly structurally pruned) model to a GGUF file that
- * llama.cpp runs.
+ * GGUF v3 writer, and the export of any model Topiary reads (structurally pruned ones included) to
+ * a GGUF file that llama.cpp runs.
  *
  * Layout written: magic "GGUF", version 3, tensor count, key/value count, the key/values, the
  * tensor infos (name, dims in ggml order — the row-major shape reversed —, type, offset), padding to
  * the alignment (32), then each tensor's bytes, every one starting at a multiple of the alignment.
  * Tensors are produced lazily one at a time, so memory holds one tensor however large the model.
  *
- * Models whose layers all have the same shapes are written as llama.cpp's `llama` architecture.
- * Layers with different head counts or MLP widths need per-layer hyper-parameters: llama.cpp reads
- * `attention.head_count`, `attention.head_count_kv` and `feed_forward_length` as per-layer arrays
- * for every architecture, but only its `deci` architecture (DeciLM / Nemotron-NAS: the LLaMA block
- * with per-layer sizes) builds each layer's tensors with that layer's sizes; `llama` checks every
- * layer against layer 0. So non-uniform models are written as `deci`. Both use the interleaved
- * RoPE layout, so q/k rows are permuted back from Hugging Face's rotate-half layout.
+ * Each family says how llama.cpp runs it (GgufLayout.writing in src/model/families): the
+ * architecture, which biases that architecture loads, its extra metadata, and what it would compute
+ * differently (refused). llama.cpp reads `attention.head_count`, `attention.head_count_kv` and
+ * `feed_forward_length` as per-layer arrays for every architecture, but only `deci` (DeciLM /
+ * Nemotron-NAS: the LLaMA block with per-layer sizes and optional biases on every projection)
+ * builds each layer's tensors with that layer's sizes (llama.cpp src/models/deci.cpp; the others
+ * size every layer from n_head()/n_ff() of layer 0). So LLaMA-block results with uneven layers, or
+ * with biases their own architecture does not load (Qwen2's o/down), are written as `deci`; other
+ * families' uneven results cannot be written. `llama` and `deci` rotate interleaved pairs, so q/k
+ * rows are permuted back from Hugging Face's rotate-half layout for them.
  */
 import * as fs from 'node:fs';
 import { GgufValueType, openGguf, type GgufValue } from '../formats/gguf.js';
 import { floatToHalfBits } from '../formats/binary.js';
+import { quantizeQ4_0, quantizeQ4_K, quantizeQ5_0, quantizeQ8_0 } from '../formats/ggml-quantize.js';
 import { GGML_TYPES, ggmlByteLength, type GgmlType } from '../formats/ggml-quants.js';
 import type { CausalLM } from '../model/causal-lm.js';
+import type { Family, GgufWriting } from '../model/families/family.js';
+import { ggufTensorNames } from '../model/families/gguf-names.js';
+import type { ModelSource } from '../model/sources.js';
 import { writeAll, writeFileAtomic } from '../util/atomic.js';
 import { TopiaryError } from '../util/errors.js';
 import { firstNonFinite16, requireFinite } from '../util/finite.js';
@@ -38,7 +45,7 @@ export interface GgufKeyValue {
   elementType?: GgufValueType;
 }
 
-export type GgufTensorType = 'F32' | 'F16' | 'Q8_0';
+export type GgufTensorType = 'F32' | 'F16' | 'Q8_0' | 'Q4_0' | 'Q5_0' | 'Q4_K';
 
 export interface GgufTensorToWrite {
   name: string;
@@ -119,31 +126,9 @@ function writeKeyValue(sink: ByteSink, kv: GgufKeyValue): void {
   for (const item of kv.value) writeScalar(sink, kv.elementType, item, kv.key);
 }
 
-const TENSOR_TYPES: Record<GgufTensorType, GgmlType> = { F32: GGML_TYPES.F32, F16: GGML_TYPES.F16, Q8_0: GGML_TYPES.Q8_0 };
+const TENSOR_TYPES: Record<GgufTensorType, GgmlType> = { F32: GGML_TYPES.F32, F16: GGML_TYPES.F16, Q8_0: GGML_TYPES.Q8_0, Q4_0: GGML_TYPES.Q4_0, Q5_0: GGML_TYPES.Q5_0, Q4_K: GGML_TYPES.Q4_K };
 
-/** ggml's quantize_row_q8_0_ref: per 32 values, d = max|x|/127 stored as fp16, q = round(x/d). */
-export function quantizeQ8_0(values: Float32Array): Uint8Array {
-  const blocks = values.length / 32;
-  const out = new Uint8Array(blocks * 34);
-  const scale = new Uint16Array(1);
-  for (let block = 0; block < blocks; block++) {
-    const x = values.subarray(block * 32, block * 32 + 32);
-    let amax = 0;
-    for (const v of x) amax = Math.max(amax, Math.abs(v));
-    const d = Math.fround(amax / 127);
-    const id = d !== 0 ? Math.fround(1 / d) : 0;
-    floatToHalfBits(Float32Array.of(d), scale);
-    const at = block * 34;
-    out[at] = scale[0]! & 0xff;
-    out[at + 1] = scale[0]! >> 8;
-    // C's roundf rounds half away from zero.
-    for (let j = 0; j < 32; j++) {
-      const scaled = Math.fround(x[j]! * id);
-      out[at + 2 + j] = (Math.sign(scaled) * Math.round(Math.abs(scaled))) & 0xff;
-    }
-  }
-  return out;
-}
+const QUANTIZERS = { Q8_0: quantizeQ8_0, Q4_0: quantizeQ4_0, Q5_0: quantizeQ5_0, Q4_K: quantizeQ4_K };
 
 /** The tensor's bytes; refuses a NaN or infinity (or a value F16 cannot hold) rather than write it. */
 function encodeTensor(tensor: GgufTensorToWrite, data: Float32Array, file: string): Uint8Array {
@@ -158,8 +143,8 @@ function encodeTensor(tensor: GgufTensorToWrite, data: Float32Array, file: strin
       if (overflow >= 0) throw new TopiaryError(`refusing to write tensor "${tensor.name}": its value ${data[overflow]} at index ${overflow} does not fit F16`, file);
       return new Uint8Array(bits.buffer);
     }
-    case 'Q8_0':
-      return quantizeQ8_0(data);
+    default:
+      return QUANTIZERS[tensor.type](data);
   }
 }
 
@@ -230,8 +215,14 @@ function inferKeyValue(key: string, value: GgufValue): GgufKeyValue | undefined 
   return type === undefined ? undefined : { key, type, value };
 }
 
+/** The tensor types `topiary export --quant` offers. */
+export const GGUF_QUANTS: readonly GgufTensorType[] = ['F32', 'F16', 'Q8_0', 'Q4_0', 'Q4_K'];
+
 export interface GgufExportOptions {
-  /** Type of the 2-D weights; norms and biases are always F32. Q8_0 falls back to F16 for rows not a multiple of 32. */
+  /**
+   * Type of the 2-D tensors (weights, embeddings); 1-D ones (norms, biases) stay F32 as llama.cpp's
+   * converter keeps them. A matrix whose rows are not whole blocks falls back (matrixType).
+   */
   dtype: GgufTensorType;
   /** general.name. */
   name?: string;
@@ -283,123 +274,204 @@ function tokenizerKeyValues(vocabulary: GgufVocabulary, vocabSize: number): Gguf
 export interface GgufExportResult {
   architecture: string;
   bytes: number;
+  /** How many tensors were written in each type (1-D ones and fallbacks stay in higher precision). */
+  tensorTypes: Partial<Record<GgufTensorType, number>>;
   /** What the file lacks or may do differently from Topiary, e.g. why it has no tokenizer. */
   warnings: string[];
 }
 
+
 /**
- * Why llama.cpp could not run `model` as this writer would write it, or undefined if it can: the
- * writer knows the LLaMA block (as `llama`, or `deci` for uneven layers) without a sliding window
- * and with no rope scaling but linear. Checked before any pruning work starts.
+ * The type of a matrix with rows of `cols` values, as llama.cpp's quantize chooses it
+ * (tensor_type_fallback): rows that are not whole Q4_K super-blocks of 256 take Q5_0 (SmolLM2's
+ * 576-wide rows do), and rows that are not whole blocks of 32 take F16.
  */
-export function ggufUnsupported(model: CausalLM): string | undefined {
-  const { config, family } = model;
-  if (family.name !== 'llama' || !['llama', 'mistral'].includes(config.modelType)) return `the GGUF writer knows the llama and mistral layouts, not "${config.modelType}"`;
-  if (config.attention.layerTypes) return 'sliding-window attention is not written to GGUF yet';
-  const scaling = config.rope?.scaling.type ?? 'none';
-  if (scaling !== 'none' && scaling !== 'linear') return `${scaling} rope scaling is not written to GGUF yet`;
-  return undefined;
+function matrixType(requested: GgufTensorType, cols: number): GgufTensorType {
+  const type = requested === 'Q4_K' && cols % 256 !== 0 ? 'Q5_0' : requested;
+  return cols % TENSOR_TYPES[type].blockSize === 0 ? type : 'F16';
+}
+
+/** llama.cpp's general.file_type for each type (LLAMA_FTYPE_ALL_F32, MOSTLY_F16, MOSTLY_Q8_0, MOSTLY_Q4_0, MOSTLY_Q5_0, MOSTLY_Q4_K_S). */
+const FILE_TYPES: Record<GgufTensorType, number> = { F32: 0, F16: 1, Q8_0: 7, Q4_0: 2, Q5_0: 8, Q4_K: 14 };
+
+/** What a result will be, for checks before it exists: blocks of different shapes, biases added to these roles. */
+export interface ExpectedResult {
+  unevenLayers?: boolean;
+  addedBiasRoles?: readonly string[];
+}
+
+interface Plan {
+  arch: string;
+  writing: GgufWriting;
+  /** The architecture rotates interleaved pairs (llama, deci): q/k rows are permuted from rotate-half. */
+  interleaved: boolean;
+  /** Per-layer sizes, for an architecture that takes them (deci). */
+  perLayer: boolean;
+}
+
+/** GGUF block name of each linear layer of the family (the inverse of the family's layerNames). */
+function linearGgufNames(family: Family): Map<string, string> {
+  const byHfName = new Map(Object.entries(family.gguf?.layerNames ?? {}).map(([gguf, hf]) => [hf, gguf]));
+  return new Map(family.linears.flatMap((spec) => (byHfName.has(spec.name) ? [[spec.role, byHfName.get(spec.name)!] as const] : [])));
+}
+
+/** Whether the blocks' linear layers differ in shape, and which carry biases (GGUF block names). */
+function observedResult(source: ModelSource): { uneven: boolean; biases: Set<string> } {
+  const { family, config } = source;
+  const ggufNames = linearGgufNames(family);
+  let uneven = false;
+  const biases = new Set<string>();
+  for (const spec of family.linears) {
+    const name = (layer: number, kind: string) => `${family.layerPrefix(layer)}${spec.name}.${kind}`;
+    for (let layer = 0; layer < config.numLayers; layer++) {
+      if (source.shape(name(layer, 'weight')).join('x') !== source.shape(name(0, 'weight')).join('x')) uneven = true;
+      if (source.has(name(layer, 'bias')) && ggufNames.has(spec.role)) biases.add(ggufNames.get(spec.role)!);
+    }
+  }
+  return { uneven, biases };
+}
+
+function planFor(model: CausalLM, expected: ExpectedResult = {}): Plan | { unsupported: string } {
+  const { config, family, source } = model;
+  const writing = family.gguf?.writing;
+  if (!writing) return { unsupported: `llama.cpp has no architecture for ${config.modelType} models` };
+  const reason = writing.unsupported?.(config);
+  if (reason) return { unsupported: reason };
+  const observed = observedResult(source);
+  const uneven = observed.uneven || expected.unevenLayers === true;
+  const ggufNames = linearGgufNames(family);
+  for (const role of expected.addedBiasRoles ?? []) if (ggufNames.has(role)) observed.biases.add(ggufNames.get(role)!);
+  const natural = writing.architecture(config);
+  const loaded = writing.biases(config);
+  const unloaded = loaded === 'any' ? [] : [...observed.biases].filter((name) => !loaded.includes(name));
+  const interleaved = (arch: string) => family.gguf!.architectures[arch]?.interleavedRope ?? false;
+  if (!uneven && unloaded.length === 0) return { arch: natural, writing, interleaved: interleaved(natural), perLayer: false };
+  if (writing.unevenArchitecture) return { arch: writing.unevenArchitecture, writing, interleaved: interleaved(writing.unevenArchitecture), perLayer: true };
+  return {
+    unsupported: uneven
+      ? `llama.cpp loads per-layer head counts and MLP widths only for its deci architecture (the LLaMA block), so a ${config.modelType} model with uneven layers cannot be written as GGUF`
+      : `llama.cpp's ${natural} architecture does not load biases on ${unloaded.join(', ')}`,
+  };
 }
 
 /**
+ * Why llama.cpp could not run `model` — or the result of pruning it, as `expected` describes — as
+ * this writer would write it, or undefined if it can. Checked before any work starts.
+ */
+export function ggufUnsupported(model: CausalLM, expected?: ExpectedResult): string | undefined {
+  const plan = planFor(model, expected);
+  return 'unsupported' in plan ? plan.unsupported : undefined;
+}
+
+/** Heads, key/value heads and MLP width of every block, from the tensors (LLaMA block: q, k and gate projections). */
+function layerSizes(model: CausalLM): LayerSizes[] {
+  const { config, source } = model;
+  return Array.from({ length: config.numLayers }, (_, layer) => {
+    const rows = (role: string) => source.shape(`${model.linearName(layer, role)}.weight`)[0]!;
+    return { heads: rows('q') / config.headDim, kvHeads: rows('k') / config.headDim, ffn: rows('gate') };
+  });
+}
+
+/** The tokenizer key/values of `source`, or why it has none. */
+function tokenizerOf(source: ModelSource, vocabSize: number): { keyValues: GgufKeyValue[]; warnings: string[] } {
+  if (source.format === 'gguf') {
+    const original = openGguf(source.path);
+    try {
+      const keyValues = Object.entries(original.metadata).flatMap(([key, value]) => (key.startsWith('tokenizer.') ? [inferKeyValue(key, value)].filter((kv) => kv !== undefined) : []));
+      return { keyValues, warnings: keyValues.length > 0 ? [] : [`written without a tokenizer: ${source.path} has none`] };
+    } finally {
+      original.close();
+    }
+  }
+  const tokenizer = source.tokenizer;
+  const vocabulary = 'missing' in tokenizer ? { unsupported: tokenizer.missing } : (tokenizer.toGguf?.() ?? { unsupported: `a ${tokenizer.source} tokenizer has no GGUF form` });
+  const keyValues = 'unsupported' in vocabulary ? vocabulary : tokenizerKeyValues(vocabulary, vocabSize);
+  if ('unsupported' in keyValues) return { keyValues: [], warnings: [`written without a tokenizer (llama.cpp cannot tokenize text with it): ${keyValues.unsupported}`] };
+  return { keyValues, warnings: [...(vocabulary as GgufVocabulary).warnings] };
+}
+
+const ARCH_VALUE_TYPES = { u32: GgufValueType.UINT32, f32: GgufValueType.FLOAT32, bool: GgufValueType.BOOL } as const;
+
+/**
  * Exports `model` (its source's tensors, whatever their per-layer sizes) to a GGUF file llama.cpp
- * loads. The tokenizer is carried over from a GGUF source (every `tokenizer.*` key) and converted
- * from any other (llama2.c tokenizer.bin, tokenizer.json) that GGUF can express; otherwise the file
- * has none (Topiary still runs it on token ids) and a warning says why.
+ * loads, under llama.cpp's architecture for its family (`deci` for LLaMA-block results it cannot
+ * otherwise hold). Tensor names are the family's GGUF names read backwards
+ * (src/model/families/gguf-names.ts), with the converter's transformations undone on read redone:
+ * q/k rows interleaved for interleaved-RoPE architectures, GPT-NeoX's q/k/v regrouped, Gemma's
+ * norms stored as 1 + w. Streams tensor by tensor into an atomic write.
+ *
+ * The tokenizer is carried over from a GGUF source (every `tokenizer.*` key) and converted from any
+ * other (llama2.c tokenizer.bin, tokenizer.json) that GGUF can express; otherwise the file has
+ * none (Topiary still runs it on token ids; llama.cpp needs one to load it) and a warning says why.
  */
 export function exportGguf(model: CausalLM, file: string, options: GgufExportOptions): GgufExportResult {
   const { config, source, family } = model;
-  const unsupported = ggufUnsupported(model);
-  if (unsupported) throw new TopiaryError(`cannot write GGUF: ${unsupported}`, source.path);
-  const layerNames = family.gguf!.layerNames;
-  const hd = config.headDim;
-  const sizes: LayerSizes[] = [];
-  for (let layer = 0; layer < config.numLayers; layer++) {
-    const shape = (role: 'q' | 'k' | 'gate') => source.shape(`${model.linearName(layer, role)}.weight`);
-    sizes.push({ heads: shape('q')[0]! / hd, kvHeads: shape('k')[0]! / hd, ffn: shape('gate')[0]! });
-  }
-  const uniform = sizes.every((s) => s.heads === sizes[0]!.heads && s.kvHeads === sizes[0]!.kvHeads && s.ffn === sizes[0]!.ffn);
-  const arch = uniform ? 'llama' : 'deci';
+  const plan = planFor(model);
+  if ('unsupported' in plan) throw new TopiaryError(`cannot write GGUF: ${plan.unsupported}`, source.path);
+  const { arch, writing } = plan;
+  const layout = family.gguf!;
+  const sizes = plan.perLayer ? layerSizes(model) : undefined;
   const u32 = (key: string, value: number): GgufKeyValue => ({ key: `${arch}.${key}`, type: GgufValueType.UINT32, value });
   const f32 = (key: string, value: number): GgufKeyValue => ({ key: `${arch}.${key}`, type: GgufValueType.FLOAT32, value });
-  const perLayer = (key: string, pick: (s: LayerSizes) => number): GgufKeyValue =>
-    uniform ? u32(key, pick(sizes[0]!)) : { key: `${arch}.${key}`, type: GgufValueType.ARRAY, elementType: GgufValueType.INT32, value: sizes.map(pick) };
+  const perLayer = (key: string, pick: (s: LayerSizes) => number, uniform: number): GgufKeyValue =>
+    sizes ? { key: `${arch}.${key}`, type: GgufValueType.ARRAY, elementType: GgufValueType.INT32, value: sizes.map(pick) } : u32(key, uniform);
 
   const keyValues: GgufKeyValue[] = [
     { key: 'general.architecture', type: GgufValueType.STRING, value: arch },
     { key: 'general.name', type: GgufValueType.STRING, value: options.name ?? 'topiary export' },
-    { key: 'general.file_type', type: GgufValueType.UINT32, value: { F32: 0, F16: 1, Q8_0: 7 }[options.dtype] },
+    { key: 'general.file_type', type: GgufValueType.UINT32, value: FILE_TYPES[options.dtype] },
     u32('block_count', config.numLayers),
     u32('context_length', config.maxPositionEmbeddings),
     u32('embedding_length', config.hiddenSize),
-    perLayer('feed_forward_length', (s) => s.ffn),
-    perLayer('attention.head_count', (s) => s.heads),
-    perLayer('attention.head_count_kv', (s) => s.kvHeads),
-    u32('attention.key_length', hd),
-    u32('attention.value_length', hd),
-    u32('rope.dimension_count', hd),
-    f32('rope.freq_base', config.rope!.theta),
-    f32('attention.layer_norm_rms_epsilon', config.norm.eps),
+    perLayer('feed_forward_length', (s) => s.ffn, config.intermediateSize),
+    perLayer('attention.head_count', (s) => s.heads, config.numHeads),
+    perLayer('attention.head_count_kv', (s) => s.kvHeads, config.numKvHeads),
+    u32('attention.key_length', config.headDim),
+    u32('attention.value_length', config.headDim),
+    config.norm.kind === 'rms' ? f32('attention.layer_norm_rms_epsilon', config.norm.eps) : f32('attention.layer_norm_epsilon', config.norm.eps),
     u32('vocab_size', config.vocabSize),
   ];
-  const scaling = config.rope!.scaling;
-  if (scaling.type === 'linear') {
-    keyValues.push({ key: `${arch}.rope.scaling.type`, type: GgufValueType.STRING, value: 'linear' }, f32('rope.scaling.factor', scaling.factor));
+  if (config.rope) {
+    keyValues.push(u32('rope.dimension_count', config.rope.rotaryDim), f32('rope.freq_base', config.rope.theta));
+    const scaling = config.rope.scaling;
+    if (scaling.type === 'linear') keyValues.push({ key: `${arch}.rope.scaling.type`, type: GgufValueType.STRING, value: 'linear' }, f32('rope.scaling.factor', scaling.factor));
   }
-  const warnings: string[] = [];
-  if (source.format === 'gguf') {
-    const original = openGguf(source.path);
-    try {
-      for (const [key, value] of Object.entries(original.metadata)) {
-        if (!key.startsWith('tokenizer.')) continue;
-        const kv = inferKeyValue(key, value);
-        if (kv) keyValues.push(kv);
-      }
-    } finally {
-      original.close();
-    }
-  } else {
-    const tokenizer = source.tokenizer;
-    const vocabulary =
-      'missing' in tokenizer ? { unsupported: tokenizer.missing } : (tokenizer.toGguf?.() ?? { unsupported: `a ${tokenizer.source} tokenizer has no GGUF form` });
-    const tokenizerKvs = 'unsupported' in vocabulary ? vocabulary : tokenizerKeyValues(vocabulary, config.vocabSize);
-    if ('unsupported' in tokenizerKvs) {
-      warnings.push(`written without a tokenizer (llama.cpp cannot tokenize text with it): ${tokenizerKvs.unsupported}`);
-    } else {
-      keyValues.push(...tokenizerKvs);
-      warnings.push(...(vocabulary as GgufVocabulary).warnings);
-    }
+  for (const kv of writing.keyValues?.(config) ?? []) {
+    keyValues.push(
+      kv.type === 'bool[]'
+        ? { key: `${arch}.${kv.key}`, type: GgufValueType.ARRAY, elementType: GgufValueType.BOOL, value: kv.value as boolean[] }
+        : { key: `${arch}.${kv.key}`, type: ARCH_VALUE_TYPES[kv.type], value: kv.value },
+    );
   }
+  const tokenizer = tokenizerOf(source, config.vocabSize);
+  keyValues.push(...tokenizer.keyValues);
+  const warnings = [...tokenizer.warnings, ...(writing.warnings?.(config) ?? [])];
 
-  const weightType = (cols: number): GgufTensorType => (options.dtype === 'Q8_0' && cols % 32 !== 0 ? 'F16' : options.dtype);
   const tensors: GgufTensorToWrite[] = [];
-  const add = (ggufName: string, hfName: string, permuteHeads?: number) => {
-    const shape = source.shape(hfName);
-    const twoD = shape.length === 2;
+  for (const { gguf, hf, layer, blockName } of ggufTensorNames(family, config.numLayers)) {
+    if (!source.has(hf)) continue;
+    if (gguf === 'output.weight' && config.tieWordEmbeddings) continue;
+    const shape = source.shape(hf);
+    const [rows, cols = 1] = shape as [number, number?];
+    const headsOf = (s: LayerSizes | undefined, key: 'heads' | 'kvHeads') => s?.[key] ?? (key === 'heads' ? config.numHeads : config.numKvHeads);
+    const permuteHeads = plan.interleaved && layer !== undefined && (blockName === 'attn_q' || blockName === 'attn_k') ? headsOf(sizes?.[layer], blockName === 'attn_q' ? 'heads' : 'kvHeads') : undefined;
+    const regroup = blockName && layout.rowsFromHf?.[blockName];
+    const offset = layout.storedOffset?.(hf) ?? 0;
     tensors.push({
-      name: ggufName,
+      name: gguf,
       shape,
-      type: twoD ? weightType(shape[1]!) : 'F32',
+      type: shape.length === 2 ? matrixType(options.dtype, cols) : 'F32',
       data: () => {
-        const data = source.read(hfName);
-        return permuteHeads ? convertRopeRows(data, shape[0]!, shape[1] ?? 1, permuteHeads, 'toInterleaved') : data;
+        const data = source.read(hf);
+        if (permuteHeads) return convertRopeRows(data, rows, cols, permuteHeads, 'toInterleaved');
+        if (regroup) return regroup(data, rows, cols, config.numHeads);
+        return offset ? Float32Array.from(data, (value) => value + offset) : data;
       },
     });
-  };
-  add('token_embd.weight', family.embedTokens);
-  for (let layer = 0; layer < config.numLayers; layer++) {
-    const prefix = family.layerPrefix(layer);
-    for (const [ggufName, hfName] of Object.entries(layerNames)) {
-      for (const kind of ['weight', 'bias']) {
-        const name = `${prefix}${hfName}.${kind}`;
-        if (!source.has(name)) continue;
-        const heads = ggufName === 'attn_q' ? sizes[layer]!.heads : ggufName === 'attn_k' ? sizes[layer]!.kvHeads : undefined;
-        add(`blk.${layer}.${ggufName}.${kind}`, name, heads);
-      }
-    }
   }
-  add('output_norm.weight', `${family.finalNorm}.weight`);
-  if (!config.tieWordEmbeddings && source.has(family.lmHead)) add('output.weight', family.lmHead);
+  for (const extra of writing.extraTensors?.(config) ?? []) tensors.push({ name: extra.name, shape: [extra.data.length], type: 'F32', data: () => extra.data });
   writeGguf(file, keyValues, tensors);
-  return { architecture: arch, bytes: fs.statSync(file).size, warnings };
+  const tensorTypes: Partial<Record<GgufTensorType, number>> = {};
+  for (const tensor of tensors) tensorTypes[tensor.type] = (tensorTypes[tensor.type] ?? 0) + 1;
+  return { architecture: arch, bytes: fs.statSync(file).size, tensorTypes, warnings };
 }

@@ -6,6 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { compressedMatrixTensors, scanSparseMatrix, sparsityConfigJson, type SparseStorage } from '../formats/compressed-tensors.js';
 import { writeSafetensors, type TensorToWrite } from '../formats/safetensors.js';
 import type { CausalLM } from '../model/causal-lm.js';
 import { configJson } from '../model/config.js';
@@ -20,6 +21,20 @@ export interface ExportOptions {
   dtype: ExportDtype;
   /** Supplies a replaced tensor (e.g. a pruned weight) by canonical name, or undefined to read it from the source. */
   override: (name: string) => (() => Float32Array) | undefined;
+  /**
+   * Store these matrices (canonical weight names) compressed, in the compressed-tensors convention:
+   * sparse-24-bitmask when `pattern` is 2:4 and every matrix keeps at most two in each group of
+   * four of its stored rows, sparse-bitmask otherwise.
+   */
+  sparse?: { matrices: readonly string[]; pattern?: { n: number; m: number } };
+}
+
+/** How the sparse matrices were stored, for the run record. */
+export interface SparseExport {
+  storage: SparseStorage;
+  /** compressed-tensors' sparsity_structure: the N:M pattern every matrix follows, or 'unstructured'. */
+  structure: string;
+  matrices: number;
 }
 
 /** Files carried over from a Hugging Face source folder, with their size limits. */
@@ -69,23 +84,37 @@ function tokenizerFiles(model: CausalLM): { files: Record<string, Buffer>; warni
 }
 
 /** Writes the folder; `warnings` name source files that were not carried over, and why. */
-export function exportHfFolder(model: CausalLM, outDir: string, options: ExportOptions): { files: string[]; bytes: number; warnings: string[] } {
+export function exportHfFolder(
+  model: CausalLM,
+  outDir: string,
+  options: ExportOptions,
+): { files: string[]; bytes: number; warnings: string[]; sparse?: SparseExport } {
   fs.mkdirSync(outDir, { recursive: true });
-  const tensors: TensorToWrite[] = model.source
+  const dense = model.source
     .tensorNames()
     .filter((name) => !(model.config.tieWordEmbeddings && name === model.family.lmHead))
     .map((name) => {
       const stored = storedLayout(model.family, name, model.source.shape(name));
       const data = options.override(name) ?? (() => model.source.read(name));
-      return { name, shape: stored.shape, dtype: options.dtype, data: () => stored.convert(data()) };
+      return { name, shape: stored.shape, values: () => stored.convert(data()) };
     });
+  const sparse = options.sparse && planSparse(dense, options.sparse, options.dtype);
+  const tensors = dense.flatMap(({ name, shape, values }): TensorToWrite[] => {
+    const kept = sparse?.kept.get(name);
+    if (kept === undefined) return [{ name, shape, dtype: options.dtype, data: values }];
+    return compressedMatrixTensors(name, shape[0]!, shape[1]!, kept, sparse!.storage, options.dtype, values);
+  });
   const modelFile = path.join(outDir, 'model.safetensors');
   writeSafetensors(modelFile, tensors, { format: 'pt' });
   const written = [modelFile];
   // transformers 5 reads `dtype` ahead of `torch_dtype`: both name the written weights' dtype, so
   // a source config's own (float16 for a half-precision checkpoint) never survives into the export.
   const dtype = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[options.dtype];
-  const config = { ...model.family.toHfConfig(model.config), torch_dtype: dtype, dtype };
+  const config: Record<string, unknown> = { ...model.family.toHfConfig(model.config), torch_dtype: dtype, dtype };
+  if (sparse) {
+    const targets = [...sparse.kept.keys()].map((name) => name.replace(/\.weight$/, ''));
+    config.quantization_config = sparsityConfigJson(sparse.storage, targets, sparse.globalSparsity, sparse.structure);
+  }
   const configFile = path.join(outDir, 'config.json');
   writeFileContentAtomic(configFile, configJson(config));
   written.push(configFile);
@@ -95,5 +124,40 @@ export function exportHfFolder(model: CausalLM, outDir: string, options: ExportO
     writeFileContentAtomic(file, content);
     written.push(file);
   }
-  return { files: written, bytes: written.reduce((sum, file) => sum + fs.statSync(file).size, 0), warnings: tokenizer.warnings };
+  return {
+    files: written,
+    bytes: written.reduce((sum, file) => sum + fs.statSync(file).size, 0),
+    warnings: tokenizer.warnings,
+    ...(sparse ? { sparse: { storage: sparse.storage, structure: sparse.structure, matrices: sparse.kept.size } } : {}),
+  };
+}
+
+/**
+ * Reads each matrix to store compressed once, before writing: the file's header needs each one's
+ * kept count, and the format depends on whether all of them follow the N:M pattern in their
+ * stored rows (a permuted N:M mask, or GPT-2's [in, out] storage, does not).
+ */
+function planSparse(
+  tensors: { name: string; shape: number[]; values: () => Float32Array }[],
+  request: NonNullable<ExportOptions['sparse']>,
+  dtype: ExportDtype,
+): { storage: SparseStorage; structure: string; kept: Map<string, number>; globalSparsity: number } {
+  const wanted = new Set(request.matrices);
+  const kept = new Map<string, number>();
+  let fitsPattern = request.pattern !== undefined;
+  let zeros = 0;
+  let parameters = 0;
+  for (const { name, shape, values } of tensors) {
+    parameters += shape.reduce((a, b) => a * b, 1);
+    if (!wanted.has(name)) continue;
+    if (shape.length !== 2) throw new TopiaryError(`internal error: "${name}" of shape [${shape}] cannot be stored as a sparse matrix`);
+    const [rows, cols] = shape as [number, number];
+    const scan = scanSparseMatrix(values(), rows, cols, dtype, request.pattern);
+    kept.set(name, scan.kept);
+    fitsPattern &&= scan.fitsNm;
+    zeros += rows * cols - scan.kept;
+  }
+  const pattern = request.pattern;
+  const structure = fitsPattern && pattern ? `${pattern.n}:${pattern.m}` : 'unstructured';
+  return { storage: structure === '2:4' ? '2:4' : 'bitmask', structure, kept, globalSparsity: zeros / Math.max(parameters, 1) };
 }

@@ -166,6 +166,20 @@ function dequantizeQ6_K(src: Uint8Array, out: Float32Array): void {
   }
 }
 
+/** Q5_0: fp16 d, a 32-bit word of fifth bits (bit j for value j), then Q4_0's nibbles; x = (q - 16) * d. */
+function dequantizeQ5_0(src: Uint8Array, out: Float32Array): void {
+  const half = halfToFloatTable();
+  for (let block = 0, at = 0; at < out.length; block += 22, at += 32) {
+    const d = half[src[block] | (src[block + 1] << 8)];
+    const high = (src[block + 2] | (src[block + 3] << 8) | (src[block + 4] << 16) | (src[block + 5] << 24)) >>> 0;
+    for (let j = 0; j < 16; j++) {
+      const byte = src[block + 6 + j];
+      out[at + j] = (((byte & 0x0f) | (((high >>> j) & 1) << 4)) - 16) * d;
+      out[at + j + 16] = (((byte >> 4) | (((high >>> (j + 16)) & 1) << 4)) - 16) * d;
+    }
+  }
+}
+
 const DEQUANTIZERS: ReadonlyMap<GgmlType, Dequantizer> = new Map([
   [GGML_TYPES.F32, dequantizeF32],
   [GGML_TYPES.F16, dequantizeF16],
@@ -173,6 +187,7 @@ const DEQUANTIZERS: ReadonlyMap<GgmlType, Dequantizer> = new Map([
   [GGML_TYPES.Q8_0, dequantizeQ8_0],
   [GGML_TYPES.Q4_0, dequantizeQ4_0],
   [GGML_TYPES.Q4_1, dequantizeQ4_1],
+  [GGML_TYPES.Q5_0, dequantizeQ5_0],
   [GGML_TYPES.Q4_K, dequantizeQ4_K],
   [GGML_TYPES.Q6_K, dequantizeQ6_K],
 ]);

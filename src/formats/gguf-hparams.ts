@@ -48,7 +48,8 @@ function checkedPositive(value: unknown, key: string, file: string): number {
   return value;
 }
 
-export function ggufHyperparameters(store: TensorStore, arch: string): GgufHyperparameters {
+/** `attention` false: the architecture has none (Mamba), so the header's zero heads and MLP width are expected, not refused. */
+export function ggufHyperparameters(store: TensorStore, arch: string, { attention = true } = {}): GgufHyperparameters {
   const file = store.path;
   const meta = store.metadata;
   const key = (name: string) => `${arch}.${name}`;
@@ -86,13 +87,15 @@ export function ggufHyperparameters(store: TensorStore, arch: string): GgufHyper
     if (value.length !== numLayers) fail(`GGUF metadata "${key(name)}" has ${value.length} values for ${numLayers} blocks`);
     return value.map((v) => checkedCount(v, key(name), file, max, 0));
   };
-  const headsPerLayer = perLayer('attention.head_count', hiddenSize);
-  const kvHeadsPerLayer = perLayer('attention.head_count_kv', hiddenSize, headsPerLayer);
-  const ffnPerLayer = perLayer('feed_forward_length', MAX_DIMENSION);
+  const none = new Array<number>(numLayers).fill(0);
+  const headsPerLayer = attention ? perLayer('attention.head_count', hiddenSize) : none;
+  const kvHeadsPerLayer = attention ? perLayer('attention.head_count_kv', hiddenSize, headsPerLayer) : none;
+  const ffnPerLayer = attention ? perLayer('feed_forward_length', MAX_DIMENSION) : none;
   const numHeads = Math.max(...headsPerLayer);
-  if (numHeads === 0) fail(`GGUF metadata "${key('attention.head_count')}" gives no layer any attention head`);
-  const headDim =
-    meta[key('attention.key_length')] === undefined
+  if (attention && numHeads === 0) fail(`GGUF metadata "${key('attention.head_count')}" gives no layer any attention head`);
+  const headDim = !attention
+    ? 0
+    : meta[key('attention.key_length')] === undefined
       ? hiddenSize / numHeads
       : checkedCount(meta[key('attention.key_length')], key('attention.key_length'), file, MAX_DIMENSION);
   if (!Number.isInteger(headDim)) fail(`the width ${hiddenSize} is not a multiple of the ${numHeads} attention heads, and "${key('attention.key_length')}" is missing`);

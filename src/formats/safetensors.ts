@@ -59,6 +59,14 @@ class SafetensorsFile {
     }
   }
 
+  /** The tensor's stored bytes as they are (bitmasks, integer shapes): bounded by the file's size, checked at open. */
+  readBytes(entry: Entry): Uint8Array {
+    this.fd ??= openRegularFile(this.file, this.readOptions).fd;
+    const bytes = new Uint8Array(entry.byteLength);
+    readExactly(this.fd, bytes, entry.position, this.file);
+    return bytes;
+  }
+
   read(entry: Entry, rows?: RowRange): Float32Array {
     this.fd ??= openRegularFile(this.file, this.readOptions).fd;
     const width = DTYPE_SIZES[entry.dtype]!;
@@ -173,7 +181,16 @@ function isCount(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 }
 
-class SafetensorsStore implements TensorStore {
+/** A safetensors file or folder: besides the float tensors as fp32, any tensor's raw bytes. */
+export interface SafetensorsStore extends TensorStore {
+  readonly format: 'safetensors';
+  /** The stored little-endian bytes of tensor `name`, whatever its dtype. */
+  readBytes(name: string): Uint8Array;
+  /** The .safetensors file that holds tensor `name` (a shard, in a sharded folder), for error messages. */
+  fileOf(name: string): string;
+}
+
+class SafetensorsFileStore implements SafetensorsStore {
   readonly format = 'safetensors' as const;
   private closed = false;
 
@@ -198,9 +215,22 @@ class SafetensorsStore implements TensorStore {
   }
 
   read(name: string, rows?: RowRange): Float32Array {
-    if (this.closed) throw new TopiaryError(`cannot read "${name}": the tensor store was closed`, this.path);
-    const { owner, entry } = this.entry(name);
+    const { owner, entry } = this.openEntry(name);
     return owner.read(entry, rows);
+  }
+
+  readBytes(name: string): Uint8Array {
+    const { owner, entry } = this.openEntry(name);
+    return owner.readBytes(entry);
+  }
+
+  fileOf(name: string): string {
+    return this.entry(name).owner.file;
+  }
+
+  private openEntry(name: string): { owner: SafetensorsFile; entry: Entry } {
+    if (this.closed) throw new TopiaryError(`cannot read "${name}": the tensor store was closed`, this.path);
+    return this.entry(name);
   }
 
   close(): void {
@@ -220,7 +250,7 @@ function publicInfo(entry: Entry): TensorInfo {
 }
 
 /** Opens a .safetensors file, or a folder holding a sharded index or a single model.safetensors. */
-export function openSafetensors(target: string): TensorStore {
+export function openSafetensors(target: string): SafetensorsStore {
   let isFolder: boolean;
   try {
     isFolder = fs.statSync(target).isDirectory();
@@ -235,13 +265,13 @@ export function openSafetensors(target: string): TensorStore {
   throw new TopiaryError(`folder has neither ${INDEX_FILE} nor ${SINGLE_FILE}`, target);
 }
 
-function singleFileStore(storePath: string, file: string, readOptions: ReadOptions = {}): TensorStore {
+function singleFileStore(storePath: string, file: string, readOptions: ReadOptions = {}): SafetensorsStore {
   const opened = SafetensorsFile.open(file, readOptions);
   const owners = new Map([...opened.entries.keys()].map((name) => [name, opened]));
-  return new SafetensorsStore(storePath, { ...opened.metadata }, [opened], owners);
+  return new SafetensorsFileStore(storePath, { ...opened.metadata }, [opened], owners);
 }
 
-function shardedStore(folder: string, indexPath: string): TensorStore {
+function shardedStore(folder: string, indexPath: string): SafetensorsStore {
   const fail = (message: string): never => {
     throw new TopiaryError(`invalid shard index: ${message}`, indexPath);
   };
@@ -269,8 +299,11 @@ function shardedStore(folder: string, indexPath: string): TensorStore {
   }
   const shardMetadata = Object.assign({}, ...[...shards.values()].map((shard) => shard.metadata));
   const indexMetadata = isPlainObject(index.metadata) ? index.metadata : {};
-  return new SafetensorsStore(folder, { ...shardMetadata, ...indexMetadata }, [...shards.values()], owners);
+  return new SafetensorsFileStore(folder, { ...shardMetadata, ...indexMetadata }, [...shards.values()], owners);
 }
+
+/** The values of a tensor to write: floats, or bytes (U8) and 64-bit integers (I64) stored as they are. */
+export type TensorValues = Float32Array | Uint8Array | BigInt64Array;
 
 export interface TensorToWrite {
   name: string;
@@ -280,9 +313,12 @@ export interface TensorToWrite {
    * The values, or a function producing them when the tensor's turn comes: with functions, only
    * one tensor is in memory at a time however large the model.
    */
-  data: Float32Array | (() => Float32Array);
-  /** Stored type; the default F32 is lossless, F16/BF16 round to nearest even. */
-  dtype?: 'F32' | 'F16' | 'BF16';
+  data: TensorValues | (() => TensorValues);
+  /**
+   * Stored type; floats are stored as F32 (the default, lossless) or rounded to nearest even
+   * F16/BF16; U8 takes a Uint8Array (bitmasks), I64 a BigInt64Array (shapes, offsets).
+   */
+  dtype?: 'F32' | 'F16' | 'BF16' | 'U8' | 'I64';
 }
 
 /** Elements converted per write when narrowing to 16 bits, so memory stays bounded for huge tensors. */
@@ -312,7 +348,7 @@ export function writeSafetensors(file: string, tensors: TensorToWrite[], metadat
     if (!tensor.name || tensor.name === '__metadata__' || Object.hasOwn(header, tensor.name)) {
       throw new TopiaryError(`cannot write tensor named ${JSON.stringify(tensor.name)}: empty, reserved or duplicate`, file);
     }
-    if (!['F32', 'F16', 'BF16'].includes(dtype)) throw new TopiaryError(`cannot write tensor "${tensor.name}" as ${dtype}`, file);
+    if (!['F32', 'F16', 'BF16', 'U8', 'I64'].includes(dtype)) throw new TopiaryError(`cannot write tensor "${tensor.name}" as ${dtype}`, file);
     if (!tensor.shape.every(isCount) || (typeof tensor.data !== 'function' && product(tensor.shape) !== tensor.data.length)) {
       throw new TopiaryError(`tensor "${tensor.name}" has shape [${tensor.shape.join(', ')}] but ${valueCount(tensor)} values`, file);
     }
@@ -344,18 +380,21 @@ function writeTensorData(fd: number, tensor: TensorToWrite, file: string, allowN
     throw new TopiaryError(`tensor "${tensor.name}" has shape [${tensor.shape.join(', ')}] but ${data.length} values`, file);
   }
   const dtype = tensor.dtype ?? 'F32';
-  if (!allowNonFinite) requireFinite(data, `refusing to write tensor "${tensor.name}": it`, file);
-  if (dtype === 'F32') {
+  const expected = dtype === 'U8' ? Uint8Array : dtype === 'I64' ? BigInt64Array : Float32Array;
+  if (!(data instanceof expected)) throw new TopiaryError(`tensor "${tensor.name}" is stored as ${dtype} but its values are a ${data.constructor.name}`, file);
+  if (!(data instanceof Float32Array) || dtype === 'F32') {
+    if (data instanceof Float32Array && !allowNonFinite) requireFinite(data, `refusing to write tensor "${tensor.name}": it`, file);
     writeAll(fd, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     return;
   }
+  if (!allowNonFinite) requireFinite(data, `refusing to write tensor "${tensor.name}": it`, file);
   const narrow = dtype === 'F16' ? floatToHalfBits : floatToBfloat16Bits;
   const bits = new Uint16Array(Math.min(CONVERT_CHUNK, data.length));
   for (let start = 0; start < data.length; start += CONVERT_CHUNK) {
     const chunk = data.subarray(start, Math.min(start + CONVERT_CHUNK, data.length));
     const out = bits.subarray(0, chunk.length);
     narrow(chunk, out);
-    const overflow = firstNonFinite16(out, dtype);
+    const overflow = firstNonFinite16(out, dtype as 'F16' | 'BF16');
     if (overflow >= 0 && !allowNonFinite) {
       throw new TopiaryError(`refusing to write tensor "${tensor.name}": its value ${chunk[overflow]} at index ${start + overflow} does not fit ${dtype}`, file);
     }

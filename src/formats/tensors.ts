@@ -14,6 +14,12 @@ export interface TensorInfo {
   shape: number[];
   /** Bytes the tensor occupies in its file. */
   byteLength: number;
+  /**
+   * Set when the file stores the matrix compressed (src/formats/compressed-tensors.ts): 'bitmask'
+   * for any sparsity, '2:4' when every group of four consecutive weights in a row holds at most
+   * two nonzeros. read() still returns the dense values.
+   */
+  storage?: SparseStorage;
 }
 
 /** Rows first..first+count−1 of a tensor's leading dimension. */
@@ -36,6 +42,9 @@ export function rowSpan(info: TensorInfo, rows: RowRange | undefined, rowBytes: 
   }
   return { elements: count * cols, byteOffset: first * rowBytes(cols), byteLength: count * rowBytes(cols) };
 }
+
+/** How a sparse matrix is stored: a bitmask of kept weights, or 2:4 (two kept in every four). */
+export type SparseStorage = 'bitmask' | '2:4';
 
 export interface TensorStore {
   readonly format: 'safetensors' | 'gguf' | 'llama2c';

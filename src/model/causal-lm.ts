@@ -17,6 +17,7 @@ import { RopeTables, type RopeTable } from './components/rope.js';
 import type { ModelConfig } from './config.js';
 import { blockSizes, type Block, type BlockContext, type Family, type InputObserver, type Linear } from './families/family.js';
 import type { ModelSource } from './sources.js';
+import { compressSparse } from '../backend/sparse.js';
 
 export { KvCache };
 export type { Block, InputObserver, Linear };
@@ -50,7 +51,7 @@ export function checkConfigAgainstTensors(source: ModelSource): void {
       shapes[spec.role] = shape;
     }
     // Whole heads (query heads a multiple of kv heads) and channels, fused projections included.
-    const sizes = blockSizes(family.structure, (role) => shapes[role]!, headDim);
+    const sizes = family.structure ? blockSizes(family.structure, (role) => shapes[role]!, headDim) : { heads: 0, kvHeads: 0, channels: 0 };
     if ('problem' in sizes) return fail(`layer ${layer}: ${sizes.problem}`);
     const { heads, kvHeads, channels } = sizes;
     widest.heads = Math.max(widest.heads, heads);
@@ -143,10 +144,15 @@ export class CausalLM {
       if (shape.length !== 2) throw new TopiaryError(`tensor "${name}.weight" should be 2-D, has shape [${shape}]`, this.source.path);
       const [outFeatures, inFeatures] = shape as [number, number];
       const biasName = `${name}.bias`;
+      const storage = this.source.storage(`${name}.weight`);
+      const weight = this.readTensor(`${name}.weight`);
       linears[spec.role] = {
-        weight: this.readTensor(`${name}.weight`),
+        weight,
         outFeatures,
         inFeatures,
+        // A matrix stored sparse runs on the sparse kernels (the dense copy stays: pruning and
+        // export read it).
+        ...(storage !== 'dense' ? { storage, sparse: compressSparse(weight, outFeatures, inFeatures, storage) } : {}),
         ...(this.source.has(biasName) ? { bias: this.readTensor(biasName, [outFeatures]) } : {}),
       };
     }
@@ -305,8 +311,12 @@ export class CausalLM {
     return this.headWeight;
   }
 
-  /** Final norm and LM head on `rows` hidden states (a slice of the stream): logits [rows, vocab]. */
-  async head(hidden: Float32Array, rows: number): Promise<Float32Array> {
+  /**
+   * Final norm and LM head on `rows` hidden states (a slice of the stream): logits [rows, vocab],
+   * into `logits` when given (a caller going through many row chunks reuses one buffer rather than
+   * have fresh pages of tens of megabytes zeroed and faulted in for each).
+   */
+  async head(hidden: Float32Array, rows: number, logits: Float32Array = new Float32Array(rows * this.config.vocabSize)): Promise<Float32Array> {
     const { hiddenSize: d, vocabSize } = this.config;
     let features = hidden.subarray(0, rows * d);
     if (!this.config.noFinalNorm) {
@@ -315,7 +325,7 @@ export class CausalLM {
         const bias = this.source.has(`${prefix}.bias`) ? this.readTensor(`${prefix}.bias`, [d]) : undefined;
         this.finalNorm = { weight: this.readTensor(`${prefix}.weight`, [d]), ...(bias ? { bias } : {}) };
       }
-      const normed = new Float32Array(rows * d);
+      const normed = this.scratch('final-norm', rows * d);
       await norm(this.backend, this.config.norm, this.finalNorm.weight, this.finalNorm.bias, features, normed);
       features = normed;
     }
@@ -325,7 +335,6 @@ export class CausalLM {
       await this.backend.gemm(features, projection, projected, { m: rows, n: this.wordWidth, k: d, transB: true });
       features = projected;
     }
-    const logits = new Float32Array(rows * vocabSize);
     await this.backend.gemm(features, this.headMatrix(), logits, { m: rows, n: vocabSize, k: this.wordWidth, transB: true });
     if (this.headBias === undefined) {
       const biasName = this.family.lmHead.replace(/\.weight$/, '.bias');
@@ -381,7 +390,7 @@ export class CausalLM {
       for (let start = 0; start < seqLen - 1; start += chunkRows) {
         const rows = Math.min(chunkRows, seqLen - 1 - start);
         const offset = (w * seqLen + start) * d;
-        const logits = await this.head(hidden.subarray(offset, offset + rows * d), rows);
+        const logits = await this.head(hidden.subarray(offset, offset + rows * d), rows, this.scratch('logits', rows * vocab));
         const targets = Int32Array.from(tokens.slice(start + 1, start + 1 + rows));
         const logProbs = new Float64Array(rows);
         await this.backend.tokenLogProbs(logits, targets, vocab, logProbs);

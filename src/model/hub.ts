@@ -13,6 +13,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { writeFileContentAtomic } from '../util/atomic.js';
 import { TopiaryError } from '../util/errors.js';
 import { READ_LIMITS, parseJson, readTextFile } from '../util/safe-fs.js';
 
@@ -180,7 +181,7 @@ async function fetchSnapshot(hub: HubModule, common: Common, id: HubId, cacheDir
   const repoDir = repoFolder(cacheDir, id.repo);
   if (id.revision !== commit) {
     fs.mkdirSync(path.join(repoDir, 'refs', path.dirname(id.revision)), { recursive: true });
-    fs.writeFileSync(path.join(repoDir, 'refs', id.revision), commit);
+    writeFileContentAtomic(path.join(repoDir, 'refs', id.revision), commit);
   }
   return path.join(repoDir, 'snapshots', commit);
 }

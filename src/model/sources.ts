@@ -8,8 +8,9 @@ import * as path from 'node:path';
 import { openGguf } from '../formats/gguf.js';
 import { ggufHyperparameters } from '../formats/gguf-hparams.js';
 import { openLlama2c } from '../formats/llama2c.js';
+import { decompressingStore, sparseStorageOf } from '../formats/compressed-tensors.js';
 import { openSafetensors } from '../formats/safetensors.js';
-import { readFinite, type TensorStore } from '../formats/tensors.js';
+import { readFinite, type SparseStorage, type TensorStore } from '../formats/tensors.js';
 import { hasVocabMerges, tokenizerFromGguf, tokenizerFromJson, tokenizerFromLlama2cBin, tokenizerFromVocabMerges } from '../tokenizers/load.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
 import { TopiaryError } from '../util/errors.js';
@@ -17,7 +18,8 @@ import { openRegularFile, readJsonObject } from '../util/safe-fs.js';
 import type { ModelConfig } from './config.js';
 import { convertRopeRows } from './components/rope.js';
 import { familyFor, familyForGguf, type Family } from './families/index.js';
-import type { GgufTensors } from './families/family.js';
+import type { GgufTensors, StoredForm } from './families/family.js';
+import { ggufTensorNames } from './families/gguf-names.js';
 import { llama } from './families/llama.js';
 
 export interface ModelSource {
@@ -35,6 +37,12 @@ export interface ModelSource {
   shape(name: string): number[];
   /** Stored dtype of a canonical tensor, for `inspect`. */
   dtype(name: string): string;
+  /**
+   * How the file stores a canonical matrix: 'dense', or compressed ('bitmask': any sparsity; '2:4':
+   * at most two nonzeros in every group of four consecutive weights of a row of the canonical
+   * [out, in] matrix). read() returns the dense values either way.
+   */
+  storage(name: string): TensorStorage;
   read(name: string): Float32Array;
   /**
    * Rows `rows` (ascending, distinct) of a 2-D tensor, packed in that order: the embedding rows a
@@ -45,6 +53,8 @@ export interface ModelSource {
   tokenizer: Tokenizer | { missing: string };
   close(): void;
 }
+
+export type TensorStorage = 'dense' | SparseStorage;
 
 interface Mapping {
   storeName: string;
@@ -58,6 +68,8 @@ interface Mapping {
   offset?: number;
   /** Rows start..start+count−1 of a stored tensor that fuses several (GGUF Phi-2's attn_qkv). */
   rowRange?: { start: number; count: number };
+  /** Stored in another shape or form than Hugging Face's (GGUF Mamba's A and conv1d). */
+  form?: StoredForm;
 }
 
 /** data [rows, cols] → [cols, rows]. */
@@ -83,6 +95,7 @@ export function storedLayout(family: Family, name: string, shape: number[]): { s
 /** The canonical shape of the tensor `entry` maps to. */
 function mappedShape(store: TensorStore, entry: Mapping): number[] {
   const shape = store.info(entry.storeName).shape;
+  if (entry.form?.shape) return entry.form.shape(shape);
   if (entry.rowRange) return [entry.rowRange.count, ...shape.slice(1)];
   return entry.transposed ? [shape[1]!, shape[0]!] : shape;
 }
@@ -110,6 +123,7 @@ function mappedSource(
     if (entry.transposed) return transpose(data, rows, cols);
     if (entry.reorderRows) return entry.reorderRows(data, rows, cols);
     if (entry.offset) return Float32Array.from(data, (value) => value - entry.offset!);
+    if (entry.form?.values) return entry.form.values(data);
     if (!entry.unpermuteHeads) return data;
     return convertRopeRows(data, rows, cols, entry.unpermuteHeads, 'toRotateHalf');
   };
@@ -124,6 +138,12 @@ function mappedSource(
     has: (name) => mapping.has(name),
     shape: (name) => mappedShape(store, lookup(name)),
     dtype: (name) => store.info(lookup(name).storeName).dtype,
+    storage(name) {
+      const entry = lookup(name);
+      const storage = store.info(entry.storeName).storage ?? 'dense';
+      // Groups of four run along the stored rows: transposed, they are no longer 2:4 in the canonical rows.
+      return storage === '2:4' && entry.transposed ? 'bitmask' : storage;
+    },
     read,
     readRows(name, rows) {
       const entry = lookup(name);
@@ -131,7 +151,7 @@ function mappedSource(
       const { start, count } = entry.rowRange ?? { start: 0, count: storedRows };
       const out = new Float32Array(rows.length * cols);
       // Tensors stored in another layout are converted whole, then gathered.
-      if (entry.transposed || entry.reorderRows || entry.offset || entry.unpermuteHeads) {
+      if (entry.transposed || entry.reorderRows || entry.offset || entry.form || entry.unpermuteHeads) {
         const whole = read(name);
         rows.forEach((row, i) => out.set(whole.subarray(row * cols, (row + 1) * cols), i * cols));
         return out;
@@ -167,7 +187,9 @@ function fromHfFolder(dir: string): ModelSource {
   if (typeof json.model_type !== 'string') throw new TopiaryError('missing required field "model_type"', configFile);
   const family = familyFor(json.model_type, configFile);
   const config = family.parseConfig(json, configFile);
-  const store = openSafetensors(dir);
+  const sparse = sparseStorageOf(json, configFile);
+  const files = openSafetensors(dir);
+  const store = sparse ? decompressingStore(files, sparse) : files;
   const mapping = new Map<string, Mapping>();
   for (const info of store.list()) {
     const name = family.canonicalTensorName ? family.canonicalTensorName(info.name) : info.name;
@@ -195,7 +217,7 @@ function fromGguf(file: string): ModelSource {
     const layout = family.gguf!;
     if (store.has('rope_freqs.weight')) throw new TopiaryError('GGUF files with a rope_freqs tensor (Llama 3.1 rope scaling) are not supported yet', file);
     // Every size in the header is bounded by the tensors present before anything loops over it.
-    const { numLayers } = ggufHyperparameters(store, arch);
+    const { numLayers } = ggufHyperparameters(store, arch, { attention: !layout.noAttention });
     const perLayer = (key: string): number | undefined => {
       const value = meta[`${arch}.${key}`];
       return typeof value === 'number' ? value : undefined;
@@ -203,25 +225,25 @@ function fromGguf(file: string): ModelSource {
     const mapping = new Map<string, Mapping>();
     const add = (hfName: string, storeName: string, unpermuteHeads?: number, reorderRows?: Mapping['reorderRows']) => {
       const offset = layout.storedOffset?.(hfName);
-      if (store.has(storeName)) mapping.set(hfName, { storeName, ...(unpermuteHeads ? { unpermuteHeads } : {}), ...(reorderRows ? { reorderRows } : {}), ...(offset ? { offset } : {}) });
+      const form = layout.storedForm?.(hfName);
+      if (store.has(storeName)) mapping.set(hfName, { storeName, ...(unpermuteHeads ? { unpermuteHeads } : {}), ...(reorderRows ? { reorderRows } : {}), ...(offset ? { offset } : {}), ...(form ? { form } : {}) });
     };
-    add(family.embedTokens, 'token_embd.weight');
-    if (family.positionEmbeddings) add(family.positionEmbeddings, 'position_embd.weight');
-    add(`${family.finalNorm}.weight`, 'output_norm.weight');
-    add(`${family.finalNorm}.bias`, 'output_norm.bias');
-    add(family.lmHead, 'output.weight');
-    add(family.lmHead.replace(/\.weight$/, '.bias'), 'output.bias');
     const headCount = (key: string, layer: number): number => {
       const value = meta[`${arch}.${key}`];
       return Array.isArray(value) ? Number(value[layer]) : (perLayer(key) ?? perLayer('attention.head_count')!);
     };
-    for (let layer = 0; layer < numLayers; layer++) {
-      for (const [ggufName, hfName] of Object.entries(layout.layerNames)) {
-        const heads = !interleavedRope ? undefined : ggufName === 'attn_q' ? headCount('attention.head_count', layer) : ggufName === 'attn_k' ? headCount('attention.head_count_kv', layer) : undefined;
-        const toHf = layout.rowsToHf?.[ggufName];
-        const reorderRows = toHf && ((data: Float32Array, rows: number, cols: number) => toHf(data, rows, cols, headCount('attention.head_count', layer)));
-        for (const kind of ['weight', 'bias']) add(`${family.layerPrefix(layer)}${hfName}.${kind}`, `blk.${layer}.${ggufName}.${kind}`, heads, reorderRows);
+    for (const { gguf, hf, layer, blockName } of ggufTensorNames(family, numLayers)) {
+      if (layer === undefined || blockName === undefined) {
+        add(hf, gguf);
+        continue;
       }
+      const heads = !interleavedRope ? undefined : blockName === 'attn_q' ? headCount('attention.head_count', layer) : blockName === 'attn_k' ? headCount('attention.head_count_kv', layer) : undefined;
+      const toHf = layout.rowsToHf?.[blockName];
+      const reorderRows = toHf && ((data: Float32Array, rows: number, cols: number) => toHf(data, rows, cols, headCount('attention.head_count', layer)));
+      add(hf, gguf, heads, reorderRows);
+    }
+    for (let layer = 0; layer < numLayers; layer++) {
+      for (const [ggufName, hfName] of Object.entries(layout.bareLayerNames ?? {})) add(`${family.layerPrefix(layer)}${hfName}`, `blk.${layer}.${ggufName}`);
       for (const [ggufName, split] of Object.entries(layout.fusedLayerNames ?? {})) {
         for (const kind of ['weight', 'bias']) {
           const storeName = `blk.${layer}.${ggufName}.${kind}`;

@@ -37,8 +37,10 @@ export function prunedSource(base: ModelSource, keptLayers: readonly number[], b
   const layersRoot = family.layerPrefix(0).replace(/0\.$/, '');
   const outer = base.tensorNames().filter((name) => !name.startsWith(layersRoot));
   const shape = (index: number, role: string) => tensors.get(`${family.layerPrefix(index)}${family.linears.find((s) => s.role === role)!.name}.weight`)!.shape;
-  const sizes = keptLayers.map((original, index) => {
-    const block = blockSizes(family.structure, (role) => shape(index, role), base.config.headDim);
+  const structure = family.structure;
+  // Without heads or channels (Mamba) nothing is sized here: the config keeps its own sizes.
+  const sizes = !structure ? [] : keptLayers.map((original, index) => {
+    const block = blockSizes(structure, (role) => shape(index, role), base.config.headDim);
     if ('problem' in block) throw new Error(`internal: pruned block ${original}: ${block.problem}`);
     return block;
   });
@@ -60,6 +62,7 @@ export function prunedSource(base: ModelSource, keptLayers: readonly number[], b
     has: (name) => tensors.has(name) || (outer.includes(name) && base.has(name)),
     shape: (name) => tensors.get(name)?.shape ?? base.shape(name),
     dtype: (name) => (tensors.has(name) ? 'F32' : base.dtype(name)),
+    storage: (name) => (tensors.has(name) ? 'dense' : base.storage(name)),
     read(name) {
       const entry = tensors.get(name);
       if (!entry) return base.read(name);

@@ -4,6 +4,7 @@
  * checkpoint keeps for each finished block, so a resumed run records exactly what an
  * uninterrupted one would.
  */
+import type { SparseExport } from '../export/hf-folder.js';
 import { writeFileContentAtomic } from '../util/atomic.js';
 import { TopiaryError } from '../util/errors.js';
 
@@ -78,7 +79,8 @@ export interface RunRecord {
   settings: Record<string, unknown>;
   calibration: Record<string, unknown>;
   environment: Record<string, unknown>;
-  output: { format: 'safetensors' | 'gguf'; files: string[]; bytes: number; warnings: string[] };
+  /** `sparse`: how the pruned matrices were stored compressed (prune --save-format sparse). */
+  output: { format: 'safetensors' | 'gguf'; files: string[]; bytes: number; warnings: string[]; sparse?: SparseExport };
   layers: BlockReport[];
 }
 

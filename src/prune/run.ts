@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { DEFAULT_CALIBRATION, parseCalibrationSource, prepareCalibration, type CalibrationRequest, type PreparedCalibration } from '../data/calibration.js';
 import { resolveDataDir } from '../data/datadir.js';
 import { exportGguf, ggufUnsupported } from '../export/gguf-writer.js';
-import { exportHfFolder, type ExportDtype } from '../export/hf-folder.js';
+import { exportHfFolder, type ExportDtype, type SparseExport } from '../export/hf-folder.js';
 import { CausalLM } from '../model/causal-lm.js';
 import { parseHubId } from '../model/hub.js';
 import { loadModel } from '../model/load.js';
@@ -28,10 +28,12 @@ import type { RecipeSource } from './recipe.js';
 import { selectLinears, type Selection } from './selection.js';
 import { prunePipeline, type MethodOptions, type PipelineEvent, type PruneStrategy } from './pipeline.js';
 import { RUN_RECORD_VERSION, writeRunRecord, type RunRecord, type RunSummary } from './record.js';
-import { projectionRole, PROJECTIONS } from './structured/geometry.js';
+import { projectionRole, PROJECTIONS, structureOf } from './structured/geometry.js';
 import type { StructuredMethod } from './structured/method.js';
 import { structuredStrategy } from './structured/strategy.js';
 import { unstructuredStrategy, validateUnstructured } from './unstructured.js';
+
+export type SaveFormat = 'dense' | 'sparse';
 
 /** What to remove: a sparsity or N:M pattern in every selected matrix, or a share of the decoder's parameters as whole units. */
 export type PruneTarget = SparsityTarget | { kind: 'structured'; ratio: number };
@@ -66,6 +68,11 @@ export interface PruneSettings {
   errorWindows?: number;
   /** Stored dtype of the exported weights; default F32 (GGUF takes BF16 as F16). */
   dtype?: ExportDtype;
+  /**
+   * 'sparse' stores the pruned matrices compressed (compressed-tensors sparse-bitmask, or
+   * sparse-24-bitmask for 2:4); unstructured and N:M only. Default 'dense'.
+   */
+  saveFormat?: SaveFormat;
   onEvent?: (event: PipelineEvent | { kind: 'calibration'; windows: number; notes: string[] } | { kind: 'export-warning'; message: string }) => void;
 }
 
@@ -88,13 +95,16 @@ export function describeTarget(target: PruneTarget): string {
  */
 function checkStructuredOutput(model: CausalLM, method: StructuredMethod, options: MethodOptions): void {
   const { family } = model;
-  const outputsLackBias = PROJECTIONS.some((projection) => !model.source.has(`${model.linearName(0, projectionRole(family.structure, projection))}.bias`));
-  const unsupported = method.addsBias && outputsLackBias ? ggufUnsupported(model) : undefined;
+  const structure = structureOf(family);
+  const outputRoles = PROJECTIONS.map((projection) => projectionRole(structure, projection));
+  const outputsLackBias = outputRoles.some((role) => !model.source.has(`${model.linearName(0, role)}.bias`));
+  const addedBiasRoles = method.addsBias ? outputRoles : [];
+  const unsupported = method.addsBias && outputsLackBias ? ggufUnsupported(model, { addedBiasRoles }) : undefined;
   if (unsupported) {
     throw new UsageError(`${method.name} adds biases to output projections that have none in a ${model.config.modelType} config, so it writes GGUF, and ${unsupported}; wanda-sp and magnitude-sp write Hugging Face folders`);
   }
   if (method.allocation(options) === 'global') {
-    const why = family.gguf?.architectures.deci ? ggufUnsupported(model) : `llama.cpp loads per-layer shapes only for the LLaMA block (as deci), not ${family.name}`;
+    const why = family.gguf?.architectures.deci ? ggufUnsupported(model, { unevenLayers: true, addedBiasRoles }) : `llama.cpp loads per-layer shapes only for the LLaMA block (as deci), not ${family.name}`;
     const instead = method.uniformOption ? `; --option ${method.uniformOption} removes the same share from every layer and writes a Hugging Face folder` : '';
     if (why) throw new UsageError(`${method.name} gives each layer its own sizes, which a Hugging Face config cannot hold (one size for all layers), and ${why}${instead}`);
   }
@@ -147,6 +157,9 @@ export async function pruneModel(settings: PruneSettings): Promise<RunSummary> {
   const started = performance.now();
   findMethod(settings.method);
   if (settings.calibration.corpus !== undefined) parseCalibrationSource(settings.calibration.corpus);
+  if (settings.saveFormat === 'sparse' && settings.target.kind === 'structured') {
+    throw new UsageError('--save-format sparse is for unstructured and N:M pruning (structured pruning removes weights instead of zeroing them)');
+  }
   // The output folder is checked and locked before any work.
   const output = OutputFolder.claim(settings.out, { overwrite: settings.overwrite ?? false });
   try {
@@ -219,10 +232,24 @@ async function pruneInto(output: OutputFolder, settings: PruneSettings, started:
   const warnings: string[] = [];
   let format: RunSummary['format'];
   let files: string[];
+  let sparse: SparseExport | undefined;
   if (fitsHuggingFace(pruned, model.source)) {
     format = 'safetensors';
-    const exported = exportHfFolder(smaller, staging, { dtype, override: () => undefined });
+    const { target } = settings;
+    const exported = exportHfFolder(smaller, staging, {
+      dtype,
+      override: () => undefined,
+      ...(settings.saveFormat === 'sparse'
+        ? {
+            sparse: {
+              matrices: result.reports.flatMap((report) => report.matrices.map((matrix) => `${matrix.name}.weight`)),
+              ...(target.kind === 'nm' ? { pattern: { n: target.n, m: target.m } } : {}),
+            },
+          }
+        : {}),
+    });
     files = exported.files;
+    sparse = exported.sparse;
     warnings.push(...exported.warnings);
   } else {
     format = 'gguf';
@@ -278,11 +305,12 @@ async function pruneInto(output: OutputFolder, settings: PruneSettings, started:
       batchWindows,
       ...(structured || strategy.dataFree ? {} : { errorWindows }),
       dtype: format === 'gguf' && dtype !== 'F32' ? 'F16' : dtype,
+      saveFormat: settings.saveFormat ?? 'dense',
       resumed: settings.resume,
     },
     calibration: calibration.description,
     environment: environmentInfo(model.backend),
-    output: { format, files: files.map((file) => path.basename(file)), bytes, warnings },
+    output: { format, files: files.map((file) => path.basename(file)), bytes, warnings, ...(sparse ? { sparse } : {}) },
     layers: result.reports,
   };
   writeRunRecord(path.join(staging, 'topiary.json'), record);

@@ -106,7 +106,8 @@ export function unstructuredStrategy(model: CausalLM, request: UnstructuredReque
           backend: model.backend,
           options: methodOptions,
         });
-        linears[role] = { ...lin, weight: result.weight };
+        // A new weight, so not the compressed form of the old one (Linear.sparse).
+        linears[role] = { weight: result.weight, outFeatures: lin.outFeatures, inFeatures: lin.inFeatures, ...(lin.bias ? { bias: lin.bias } : {}) };
         let zeros = 0;
         for (const value of result.weight) if (value === 0) zeros++;
         matrices.push({

@@ -19,6 +19,8 @@ export interface ModelSummary {
   tiedEmbeddings: boolean;
   parameters: number;
   dtypes: Record<string, number>;
+  /** Parameters by storage ('dense', 'bitmask', '2:4'), when some matrices are stored compressed. */
+  storage?: Record<string, number>;
   tokenizer: string;
   family: string;
   /** Per block, each linear layer's [out, in], when the blocks differ (structurally pruned models). */
@@ -29,11 +31,14 @@ export function summarize(model: CausalLM): ModelSummary {
   const { config, source } = model;
   let parameters = 0;
   const dtypes: Record<string, number> = {};
+  const storage: Record<string, number> = {};
   for (const name of source.tensorNames()) {
     const count = source.shape(name).reduce((a, b) => a * b, 1);
     parameters += count;
     const dtype = source.dtype(name);
     dtypes[dtype] = (dtypes[dtype] ?? 0) + count;
+    const stored = source.storage(name);
+    storage[stored] = (storage[stored] ?? 0) + count;
   }
   const tokenizer = source.tokenizer;
   const shapes = Array.from({ length: config.numLayers }, (_, layer) => ({
@@ -61,8 +66,18 @@ export function summarize(model: CausalLM): ModelSummary {
     tiedEmbeddings: config.tieWordEmbeddings,
     parameters,
     dtypes,
+    ...(Object.keys(storage).some((kind) => kind !== 'dense') ? { storage } : {}),
     tokenizer: 'missing' in tokenizer ? `none (${tokenizer.missing})` : `${tokenizer.source}, ${tokenizer.vocabSize} tokens`,
   };
+}
+
+/** MLP width and heads; a state-space model (Mamba: no heads) has an inner width instead. */
+function attentionLines(summary: ModelSummary): [string, string][] {
+  if (summary.heads === 0) return [['inner size', String(summary.intermediateSize)], ['heads', 'none (state-space layers)']];
+  return [
+    ['MLP size', String(summary.intermediateSize)],
+    ['heads', `${summary.heads} query, ${summary.kvHeads} key/value, head dim ${summary.headDim}`],
+  ];
 }
 
 export async function inspectCommand(modelPath: string, json: boolean): Promise<void> {
@@ -73,23 +88,24 @@ export async function inspectCommand(modelPath: string, json: boolean): Promise<
     process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
     return;
   }
-  const dtypes = Object.entries(summary.dtypes)
-    .map(([dtype, count]) => `${dtype} ${((100 * count) / summary.parameters).toFixed(1)}%`)
-    .join(', ');
+  const shares = (counts: Record<string, number>) =>
+    Object.entries(counts)
+      .map(([kind, count]) => `${kind} ${((100 * count) / summary.parameters).toFixed(1)}%`)
+      .join(', ');
   const lines: [string, string][] = [
     ['model', summary.path],
     ['format', summary.format],
     ['architecture', `${summary.architecture} (${summary.modelType}, family ${summary.family})`],
     ['layers', String(summary.layers)],
     ['hidden size', String(summary.hiddenSize)],
-    ['MLP size', String(summary.intermediateSize)],
-    ['heads', `${summary.heads} query, ${summary.kvHeads} key/value, head dim ${summary.headDim}`],
+    ...attentionLines(summary),
     ['vocabulary', String(summary.vocabSize)],
     ['context', String(summary.context)],
-    ['positions', summary.ropeTheta === null ? 'learned' : `RoPE theta ${summary.ropeTheta}, scaling ${summary.ropeScaling}`],
+    ['positions', summary.heads === 0 ? 'none (recurrent)' : summary.ropeTheta === null ? 'learned' : `RoPE theta ${summary.ropeTheta}, scaling ${summary.ropeScaling}`],
     ['embeddings', summary.tiedEmbeddings ? 'tied to the LM head' : 'separate LM head'],
     ['parameters', `${summary.parameters.toLocaleString('en-US')} (${(summary.parameters / 1e6).toFixed(1)} M)`],
-    ['dtypes', dtypes],
+    ['dtypes', shares(summary.dtypes)],
+    ...(summary.storage ? [['stored', `${shares(summary.storage)} (compressed-tensors sparse)`] as [string, string]] : []),
     ['tokenizer', summary.tokenizer],
   ];
   for (const [key, value] of lines) process.stdout.write(`${key.padEnd(14)}${value}\n`);

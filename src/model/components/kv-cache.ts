@@ -1,12 +1,14 @@
 /**
  * The keys (after RoPE) and values every layer has computed for one sequence, so that each new
  * token costs one row of work instead of a rerun of the whole prefix. Layers may have different
- * key/value widths (structured pruning). Buffers grow by doubling.
+ * key/value widths (structured pruning). Buffers grow by doubling. Recurrent blocks (Mamba) keep
+ * a fixed-size state per layer here instead (`recurrentState`).
  */
 export class KvCache {
   private cachedPositions = 0;
   private readonly keys: Float32Array[] = [];
   private readonly values: Float32Array[] = [];
+  private readonly recurrent: unknown[] = [];
 
   /** Positions held: the position of the next token. */
   get length(): number {
@@ -38,5 +40,13 @@ export class KvCache {
   /** Marks `rows` more positions as held, once every layer has appended them. */
   advance(rows: number): void {
     this.cachedPositions += rows;
+  }
+
+  /**
+   * Layer `layer`'s recurrent state, made by `create` on the layer's first call: the block reads it
+   * and updates it in place for the positions it runs (the caller still advances the length).
+   */
+  recurrentState<State>(layer: number, create: () => State): State {
+    return (this.recurrent[layer] ??= create()) as State;
   }
 }

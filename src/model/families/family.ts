@@ -10,7 +10,9 @@
  * q/k rows in the rotate-half RoPE layout. Pruning methods therefore see every weight alike.
  */
 import type { Backend } from '../../backend/backend.js';
+import type { SparseMatrix } from '../../backend/sparse.js';
 import type { GgufMetadata } from '../../formats/gguf.js';
+import type { SparseStorage } from '../../formats/tensors.js';
 import type { ModelConfig } from '../config.js';
 import type { KvCache } from '../components/kv-cache.js';
 import type { RopeTable } from '../components/rope.js';
@@ -21,9 +23,21 @@ type Json = Record<string, unknown>;
 export interface Linear {
   /** [outFeatures, inFeatures] row-major. */
   weight: Float32Array;
+  /**
+   * The same matrix compressed (../../backend/sparse.ts), for a matrix stored sparse: the forward
+   * pass multiplies by it instead of `weight`. Whoever replaces `weight` leaves it out.
+   */
+  sparse?: SparseMatrix;
   bias?: Float32Array;
   outFeatures: number;
   inFeatures: number;
+  /**
+   * Set when the model file stored this weight compressed (prune --save-format sparse, or any
+   * compressed-tensors sparse folder): 'bitmask' for any sparsity, '2:4' when every group of four
+   * consecutive weights in a row of `weight` holds at most two nonzeros. `weight` is dense either
+   * way; a sparse kernel may build its compressed form from it.
+   */
+  storage?: SparseStorage;
 }
 
 /** One linear layer of a block, as the family stores it. */
@@ -76,6 +90,14 @@ export interface GgufTensors {
   readStored(ggufName: string): Float32Array | undefined;
 }
 
+/** How a tensor stored in another form than Hugging Face's is read back. */
+export interface StoredForm {
+  /** Hugging Face's shape from the stored one (Mamba's conv1d: [d_inner, K] → [d_inner, 1, K]). */
+  shape?(stored: number[]): number[];
+  /** Hugging Face's values from the stored ones (Mamba's A = −exp(A_log) → A_log). */
+  values?(stored: Float32Array): Float32Array;
+}
+
 /** How a family's tensors are named and laid out in GGUF files (llama.cpp's conventions). */
 export interface GgufLayout {
   /** `general.architecture` values read as this family, with the model_type each becomes. */
@@ -88,6 +110,8 @@ export interface GgufLayout {
    * layer's attention heads). GPT-NeoX's fused q/k/v is [q | k | v] in GGUF, per head in HF.
    */
   rowsToHf?: Record<string, (data: Float32Array, rows: number, cols: number, heads: number) => Float32Array>;
+  /** The inverse of `rowsToHf`, for writing. */
+  rowsFromHf?: Record<string, (data: Float32Array, rows: number, cols: number, heads: number) => Float32Array>;
   /**
    * GGUF block tensors that fuse what Hugging Face stores separately (older Phi-2 files' attn_qkv):
    * GGUF name → the Hugging Face names under the layer prefix with their row counts, in stored
@@ -99,8 +123,47 @@ export interface GgufLayout {
    * norm weights are stored as 1 + w. Absent or 0: stored as is.
    */
   storedOffset?(name: string): number;
+  /** Block tensors llama.cpp names without a `.weight` suffix (Mamba's ssm_a, ssm_d): GGUF name → the whole Hugging Face name under the layer prefix. */
+  bareLayerNames?: Record<string, string>;
+  /** A tensor (Hugging Face name) llama.cpp stores in another form, or undefined: how to read it back. */
+  storedForm?(name: string): StoredForm | undefined;
+  /** The architecture has no attention (Mamba): its header states no heads and no MLP width. */
+  noAttention?: boolean;
   /** The config from GGUF metadata, the tensors present being known. */
   parseConfig(meta: GgufMetadata, arch: string, modelType: string, tensors: GgufTensors, file: string): ModelConfig;
+  /** How the family is written (the inverse of parseConfig); absent where llama.cpp has no architecture for it. */
+  writing?: GgufWriting;
+}
+
+/** A metadata key/value for the writer, the key without the `ARCH.` prefix. */
+export interface GgufArchKeyValue {
+  key: string;
+  type: 'u32' | 'f32' | 'bool' | 'bool[]';
+  value: number | boolean | boolean[];
+}
+
+/**
+ * What src/export/gguf-writer.ts needs beyond the tensor names: the architecture llama.cpp runs a
+ * model of this family as, what that architecture loads, and the family's metadata.
+ */
+export interface GgufWriting {
+  /** The `general.architecture` for a model whose blocks all have the same shapes (one of `architectures`). */
+  architecture(config: ModelConfig): string;
+  /** Biases of linear layers (GGUF block names, e.g. 'attn_output') the architecture loads; 'any' for all. */
+  biases(config: ModelConfig): readonly string[] | 'any';
+  /**
+   * The architecture that takes per-layer head counts and MLP widths and every bias, for results
+   * the first cannot hold (llama.cpp's `deci`, the LLaMA block with per-layer sizes). Absent: none.
+   */
+  unevenArchitecture?: string;
+  /** Why llama.cpp would run `config` differently from Topiary, if it would; checked before any work. */
+  unsupported?(config: ModelConfig): string | undefined;
+  /** What the written file does differently from the model, said but not refused. */
+  warnings?(config: ModelConfig): string[];
+  /** Keys beyond the common ones (block count, widths, heads, RoPE base and dimensions, norm epsilon). */
+  keyValues?(config: ModelConfig): GgufArchKeyValue[];
+  /** Tensors outside the canonical ones, as llama.cpp's converter writes them (Phi-3's LongRoPE factors). */
+  extraTensors?(config: ModelConfig): { name: string; data: Float32Array }[];
 }
 
 /**
@@ -213,8 +276,8 @@ export interface Family {
   linears: readonly LinearSpec[];
   /** Roles that read the same input, in forward order: statistics are gathered once per group. */
   inputGroups: readonly (readonly string[])[];
-  /** The units structured pruning removes, in terms of `linears`' roles. */
-  structure: BlockStructure;
+  /** The units structured pruning removes, in terms of `linears`' roles; absent when the block has no heads or MLP channels (Mamba), and structured pruning is refused. */
+  structure?: BlockStructure;
 
   /** Runs block `ctx.layer` on the residual stream `hidden` [rows, hiddenSize], in place. */
   forward(block: Block, hidden: Float32Array, ctx: BlockContext): Promise<void>;

@@ -27,8 +27,8 @@ import {
   type RopeScaling,
   type RopeSpec,
 } from '../config.js';
-import type { Family } from './family.js';
-import { ggufNumber, llama, llamaLayout, parseGgufConfig as parseLlamaGgufConfig, slidingLayers } from './llama.js';
+import type { Family, GgufArchKeyValue } from './family.js';
+import { ggufNumber, llama, llamaLayout, parseGgufConfig as parseLlamaGgufConfig, QKV_BIASES, slidingLayers } from './llama.js';
 
 /** transformers' defaults where the two configs differ. */
 const DEFAULTS = {
@@ -141,7 +141,11 @@ function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, te
   const attnSoftCap = num('attn_logit_softcapping', gemma2 ? 50 : 0);
   const finalSoftCap = num('final_logit_softcapping', gemma2 ? 30 : 0);
   const slidingWindow = num('attention.sliding_window', 0);
-  const pattern = gemma2 ? 2 : 6;
+  // llama.cpp's load_swa_pattern: one flag per layer, else every pattern-th layer full.
+  const flags = meta[`${arch}.attention.sliding_window_pattern`];
+  const pattern = typeof flags === 'number' ? flags : gemma2 ? 2 : 6;
+  const isSliding = (layer: number): boolean =>
+    Array.isArray(flags) && flags.length === base.numLayers ? flags[layer] === true : (layer + 1) % pattern !== 0;
   const scalingType = meta[`${arch}.rope.scaling.type`] ?? 'none';
   if (scalingType !== 'none' && scalingType !== 'linear') throw new TopiaryError(`unsupported rope scaling type ${JSON.stringify(scalingType)} (supported: none, linear)`, file);
   const scaling: RopeScaling = scalingType === 'linear' ? { type: 'linear', factor: num('rope.scaling.factor') } : { type: 'none' };
@@ -159,13 +163,54 @@ function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, te
       scale: 1 / Math.sqrt(is27B ? base.hiddenSize / base.numHeads : base.headDim),
       ...(attnSoftCap > 0 ? { softCap: attnSoftCap } : {}),
       ...(slidingWindow > 0
-        ? { slidingWindow, layerTypes: Array.from({ length: base.numLayers }, (_, layer) => ((layer + 1) % pattern !== 0 ? ('sliding' as const) : ('full' as const))) }
+        ? { slidingWindow, layerTypes: Array.from({ length: base.numLayers }, (_, layer) => (isSliding(layer) ? ('sliding' as const) : ('full' as const))) }
         : {}),
     },
     activation: 'gelu_tanh',
     embeddingScale: Math.fround(Math.sqrt(base.hiddenSize)),
     ...(finalSoftCap > 0 ? { finalLogitSoftCap: finalSoftCap } : {}),
   };
+}
+
+/** llama.cpp's architecture for a Gemma model_type. */
+const ggufArchitecture = (config: ModelConfig) => (config.modelType === 'gemma2' ? 'gemma2' : 'gemma3');
+
+/**
+ * What llama.cpp's gemma2/gemma3 cannot express: it scales attention by head_dim^−½ (the 27B
+ * models by (hidden/heads)^−½) whatever query_pre_attn_scalar says; gemma2 always soft-caps
+ * attention and logits and ties its head; gemma3 never soft-caps attention and scales only the
+ * full layers' RoPE.
+ */
+function ggufUnsupported(config: ModelConfig): string | undefined {
+  const gemma2 = config.modelType === 'gemma2';
+  const is27B = config.numLayers === (gemma2 ? 46 : 62);
+  const llamaCppScale = 1 / Math.sqrt(is27B ? config.hiddenSize / config.numHeads : config.headDim);
+  if (Math.abs(config.attention.scale - llamaCppScale) > 1e-6 * llamaCppScale) {
+    return `llama.cpp scales ${config.modelType} attention by ${is27B ? '(hidden/heads)' : 'head_dim'}^-1/2, not by this model's query_pre_attn_scalar`;
+  }
+  const scaling = config.rope!.scaling.type;
+  if (scaling !== 'none' && scaling !== 'linear') return `${scaling} rope scaling is not written to GGUF yet`;
+  if (gemma2 && (config.attention.softCap === undefined || config.finalLogitSoftCap === undefined)) return "llama.cpp's gemma2 always soft-caps attention scores and logits, which this model does not";
+  if (gemma2 && !config.tieWordEmbeddings) return "llama.cpp's gemma2 ties the output to the embedding, which this model does not";
+  if (!gemma2 && config.attention.softCap !== undefined) return "llama.cpp's gemma3 does not soft-cap attention scores";
+  if (!gemma2 && config.rope!.localScaling && config.rope!.localScaling.type !== 'none') return "llama.cpp's gemma3 does not scale the sliding layers' RoPE";
+  return undefined;
+}
+
+/** Soft-caps, the sliding window and which layers use it, and Gemma 3's local RoPE base. */
+function ggufKeyValues(config: ModelConfig): GgufArchKeyValue[] {
+  const { attention, rope } = config;
+  const keyValues: GgufArchKeyValue[] = [];
+  if (attention.softCap !== undefined) keyValues.push({ key: 'attn_logit_softcapping', type: 'f32', value: attention.softCap });
+  if (config.finalLogitSoftCap !== undefined) keyValues.push({ key: 'final_logit_softcapping', type: 'f32', value: config.finalLogitSoftCap });
+  if (attention.layerTypes && attention.slidingWindow !== undefined) {
+    keyValues.push(
+      { key: 'attention.sliding_window', type: 'u32', value: attention.slidingWindow },
+      { key: 'attention.sliding_window_pattern', type: 'bool[]', value: attention.layerTypes.map((type) => type === 'sliding') },
+    );
+  }
+  if (rope?.localTheta !== undefined) keyValues.push({ key: 'rope.freq_base_swa', type: 'f32', value: rope.localTheta });
+  return keyValues;
 }
 
 export const gemma: Family = {
@@ -206,5 +251,6 @@ export const gemma: Family = {
     },
     storedOffset: (name) => (name.endsWith('norm.weight') ? 1 : 0),
     parseConfig: parseGgufConfig,
+    writing: { architecture: ggufArchitecture, biases: () => QKV_BIASES, unsupported: ggufUnsupported, keyValues: ggufKeyValues },
   },
 };

@@ -27,6 +27,7 @@ import {
 } from '../config.js';
 import { fusedPlainStructure, type Block, type BlockContext, type Family, type GgufTensors } from './family.js';
 import { ggufNumber, ggufVocabularyFields } from './llama.js';
+import { tanhGeluUnsupported, tanhGeluWarnings } from './phi.js';
 
 const ATTENTION_ROLES = { qkv: 'query_key_value', output: 'dense' };
 const MLP_ROLES = { up: 'dense_h_to_4h', down: 'dense_4h_to_h' };
@@ -109,7 +110,7 @@ function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, te
     ...ggufVocabularyFields(meta, () => tensors.shape(gptNeox.embedTokens)[0]!),
     maxPositionEmbeddings: num('context_length', 2048),
     tieWordEmbeddings: !tensors.has(gptNeox.lmHead),
-    norm: { kind: 'layer', eps: num('attention.layernorm_eps', 1e-5) },
+    norm: { kind: 'layer', eps: num('attention.layer_norm_epsilon', 1e-5) },
     rope: { theta: num('rope.freq_base', 10000), scaling: { type: 'none' }, rotaryDim, layout: 'half' },
     attention: { scale: 1 / Math.sqrt(headDim) },
     // GGUF does not record the activation: Pythia's is the exact GELU.
@@ -124,6 +125,16 @@ function qkvPerHead(data: Float32Array, rows: number, cols: number, heads: numbe
   const out = new Float32Array(data.length);
   for (let part = 0; part < 3; part++) {
     for (let h = 0; h < heads; h++) out.set(data.subarray((part * heads + h) * block, (part * heads + h + 1) * block), (h * 3 + part) * block);
+  }
+  return out;
+}
+
+/** The inverse of qkvPerHead: Hugging Face's per-head [q_h | k_h | v_h] rows → llama.cpp's [q | k | v]. */
+function qkvBlocks(data: Float32Array, rows: number, cols: number, heads: number): Float32Array {
+  const block = (rows / (3 * heads)) * cols;
+  const out = new Float32Array(data.length);
+  for (let part = 0; part < 3; part++) {
+    for (let h = 0; h < heads; h++) out.set(data.subarray((h * 3 + part) * block, (h * 3 + part + 1) * block), (part * heads + h) * block);
   }
   return out;
 }
@@ -190,6 +201,16 @@ export const gptNeox: Family = {
       ffn_down: 'mlp.dense_4h_to_h',
     },
     rowsToHf: { attn_qkv: qkvPerHead },
+    rowsFromHf: { attn_qkv: qkvBlocks },
     parseConfig: parseGgufConfig,
+    writing: {
+      architecture: () => 'gptneox',
+      biases: () => 'any',
+      unsupported: (config) =>
+        tanhGeluUnsupported(config, 'gptneox') ??
+        (config.tieWordEmbeddings ? "llama.cpp's gptneox needs an untied output" : config.rope!.scaling.type !== 'none' ? `${config.rope!.scaling.type} rope scaling is not written to GGUF yet` : undefined),
+      warnings: (config) => tanhGeluWarnings(config, 'gptneox'),
+      keyValues: (config) => [{ key: 'use_parallel_residual', type: 'bool', value: config.parallelResidual ?? true }],
+    },
   },
 };

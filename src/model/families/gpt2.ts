@@ -13,6 +13,7 @@ import { norm } from '../components/norm.js';
 import { activationField, booleanField, evenHeadsShape, exportedHfConfig, firstId, HF_ACTIVATION_NAMES, positiveField, sizeField, specialTokenIdsJson, type Json, type ModelConfig } from '../config.js';
 import { fusedPlainStructure, type Block, type BlockContext, type Family, type GgufTensors } from './family.js';
 import { ggufNumber, ggufVocabularyFields } from './llama.js';
+import { tanhGeluUnsupported, tanhGeluWarnings } from './phi.js';
 
 /** GPT-2's tokenizer: <|endoftext|> is both bos and eos. */
 const ENDOFTEXT = 50256;
@@ -82,7 +83,7 @@ function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: string, te
     ...ggufVocabularyFields(meta, () => tensors.shape(gpt2.embedTokens)[0]!),
     maxPositionEmbeddings: tensors.shape(gpt2.positionEmbeddings!)[0]!,
     tieWordEmbeddings: !tensors.has(gpt2.lmHead),
-    norm: { kind: 'layer', eps: num('attention.layernorm_eps', 1e-5) },
+    norm: { kind: 'layer', eps: num('attention.layer_norm_epsilon', 1e-5) },
     attention: { scale: 1 / Math.sqrt(headDim) },
     // llama.cpp runs GPT-2 with the tanh GELU (gelu_new); GGUF has no field for another.
     activation: 'gelu_tanh',
@@ -145,5 +146,11 @@ export const gpt2: Family = {
       ffn_down: 'mlp.c_proj',
     },
     parseConfig: parseGgufConfig,
+    writing: {
+      architecture: () => 'gpt2',
+      biases: () => 'any',
+      unsupported: (config) => tanhGeluUnsupported(config, 'gpt2'),
+      warnings: (config) => tanhGeluWarnings(config, 'gpt2'),
+    },
   },
 };

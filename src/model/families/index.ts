@@ -5,12 +5,13 @@ import { gemma } from './gemma.js';
 import { gpt2 } from './gpt2.js';
 import { gptNeox } from './gpt-neox.js';
 import { llama } from './llama.js';
+import { mamba } from './mamba.js';
 import { opt } from './opt.js';
 import { phi } from './phi.js';
 import { phi3 } from './phi3.js';
 import { qwen3 } from './qwen3.js';
 
-export const FAMILIES: readonly Family[] = [llama, qwen3, gemma, opt, gptNeox, gpt2, phi, phi3];
+export const FAMILIES: readonly Family[] = [llama, qwen3, gemma, opt, gptNeox, gpt2, phi, phi3, mamba];
 
 export const supportedModelTypes = (): string[] => FAMILIES.flatMap((family) => family.modelTypes);
 

@@ -159,6 +159,17 @@ export function parseGgufConfig(meta: GgufMetadata, arch: string, modelType: str
   };
 }
 
+/** Why llama.cpp's `arch` would run `config` differently (it has no sliding window, knows linear rope scaling only), if it would. */
+export function ropeAndWindowUnsupported(config: ModelConfig, arch: string): string | undefined {
+  if (config.attention.layerTypes?.includes('sliding')) return `llama.cpp's ${arch} architecture has no sliding-window attention`;
+  const scaling = config.rope?.scaling.type ?? 'none';
+  if (scaling !== 'none' && scaling !== 'linear') return `${scaling} rope scaling is not written to GGUF yet`;
+  return undefined;
+}
+
+/** llama.cpp's q/k/v biases, which its LLaMA-like architectures load through create_tensor_qkv. */
+export const QKV_BIASES = ['attn_q', 'attn_k', 'attn_v'] as const;
+
 /**
  * The LLaMA block: pre-norm attention and gated MLP, each added to the residual stream. With
  * `qkNorm` (Qwen3) q and k get a per-head RMSNorm before RoPE.
@@ -224,5 +235,13 @@ export const llama: Family = {
       ffn_down: 'mlp.down_proj',
     },
     parseConfig: parseGgufConfig,
+    writing: {
+      // llama.cpp has no `mistral` architecture: Mistral without a sliding window is the LLaMA block.
+      architecture: (config) => (config.modelType === 'qwen2' ? 'qwen2' : 'llama'),
+      // Its llama loads every bias; qwen2 only q/k/v's, so FLAP's o/down biases go to deci.
+      biases: (config) => (config.modelType === 'qwen2' ? QKV_BIASES : 'any'),
+      unevenArchitecture: 'deci',
+      unsupported: (config) => ropeAndWindowUnsupported(config, config.modelType === 'qwen2' ? 'qwen2' : 'llama'),
+    },
   },
 };

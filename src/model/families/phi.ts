@@ -116,6 +116,19 @@ export function ggufRotaryDim(meta: GgufMetadata, arch: string, headDim: number,
 }
 
 /**
+ * llama.cpp's GPT-2, GPT-NeoX and Phi-2 run the tanh approximation of GELU (ggml_gelu), Topiary's
+ * gelu_tanh: a model with a non-GELU activation cannot be written for them, and one with the exact
+ * GELU runs with the approximation (they differ by under 2·10⁻⁴ per activation), said in a warning.
+ */
+export function tanhGeluUnsupported(config: ModelConfig, arch: string): string | undefined {
+  return config.activation === 'gelu_tanh' || config.activation === 'gelu' ? undefined : `llama.cpp's ${arch} computes GELU, not this model's ${config.activation}`;
+}
+
+export function tanhGeluWarnings(config: ModelConfig, arch: string): string[] {
+  return config.activation === 'gelu' ? [`llama.cpp's ${arch} computes the tanh approximation of the model's exact GELU`] : [];
+}
+
+/**
  * The config of a GGUF written by llama.cpp's converter (architecture phi2). The converter writes
  * 4·hidden as the MLP width and the query head count as the key/value one whatever the model has,
  * so both are read from the tensors.
@@ -216,5 +229,11 @@ export const phi: Family = {
       },
     },
     parseConfig: parseGgufConfig,
+    writing: {
+      architecture: () => 'phi2',
+      biases: () => 'any',
+      unsupported: (config) => tanhGeluUnsupported(config, 'phi2') ?? (config.tieWordEmbeddings ? "llama.cpp's phi2 needs an untied output with a bias" : undefined),
+      warnings: (config) => tanhGeluWarnings(config, 'phi2'),
+    },
   },
 };

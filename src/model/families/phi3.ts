@@ -197,5 +197,31 @@ export const phi3: Family = {
       ffn_down: 'mlp.down_proj',
     },
     parseConfig: parseGgufConfig,
+    writing: {
+      architecture: () => 'phi3',
+      biases: () => ['attn_qkv'],
+      unsupported(config) {
+        if (config.attention.layerTypes?.includes('sliding')) return "llama.cpp's phi3 runs without its sliding window (disabled there)";
+        const scaling = config.rope!.scaling.type;
+        return scaling === 'none' || scaling === 'longrope' ? undefined : `${scaling} rope scaling is not written to GGUF yet`;
+      },
+      keyValues(config) {
+        const scaling = config.rope!.scaling;
+        if (scaling.type !== 'longrope') return [];
+        return [
+          { key: 'rope.scaling.original_context_length', type: 'u32', value: scaling.originalMaxPositionEmbeddings },
+          { key: 'rope.scaling.attn_factor', type: 'f32', value: scaling.attentionFactor },
+        ];
+      },
+      // As the converter: LongRoPE's per-frequency factors are tensors.
+      extraTensors(config) {
+        const scaling = config.rope!.scaling;
+        if (scaling.type !== 'longrope') return [];
+        return [
+          { name: 'rope_factors_long.weight', data: Float32Array.from(scaling.longFactor) },
+          { name: 'rope_factors_short.weight', data: Float32Array.from(scaling.shortFactor) },
+        ];
+      },
+    },
   },
 };

@@ -5,7 +5,7 @@
  */
 import type { ModelConfig } from '../config.js';
 import type { Family } from './family.js';
-import { llama, llamaBlock, parseGgufConfig } from './llama.js';
+import { llama, llamaBlock, parseGgufConfig, QKV_BIASES, ropeAndWindowUnsupported } from './llama.js';
 
 function toHfConfig(config: ModelConfig): Record<string, unknown> {
   return { ...llama.toHfConfig(config), architectures: [qwen3.hfArchitectures.qwen3], attention_bias: false };
@@ -22,5 +22,10 @@ export const qwen3: Family = {
     architectures: { qwen3: { modelType: 'qwen3', interleavedRope: false } },
     layerNames: { ...llama.gguf!.layerNames, attn_q_norm: 'self_attn.q_norm', attn_k_norm: 'self_attn.k_norm' },
     parseConfig: parseGgufConfig,
+    writing: {
+      architecture: () => 'qwen3',
+      biases: () => QKV_BIASES,
+      unsupported: (config) => ropeAndWindowUnsupported(config, 'qwen3'),
+    },
   },
 };

@@ -46,6 +46,7 @@
  */
 import { TopiaryError } from '../../util/errors.js';
 import { booleanOption, selectUnstructured } from '../masks.js';
+import type { EliminationPlan } from '../../backend/backend.js';
 import type { SparsityTarget, UnstructuredMethod } from '../method.js';
 import { copyColumns, prepareSecondOrder, propagateToLaterColumns, secondOrderUnsupported, type SecondOrderSetup } from './sparsegpt.js';
 
@@ -88,7 +89,6 @@ async function runApt(setup: SecondOrderSetup, exactSubsets: boolean): Promise<n
   const { weight, blockSize } = setup;
   const { rows, cols, target, backend } = setup.input;
   const upper = setup.hessian.upperCholeskyOfInverse;
-  const subsets = target.kind === 'nm' && exactSubsets ? combinations(target.m, target.n) : [];
   let loss = 0;
   for (let start = 0; start < cols; start += blockSize) {
     const count = Math.min(blockSize, cols - start);
@@ -102,21 +102,12 @@ async function runApt(setup: SecondOrderSetup, exactSubsets: boolean): Promise<n
     const original = Float64Array.from(block);
     const removals = target.kind === 'unstructured' ? removalsPerRow(block, rows, count, gamma, target.sparsity) : undefined;
 
-    const row = new RowElimination(gamma, count);
-    for (let r = 0; r < rows; r++) {
-      row.reset(block.subarray(r * count, (r + 1) * count));
-      if (removals) {
-        for (let k = 0; k < removals[r]; k++) loss += row.remove(row.cheapest(0, count));
-      } else if (target.kind === 'nm') {
-        for (let group = 0; group < count; group += target.m) {
-          if (exactSubsets) {
-            loss += row.removeBestSubset(group, target.m, subsets);
-          } else {
-            for (let k = 0; k < target.n; k++) loss += row.remove(row.cheapest(group, group + target.m));
-          }
-        }
-      }
+    const plan: EliminationPlan = removals ? { kind: 'counts', removals } : { kind: 'nm', n: (target as { n: number }).n, m: (target as { m: number }).m, exact: exactSubsets };
+    const losses = new Float64Array(rows);
+    if (!(await backend.eliminateRows(gamma, block, rows, count, plan, losses))) {
+      throw new TopiaryError('the inverse Hessian of a column block is numerically singular; raise the damping (option damp)');
     }
+    for (const rowLoss of losses) loss += rowLoss;
 
     // eᵀ = (w_b − w′_b) A⁻¹ for every row, then the later columns get −E · U[b, later].
     const change = original.map((value, i) => value - block[i]);
@@ -144,164 +135,6 @@ function removalsPerRow(block: Float64Array, rows: number, count: number, gamma:
   const removals = new Uint32Array(rows);
   for (let r = 0; r < rows; r++) for (let i = 0; i < count; i++) if (!keep[r * count + i]) removals[r]++;
   return removals;
-}
-
-/**
- * One row's removals inside a block: the re-fitted weights w′ (edited in place) and the Schur
- * complement Γ′ of Γ on the removed set, held as Γ − Σ_t f_t f_tᵀ with one factor vector f_t per
- * removal (a partial pivoted Cholesky factor of Γ).
- */
-class RowElimination {
-  private readonly factors: Float64Array;
-  private removedCount = 0;
-  private readonly residualDiagonal: Float64Array;
-  private readonly removed: Uint8Array;
-  private readonly schurRow: Float64Array;
-  private weights: Float64Array = new Float64Array(0);
-
-  constructor(
-    private readonly gamma: Float64Array,
-    private readonly size: number,
-  ) {
-    this.factors = new Float64Array(size * size);
-    this.residualDiagonal = new Float64Array(size);
-    this.removed = new Uint8Array(size);
-    this.schurRow = new Float64Array(size);
-  }
-
-  reset(weights: Float64Array): void {
-    this.weights = weights;
-    this.removedCount = 0;
-    this.removed.fill(0);
-    for (let i = 0; i < this.size; i++) this.residualDiagonal[i] = this.gamma[i * this.size + i];
-  }
-
-  /** The not-yet-removed index in [from, to) whose removal raises the joint loss least. */
-  cheapest(from: number, to: number): number {
-    let best = -1;
-    let bestCost = Infinity;
-    for (let i = from; i < to; i++) {
-      if (this.removed[i]) continue;
-      const cost = this.weights[i] ** 2 / this.residualDiagonal[i];
-      if (best < 0 || cost < bestCost) {
-        best = i;
-        bestCost = cost;
-      }
-    }
-    return best;
-  }
-
-  /** Removes weight i, re-fitting the free ones; returns the joint loss it adds, ½ w′_i² / Γ′_ii. */
-  remove(i: number): number {
-    const { size, factors, weights, schurRow, removed, residualDiagonal } = this;
-    schurRow.set(this.gamma.subarray(i * size, (i + 1) * size));
-    for (let offset = 0; offset < this.removedCount * size; offset += size) {
-      const coefficient = factors[offset + i];
-      if (coefficient === 0) continue;
-      for (let j = 0; j < size; j++) schurRow[j] -= coefficient * factors[offset + j];
-    }
-    const pivot = schurRow[i];
-    if (!(pivot > 0)) {
-      throw new TopiaryError('the inverse Hessian of a column block is numerically singular; raise the damping (option damp)');
-    }
-    const ratio = weights[i] / pivot;
-    const added = 0.5 * weights[i] * ratio;
-    const scale = 1 / Math.sqrt(pivot);
-    const factorOffset = this.removedCount * size;
-    removed[i] = 1;
-    for (let j = 0; j < size; j++) {
-      // Removed weights stay exactly zero: their Schur entries are zero up to round-off.
-      if (removed[j]) {
-        weights[j] = 0;
-        factors[factorOffset + j] = 0;
-        continue;
-      }
-      const value = schurRow[j];
-      weights[j] -= ratio * value;
-      const factor = value * scale;
-      factors[factorOffset + j] = factor;
-      residualDiagonal[j] -= factor * factor;
-    }
-    this.removedCount++;
-    return added;
-  }
-
-  /**
-   * Scores every subset (indices relative to `group`) by its exact joint loss ½ w′_s (Γ′_ss)⁻¹ w′_sᵀ,
-   * removes the best one (the first on ties) and returns the loss it added.
-   */
-  removeBestSubset(group: number, width: number, subsets: readonly Uint8Array[]): number {
-    const { size, factors, weights } = this;
-    const schur = new Float64Array(width * width);
-    for (let a = 0; a < width; a++) {
-      for (let b = a; b < width; b++) {
-        let value = this.gamma[(group + a) * size + group + b];
-        for (let t = 0; t < this.removedCount; t++) value -= factors[t * size + group + a] * factors[t * size + group + b];
-        schur[a * width + b] = value;
-        schur[b * width + a] = value;
-      }
-    }
-    let best = subsets[0];
-    let bestLoss = Infinity;
-    for (const subset of subsets) {
-      const subsetLoss = 0.5 * inverseQuadraticForm(schur, width, subset, (k) => weights[group + subset[k]]);
-      if (subsetLoss < bestLoss) {
-        best = subset;
-        bestLoss = subsetLoss;
-      }
-    }
-    let added = 0;
-    for (const index of best) added += this.remove(group + index);
-    return added;
-  }
-}
-
-/**
- * vᵀ M_ss⁻¹ v for the principal submatrix of the width×width matrix M on the indices `subset`, by a
- * small Cholesky factorisation; Infinity if that submatrix is not positive definite.
- */
-function inverseQuadraticForm(matrix: Float64Array, width: number, subset: Uint8Array, vector: (k: number) => number): number {
-  const n = subset.length;
-  const lower = new Float64Array(n * n);
-  let total = 0;
-  const solved = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j <= i; j++) {
-      let sum = matrix[subset[i] * width + subset[j]];
-      for (let k = 0; k < j; k++) sum -= lower[i * n + k] * lower[j * n + k];
-      if (i === j) {
-        if (!(sum > 0)) return Infinity;
-        lower[i * n + i] = Math.sqrt(sum);
-      } else {
-        lower[i * n + j] = sum / lower[j * n + j];
-      }
-    }
-    // Forward substitution L y = v, one entry per row as L fills in: vᵀ M⁻¹ v = ‖y‖².
-    let y = vector(i);
-    for (let k = 0; k < i; k++) y -= lower[i * n + k] * solved[k];
-    solved[i] = y / lower[i * n + i];
-    total += solved[i] * solved[i];
-  }
-  return total;
-}
-
-/** All n-element subsets of 0..m−1, in lexicographic order. */
-function combinations(m: number, n: number): Uint8Array[] {
-  const result: Uint8Array[] = [];
-  const current: number[] = [];
-  const extend = (next: number): void => {
-    if (current.length === n) {
-      result.push(Uint8Array.from(current));
-      return;
-    }
-    for (let i = next; i <= m - (n - current.length); i++) {
-      current.push(i);
-      extend(i + 1);
-      current.pop();
-    }
-  };
-  extend(0);
-  return result;
 }
 
 function binomial(m: number, n: number): number {

@@ -12,7 +12,8 @@
  * rows; the output projections' biases belong to no unit.
  */
 import type { Block, Linear } from '../../model/causal-lm.js';
-import { blockSizes, type BlockStructure } from '../../model/families/family.js';
+import { blockSizes, type BlockStructure, type Family } from '../../model/families/family.js';
+import { UsageError } from '../../util/errors.js';
 
 export interface LayerGeometry {
   structure: BlockStructure;
@@ -33,6 +34,17 @@ export interface LayerGeometry {
 /** The output projections by the pipeline's names for them. */
 export type Projection = 'o' | 'down';
 export const PROJECTIONS: readonly Projection[] = ['o', 'down'];
+
+/**
+ * Where the family's heads and channels live: the refusal of structured pruning, before any work,
+ * for a family whose blocks have neither (Mamba).
+ */
+export function structureOf(family: Family): BlockStructure {
+  if (!family.structure) {
+    throw new UsageError(`structured pruning removes attention heads and MLP channels; the ${family.name} family has neither (its linear layers: ${family.linears.map((spec) => spec.role).join(', ')})`);
+  }
+  return family.structure;
+}
 
 /** The family's role of the attention ('o') or MLP ('down') output projection. */
 export function projectionRole(structure: BlockStructure, projection: Projection): string {

@@ -33,6 +33,7 @@ import {
   PROJECTIONS,
   selectColumns,
   shrinkLayer,
+  structureOf,
   type KeptUnits,
   type LayerGeometry,
   type Projection,
@@ -52,7 +53,7 @@ function sourceBlockParams(model: CausalLM, layer: number): number {
 /** A block's geometry from the source's tensor shapes (no weights read). */
 export function sourceGeometry(model: CausalLM, layer: number): LayerGeometry {
   const name = (role: string) => model.linearName(layer, role);
-  return geometryOf(model.family.structure, (role) => model.source.shape(`${name(role)}.weight`), (role) => model.source.has(`${name(role)}.bias`), model.config.headDim, `layer ${layer}`);
+  return geometryOf(structureOf(model.family), (role) => model.source.shape(`${name(role)}.weight`), (role) => model.source.has(`${name(role)}.bias`), model.config.headDim, `layer ${layer}`);
 }
 
 function gatherColumns(x: Float32Array, rows: number, cols: number, kept: readonly number[]): Float32Array {
@@ -111,7 +112,7 @@ type Plan =
 export function structuredStrategy(model: CausalLM, method: StructuredMethod, ratio: number, options: MethodOptions): PruneStrategy<Plan> {
   const numLayers = model.numLayers;
   const kinds = new Set<StatKind>(['moments', ...method.needs(options)]);
-  const { structure } = model.family;
+  const structure = structureOf(model.family);
   const roleOf = (projection: Projection) => projectionRole(structure, projection);
   const outputInputs: StatRequest = { roles: new Set(PROJECTIONS.map(roleOf)), kinds };
   const paramsPerLayer = Array.from({ length: numLayers }, (_, layer) => sourceBlockParams(model, layer));
