@@ -48,6 +48,7 @@ export function prune(request: PruneRequest): Promise<RunSummary> {
     methodOptions: {},
     resume: false,
     ...rest,
-    calibration: { corpus: 'c4', nsamples: 128, seed: 0, ...calibration },
+    // Corpus and window count left unset take prepareCalibration's defaults (c4, 128), as the CLI's do.
+    calibration: { seed: 0, ...calibration },
   });
 }

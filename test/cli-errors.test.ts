@@ -136,6 +136,6 @@ test('a binary calibration or evaluation file is refused, naming it', () => {
   fs.writeFileSync(withNul, Buffer.from('Once upon a time\0there was'));
   const invalidUtf8 = path.join(dir, 'latin1.txt');
   fs.writeFileSync(invalidUtf8, Buffer.from([0x4f, 0x6e, 0x63, 0x65, 0xff, 0xfe, 0x20, 0x61]));
-  expectCleanError(['prune', '--model', stories260K, '--method', 'magnitude', '--sparsity', '0.5', '--calib', `text:${withNul}`, '--out', path.join(dir, 'out')], 'nul.txt', /not a text file: NUL byte at offset 16/);
+  expectCleanError(['prune', '--model', stories260K, '--method', 'wanda', '--sparsity', '0.5', '--calib', `text:${withNul}`, '--out', path.join(dir, 'out')], 'nul.txt', /not a text file: NUL byte at offset 16/);
   expectCleanError(['eval', '--model', stories260K, '--dataset', `text:${invalidUtf8}`], 'latin1.txt', /not a text file: invalid UTF-8/);
 });

@@ -176,7 +176,7 @@ test('text files for evaluation and calibration: devices and FIFOs are refused, 
   const cases: [string[], RegExp][] = [
     [['eval', '--model', stories260K, '--dataset', 'text:/dev/zero'], /\/dev\/zero: a device; only regular files are read/],
     [['eval', '--model', stories260K, '--dataset', `text:${fifo}`], /calib\.txt: a FIFO; only regular files are read/],
-    [['prune', '--model', stories260K, '--method', 'magnitude', '--sparsity', '0.5', '--calib', 'text:/dev/zero', '--out', tempDir()], /\/dev\/zero: a device/],
+    [['prune', '--model', stories260K, '--method', 'wanda', '--sparsity', '0.5', '--calib', 'text:/dev/zero', '--out', tempDir()], /\/dev\/zero: a device/],
     [['eval', '--model', stories260K, '--dataset', `text:${big}`], /big\.txt: 300\.0 MiB is over the 256 MiB limit/],
   ];
   for (const [args, pattern] of cases) {

@@ -6,6 +6,7 @@
 import * as os from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { getBackend } from '../backend/index.js';
+import type { CalibrationRequest } from '../data/calibration.js';
 import { TopiaryError, UsageError } from '../util/errors.js';
 import { evalCommand } from './commands/eval.js';
 import { tasksEvalCommand } from './commands/tasks-eval.js';
@@ -15,10 +16,10 @@ import { generateCommand } from './commands/generate.js';
 import { inspectCommand } from './commands/inspect.js';
 import { exportCommand } from './commands/export.js';
 import { speedCommand } from './commands/speed.js';
-import { parseMethodOptions, parseNumber, parseTarget, pruneCommand } from './commands/prune.js';
+import { parseNumber, pruneCommand, resolveWhatToPrune } from './commands/prune.js';
 import { FAMILIES } from '../model/families/index.js';
 import { METHODS } from '../prune/methods/index.js';
-import { findProfile, SPARSITY_PROFILES } from '../prune/budgets.js';
+import { SPARSITY_PROFILES } from '../prune/budgets.js';
 import { REFINERS } from '../prune/refine.js';
 import { STRUCTURED_METHODS } from '../prune/structured/index.js';
 
@@ -88,9 +89,11 @@ topiary eval --model PATH --tasks arc_easy,piqa,...|all [--limit N] [--out FILE]
     const fixedHeads = FAMILIES.filter((f) => f.structure?.attention.fixedHeads).flatMap((f) => f.modelTypes).join(', ');
     const families = FAMILIES.map((f) => `      ${f.modelTypes.join(', ')}: ${f.linears.map((l) => l.role).join(',')}`).join('\n');
     return `topiary prune --model PATH --method NAME (--sparsity P | --pattern N:M | --ratio R) --out DIR
-        [--permute] [--calib c4|wikitext2|text:FILE] [--nsamples N] [--seqlen L] [--seed S]
-        [--layers ROLE,...] [--option KEY=VALUE ...] [--batch-windows B] [--dtype F32|F16|BF16]
-        [--save-format dense|sparse] [--sparsity-profile uniform|owl|alphapruning] [--refine dsnot] [--resume] [--overwrite] [--json]
+        [--permute] [--calib c4|wikitext2|text:FILE|tokens:FILE] [--save-calibration FILE]
+        [--nsamples N] [--seqlen L] [--seed S] [--layers ROLE,...] [--targets NAME,...] [--ignore NAME,...]
+        [--option KEY=VALUE ...] [--batch-windows B] [--dtype F32|F16|BF16] [--save-format dense|sparse]
+        [--sparsity-profile uniform|owl|alphapruning] [--refine dsnot] [--resume] [--overwrite] [--json]
+topiary prune --model PATH --recipe FILE --out DIR [other options as above]
   Prunes without retraining, block by block on calibration windows, and writes the pruned model
   and topiary.json to DIR: a Hugging Face folder (config.json, model.safetensors, tokenizer) when
   every block keeps the same shapes and no bias was added, else DIR/model.gguf (llama.cpp runs it).
@@ -117,6 +120,22 @@ ${methodLines(STRUCTURED_METHODS)}
 
   --layers takes the roles of the model's family (default: all of them):
 ${families}
+  --targets / --ignore (unstructured and N:M) take comma-separated entries as llm-compressor does:
+      a module path (model.layers.3.self_attn.q_proj; a containing module such as model.layers.3
+      selects every linear layer in it), re:REGEX matched from the start of the path (Python's
+      re.match), or a class name (Linear; Conv1D for gpt2). A layer is pruned when its role is in
+      --layers, a target matches it and no ignore entry does; a target matching nothing, a --layers
+      role no target reaches, or an empty selection is refused.
+  --recipe FILE: an llm-compressor recipe (YAML, or JSON if FILE ends in .json) with one
+      SparseGPTModifier or WandaPruningModifier (stages *_stage, groups *_modifiers); its keys
+      sparsity (number or one per layer), mask_structure ("0:0" or "N:M"), targets, ignore,
+      block_size, dampening_frac, sparsity_profile, owl_m, owl_lmbda replace --method, --sparsity/
+      --pattern, --targets, --ignore and options blocksize, damp; unknown keys are refused, and so is
+      a flag that sets what the recipe sets. Profiles other than uniform are not available yet.
+  --calib tokens:FILE reuses windows saved by --save-calibration FILE (JSON, or .npy int32 when
+      FILE ends in .npy; .npy int32/int64 [windows, seqlen] and plain JSON lists of lists are read).
+  magnitude and magnitude-sp read no calibration data and run no forward pass (output errors are
+  recorded as not measured).
   Defaults: --calib c4 --nsamples 128 --seqlen min(2048, context) --seed 0 --batch-windows 4 --dtype F32
   --save-format dense.
 `;
@@ -296,10 +315,14 @@ async function run(argv: string[]): Promise<void> {
         ratio: { type: 'string' },
         permute: { type: 'boolean' },
         calib: { type: 'string' },
+        'save-calibration': { type: 'string' },
         nsamples: { type: 'string' },
         seqlen: { type: 'string' },
         seed: { type: 'string' },
         layers: { type: 'string' },
+        targets: { type: 'string' },
+        ignore: { type: 'string' },
+        recipe: { type: 'string' },
         option: { type: 'string', multiple: true },
         'batch-windows': { type: 'string' },
         dtype: { type: 'string' },
@@ -318,11 +341,19 @@ async function run(argv: string[]): Promise<void> {
       await pruneCommand(
         {
           model: required(values.model, '--model'),
-          method: required(values.method, '--method'),
-          target: parseTarget(values.sparsity, values.pattern, values.ratio),
-          methodOptions: parseMethodOptions((values.option as string[] | undefined) ?? [], values.permute === true),
-          ...(typeof values.layers === 'string' ? { roles: values.layers.split(',').map((s) => s.trim()) } : {}),
-          ...(typeof values['sparsity-profile'] === 'string' ? { sparsityProfile: findProfile(values['sparsity-profile']).name } : {}),
+          ...resolveWhatToPrune({
+            method: values.method as string | undefined,
+            sparsity: values.sparsity,
+            pattern: values.pattern,
+            ratio: values.ratio,
+            options: (values.option as string[] | undefined) ?? [],
+            permute: values.permute === true,
+            layers: values.layers as string | undefined,
+            targets: values.targets as string | undefined,
+            ignore: values.ignore as string | undefined,
+            recipe: values.recipe as string | undefined,
+            sparsityProfile: values['sparsity-profile'] as string | undefined,
+          }),
           ...(typeof values.refine === 'string' ? { refine: values.refine } : {}),
           calibration: calibrationOptions(values),
           ...(typeof values['data-dir'] === 'string' ? { dataDir: values['data-dir'] } : {}),
@@ -346,13 +377,14 @@ async function run(argv: string[]): Promise<void> {
   await handler();
 }
 
-/** --calib, --nsamples, --seqlen and --seed, shared by every pruning method. */
-function calibrationOptions(values: Record<string, unknown>): { corpus: string; nsamples: number; seqlen?: number; seed: number } {
+/** --calib, --nsamples, --seqlen, --seed and --save-calibration, shared by every pruning method (defaults: prepareCalibration's). */
+function calibrationOptions(values: Record<string, unknown>): CalibrationRequest {
   return {
-    corpus: typeof values.calib === 'string' ? values.calib : 'c4',
-    nsamples: integer(values.nsamples, '--nsamples', 128),
+    ...(typeof values.calib === 'string' ? { corpus: values.calib } : {}),
+    ...(values.nsamples !== undefined ? { nsamples: integer(values.nsamples, '--nsamples') } : {}),
     ...(values.seqlen !== undefined ? { seqlen: integer(values.seqlen, '--seqlen', undefined, 2) } : {}),
     seed: integer(values.seed, '--seed', 0, 0),
+    ...(typeof values['save-calibration'] === 'string' ? { save: values['save-calibration'] } : {}),
   };
 }
 

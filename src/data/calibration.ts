@@ -4,12 +4,14 @@
  * the same settings give the same windows.
  */
 import * as os from 'node:os';
+import * as path from 'node:path';
 import * as v8 from 'node:v8';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
 import { createRng } from '../util/random.js';
 import { UsageError } from '../util/errors.js';
 import { readTextFile } from '../util/safe-fs.js';
-import { c4Documents, describeCorpus, wikitext2Text, type CorpusSpec } from './corpora.js';
+import { c4Documents, describeCorpus, parseCorpusSpec, wikitext2Text, type CorpusSpec } from './corpora.js';
+import { readTokenWindows, writeTokenWindows } from './token-windows.js';
 
 export interface CalibrationSettings {
   corpus: CorpusSpec;
@@ -112,4 +114,92 @@ export function describeCalibration(calibration: CalibrationSet): Record<string,
     documentsLongerThanWindow: calibration.longDocuments,
     corpusTokens: calibration.corpusTokens,
   };
+}
+
+/** `--calib`: a corpus to draw windows from, or `tokens:FILE`, windows saved earlier (./token-windows.ts). */
+export type CalibrationSource = { kind: 'corpus'; corpus: CorpusSpec } | { kind: 'tokens'; file: string };
+
+export function parseCalibrationSource(spec: string): CalibrationSource {
+  if (spec.startsWith('tokens:')) {
+    if (spec.length === 7) throw new UsageError('--calib tokens:FILE needs a file (.json or .npy)');
+    return { kind: 'tokens', file: spec.slice(7) };
+  }
+  try {
+    return { kind: 'corpus', corpus: parseCorpusSpec(spec) };
+  } catch {
+    throw new UsageError(`unknown calibration source "${spec}" (expected c4, wikitext2, text:FILE or tokens:FILE)`);
+  }
+}
+
+/** What a prune run asks for: unset fields take the defaults (c4, 128 windows, the model's context up to 2048). */
+export interface CalibrationRequest {
+  corpus?: string;
+  nsamples?: number;
+  seqlen?: number;
+  seed: number;
+  /** Also write the windows used to this file (.npy or JSON). */
+  save?: string;
+}
+
+/** The model facts calibration needs; the tokenizer is asked for only when text must be tokenized. */
+export interface CalibrationModel {
+  tokenizer(): Tokenizer;
+  vocabSize: number;
+  maxPositions: number;
+  hiddenSize: number;
+}
+
+export interface PreparedCalibration {
+  windows: number[][];
+  /** The settings as run: what topiary.json records and the checkpoint fingerprint covers. */
+  settings: Record<string, unknown>;
+  /** What topiary.json records about the windows. */
+  description: Record<string, unknown>;
+  notes: string[];
+}
+
+export const DEFAULT_CALIBRATION = { corpus: 'c4', nsamples: 128 } as const;
+
+/**
+ * The calibration windows of a run, from a corpus or a tokens file, checked against the model
+ * before any pruning; saved to `request.save` when asked. `dataDir` is resolved only when a
+ * corpus in the data folder is read.
+ */
+export function prepareCalibration(model: CalibrationModel, request: CalibrationRequest, dataDir: () => string): PreparedCalibration {
+  const source = parseCalibrationSource(request.corpus ?? DEFAULT_CALIBRATION.corpus);
+  const checkSeqlen = (seqlen: number) => {
+    if (seqlen > model.maxPositions) throw new UsageError(`--seqlen ${seqlen} exceeds the model's context (${model.maxPositions})`);
+  };
+  let prepared: PreparedCalibration;
+  if (source.kind === 'tokens') {
+    const loaded = readTokenWindows(source.file, model.vocabSize);
+    const nsamples = loaded.windows.length;
+    const seqlen = loaded.windows[0]!.length;
+    if (request.nsamples !== undefined && request.nsamples !== nsamples) throw new UsageError(`--nsamples ${request.nsamples} contradicts ${source.file}, which holds ${nsamples} windows`);
+    if (request.seqlen !== undefined && request.seqlen !== seqlen) throw new UsageError(`--seqlen ${request.seqlen} contradicts ${source.file}, whose windows are ${seqlen} tokens`);
+    checkSeqlen(seqlen);
+    checkCalibrationFits(nsamples, seqlen, model.hiddenSize);
+    const { tokenizer } = loaded.provenance;
+    const notes = tokenizer && tokenizer.vocabSize !== model.vocabSize ? [`the windows were made with a tokenizer of ${tokenizer.vocabSize} tokens (${tokenizer.source}); this model has ${model.vocabSize}`] : [];
+    prepared = {
+      windows: loaded.windows,
+      settings: { corpus: `tokens:${path.resolve(source.file)}`, nsamples, seqlen, sha256: loaded.sha256 },
+      description: { windows: nsamples, notes, sha256: loaded.sha256, ...(Object.keys(loaded.provenance).length > 0 ? { savedFrom: loaded.provenance } : {}) },
+      notes,
+    };
+    if (request.save) writeTokenWindows(request.save, loaded.windows, loaded.provenance);
+  } else {
+    const nsamples = request.nsamples ?? DEFAULT_CALIBRATION.nsamples;
+    const seqlen = request.seqlen ?? Math.min(2048, model.maxPositions);
+    checkSeqlen(seqlen);
+    checkCalibrationFits(nsamples, seqlen, model.hiddenSize);
+    const corpus = describeCorpus(source.corpus);
+    const settings = { corpus, nsamples, seqlen, seed: request.seed };
+    const tokenizer = model.tokenizer();
+    const drawn = drawCalibration(tokenizer, { ...settings, corpus: source.corpus }, source.corpus.kind === 'text' ? '' : dataDir());
+    prepared = { windows: drawn.windows, settings, description: describeCalibration(drawn), notes: drawn.notes };
+    if (request.save) writeTokenWindows(request.save, drawn.windows, { tokenizer: { source: tokenizer.source, vocabSize: model.vocabSize }, corpus, seed: request.seed });
+  }
+  if (request.save) prepared.description.savedTo = path.resolve(request.save);
+  return prepared;
 }

@@ -66,6 +66,11 @@ export interface DensePass<Plan> {
 export interface PruneStrategy<Plan = unknown> {
   /** Statistics the decision for each block needs from its dense inputs (no roles: no statistics pass). */
   statistics: StatRequest;
+  /**
+   * The decisions read the weights alone (magnitude): no statistics, no dense pass, no meter. The
+   * pipeline then embeds no window and runs no forward pass: the activations would go unused.
+   */
+  dataFree?: boolean;
   densePass?: DensePass<Plan>;
   decide(input: { layer: number; dense: Block; stats: StatsByRole; plan: Plan | undefined }): Promise<BlockDecision>;
 }
@@ -161,8 +166,12 @@ export async function prunePipeline<Plan>(model: CausalLM, windows: readonly (re
   const file = (kind: 'dense' | 'layer', layer: number, ext: 'json' | 'safetensors' = 'json') => layerFile(dir, layer, ext, kind);
 
   openCheckpoint(dir, fingerprint, resume);
-  const restorable = (kind: 'dense' | 'layer') => (resume ? finishedLayers(numLayers, (layer) => file(kind, layer)) : 0);
   const dense = strategy.densePass;
+  // A dense pass that asks for no statistics and no cosine scores the weights alone (AlphaPruning): no forward.
+  const denseReadsActivations = dense !== undefined && ((dense.statistics?.roles.size ?? 0) > 0 || dense.cosine === true);
+  const dataFree = strategy.dataFree === true;
+  if (dataFree && (denseReadsActivations || strategy.statistics.roles.size > 0)) throw new Error('internal: a data-free strategy asks for statistics');
+  const restorable = (kind: 'dense' | 'layer') => (resume ? finishedLayers(numLayers, (layer) => file(kind, layer)) : 0);
   const scored = dense ? restorable('dense') : 0;
   const finished = restorable('layer');
   if (scored + finished > 0) emit({ kind: 'resumed', layers: finished, scored });
@@ -239,16 +248,14 @@ export async function prunePipeline<Plan>(model: CausalLM, windows: readonly (re
   let plan: Plan | undefined;
   if (dense) {
     const results = Array.from({ length: scored }, (_, layer) => readJson<unknown>(file('dense', layer)));
-    // A pass that asks for no statistics and no cosine scores the weights alone (AlphaPruning): no forward.
-    const readsActivations = (dense.statistics?.roles.size ?? 0) > 0 || dense.cosine === true;
     if (scored < numLayers) {
-      if (readsActivations) {
+      if (denseReadsActivations) {
         await embedAll();
         for (let layer = 0; layer < scored; layer++) await replay(layer);
       }
       for (let layer = scored; layer < numLayers; layer++) {
         const block = model.layer(layer);
-        const seen = readsActivations
+        const seen = denseReadsActivations
           ? await gatherStats(layer, block, dense.statistics, 'dense pass', true, dense.cosine)
           : { stats: new Map() as StatsByRole, cosineSum: 0, tokens: 0 };
         const result = await dense.score(layer, block, seen);
@@ -262,12 +269,12 @@ export async function prunePipeline<Plan>(model: CausalLM, windows: readonly (re
   const advanceDense = dense?.advanceDense ?? false;
 
   // 2. The pruning pass: finished blocks come from the checkpoint and are replayed.
-  await embedAll();
+  if (!dataFree) await embedAll();
   const reports: BlockReport[] = [];
   for (let layer = 0; layer < finished; layer++) {
     const report = readJson<BlockReport>(file('layer', layer));
     reports.push(report);
-    if (report.removed || finished === numLayers) continue;
+    if (report.removed || finished === numLayers || dataFree) continue;
     emit({ kind: 'stage', layer, layers: numLayers, stage: 'replay', done: 0, total: chunks.length });
     await replay(layer, advanceDense ? undefined : loadBlock(file('layer', layer, 'safetensors')));
   }
@@ -288,8 +295,9 @@ export async function prunePipeline<Plan>(model: CausalLM, windows: readonly (re
     // meter watches the block it asked for, in the same pass when that is the one advancing.
     const forwardStart = performance.now();
     const meter = decision.meter;
+    if (dataFree && meter) throw new Error('internal: a data-free strategy returned a meter');
     const meterFor = (chunk: readonly number[]) => (meter && (meter.windows === undefined || chunk[0]! < meter.windows) ? meter.observe : undefined);
-    const advanceThrough = advanceDense ? 'dense' : decision.block ? 'pruned' : undefined;
+    const advanceThrough = dataFree ? undefined : advanceDense ? 'dense' : decision.block ? 'pruned' : undefined;
     if (meter && meter.on !== advanceThrough) {
       if (meter.on === 'pruned') model.setLayer(layer, decision.block!);
       await forward(layer, 'forward', false, meterFor);
@@ -301,7 +309,7 @@ export async function prunePipeline<Plan>(model: CausalLM, windows: readonly (re
     }
     meter?.finish();
     for (const matrix of decision.report.matrices) {
-      matrix.relativeError = requireFiniteNumber(matrix.relativeError, `the output error of ${matrix.name}`, model.source.path);
+      if (matrix.relativeError !== null) matrix.relativeError = requireFiniteNumber(matrix.relativeError, `the output error of ${matrix.name}`, model.source.path);
     }
     const forwardSeconds = (performance.now() - forwardStart) / 1000;
 

@@ -21,8 +21,11 @@ export interface MatrixReport {
   cols: number;
   /** Share of the original weights that are now zero or removed. */
   sparsity: number;
-  /** ‖X(W − Ŵ)ᵀ‖² / ‖XWᵀ‖² on the calibration inputs the method's meter saw. */
-  relativeError: number;
+  /**
+   * ‖X(W − Ŵ)ᵀ‖² / ‖XWᵀ‖² on the calibration inputs the method's meter saw; null when not measured
+   * (data-free methods such as magnitude run no forward pass, so there are no inputs X).
+   */
+  relativeError: number | null;
   seconds: number;
   method: Record<string, number | string | boolean | number[]>;
 }
@@ -133,7 +136,8 @@ export function parseRunRecord(value: unknown, file: string): RunRecord {
       for (const key of Object.keys(object(budget.details, 'field "details"'))) number(budget.details as Json, key);
     }
     for (const matrix of array(layer, 'matrices')) {
-      for (const key of ['rows', 'cols', 'sparsity', 'relativeError', 'seconds']) number(matrix, key);
+      for (const key of ['rows', 'cols', 'sparsity', 'seconds']) number(matrix, key);
+      if (matrix.relativeError !== null) number(matrix, 'relativeError');
       if (typeof matrix.role !== 'string') fail('a matrix report lacks its role');
     }
   }

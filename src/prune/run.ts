@@ -10,8 +10,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { checkCalibrationFits, describeCalibration, drawCalibration } from '../data/calibration.js';
-import { describeCorpus, parseCorpusSpec } from '../data/corpora.js';
+import { DEFAULT_CALIBRATION, parseCalibrationSource, prepareCalibration, type CalibrationRequest, type PreparedCalibration } from '../data/calibration.js';
 import { resolveDataDir } from '../data/datadir.js';
 import { exportGguf, ggufUnsupported } from '../export/gguf-writer.js';
 import { exportHfFolder, type ExportDtype, type SparseExport } from '../export/hf-folder.js';
@@ -25,14 +24,16 @@ import { CHECKPOINT_DIR, runFingerprint } from './checkpoint.js';
 import { OutputFolder } from './output-folder.js';
 import type { SparsityTarget } from './method.js';
 import { findMethod } from './methods/index.js';
+import type { RecipeSource } from './recipe.js';
+import { selectLinears, type Selection } from './selection.js';
 import { prunePipeline, type MethodOptions, type PipelineEvent, type PruneStrategy } from './pipeline.js';
 import { RUN_RECORD_VERSION, writeRunRecord, type RunRecord, type RunSummary } from './record.js';
 import { projectionRole, PROJECTIONS, structureOf } from './structured/geometry.js';
 import type { StructuredMethod } from './structured/method.js';
 import { structuredStrategy } from './structured/strategy.js';
-import { unstructuredStrategy, validateUnstructured } from './unstructured.js';
 import { findProfile, type SparsityProfileName } from './budgets.js';
 import { findRefiner } from './refine.js';
+import { isDataFree, unstructuredStrategy, validateUnstructured } from './unstructured.js';
 
 export type SaveFormat = 'dense' | 'sparse';
 
@@ -44,13 +45,16 @@ export interface PruneSettings {
   method: string;
   target: PruneTarget;
   methodOptions: MethodOptions;
-  /** How an unstructured sparsity is spread over the layers (default uniform; see ./budgets.ts). */
-  sparsityProfile?: SparsityProfileName;
-  /** Mask refinement after an unstructured or N:M method ('dsnot'). */
-  refine?: string;
   /** Roles of the linear layers to prune in each block (unstructured; default: all). */
   roles?: readonly string[];
-  calibration: { corpus: string; nsamples: number; seqlen?: number; seed: number };
+  /** llm-compressor-style names, `re:` patterns or class names of what to prune and what to leave (./selection.ts). */
+  targets?: readonly string[];
+  ignore?: readonly string[];
+  /** Sparsity of each block, from a recipe's per-layer list (unstructured; `target` then holds their mean). */
+  layerSparsity?: readonly number[];
+  /** The recipe the method, target and selections came from, for the record. */
+  recipe?: RecipeSource;
+  calibration: CalibrationRequest;
   dataDir?: string;
   out: string;
   /** Continue from DIR/.topiary-checkpoint (made with the same settings) instead of starting afresh. */
@@ -72,6 +76,10 @@ export interface PruneSettings {
    */
   saveFormat?: SaveFormat;
   onEvent?: (event: PipelineEvent | { kind: 'calibration'; windows: number; notes: string[] } | { kind: 'export-warning'; message: string }) => void;
+  /** How an unstructured sparsity is spread over the layers (default uniform; see ./budgets.ts). */
+  sparsityProfile?: SparsityProfileName;
+  /** Mask refinement after an unstructured or N:M method ('dsnot'). */
+  refine?: string;
 }
 
 export function describeTarget(target: PruneTarget): string {
@@ -83,16 +91,6 @@ export function describeTarget(target: PruneTarget): string {
     case 'structured':
       return `ratio ${target.ratio} structured`;
   }
-}
-
-/** The roles to prune: all the family has, or the requested ones, each known and named once. */
-export function selectRoles(model: CausalLM, requested: readonly string[] | undefined): readonly string[] {
-  if (!requested) return model.roles;
-  const unknown = requested.find((role) => !model.roles.includes(role));
-  if (unknown !== undefined) throw new UsageError(`unknown layer "${unknown}" for the ${model.family.name} family (choose from ${model.roles.join(', ')})`);
-  const repeated = requested.find((role, i) => requested.indexOf(role) !== i);
-  if (repeated !== undefined) throw new UsageError(`layer "${repeated}" is named twice in --layers`);
-  return requested;
 }
 
 /**
@@ -118,16 +116,20 @@ function checkStructuredOutput(model: CausalLM, method: StructuredMethod, option
   }
 }
 
-/** The method's strategy for this model, once every check that can fail has passed. */
-function strategyFor(model: CausalLM, settings: PruneSettings, errorWindows: number, windowLength: number): { strategy: PruneStrategy; roles?: readonly string[] } {
+/**
+ * The method's strategy for this model, once every check that can fail has passed: whether it
+ * reads calibration data at all, and the strategy itself, built once the windows' length is known
+ * (DSnoT's threshold is on the scale of one window's sum).
+ */
+function strategyFor(model: CausalLM, settings: PruneSettings, errorWindows: number): { dataFree: boolean; build: (windowLength: number) => PruneStrategy; selection?: Selection } {
   const found = findMethod(settings.method);
   const { target, methodOptions } = settings;
   if (found.kind === 'structured') {
     const method = found.method;
-    if (settings.sparsityProfile || settings.refine) throw new UsageError(`--sparsity-profile and --refine are for the unstructured and N:M methods, not ${method.name}`);
     if (target.kind !== 'structured') throw new UsageError(`${method.name} is structured: give --ratio R, not --sparsity/--pattern`);
     if (!(target.ratio >= 0 && target.ratio < 1)) throw new UsageError(`--ratio must be a number in [0, 1), got ${target.ratio}`);
-    if (settings.roles) throw new UsageError('--layers is for unstructured and N:M pruning');
+    if (settings.roles || settings.targets || settings.ignore || settings.layerSparsity) throw new UsageError('--layers, --targets, --ignore and per-layer sparsities are for unstructured and N:M pruning');
+    if (settings.sparsityProfile || settings.refine) throw new UsageError(`--sparsity-profile and --refine are for the unstructured and N:M methods, not ${method.name}`);
     const unknown = Object.keys(methodOptions).filter((key) => !Object.hasOwn(method.options, key));
     if (unknown.length > 0) {
       const accepted = Object.keys(method.options).length > 0 ? `it accepts ${Object.keys(method.options).join(', ')}` : 'it takes no options';
@@ -136,17 +138,25 @@ function strategyFor(model: CausalLM, settings: PruneSettings, errorWindows: num
     const reason = method.invalidOptions(methodOptions);
     if (reason) throw new UsageError(`${method.name}: ${reason}`);
     checkStructuredOutput(model, method, methodOptions);
-    return { strategy: structuredStrategy(model, method, target.ratio, methodOptions) };
+    const strategy = structuredStrategy(model, method, target.ratio, methodOptions);
+    return { dataFree: strategy.dataFree === true, build: () => strategy };
   }
   const method = found.method;
   if (target.kind === 'structured') throw new UsageError(`--ratio is for the structured methods; ${method.name} takes --sparsity P or --pattern N:M`);
-  const roles = selectRoles(model, settings.roles);
-  const budgets = {
+  const selection = selectLinears(model, settings);
+  const refiner = settings.refine ? findRefiner(settings.refine) : undefined;
+  const request = {
+    method,
+    target,
+    methodOptions,
+    roles: selection.roles,
+    layerRoles: selection.layerRoles,
+    ...(settings.layerSparsity ? { layerSparsity: settings.layerSparsity } : {}),
     ...(settings.sparsityProfile ? { profile: findProfile(settings.sparsityProfile) } : {}),
-    ...(settings.refine ? { refine: { refiner: findRefiner(settings.refine), windowLength } } : {}),
   };
-  validateUnstructured(model, { method, target, methodOptions, roles, ...budgets });
-  return { strategy: unstructuredStrategy(model, { method, target, methodOptions, roles, errorWindows, ...budgets }), roles };
+  const withRefiner = (windowLength: number) => ({ ...request, ...(refiner ? { refine: { refiner, windowLength } } : {}) });
+  validateUnstructured(model, withRefiner(0));
+  return { dataFree: isDataFree(withRefiner(0)), build: (windowLength) => unstructuredStrategy(model, { ...withRefiner(windowLength), errorWindows }), selection };
 }
 
 /** Whether every kept block has the same shapes and only the biases the original has: what a Hugging Face config can describe. */
@@ -168,7 +178,7 @@ function fitsHuggingFace(pruned: ModelSource, original: ModelSource): boolean {
 export async function pruneModel(settings: PruneSettings): Promise<RunSummary> {
   const started = performance.now();
   findMethod(settings.method);
-  parseCorpusSpec(settings.calibration.corpus);
+  if (settings.calibration.corpus !== undefined) parseCalibrationSource(settings.calibration.corpus);
   if (settings.saveFormat === 'sparse' && settings.target.kind === 'structured') {
     throw new UsageError('--save-format sparse is for unstructured and N:M pruning (structured pruning removes weights instead of zeroing them)');
   }
@@ -181,36 +191,59 @@ export async function pruneModel(settings: PruneSettings): Promise<RunSummary> {
   }
 }
 
-async function pruneInto(output: OutputFolder, settings: PruneSettings, started: number): Promise<RunSummary> {
-  const corpus = parseCorpusSpec(settings.calibration.corpus);
-  const model = await loadModel(settings.model);
-  const errorWindows = settings.errorWindows ?? Math.max(1, Math.min(8, Math.round(settings.calibration.nsamples / 16)));
-  const seqlen = settings.calibration.seqlen ?? Math.min(2048, model.config.maxPositionEmbeddings);
-  if (seqlen > model.config.maxPositionEmbeddings) {
-    throw new UsageError(`--seqlen ${seqlen} exceeds the model's context (${model.config.maxPositionEmbeddings})`);
+/**
+ * The run's calibration windows, or none for a data-free strategy (magnitude), which then needs no
+ * data folder, no corpus and no tokenizer: flags about calibration are noted as unused.
+ */
+function calibrationFor(model: CausalLM, settings: PruneSettings, dataFree: boolean): PreparedCalibration {
+  const request = settings.calibration;
+  if (!dataFree) {
+    const facts = { tokenizer: () => model.tokenizer, vocabSize: model.config.vocabSize, maxPositions: model.config.maxPositionEmbeddings, hiddenSize: model.config.hiddenSize };
+    return prepareCalibration(facts, request, () => resolveDataDir(settings.dataDir));
   }
-  const { strategy, roles } = strategyFor(model, settings, errorWindows, seqlen);
-  checkCalibrationFits(settings.calibration.nsamples, seqlen, model.config.hiddenSize);
-  const dataDir = corpus.kind === 'text' ? '' : resolveDataDir(settings.dataDir);
-  const out = output.dir;
-  const checkpointDir = path.join(out, CHECKPOINT_DIR);
-  const calibrationSettings = { corpus: describeCorpus(corpus), nsamples: settings.calibration.nsamples, seqlen, seed: settings.calibration.seed };
-  const batchWindows = settings.batchWindows ?? 4;
+  if (request.save) throw new UsageError(`--save-calibration: ${settings.method} uses no calibration windows (it decides from the weights alone)`);
+  const given = request.corpus !== undefined || request.nsamples !== undefined || request.seqlen !== undefined;
+  const notes = given ? [`${settings.method} decides from the weights alone: the calibration settings were not used`] : [];
+  return { windows: [], settings: { used: false }, description: { windows: 0, notes }, notes };
+}
+
+/** What topiary.json and the checkpoint fingerprint record about the selection: the request and the roles it came to. */
+function selectionRecord(settings: PruneSettings, selection: Selection): Record<string, unknown> {
+  return {
+    roles: selection.roles,
+    ...(settings.targets ? { targets: settings.targets } : {}),
+    ...(settings.ignore ? { ignore: settings.ignore } : {}),
+    ...(settings.targets || settings.ignore ? { layerRoles: selection.layerRoles } : {}),
+    ...(settings.layerSparsity ? { layerSparsity: settings.layerSparsity } : {}),
+  };
+}
+
+async function pruneInto(output: OutputFolder, settings: PruneSettings, started: number): Promise<RunSummary> {
+  const model = await loadModel(settings.model);
+  const nsamples = settings.calibration.nsamples ?? DEFAULT_CALIBRATION.nsamples;
+  const errorWindows = settings.errorWindows ?? Math.max(1, Math.min(8, Math.round(nsamples / 16)));
+  const { dataFree, build, selection } = strategyFor(model, settings, errorWindows);
+  const selectionSettings = selection ? selectionRecord(settings, selection) : {};
+  const calibration = calibrationFor(model, settings, dataFree);
+  const strategy = build(calibration.windows[0]?.length ?? 0);
   const budgetSettings = {
     ...(settings.sparsityProfile && settings.sparsityProfile !== 'uniform' ? { sparsityProfile: settings.sparsityProfile } : {}),
     ...(settings.refine ? { refine: settings.refine } : {}),
   };
+  const out = output.dir;
+  const checkpointDir = path.join(out, CHECKPOINT_DIR);
+  const calibrationSettings = calibration.settings;
+  const batchWindows = settings.batchWindows ?? 4;
   const fingerprint = runFingerprint(model.source.path, {
     method: settings.method,
     target: settings.target,
     options: settings.methodOptions,
+    ...selectionSettings,
     ...budgetSettings,
-    ...(roles ? { roles } : {}),
     calibration: calibrationSettings,
     batchWindows,
   });
 
-  const calibration = drawCalibration(model.tokenizer, { ...calibrationSettings, corpus }, dataDir);
   settings.onEvent?.({ kind: 'calibration', windows: calibration.windows.length, notes: calibration.notes });
 
   const result = await prunePipeline(model, calibration.windows, strategy, {
@@ -294,16 +327,17 @@ async function pruneInto(output: OutputFolder, settings: PruneSettings, started:
         ? { ratioDefinition: 'fraction of the parameters of the decoder blocks (projections, norms, biases) removed; embeddings and head untouched' }
         : {}),
       methodOptions: settings.methodOptions,
+      ...selectionSettings,
       ...budgetSettings,
-      ...(roles ? { roles } : {}),
+      ...(settings.recipe ? { recipe: settings.recipe } : {}),
       calibration: calibrationSettings,
       batchWindows,
-      ...(structured ? {} : { errorWindows }),
+      ...(structured || strategy.dataFree ? {} : { errorWindows }),
       dtype: format === 'gguf' && dtype !== 'F32' ? 'F16' : dtype,
       saveFormat: settings.saveFormat ?? 'dense',
       resumed: settings.resume,
     },
-    calibration: describeCalibration(calibration),
+    calibration: calibration.description,
     environment: environmentInfo(model.backend),
     output: { format, files: files.map((file) => path.basename(file)), bytes, warnings, ...(sparse ? { sparse } : {}) },
     layers: result.reports,

@@ -4,6 +4,11 @@
  * that measures each pruned matrix's relative output error ‖X(W − Ŵ)ᵀ‖² / ‖XWᵀ‖² on the inputs
  * the pruned block actually sees, over the first `errorWindows` windows (two extra GEMMs per
  * matrix and window: on every window they would cost more than the forward pass itself).
+ *
+ * A method that needs no statistics (magnitude), with no refinement and no profile that reads
+ * activations, makes the strategy data-free: the error meter is the only other reader of the
+ * activations, and measuring it would cost every forward pass of the run, so the error is recorded
+ * as not measured (null) and no calibration data is read.
  */
 import type { CausalLM, InputObserver, Linear } from '../model/causal-lm.js';
 import { UsageError } from '../util/errors.js';
@@ -20,6 +25,10 @@ export interface UnstructuredRequest {
   methodOptions: MethodOptions;
   /** Roles of the linear layers to prune in every block. */
   roles: readonly string[];
+  /** Roles pruned in each block when --targets/--ignore select differently per block (each a subset of `roles`). */
+  layerRoles?: readonly (readonly string[])[];
+  /** Sparsity of each block (a recipe's per-layer list), instead of the target's one sparsity. */
+  layerSparsity?: readonly number[];
   /** Windows on which each pruned matrix's output error is measured (the first ones). */
   errorWindows: number;
   /** How the sparsity is spread over the layers (absent: uniform). */
@@ -28,11 +37,31 @@ export interface UnstructuredRequest {
   refine?: { refiner: Refiner; windowLength: number };
 }
 
+/** The roles pruned in block `layer` and the target they are pruned to. */
+function blockPlan(request: Omit<UnstructuredRequest, 'errorWindows'>, layer: number): { roles: readonly string[]; target: SparsityTarget } {
+  const sparsity = request.layerSparsity?.[layer];
+  return {
+    roles: request.layerRoles?.[layer] ?? request.roles,
+    target: sparsity === undefined ? request.target : { kind: 'unstructured', sparsity },
+  };
+}
+
+const nonUniform = (profile: SparsityProfile | undefined): boolean => profile !== undefined && profile.name !== 'uniform';
+
+/** Whether the run reads no activations at all: no statistics for the method, a refiner or the profile. */
+export function isDataFree(request: Omit<UnstructuredRequest, 'errorWindows'>): boolean {
+  return request.method.needs.length === 0 && !request.refine && !(nonUniform(request.profile) && request.profile!.needsActivations);
+}
+
 /** Refuses impossible requests before any work: bad targets, widths N:M can't divide, unsupported combinations. */
 export function validateUnstructured(model: CausalLM, request: Omit<UnstructuredRequest, 'errorWindows'>): void {
   const { method, target, methodOptions, roles, profile } = request;
   const refiner = request.refine?.refiner;
   validateTarget(target);
+  if (request.layerSparsity && target.kind !== 'unstructured') throw new UsageError('per-layer sparsities are for unstructured targets, not N:M');
+  if (request.layerSparsity && request.layerSparsity.length !== model.numLayers) {
+    throw new UsageError(`${request.layerSparsity.length} per-layer sparsities given for a model of ${model.numLayers} layers`);
+  }
   const options = { ...method.options, ...profile?.options, ...refiner?.options };
   const unknown = Object.keys(methodOptions).filter((key) => !Object.hasOwn(options, key));
   if (unknown.length > 0) {
@@ -45,6 +74,10 @@ export function validateUnstructured(model: CausalLM, request: Omit<Unstructured
   if (profile && profile.name !== 'uniform' && target.kind === 'nm') {
     throw new UsageError(`--sparsity-profile ${profile.name} needs --sparsity P: an N:M pattern fixes every layer's sparsity at N/M`);
   }
+  const selectionVaries = request.layerRoles?.some((layerRoles) => layerRoles.join() !== roles.join()) ?? false;
+  if (nonUniform(profile) && (request.layerSparsity || selectionVaries)) {
+    throw new UsageError(`--sparsity-profile ${profile!.name} spreads one sparsity over the same matrices in every layer; it cannot be combined with per-layer sparsities or selections that differ per layer`);
+  }
   profileOptions(methodOptions);
   refiner?.checkOptions(methodOptions);
   if (refiner && methodOptions.permute === true) {
@@ -52,9 +85,11 @@ export function validateUnstructured(model: CausalLM, request: Omit<Unstructured
   }
   if (roles.length === 0) throw new UsageError('no linear layers selected for pruning');
   for (let layer = 0; layer < model.numLayers; layer++) {
-    for (const role of roles) {
+    const planned = blockPlan(request, layer);
+    validateTarget(planned.target);
+    for (const role of planned.roles) {
       const [, cols] = model.source.shape(`${model.linearName(layer, role)}.weight`) as [number, number];
-      validateTarget(target, cols, model.linearName(layer, role));
+      validateTarget(planned.target, cols, model.linearName(layer, role));
     }
   }
 }
@@ -88,14 +123,17 @@ function budgetPass(model: CausalLM, request: UnstructuredRequest, profile: Spar
 }
 
 export function unstructuredStrategy(model: CausalLM, request: UnstructuredRequest): PruneStrategy<BudgetPlan> {
-  const { method, target, methodOptions, roles, profile, refine } = request;
-  const pruned = new Set(roles);
+  const { method, methodOptions, profile, refine } = request;
   const kinds = new Set([...method.needs, ...(refine?.refiner.needs ?? [])]);
+  const dataFree = isDataFree(request);
   return {
-    statistics: { roles: kinds.size > 0 ? pruned : new Set(), kinds },
+    statistics: { roles: kinds.size > 0 ? new Set(request.roles) : new Set(), kinds },
+    dataFree,
     ...(profile && profile.name !== 'uniform' ? { densePass: budgetPass(model, request, { ...profile, name: profile.name }) } : {}),
 
     async decide({ layer, dense, stats, plan }) {
+      const { roles, target } = blockPlan(request, layer);
+      const pruned = new Set(roles);
       const linears = { ...dense.linears };
       const matrices: MatrixReport[] = [];
       const budget = plan?.layers[layer];
@@ -118,12 +156,14 @@ export function unstructuredStrategy(model: CausalLM, request: UnstructuredReque
           rows: lin.outFeatures,
           cols: lin.inFeatures,
           sparsity: zeros / result.weight.length,
-          relativeError: 0,
+          relativeError: dataFree ? null : 0,
           seconds: (performance.now() - started) / 1000,
           method: result.report,
         });
       }
 
+      const report = { matrices, ...(budget ? { budget: budget.budget } : {}) };
+      if (dataFree) return { block: { ...dense, linears }, report };
       const errorEnergy = new Map<string, number>();
       const denseEnergy = new Map<string, number>();
       const observe: InputObserver = async (group, input, rows) => {
@@ -138,7 +178,7 @@ export function unstructuredStrategy(model: CausalLM, request: UnstructuredReque
       const finish = () => {
         for (const matrix of matrices) matrix.relativeError = errorEnergy.get(matrix.role)! / Math.max(denseEnergy.get(matrix.role)!, Number.MIN_VALUE);
       };
-      return { block: { ...dense, linears }, report: { matrices, ...(budget ? { budget: budget.budget } : {}) }, meter: { on: 'pruned', windows: request.errorWindows, observe, finish } };
+      return { block: { ...dense, linears }, report, meter: { on: 'pruned', windows: request.errorWindows, observe, finish } };
     },
   };
 }

@@ -115,7 +115,7 @@ function sparsityCharts(comparison: Comparison): string[] {
 
 /** Shared colour scale for relative errors across runs: log10 between the smallest and largest positive error. */
 function errorScale(runs: readonly Run[]): { scale: (v: number) => number; ticks: number[] } {
-  const errors = runs.flatMap((run) => run.prune?.layers.flatMap((l) => l.matrices.map((m) => m.relativeError)) ?? []).filter((e) => e > 0);
+  const errors = runs.flatMap((run) => run.prune?.layers.flatMap((l) => l.matrices.map((m) => m.relativeError ?? 0)) ?? []).filter((e) => e > 0);
   if (errors.length === 0) return { scale: () => 0, ticks: [0] };
   let lo = Math.floor(Math.log10(Math.min(...errors)));
   let hi = Math.ceil(Math.log10(Math.max(...errors)));
@@ -124,13 +124,13 @@ function errorScale(runs: readonly Run[]): { scale: (v: number) => number; ticks
   return { scale: (v) => (v <= 0 ? 0 : (Math.log10(v) - lo) / (hi - lo)), ticks };
 }
 
-function matrixGrid(run: Run, pick: (m: { sparsity: number; relativeError: number }) => number): { roles: string[]; values: (number | undefined)[][] } {
+function matrixGrid(run: Run, pick: (m: { sparsity: number; relativeError: number | null }) => number | null): { roles: string[]; values: (number | undefined)[][] } {
   const layers = run.prune!.layers;
   const present = new Set(layers.flatMap((l) => l.matrices.map((m) => m.role)));
   const roles = [...ROLE_ORDER.filter((r) => present.has(r)), ...[...present].filter((r) => !ROLE_ORDER.includes(r))];
   const values = layers.map((layer) => roles.map((role) => {
     const matrix = layer.matrices.find((m) => m.role === role);
-    return matrix ? pick(matrix) : undefined;
+    return matrix ? (pick(matrix) ?? undefined) : undefined;
   }));
   return { roles, values };
 }
@@ -187,6 +187,7 @@ function runSection(run: Run, errors: ReturnType<typeof errorScale>): string {
   const error = matrixGrid(run, (m) => m.relativeError);
   // A layer budget (--sparsity-profile) adds the layer's target beside its matrices and a chart of the scores behind it.
   const budgeted = layers.some((l) => l.budget);
+  const measured = layers.some((l) => l.matrices.some((m) => m.relativeError !== null));
   const charts = [
     heatmap({
       title: budgeted ? 'Sparsity per layer × matrix (target: the layer budget)' : 'Sparsity per layer × matrix',
@@ -198,15 +199,17 @@ function runSection(run: Run, errors: ReturnType<typeof errorScale>): string {
       legendTicks: [0, 0.25, 0.5, 0.75, 1],
     }),
     ...(budgeted ? [budgetScores(layers)] : []),
-    heatmap({
-      title: 'Relative output error ‖X(W−Ŵ)ᵀ‖²/‖XWᵀ‖²',
-      rowLabels: layerLabels.map((l) => `layer ${l}`),
-      columnLabels: error.roles,
-      values: error.values,
-      scale: errors.scale,
-      format: (v) => v.toExponential(1),
-      legendTicks: errors.ticks,
-    }),
+    measured
+      ? heatmap({
+          title: 'Relative output error ‖X(W−Ŵ)ᵀ‖²/‖XWᵀ‖²',
+          rowLabels: layerLabels.map((l) => `layer ${l}`),
+          columnLabels: error.roles,
+          values: error.values,
+          scale: errors.scale,
+          format: (v) => v.toExponential(1),
+          legendTicks: errors.ticks,
+        })
+      : `<p class="note">Relative output error not measured: ${esc(run.prune!.method)} decides from the weights alone and ran no calibration pass.</p>`,
     stackedBars({
       title: 'Time per layer',
       categories: layerLabels,

@@ -1,4 +1,7 @@
+import { readRecipe } from '../../prune/recipe.js';
 import { describeTarget, pruneModel, type PruneSettings, type PruneTarget } from '../../prune/run.js';
+import { parseNameList } from '../../prune/selection.js';
+import { findProfile } from '../../prune/budgets.js';
 import { UsageError } from '../../util/errors.js';
 import { explainInterruptedPrune } from '../interrupt.js';
 import { Progress } from '../progress.js';
@@ -43,6 +46,66 @@ export function parseMethodOptions(entries: readonly string[], permute: boolean)
   }
   if (permute) options.permute = true;
   return options;
+}
+
+/** The prune flags that say what to prune and how; a recipe may stand for some of them. */
+export interface WhatToPrune {
+  method: string | undefined;
+  sparsity: unknown;
+  pattern: unknown;
+  ratio: unknown;
+  options: readonly string[];
+  permute: boolean;
+  layers: string | undefined;
+  targets: string | undefined;
+  ignore: string | undefined;
+  recipe: string | undefined;
+  sparsityProfile: string | undefined;
+}
+
+type Resolved = Pick<PruneSettings, 'method' | 'target' | 'methodOptions' | 'roles' | 'targets' | 'ignore' | 'layerSparsity' | 'recipe' | 'sparsityProfile'>;
+
+/**
+ * The method, target, options and selections from the flags, or from `--recipe` plus the flags it
+ * leaves open. A setting comes from one place: a flag that repeats what the recipe sets is refused
+ * (the same --method excepted), so no run quietly prefers one over the other.
+ */
+export function resolveWhatToPrune(flags: WhatToPrune): Resolved {
+  const methodOptions = parseMethodOptions(flags.options, flags.permute);
+  const selections = {
+    ...(flags.layers !== undefined ? { roles: flags.layers.split(',').map((s) => s.trim()) } : {}),
+    ...(flags.targets !== undefined ? { targets: parseNameList(flags.targets, '--targets') } : {}),
+    ...(flags.ignore !== undefined ? { ignore: parseNameList(flags.ignore, '--ignore') } : {}),
+  };
+  const profile = flags.sparsityProfile !== undefined ? { sparsityProfile: findProfile(flags.sparsityProfile).name } : {};
+  if (flags.recipe === undefined) {
+    if (typeof flags.method !== 'string' || flags.method === '') throw new UsageError('--method is required (or --recipe FILE)');
+    return { method: flags.method, target: parseTarget(flags.sparsity, flags.pattern, flags.ratio), methodOptions, ...selections, ...profile };
+  }
+  const recipe = readRecipe(flags.recipe);
+  const { modifier } = recipe.source;
+  if (flags.method !== undefined && flags.method !== recipe.method) throw new UsageError(`--method ${flags.method} contradicts the recipe's ${modifier} (${recipe.method})`);
+  const given = (['sparsity', 'pattern', 'ratio'] as const).find((flag) => flags[flag] !== undefined);
+  if (given) throw new UsageError(`--${given} with --recipe: the recipe's sparsity and mask_structure set the target`);
+  for (const key of ['targets', 'ignore'] as const) {
+    if (selections[key] && recipe[key]) throw new UsageError(`--${key} with --recipe, whose ${modifier} sets ${key} too: give them in one place`);
+  }
+  const repeated = Object.keys(recipe.methodOptions).find((key) => Object.hasOwn(methodOptions, key));
+  if (repeated) throw new UsageError(`--option ${repeated} with --recipe, whose ${modifier} sets it too: give it in one place`);
+  if (recipe.sparsityProfile !== undefined && flags.sparsityProfile !== undefined) {
+    throw new UsageError(`--sparsity-profile with --recipe, whose ${modifier} sets sparsity_profile too: give it in one place`);
+  }
+  return {
+    method: recipe.method,
+    target: recipe.target,
+    methodOptions: { ...methodOptions, ...recipe.methodOptions },
+    ...selections,
+    ...(recipe.targets ? { targets: recipe.targets } : {}),
+    ...(recipe.ignore ? { ignore: recipe.ignore } : {}),
+    ...(recipe.layerSparsity ? { layerSparsity: recipe.layerSparsity } : {}),
+    ...(recipe.sparsityProfile !== undefined ? { sparsityProfile: findProfile(recipe.sparsityProfile).name } : profile),
+    recipe: recipe.source,
+  };
 }
 
 export async function pruneCommand(settings: Omit<PruneSettings, 'onEvent'>, json: boolean): Promise<void> {

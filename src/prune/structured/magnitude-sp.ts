@@ -2,7 +2,8 @@
  * magnitude-sp: a unit is worth the total magnitude Σ|W| of every weight it owns (a kv group: its q,
  * k, v rows and output-projection columns; an MLP channel: its gate and up rows, or its plain up
  * row, and its down column). No calibration statistics decide anything; no compensation. Every
- * layer loses the same share.
+ * layer loses the same share. Data-free: the run reads no calibration data and runs no forward
+ * pass.
  */
 import { channelRows, groupChannels, groupRows, selectColumns, type OwnedRows } from './geometry.js';
 import type { StructuredMethod } from './method.js';
@@ -12,6 +13,7 @@ export const magnitudeSp: StructuredMethod = {
   name: 'magnitude-sp',
   description: 'structured magnitude: removes the kv groups and MLP channels with the smallest total |W|',
   addsBias: false,
+  dataFree: true,
   options: {},
   needs: () => [],
   allocation: () => 'uniform',

@@ -58,6 +58,12 @@ export interface StructuredMethod {
    * Hugging Face config cannot express them, so such results (like uneven layers) are written as GGUF.
    */
   readonly addsBias: boolean;
+  /**
+   * Scores and compensation read the weights alone (magnitude-sp): the run then gathers no
+   * statistics and runs no forward pass, and the output errors are recorded as not measured.
+   * Only for uniform allocation without layer removal, which need no dense pass either.
+   */
+  readonly dataFree?: boolean;
   /** Share of the target removed by dropping whole layers (COMP's coarse stage), 0 for none. */
   layerShare(options: MethodOptions): number;
   /** Null if the options are valid, else why not. */

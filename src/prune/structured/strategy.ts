@@ -16,7 +16,8 @@
  *
  * For every pruned output projection the error ‖Y − Ŷ‖² / ‖Y‖² on the block's calibration inputs
  * is measured three ways: columns dropped with no compensation, with FLAP's bias compensation, and
- * as the method left it — the evidence that compensation helps.
+ * as the method left it — the evidence that compensation helps. A data-free method (magnitude-sp)
+ * measures nothing: the errors would cost every forward pass of the run.
  */
 import type { Block, CausalLM, Linear } from '../../model/causal-lm.js';
 import type { LinearStats, StatKind } from '../method.js';
@@ -116,7 +117,10 @@ export function structuredStrategy(model: CausalLM, method: StructuredMethod, ra
   const outputInputs: StatRequest = { roles: new Set(PROJECTIONS.map(roleOf)), kinds };
   const paramsPerLayer = Array.from({ length: numLayers }, (_, layer) => sourceBlockParams(model, layer));
   const paramsBefore = paramsPerLayer.reduce((a, b) => a + b, 0);
-  const blockStats = (stats: ReadonlyMap<string, LinearStats>): BlockStats => ({ attention: stats.get(roleOf('o'))!, mlp: stats.get(roleOf('down'))! });
+  const dataFree = method.dataFree === true;
+  if (dataFree && (method.allocation(options) !== 'uniform' || method.layerShare(options) !== 0)) throw new Error(`internal: ${method.name} is data-free but plans over the dense model`);
+  const noStats: LinearStats = { rows: 0 };
+  const blockStats = (stats: ReadonlyMap<string, LinearStats>): BlockStats => ({ attention: stats.get(roleOf('o')) ?? noStats, mlp: stats.get(roleOf('down')) ?? noStats });
 
   const contextFor = (layer: number, dense: Block, stats: BlockStats): LayerContext => ({
     layer,
@@ -146,7 +150,7 @@ export function structuredStrategy(model: CausalLM, method: StructuredMethod, ra
         compensation[projection] = result.report;
       }
       const stats = projection === 'o' ? context.attention : context.mlp;
-      meters[projection] = new ErrorMeter(lin, cols, [selectColumns(lin, cols), biasCompensation(lin, cols, stats).linear, outputs[projection]]);
+      if (!dataFree) meters[projection] = new ErrorMeter(lin, cols, [selectColumns(lin, cols), biasCompensation(lin, cols, stats).linear, outputs[projection]]);
     }
     const removedGroups = [...scores.groups.keys()].filter((i) => !kept.groups.includes(i));
     const keptChannels = new Set(kept.channels);
@@ -169,7 +173,7 @@ export function structuredStrategy(model: CausalLM, method: StructuredMethod, ra
         rows: lin.outFeatures,
         cols: lin.inFeatures,
         sparsity: 1 - keptColumns[projection].length / lin.inFeatures,
-        relativeError: 0,
+        relativeError: dataFree ? null : 0,
         seconds: 0,
         method: {},
       };
@@ -190,7 +194,7 @@ export function structuredStrategy(model: CausalLM, method: StructuredMethod, ra
         structure.errors = errors;
       },
     };
-    return { block: shrinkLayer(dense, g, kept, outputs), report: { matrices, structure }, meter };
+    return { block: shrinkLayer(dense, g, kept, outputs), report: { matrices, structure }, ...(dataFree ? {} : { meter }) };
   };
 
   if (method.allocation(options) === 'global') {
@@ -231,7 +235,8 @@ export function structuredStrategy(model: CausalLM, method: StructuredMethod, ra
   const share = method.layerShare(options);
   const withoutRemoval = share === 0 ? uniformPlan(new Set(), []) : undefined;
   const strategy: PruneStrategy<Plan> = {
-    statistics: outputInputs,
+    statistics: dataFree ? { roles: new Set(), kinds } : outputInputs,
+    dataFree,
     async decide({ layer, dense, stats, plan }) {
       const uniform = plan ?? withoutRemoval;
       if (uniform?.kind !== 'uniform') throw new Error('internal: the uniform schedule needs its plan');
