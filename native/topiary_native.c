@@ -444,6 +444,22 @@ static void attention_task(const AttentionPlan *plan, long task, const Attention
   }
 }
 
+/* Runs `worker(argument)` on `threads` threads, this one included (at most 64; fewer if a thread
+ * cannot be created); false if any of them returned NULL (out of memory). */
+static bool run_on_threads(void *(*worker)(void *), void *argument, int threads) {
+  if (threads > 64) threads = 64;
+  pthread_t helpers[64];
+  int started = 0;
+  while (started < threads - 1 && pthread_create(&helpers[started], NULL, worker, argument) == 0) started++;
+  bool ok = worker(argument) != NULL;
+  for (int i = 0; i < started; i++) {
+    void *result;
+    pthread_join(helpers[i], &result);
+    ok = ok && result != NULL;
+  }
+  return ok;
+}
+
 static void *attention_worker(void *argument) {
   AttentionPlan *plan = argument;
   const size_t stacked = (size_t)plan->heads_per_kv * ATTENTION_BLOCK, hd = (size_t)plan->head_dim;
@@ -481,17 +497,8 @@ static void run_causal_attention(Job *job) {
   int threads = blas_threads;
   if (threads < 1 || attention_flops(job) < SYNC_FLOP_THRESHOLD) threads = 1;
   if (threads > plan.tasks) threads = (int)plan.tasks;
-  if (threads > 64) threads = 64;
   openblas_set_num_threads(1);
-  pthread_t helpers[64];
-  int started = 0;
-  while (started < threads - 1 && pthread_create(&helpers[started], NULL, attention_worker, &plan) == 0) started++;
-  bool ok = attention_worker(&plan) != NULL;
-  for (int i = 0; i < started; i++) {
-    void *result;
-    pthread_join(helpers[i], &result);
-    ok = ok && result != NULL;
-  }
+  const bool ok = run_on_threads(attention_worker, &plan, threads);
   openblas_set_num_threads(blas_threads);
   if (!ok) job->out_of_memory = true;
 }
@@ -710,16 +717,7 @@ static void run_eliminate_rows(Job *job) {
   int threads = openblas_get_num_threads();
   if (threads < 1) threads = 1;
   if (threads > plan.rows) threads = plan.rows;
-  if (threads > 64) threads = 64;
-  pthread_t helpers[64];
-  int started = 0;
-  while (started < threads - 1 && pthread_create(&helpers[started], NULL, elimination_worker, &plan) == 0) started++;
-  bool ok = elimination_worker(&plan) != NULL;
-  for (int i = 0; i < started; i++) {
-    void *result;
-    pthread_join(helpers[i], &result);
-    ok = ok && result != NULL;
-  }
+  const bool ok = run_on_threads(elimination_worker, &plan, threads);
   free(subsets);
   if (!ok) job->out_of_memory = true;
   job->ok = !atomic_load(&plan.singular);
@@ -897,25 +895,20 @@ static void *parallel_range_worker(void *argument) {
   ParallelRange *work = argument;
   for (size_t begin; (begin = atomic_fetch_add(&work->next, work->grain)) < work->count;)
     work->range(work->job, begin, begin + work->grain < work->count ? begin + work->grain : work->count);
-  return NULL;
+  return work;
 }
 
 static void parallel_for(const Job *job, RangeRun range, size_t count, size_t grain) {
   int threads = openblas_get_num_threads();
   const size_t pieces = (count + grain - 1) / grain;
   if (threads > (int)pieces) threads = (int)pieces;
-  if (threads > 64) threads = 64;
   if (threads <= 1) {
     range(job, 0, count);
     return;
   }
   ParallelRange work = {.range = range, .job = job, .count = count, .grain = grain};
   atomic_init(&work.next, 0);
-  pthread_t helpers[64];
-  int started = 0;
-  while (started < threads - 1 && pthread_create(&helpers[started], NULL, parallel_range_worker, &work) == 0) started++;
-  parallel_range_worker(&work);
-  for (int i = 0; i < started; i++) pthread_join(helpers[i], NULL);
+  run_on_threads(parallel_range_worker, &work, threads);
 }
 
 /* Pieces of about this many floats: large enough that a thread's start-up is small beside them. */
