@@ -46,6 +46,7 @@ const WRITTEN: { name: string; changes?: Record<string, unknown>; arch: string; 
   { name: 'phi-gqa-legacy', arch: 'phi2', tanhGelu: true },
   { name: 'gpt_neox-parallel', arch: 'gptneox' },
   { name: 'gpt2', arch: 'gpt2' },
+  { name: 'mamba-tied', arch: 'mamba' },
 ];
 
 /** Models llama.cpp would run differently (or not at all), and the reason given. */
@@ -58,6 +59,8 @@ const REFUSED: { name: string; reason: RegExp }[] = [
   { name: 'phi3-mha-sliding', reason: /phi3 runs without its sliding window/ },
   { name: 'gpt_neox-sequential', reason: /gptneox computes GELU, not this model's relu/ },
   { name: 'opt-prenorm', reason: /llama.cpp has no architecture for opt models/ },
+  { name: 'mamba-narrow', reason: /^llama.cpp's mamba builds only an expansion factor of 2 \(d_inner = 2 × hidden\), this model has d_inner 64 for hidden 64$/ },
+  { name: 'mamba-biased-untied', reason: /mamba builds only an expansion factor of 2 .* d_inner 192 for hidden 64$/ },
 ];
 
 test('every family llama.cpp defines: the exported GGUF runs in llama.cpp with Topiary’s logits and NLL', async (t) => {

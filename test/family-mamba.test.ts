@@ -5,7 +5,8 @@
  * one pipeline, with exact sparsity on in_proj, x_proj, dt_proj and out_proj, conv1d/A_log/D
  * untouched, and the exported folders loaded by transformers with Topiary's logits; `--layers`
  * selection by role; a clear refusal of structured pruning; GGUF files as llama.cpp converts
- * Mamba (A stored as −exp(A_log), conv1d squeezed) read back to the same model.
+ * Mamba (A stored as −exp(A_log), conv1d squeezed) read back to the same model, and a pruned Mamba
+ * exported to GGUF by the CLI running in llama.cpp (node-llama-cpp) with Topiary's logits and NLL.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -14,6 +15,7 @@ import { test } from 'node:test';
 import { getBackend } from '../src/backend/index.js';
 import { ReferenceBackend } from '../src/backend/reference.js';
 import { exportHfFolder } from '../src/export/hf-folder.js';
+import { openGguf } from '../src/formats/gguf.js';
 import { openSafetensors } from '../src/formats/safetensors.js';
 import { mamba } from '../src/model/families/mamba.js';
 import { generate } from '../src/model/generate.js';
@@ -23,6 +25,7 @@ import { pruneModel } from '../src/prune/run.js';
 import { assertExactSparsity, familyCalibration, familyModels, readReference, withByteTokenizer } from './family-models.js';
 import { repoRoot, runCli, tempDir } from './helpers.js';
 import { checkAgainstFullPass } from './kv-cache-check.js';
+import { assertLlamaCppAgrees, nodeLlamaCpp } from './llama-cpp.js';
 import { assertExportsMatchTransformers, nativeBackend, PARITY_TOLERANCE, relativeDifference, type PrunedExport } from './parity.js';
 
 const { dir: modelsDir } = await familyModels();
@@ -146,4 +149,44 @@ test('GGUF files as llama.cpp converts Mamba give the Hugging Face folder\'s log
     runs.push({ label: `${name} from GGUF, exported`, out: dir });
   }
   await assertExportsMatchTransformers(runs, readReference(modelsDir, names[0]!).inputIds, getBackend());
+});
+
+/**
+ * llama.cpp quantizes the activations to 8 bits before each Q8_0 matrix product (Topiary multiplies
+ * the dequantized weights in fp32). On this tiny random Mamba the scan amplifies that more than the
+ * transformer families' tolerances (0.25, 5e-3) allow: measured, max |logit difference| 0.29 dense
+ * and 0.69 after 2:4 pruning (logits within ±6), NLL 7e-5 and 5.3e-3 apart; each Q8_0 matrix adds
+ * a part of it (with only the embedding in Q8_0: 0.035). F32 and F16 agree to 1e-5 and 0.007.
+ */
+const Q8_0_TOLERANCE = { logits: 1, nll: 1e-2 };
+
+test('mamba-tied pruned 2:4 by Wanda: `topiary export --to gguf` at F32, F16 and Q8_0 runs in llama.cpp with Topiary’s logits and NLL, and reads back with the folder’s logits', async (t) => {
+  const lib = await nodeLlamaCpp();
+  if (!lib) return t.skip('node-llama-cpp is not installed');
+  const out = tempDir('topiary-mamba-pruned-gguf-');
+  await pruneModel({ model: withByteTokenizer(modelsDir, 'mamba-tied'), method: 'wanda', target: { kind: 'nm', n: 2, m: 4 }, methodOptions: {}, calibration: familyCalibration(20_000), out, resume: false });
+  const folder = await loadModel(out, { backend: getBackend() });
+  const pruned = openSafetensors(path.join(out, 'model.safetensors'));
+  const tokens = readReference(modelsDir, 'mamba-tied').inputIds[0]!;
+  for (const quant of ['F32', 'F16', 'Q8_0']) {
+    const file = path.join(tempDir(), `mamba-${quant}.gguf`);
+    const run = runCli(['export', '--model', out, '--to', 'gguf', '--quant', quant, '--out', file, '--json']);
+    assert.equal(run.status, 0, run.stderr);
+    assert.equal((JSON.parse(run.stdout) as { architecture: string }).architecture, 'mamba');
+    const store = openGguf(file);
+    assert.equal(store.metadata['mamba.ssm.inner_size'], 128);
+    assert.equal(store.metadata['mamba.ssm.time_step_rank'], 4);
+    // As llama.cpp's converter stores them: A = −exp(A_log), and the conv1d weight 2-D and F32 whatever --quant says.
+    assert.deepEqual(store.read('blk.1.ssm_a'), pruned.read(`${mamba.layerPrefix(1)}mixer.A_log`).map((a) => -Math.exp(a)));
+    assert.deepEqual(store.info('blk.0.ssm_conv1d.weight').shape, [128, 4]);
+    assert.equal(store.info('blk.0.ssm_conv1d.weight').dtype, 'F32');
+    assert.equal(store.info('blk.0.ssm_in.weight').dtype, quant);
+    store.close();
+    if (quant === 'F32') {
+      const reread = await loadModel(file, { backend: getBackend() });
+      assert.deepEqual(await reread.logits([tokens]), await folder.logits([tokens]), 'Topiary reads the F32 GGUF back with the folder’s logits');
+    }
+    await assertLlamaCppAgrees(lib, file, tokens, quant === 'Q8_0' ? Q8_0_TOLERANCE : undefined);
+  }
+  pruned.close();
 });

@@ -398,7 +398,7 @@ const ARCH_VALUE_TYPES = { u32: GgufValueType.UINT32, f32: GgufValueType.FLOAT32
  * otherwise hold). Tensor names are the family's GGUF names read backwards
  * (src/model/families/gguf-names.ts), with the converter's transformations undone on read redone:
  * q/k rows interleaved for interleaved-RoPE architectures, GPT-NeoX's q/k/v regrouped, Gemma's
- * norms stored as 1 + w. Streams tensor by tensor into an atomic write.
+ * norms stored as 1 + w, Mamba's A as −exp(A_log) and its conv1d weight squeezed to 2-D. Streams tensor by tensor into an atomic write.
  *
  * The tokenizer is carried over from a GGUF source (every `tokenizer.*` key) and converted from any
  * other (llama2.c tokenizer.bin, tokenizer.json) that GGUF can express; otherwise the file has
@@ -416,6 +416,16 @@ export function exportGguf(model: CausalLM, file: string, options: GgufExportOpt
   const perLayer = (key: string, pick: (s: LayerSizes) => number, uniform: number): GgufKeyValue =>
     sizes ? { key: `${arch}.${key}`, type: GgufValueType.ARRAY, elementType: GgufValueType.INT32, value: sizes.map(pick) } : u32(key, uniform);
 
+  // An architecture without attention states no heads and no MLP width, as its converter writes 0 for both.
+  const blockSizes = layout.noAttention
+    ? [u32('feed_forward_length', 0), u32('attention.head_count', 0)]
+    : [
+        perLayer('feed_forward_length', (s) => s.ffn, config.intermediateSize),
+        perLayer('attention.head_count', (s) => s.heads, config.numHeads),
+        perLayer('attention.head_count_kv', (s) => s.kvHeads, config.numKvHeads),
+        u32('attention.key_length', config.headDim),
+        u32('attention.value_length', config.headDim),
+      ];
   const keyValues: GgufKeyValue[] = [
     { key: 'general.architecture', type: GgufValueType.STRING, value: arch },
     { key: 'general.name', type: GgufValueType.STRING, value: options.name ?? 'topiary export' },
@@ -423,11 +433,7 @@ export function exportGguf(model: CausalLM, file: string, options: GgufExportOpt
     u32('block_count', config.numLayers),
     u32('context_length', config.maxPositionEmbeddings),
     u32('embedding_length', config.hiddenSize),
-    perLayer('feed_forward_length', (s) => s.ffn, config.intermediateSize),
-    perLayer('attention.head_count', (s) => s.heads, config.numHeads),
-    perLayer('attention.head_count_kv', (s) => s.kvHeads, config.numKvHeads),
-    u32('attention.key_length', config.headDim),
-    u32('attention.value_length', config.headDim),
+    ...blockSizes,
     config.norm.kind === 'rms' ? f32('attention.layer_norm_rms_epsilon', config.norm.eps) : f32('attention.layer_norm_epsilon', config.norm.eps),
     u32('vocab_size', config.vocabSize),
   ];
@@ -451,20 +457,24 @@ export function exportGguf(model: CausalLM, file: string, options: GgufExportOpt
   for (const { gguf, hf, layer, blockName } of ggufTensorNames(family, config.numLayers)) {
     if (!source.has(hf)) continue;
     if (gguf === 'output.weight' && config.tieWordEmbeddings) continue;
-    const shape = source.shape(hf);
+    const form = layout.storedForm?.(hf);
+    const shape = form?.storedShape?.(source.shape(hf)) ?? source.shape(hf);
     const [rows, cols = 1] = shape as [number, number?];
     const headsOf = (s: LayerSizes | undefined, key: 'heads' | 'kvHeads') => s?.[key] ?? (key === 'heads' ? config.numHeads : config.numKvHeads);
     const permuteHeads = plan.interleaved && layer !== undefined && (blockName === 'attn_q' || blockName === 'attn_k') ? headsOf(sizes?.[layer], blockName === 'attn_q' ? 'heads' : 'kvHeads') : undefined;
     const regroup = blockName && layout.rowsFromHf?.[blockName];
     const offset = layout.storedOffset?.(hf) ?? 0;
+    // As the converter: 1-D tensors, tensors named without `.weight` (Mamba's ssm_a) and those the family's kernels take only in F32 stay F32.
+    const fullPrecision = shape.length !== 2 || !gguf.endsWith('.weight') || (blockName !== undefined && writing.fullPrecision?.includes(blockName));
     tensors.push({
       name: gguf,
       shape,
-      type: shape.length === 2 ? matrixType(options.dtype, cols) : 'F32',
+      type: fullPrecision ? 'F32' : matrixType(options.dtype, cols),
       data: () => {
         const data = source.read(hf);
         if (permuteHeads) return convertRopeRows(data, rows, cols, permuteHeads, 'toInterleaved');
         if (regroup) return regroup(data, rows, cols, config.numHeads);
+        if (form?.storedValues) return form.storedValues(data);
         return offset ? Float32Array.from(data, (value) => value + offset) : data;
       },
     });

@@ -243,7 +243,6 @@ function fromGguf(file: string): ModelSource {
       add(hf, gguf, heads, reorderRows);
     }
     for (let layer = 0; layer < numLayers; layer++) {
-      for (const [ggufName, hfName] of Object.entries(layout.bareLayerNames ?? {})) add(`${family.layerPrefix(layer)}${hfName}`, `blk.${layer}.${ggufName}`);
       for (const [ggufName, split] of Object.entries(layout.fusedLayerNames ?? {})) {
         for (const kind of ['weight', 'bias']) {
           const storeName = `blk.${layer}.${ggufName}.${kind}`;

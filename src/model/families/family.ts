@@ -90,12 +90,16 @@ export interface GgufTensors {
   readStored(ggufName: string): Float32Array | undefined;
 }
 
-/** How a tensor stored in another form than Hugging Face's is read back. */
+/** How a tensor stored in another form than Hugging Face's is read back, and written. */
 export interface StoredForm {
   /** Hugging Face's shape from the stored one (Mamba's conv1d: [d_inner, K] → [d_inner, 1, K]). */
   shape?(stored: number[]): number[];
   /** Hugging Face's values from the stored ones (Mamba's A = −exp(A_log) → A_log). */
   values?(stored: Float32Array): Float32Array;
+  /** The inverse of `shape`, for writing. */
+  storedShape?(hf: number[]): number[];
+  /** The inverse of `values`, for writing. */
+  storedValues?(hf: Float32Array): Float32Array;
 }
 
 /** How a family's tensors are named and laid out in GGUF files (llama.cpp's conventions). */
@@ -125,7 +129,7 @@ export interface GgufLayout {
   storedOffset?(name: string): number;
   /** Block tensors llama.cpp names without a `.weight` suffix (Mamba's ssm_a, ssm_d): GGUF name → the whole Hugging Face name under the layer prefix. */
   bareLayerNames?: Record<string, string>;
-  /** A tensor (Hugging Face name) llama.cpp stores in another form, or undefined: how to read it back. */
+  /** A tensor (Hugging Face name) llama.cpp stores in another form, or undefined: how to read it back and write it. */
   storedForm?(name: string): StoredForm | undefined;
   /** The architecture has no attention (Mamba): its header states no heads and no MLP width. */
   noAttention?: boolean;
@@ -162,6 +166,8 @@ export interface GgufWriting {
   warnings?(config: ModelConfig): string[];
   /** Keys beyond the common ones (block count, widths, heads, RoPE base and dimensions, norm epsilon). */
   keyValues?(config: ModelConfig): GgufArchKeyValue[];
+  /** Block tensors (GGUF names, as in `layerNames`) llama.cpp's kernels take only in F32 (Mamba's ssm_conv1d), kept F32 whatever --quant says. */
+  fullPrecision?: readonly string[];
   /** Tensors outside the canonical ones, as llama.cpp's converter writes them (Phi-3's LongRoPE factors). */
   extraTensors?(config: ModelConfig): { name: string; data: Float32Array }[];
 }

@@ -15,7 +15,7 @@ export interface GgufTensorName {
   blockName?: string;
 }
 
-/** Every tensor the family can have in GGUF, weights and biases, outside the blocks first. */
+/** Every tensor the family can have in GGUF, weights, biases and bare block tensors (Mamba's ssm_a), outside the blocks first. */
 export function ggufTensorNames(family: Family, numLayers: number): GgufTensorName[] {
   const names: GgufTensorName[] = [{ gguf: 'token_embd.weight', hf: family.embedTokens }];
   if (family.positionEmbeddings) names.push({ gguf: 'position_embd.weight', hf: family.positionEmbeddings });
@@ -26,6 +26,9 @@ export function ggufTensorNames(family: Family, numLayers: number): GgufTensorNa
       for (const kind of ['weight', 'bias']) {
         names.push({ gguf: `blk.${layer}.${blockName}.${kind}`, hf: `${family.layerPrefix(layer)}${hfName}.${kind}`, layer, blockName });
       }
+    }
+    for (const [blockName, hfName] of Object.entries(family.gguf?.bareLayerNames ?? {})) {
+      names.push({ gguf: `blk.${layer}.${blockName}`, hf: `${family.layerPrefix(layer)}${hfName}`, layer, blockName });
     }
   }
   return names;

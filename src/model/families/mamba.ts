@@ -22,6 +22,16 @@ function timeStepRank(json: Json, file: string, hiddenSize: number): number {
   return json.time_step_rank === 'auto' || json.time_step_rank === undefined ? Math.ceil(hiddenSize / 16) : sizeField(json, file, 'time_step_rank');
 }
 
+/** The scan's sizes, from config.json (parseConfig has checked them; a GGUF source's config is built with them). */
+function ssmSizes(config: ModelConfig): { stateSize: number; convKernel: number; timeStepRank: number } {
+  const json = config.hfConfig ?? {};
+  return {
+    stateSize: sizeField(json, 'config.json', 'state_size', 16),
+    convKernel: sizeField(json, 'config.json', 'conv_kernel', 4),
+    timeStepRank: timeStepRank(json, 'config.json', config.hiddenSize),
+  };
+}
+
 function parseConfig(json: Json, file: string): ModelConfig {
   const hiddenSize = sizeField(json, file, 'hidden_size');
   const expand = positiveField(json, file, 'expand', 2);
@@ -88,8 +98,22 @@ function parseGgufConfig(meta: GgufMetadata, arch: string, _modelType: string, t
 
 /** llama.cpp stores A = −exp(A_log) and the conv1d weight without its middle axis of 1. */
 function storedForm(name: string): StoredForm | undefined {
-  if (name.endsWith('.mixer.A_log')) return { values: (stored) => stored.map((a) => Math.log(-a)) };
-  if (name.endsWith('.mixer.conv1d.weight')) return { shape: ([channels, kernel]) => [channels!, 1, kernel!] };
+  if (name.endsWith('.mixer.A_log')) return { values: (stored) => stored.map((a) => Math.log(-a)), storedValues: (aLog) => aLog.map((a) => -Math.exp(a)) };
+  if (name.endsWith('.mixer.conv1d.weight')) return { shape: ([channels, kernel]) => [channels!, 1, kernel!], storedShape: ([channels, , kernel]) => [channels!, kernel!] };
+  return undefined;
+}
+
+/**
+ * What llama.cpp's mamba (src/models/mamba.cpp, build_mamba_layer) would compute differently:
+ * it builds only d_inner = 2 × hidden, requires the conv1d bias, and always applies SiLU after the
+ * conv (GGUF has no key for another activation).
+ */
+function ggufUnsupported(config: ModelConfig): string | undefined {
+  if (config.intermediateSize !== 2 * config.hiddenSize) {
+    return `llama.cpp's mamba builds only an expansion factor of 2 (d_inner = 2 × hidden), this model has d_inner ${config.intermediateSize} for hidden ${config.hiddenSize}`;
+  }
+  if (config.hfConfig?.use_conv_bias === false) return "llama.cpp's mamba requires the conv1d bias this model has not (use_conv_bias false)";
+  if (config.activation !== 'silu') return `llama.cpp's mamba computes SiLU after the conv, not this model's ${config.activation}`;
   return undefined;
 }
 
@@ -151,5 +175,23 @@ export const mamba: Family = {
     storedForm,
     noAttention: true,
     parseConfig: parseGgufConfig,
+    writing: {
+      architecture: () => 'mamba',
+      // Of the mixer's linear layers llama.cpp loads only dt_proj's bias (use_bias false in every released Mamba).
+      biases: () => ['ssm_dt'],
+      unsupported: ggufUnsupported,
+      // ggml's ssm_conv takes the conv weight only in F32, as the converter keeps it.
+      fullPrecision: ['ssm_conv1d'],
+      keyValues: (config) => {
+        const { stateSize, convKernel, timeStepRank } = ssmSizes(config);
+        return [
+          { key: 'ssm.conv_kernel', type: 'u32', value: convKernel },
+          { key: 'ssm.inner_size', type: 'u32', value: config.intermediateSize },
+          { key: 'ssm.state_size', type: 'u32', value: stateSize },
+          { key: 'ssm.time_step_rank', type: 'u32', value: timeStepRank },
+          { key: 'ssm.dt_b_c_rms', type: 'bool', value: false },
+        ];
+      },
+    },
   },
 };
