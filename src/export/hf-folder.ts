@@ -1,13 +1,13 @@
 /**
  * Writes a model as a Hugging Face folder that `transformers` loads: config.json,
- * model.safetensors, and the tokenizer when one can be carried over. Tensors are streamed one at
+ * model.safetensors (or shards and their index, as transformers splits them), and the tokenizer when one can be carried over. Tensors are streamed one at
  * a time from where they live (the source file, or a pruned layer's checkpoint), so memory stays
  * bounded by the largest tensor.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { compressedMatrixTensors, scanSparseMatrix, sparsityConfigJson, type SparseStorage } from '../formats/compressed-tensors.js';
-import { writeSafetensors, type TensorToWrite } from '../formats/safetensors.js';
+import { writeSafetensorsShards, type TensorToWrite } from '../formats/safetensors.js';
 import type { CausalLM } from '../model/causal-lm.js';
 import { configJson } from '../model/config.js';
 import { storedLayout } from '../model/sources.js';
@@ -27,6 +27,8 @@ export interface ExportOptions {
    * four of its stored rows, sparse-bitmask otherwise.
    */
   sparse?: { matrices: readonly string[]; pattern?: { n: number; m: number } };
+  /** Bytes of tensor data per safetensors shard (default 5·10⁹, transformers' "5GB"); one model.safetensors when all fit. */
+  maxShardSize?: number;
 }
 
 /** How the sparse matrices were stored, for the run record. */
@@ -121,9 +123,7 @@ export function exportHfFolder(
     if (kept === undefined) return [{ name, shape, dtype: options.dtype, data: copied ?? values }];
     return compressedMatrixTensors(name, shape[0]!, shape[1]!, kept, sparse!.storage, options.dtype, values);
   });
-  const modelFile = path.join(outDir, 'model.safetensors');
-  writeSafetensors(modelFile, tensors, { format: 'pt' });
-  const written = [modelFile];
+  const written = writeSafetensorsShards(outDir, tensors, { format: 'pt' }, options.maxShardSize);
   // transformers 5 reads `dtype` ahead of `torch_dtype`: both name the written weights' dtype, so
   // a source config's own (float16 for a half-precision checkpoint) never survives into the export.
   const dtype = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[options.dtype];
