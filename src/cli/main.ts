@@ -22,6 +22,7 @@ import { METHODS } from '../prune/methods/index.js';
 import { SPARSITY_PROFILES } from '../prune/budgets.js';
 import { REFINERS } from '../prune/refine.js';
 import { STRUCTURED_METHODS } from '../prune/structured/index.js';
+import { DEFAULT_MAX_SHARD_SIZE, parseShardSize } from '../formats/safetensors.js';
 
 const COMMON_OPTIONS = `PATH (and --model) may be a Hugging Face Hub id ORG/NAME[@REVISION]: read from the local Hugging
 Face cache ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub), and what it lacks
@@ -92,6 +93,7 @@ topiary eval --model PATH --tasks arc_easy,piqa,...|all [--limit N] [--out FILE]
         [--permute] [--calib c4|wikitext2|text:FILE|tokens:FILE] [--save-calibration FILE]
         [--nsamples N] [--seqlen L] [--seed S] [--layers ROLE,...] [--targets NAME,...] [--ignore NAME,...]
         [--option KEY=VALUE ...] [--batch-windows B] [--dtype F32|F16|BF16] [--save-format dense|sparse]
+        [--max-shard-size SIZE]
         [--sparsity-profile uniform|owl|alphapruning] [--refine dsnot] [--resume] [--overwrite] [--json]
 topiary prune --model PATH --recipe FILE --out DIR [other options as above]
   Prunes without retraining, block by block on calibration windows, and writes the pruned model
@@ -100,6 +102,10 @@ topiary prune --model PATH --recipe FILE --out DIR [other options as above]
   --save-format sparse (unstructured and N:M) stores the pruned matrices compressed as
   compressed-tensors does (llm-compressor, vLLM): sparse-24-bitmask for 2:4, else sparse-bitmask,
   the kept values in --dtype and one bit per weight; Topiary reads such folders like dense ones.
+  --max-shard-size SIZE caps the tensor bytes of each safetensors file of a Hugging Face folder,
+  as transformers' max_shard_size does (5GB, 500MB, 200KB: powers of 10; or a whole number of
+  bytes): past it the weights go to model-0000k-of-0000n.safetensors shards, in transformers'
+  split, with model.safetensors.index.json; a tensor larger than SIZE has a shard of its own.
   DIR must be new, empty or an earlier Topiary run; --overwrite allows other files there
   (Topiary's own file names are replaced). Ctrl-C keeps the finished blocks: the same command
   with --resume continues.
@@ -137,7 +143,7 @@ ${families}
   magnitude and magnitude-sp read no calibration data and run no forward pass (output errors are
   recorded as not measured).
   Defaults: --calib c4 --nsamples 128 --seqlen min(2048, context) --seed 0 --batch-windows 4 --dtype F32
-  --save-format dense.
+  --save-format dense --max-shard-size 5GB.
 `;
   },
 };
@@ -327,6 +333,7 @@ async function run(argv: string[]): Promise<void> {
         'batch-windows': { type: 'string' },
         dtype: { type: 'string' },
         'save-format': { type: 'string' },
+        'max-shard-size': { type: 'string' },
         'sparsity-profile': { type: 'string' },
         refine: { type: 'string' },
         out: { type: 'string' },
@@ -338,6 +345,9 @@ async function run(argv: string[]): Promise<void> {
       if (dtype !== 'F32' && dtype !== 'F16' && dtype !== 'BF16') throw new UsageError(`--dtype must be F32, F16 or BF16, got "${dtype}"`);
       const saveFormat = values['save-format'] ?? 'dense';
       if (saveFormat !== 'dense' && saveFormat !== 'sparse') throw new UsageError(`--save-format must be dense or sparse, got "${String(saveFormat)}"`);
+      const shardSize = values['max-shard-size'];
+      const maxShardSize = typeof shardSize === 'string' ? parseShardSize(shardSize) : DEFAULT_MAX_SHARD_SIZE;
+      if (maxShardSize === undefined) throw new UsageError(`--max-shard-size must be a size such as 5GB, 500MB or 200KB, or a whole number of bytes, got "${String(shardSize)}"`);
       await pruneCommand(
         {
           model: required(values.model, '--model'),
@@ -363,6 +373,7 @@ async function run(argv: string[]): Promise<void> {
           batchWindows: integer(values['batch-windows'], '--batch-windows', 4),
           dtype,
           saveFormat,
+          maxShardSize,
         },
         values.json === true,
       );

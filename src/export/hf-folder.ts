@@ -1,13 +1,13 @@
 /**
  * Writes a model as a Hugging Face folder that `transformers` loads: config.json,
- * model.safetensors, and the tokenizer when one can be carried over. Tensors are streamed one at
+ * model.safetensors (or shards and their index, as transformers splits them), and the tokenizer when one can be carried over. Tensors are streamed one at
  * a time from where they live (the source file, or a pruned layer's checkpoint), so memory stays
  * bounded by the largest tensor.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { compressedMatrixTensors, scanSparseMatrix, sparsityConfigJson, type SparseStorage } from '../formats/compressed-tensors.js';
-import { writeSafetensors, type TensorToWrite } from '../formats/safetensors.js';
+import { writeSafetensorsShards, type TensorToWrite } from '../formats/safetensors.js';
 import type { CausalLM } from '../model/causal-lm.js';
 import { configJson } from '../model/config.js';
 import { storedLayout } from '../model/sources.js';
@@ -27,6 +27,8 @@ export interface ExportOptions {
    * four of its stored rows, sparse-bitmask otherwise.
    */
   sparse?: { matrices: readonly string[]; pattern?: { n: number; m: number } };
+  /** Bytes of tensor data per safetensors shard (default 5·10⁹, transformers' "5GB"); one model.safetensors when all fit. */
+  maxShardSize?: number;
 }
 
 /** How the sparse matrices were stored, for the run record. */
@@ -95,6 +97,36 @@ function* rowChunks(model: CausalLM, name: string, [rows, cols]: number[]): Iter
   }
 }
 
+type KeyPart = [0, number] | [1, string] | [1, string, number];
+
+/** transformers' dot_natural_key: dot-separated parts, numbers numerically and before words, a word's trailing digits as a number. */
+function dotNaturalKey(name: string): KeyPart[] {
+  return name.split('.').map((part): KeyPart => {
+    if (/^\d+$/.test(part)) return [0, Number(part)];
+    const [, text, digits] = /^(.*?)(\d*)$/.exec(part)!;
+    return digits ? [1, text!, Number(digits)] : [1, text!];
+  });
+}
+
+/** Python's ordering of lists and tuples: element by element, a prefix first. */
+function comparePython(a: readonly unknown[], b: readonly unknown[]): number {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    const [x, y] = [a[i], b[i]];
+    const order = Array.isArray(x) ? comparePython(x, y as unknown[]) : x === y ? 0 : (x as string | number) < (y as string | number) ? -1 : 1;
+    if (order !== 0) return order;
+  }
+  return a.length - b.length;
+}
+
+/**
+ * The order transformers 5 saves a loaded model's tensors in (revert_weight_conversion sorts the
+ * state dict by dot_natural_key), which decides its shards: model.layers.2 before model.layers.10.
+ */
+export function transformersSaveOrder(names: readonly string[]): string[] {
+  const keys = new Map(names.map((name) => [name, dotNaturalKey(name)]));
+  return [...names].sort((a, b) => comparePython(keys.get(a)!, keys.get(b)!));
+}
+
 /** Writes the folder; `warnings` name source files that were not carried over, and why. */
 export function exportHfFolder(
   model: CausalLM,
@@ -103,9 +135,8 @@ export function exportHfFolder(
 ): { files: string[]; bytes: number; warnings: string[]; sparse?: SparseExport } {
   fs.mkdirSync(outDir, { recursive: true });
   const blocksRoot = model.family.layerPrefix(0).replace(/0\.$/, '');
-  const dense = model.source
-    .tensorNames()
-    .filter((name) => !(model.config.tieWordEmbeddings && name === model.family.lmHead))
+  const names = model.source.tensorNames().filter((name) => !(model.config.tieWordEmbeddings && name === model.family.lmHead));
+  const dense = transformersSaveOrder(names)
     .map((name) => {
       const stored = storedLayout(model.family, name, model.source.shape(name));
       const override = options.override(name);
@@ -121,9 +152,7 @@ export function exportHfFolder(
     if (kept === undefined) return [{ name, shape, dtype: options.dtype, data: copied ?? values }];
     return compressedMatrixTensors(name, shape[0]!, shape[1]!, kept, sparse!.storage, options.dtype, values);
   });
-  const modelFile = path.join(outDir, 'model.safetensors');
-  writeSafetensors(modelFile, tensors, { format: 'pt' });
-  const written = [modelFile];
+  const written = writeSafetensorsShards(outDir, tensors, { format: 'pt' }, options.maxShardSize);
   // transformers 5 reads `dtype` ahead of `torch_dtype`: both name the written weights' dtype, so
   // a source config's own (float16 for a half-precision checkpoint) never survives into the export.
   const dtype = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[options.dtype];

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { firstNonFinite16, requireFinite } from '../util/finite.js';
 import { TopiaryError } from '../util/errors.js';
-import { writeAll, writeFileAtomic } from '../util/atomic.js';
+import { writeAll, writeFileAtomic, writeFileContentAtomic } from '../util/atomic.js';
 import { describeFsError, describeJsonError, openRegularFile, parseJson, readTextFile, READ_LIMITS, type ReadOptions } from '../util/safe-fs.js';
 import { rowSpan, type RowRange, type TensorInfo, type TensorStore } from './tensors.js';
 import {
@@ -334,12 +334,9 @@ const CONVERT_CHUNK = 1 << 20;
 
 /**
  * Writes tensors (in the given order) to a .safetensors file atomically, streaming each tensor's
- * bytes instead of building the whole file in memory.
- */
-/**
- * Writes tensors atomically. NaN and infinities, and values the stored type cannot hold, are
- * refused unless `allowNonFinite` (for tests of the format's rounding itself): a model file that
- * holds one is broken, not a result.
+ * bytes instead of building the whole file in memory. NaN and infinities, and values the stored
+ * type cannot hold, are refused unless `allowNonFinite` (for tests of the format's rounding
+ * itself): a model file that holds one is broken, not a result.
  */
 export function writeSafetensors(file: string, tensors: TensorToWrite[], metadata?: Record<string, string>, options: { allowNonFinite?: boolean } = {}): void {
   // No prototype, so a tensor named like an Object method (or __proto__) is just a key.
@@ -418,4 +415,91 @@ function writeValues(fd: number, tensor: TensorToWrite, data: TensorValues, firs
     }
     writeAll(fd, new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
   }
+}
+
+/** transformers' default shard limit (huggingface_hub's MAX_SHARD_SIZE, "5GB"). */
+export const DEFAULT_MAX_SHARD_SIZE = 5e9;
+
+/** The decimal units huggingface_hub's parse_size_to_int takes ("5GB" is 5·10⁹ bytes). */
+const SIZE_UNITS: Readonly<Record<string, number>> = { KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12 };
+
+/**
+ * A shard size as transformers' `max_shard_size` takes it: a number with a unit KB, MB, GB or TB
+ * (decimal, any case, "1.5GB" allowed), or a plain whole number of bytes. Returns undefined for
+ * anything else, or a size below one byte.
+ */
+export function parseShardSize(text: string): number | undefined {
+  const match = /^(\d+(?:\.\d+)?|\.\d+)\s*([KMGT]B)?$/i.exec(text.trim());
+  if (!match) return undefined;
+  const unit = match[2]?.toUpperCase();
+  if (unit === undefined && match[1]!.includes('.')) return undefined;
+  const bytes = Math.floor(Number(match[1]) * (unit === undefined ? 1 : SIZE_UNITS[unit]!));
+  return Number.isSafeInteger(bytes) && bytes >= 1 ? bytes : undefined;
+}
+
+function storedBytes(tensor: TensorToWrite): number {
+  return product(tensor.shape) * DTYPE_SIZES[tensor.dtype ?? 'F32']!;
+}
+
+/**
+ * The shards, as groups of tensor names, in huggingface_hub's split_state_dict_into_shards_factory
+ * order (what transformers' save_pretrained uses): tensors are taken in order into the current
+ * shard, which is closed when the next tensor would take it over `maxShardSize`; a tensor larger
+ * than the limit is closed at once in a shard of its own, placed before the shard still filling.
+ * Decided from shapes and dtypes alone, before a byte is written.
+ */
+export function planShards(tensors: readonly TensorToWrite[], maxShardSize: number): string[][] {
+  const shards: string[][] = [];
+  let current: string[] = [];
+  let currentBytes = 0;
+  for (const tensor of tensors) {
+    const bytes = storedBytes(tensor);
+    if (bytes > maxShardSize) {
+      shards.push([tensor.name]);
+      continue;
+    }
+    if (currentBytes + bytes > maxShardSize) {
+      shards.push(current);
+      current = [];
+      currentBytes = 0;
+    }
+    current.push(tensor.name);
+    currentBytes += bytes;
+  }
+  if (current.length > 0) shards.push(current);
+  return shards;
+}
+
+/**
+ * Writes tensors into `dir` as transformers does: `model.safetensors` when they fit in one shard,
+ * else `model-0000k-of-0000n.safetensors` shards of at most `maxShardSize` bytes of data each (a
+ * larger tensor alone in its shard) and `model.safetensors.index.json` (metadata.total_size,
+ * weight_map). Each shard is written atomically, streamed a tensor at a time; the caller publishes
+ * the folder as a whole. Returns the files written.
+ */
+export function writeSafetensorsShards(dir: string, tensors: TensorToWrite[], metadata: Record<string, string>, maxShardSize = DEFAULT_MAX_SHARD_SIZE): string[] {
+  const shards = planShards(tensors, maxShardSize);
+  if (shards.length <= 1) {
+    const file = path.join(dir, SINGLE_FILE);
+    writeSafetensors(file, tensors, metadata);
+    return [file];
+  }
+  const byName = new Map(tensors.map((tensor) => [tensor.name, tensor]));
+  if (byName.size !== tensors.length) throw new TopiaryError('cannot write two tensors of the same name', dir);
+  const digits = (count: number) => String(count).padStart(5, '0');
+  const weightMap: Record<string, string> = {};
+  const files: string[] = [];
+  for (const [i, names] of shards.entries()) {
+    const shardName = `model-${digits(i + 1)}-of-${digits(shards.length)}.safetensors`;
+    const file = path.join(dir, shardName);
+    writeSafetensors(file, names.map((name) => byName.get(name)!), metadata);
+    for (const name of names) weightMap[name] = shardName;
+    files.push(file);
+  }
+  const totalSize = tensors.reduce((sum, tensor) => sum + storedBytes(tensor), 0);
+  // As transformers writes it: keys sorted, two-space indent, a final newline.
+  const sortedMap = Object.fromEntries(Object.keys(weightMap).sort().map((name) => [name, weightMap[name]]));
+  const indexFile = path.join(dir, INDEX_FILE);
+  writeFileContentAtomic(indexFile, JSON.stringify({ metadata: { total_size: totalSize }, weight_map: sortedMap }, null, 2) + '\n');
+  return [...files, indexFile];
 }

@@ -75,6 +75,8 @@ export interface PruneSettings {
    * sparse-24-bitmask for 2:4); unstructured and N:M only. Default 'dense'.
    */
   saveFormat?: SaveFormat;
+  /** Bytes of tensor data per safetensors shard of a Hugging Face export (default 5·10⁹, transformers' "5GB"). */
+  maxShardSize?: number;
   onEvent?: (event: PipelineEvent | { kind: 'calibration'; windows: number; notes: string[] } | { kind: 'export-warning'; message: string }) => void;
   /** How an unstructured sparsity is spread over the layers (default uniform; see ./budgets.ts). */
   sparsityProfile?: SparsityProfileName;
@@ -267,6 +269,7 @@ async function pruneInto(output: OutputFolder, settings: PruneSettings, started:
     const exported = exportHfFolder(smaller, staging, {
       dtype,
       override: () => undefined,
+      ...(settings.maxShardSize !== undefined ? { maxShardSize: settings.maxShardSize } : {}),
       ...(settings.saveFormat === 'sparse'
         ? {
             sparse: {

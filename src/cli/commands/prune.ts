@@ -1,3 +1,5 @@
+import * as fs from 'node:fs';
+import { INDEX_FILE, SINGLE_FILE } from '../../formats/safetensors.js';
 import { readRecipe } from '../../prune/recipe.js';
 import { describeTarget, pruneModel, type PruneSettings, type PruneTarget } from '../../prune/run.js';
 import { parseNameList } from '../../prune/selection.js';
@@ -108,6 +110,12 @@ export function resolveWhatToPrune(flags: WhatToPrune): Resolved {
   };
 }
 
+/** model.safetensors, or how many shards beside their index. */
+function weightFiles(dir: string): string {
+  const shards = fs.readdirSync(dir).filter((name) => /^model-\d{5}-of-\d{5}\.safetensors$/.test(name)).length;
+  return shards > 0 ? `${shards} model-…-of-${String(shards).padStart(5, '0')}.safetensors shards, ${INDEX_FILE}` : SINGLE_FILE;
+}
+
 export async function pruneCommand(settings: Omit<PruneSettings, 'onEvent'>, json: boolean): Promise<void> {
   const progress = new Progress(`prune ${settings.method} ${describeTarget(settings.target)}`);
   const stopExplaining = explainInterruptedPrune(settings.out, progress);
@@ -150,6 +158,6 @@ export async function pruneCommand(settings: Omit<PruneSettings, 'onEvent'>, jso
       : `sparsity ${(summary.sparsity * 100).toFixed(2)}% of the pruned matrices`;
   process.stdout.write(
     `pruned ${summary.layers} layers with ${summary.method} (${summary.target}): ${what}, ${summary.seconds.toFixed(1)} s, peak memory ${summary.peak_rss_mb} MiB\n` +
-      `wrote ${summary.out} (${summary.format === 'gguf' ? 'model.gguf' : 'model.safetensors, config.json'}, topiary.json)\n`,
+      `wrote ${summary.out} (${summary.format === 'gguf' ? 'model.gguf' : `${weightFiles(summary.out)}, config.json`}, topiary.json)\n`,
   );
 }
