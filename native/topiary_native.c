@@ -725,6 +725,207 @@ static void run_eliminate_rows(Job *job) {
   job->ok = !atomic_load(&plan.singular);
 }
 
+/* ---------- N:M channel order refinement ----------
+ * src/backend/nm-refinement.ts is the reference and derives the steps; this is the same code in
+ * the same floating-point order, so both give the same order bit for bit. The one change is the
+ * layout of the thresholds (row-major over groups) so that one channel's sums against eight
+ * groups run side by side: eight independent sums, each still added in row order. */
+
+/* Sorts values[0, count) in descending order (insertion sort, as sortDescending). */
+static void sort_descending(double *values, int count) {
+  for (int i = 1; i < count; i++) {
+    const double value = values[i];
+    int j = i - 1;
+    while (j >= 0 && values[j] < value) {
+      values[j + 1] = values[j];
+      j--;
+    }
+    values[j + 1] = value;
+  }
+}
+
+typedef struct {
+  /* solveAssignment's 1-based arrays, for blocks of up to `capacity` groups */
+  double *row_potential, *col_potential, *min_slack;
+  int *row_of_col, *previous_col, *assignment;
+  unsigned char *visited;
+  /* the block: its groups, thresholds [rows, size], gains [size, size], the channels moving */
+  int *members;
+  double *thresholds, *gain;
+  uint32_t *moving;
+} RefinementWork;
+
+static void free_refinement_work(RefinementWork *w) {
+  free(w->row_potential), free(w->col_potential), free(w->min_slack), free(w->row_of_col);
+  free(w->previous_col), free(w->assignment), free(w->visited), free(w->members), free(w->thresholds);
+  free(w->gain), free(w->moving);
+}
+
+static bool alloc_refinement_work(RefinementWork *w, size_t capacity, size_t rows) {
+  const size_t n1 = capacity + 1;
+  w->row_potential = malloc(sizeof(double) * n1), w->col_potential = malloc(sizeof(double) * n1);
+  w->min_slack = malloc(sizeof(double) * n1), w->row_of_col = malloc(sizeof(int) * n1);
+  w->previous_col = malloc(sizeof(int) * n1), w->assignment = malloc(sizeof(int) * n1);
+  w->visited = malloc(n1), w->members = malloc(sizeof(int) * n1);
+  w->thresholds = malloc(sizeof(double) * capacity * (rows > 0 ? rows : 1));
+  w->gain = malloc(sizeof(double) * capacity * capacity), w->moving = malloc(sizeof(uint32_t) * n1);
+  return w->row_potential && w->col_potential && w->min_slack && w->row_of_col && w->previous_col && w->assignment &&
+         w->visited && w->members && w->thresholds && w->gain && w->moving;
+}
+
+/* solveAssignment(cost, n, maximize = true) into w->assignment. */
+static void solve_assignment_max(const double *cost, int n, RefinementWork *w) {
+  double *row_potential = w->row_potential, *col_potential = w->col_potential, *min_slack = w->min_slack;
+  int *row_of_col = w->row_of_col, *previous_col = w->previous_col;
+  unsigned char *visited = w->visited;
+  for (int i = 0; i <= n; i++) row_potential[i] = col_potential[i] = 0, row_of_col[i] = previous_col[i] = 0;
+  for (int row = 1; row <= n; row++) {
+    row_of_col[0] = row;
+    int col0 = 0;
+    for (int col = 0; col <= n; col++) min_slack[col] = INFINITY, visited[col] = 0;
+    do {
+      visited[col0] = 1;
+      const int row0 = row_of_col[col0];
+      double delta = INFINITY;
+      int next_col = 0;
+      const double *cost_row = cost + (size_t)(row0 - 1) * n;
+      for (int col = 1; col <= n; col++) {
+        if (visited[col]) continue;
+        const double slack = -cost_row[col - 1] - row_potential[row0] - col_potential[col];
+        if (slack < min_slack[col]) {
+          min_slack[col] = slack;
+          previous_col[col] = col0;
+        }
+        if (min_slack[col] < delta) {
+          delta = min_slack[col];
+          next_col = col;
+        }
+      }
+      for (int col = 0; col <= n; col++) {
+        if (visited[col]) {
+          row_potential[row_of_col[col]] += delta;
+          col_potential[col] -= delta;
+        } else {
+          min_slack[col] -= delta;
+        }
+      }
+      col0 = next_col;
+    } while (row_of_col[col0] != 0);
+    do {
+      const int col1 = previous_col[col0];
+      row_of_col[col0] = row_of_col[col1];
+      col0 = col1;
+    } while (col0 != 0);
+  }
+  for (int col = 1; col <= n; col++) w->assignment[row_of_col[col] - 1] = col - 1;
+}
+
+#define GAIN_TILE 8
+
+/* gain[h0 + t] = ½ Σ_r max(0, channel[r] − thresholds[r, h0 + t]) for t < width, each sum in row
+ * order, written ½ Σ (e + |e|) as the reference does. */
+static inline __attribute__((always_inline)) void gain_tile(const float *channel, const double *thresholds, size_t rows,
+                                                           int size, int h0, int width, double *gain) {
+  double sums[GAIN_TILE] = {0};
+  for (size_t r = 0; r < rows; r++) {
+    const double value = channel[r];
+    const double *threshold = thresholds + r * (size_t)size + h0;
+    for (int t = 0; t < width; t++) {
+      const double excess = value - threshold[t];
+      sums[t] += excess + fabs(excess);
+    }
+  }
+  for (int t = 0; t < width; t++) gain[h0 + t] = 0.5 * sums[t];
+}
+
+/* One row of the gain matrix: placing `channel` in each of the `size` groups. */
+MULTIVERSION static void gain_row(const float *channel, const double *thresholds, size_t rows, int size, double *gain) {
+  int h0 = 0;
+  for (; h0 + GAIN_TILE <= size; h0 += GAIN_TILE) gain_tile(channel, thresholds, rows, size, h0, GAIN_TILE, gain);
+  if (h0 < size) gain_tile(channel, thresholds, rows, size, h0, size - h0, gain);
+}
+
+/* refinePosition: reassigns the channels at `position` among the w->members[0, size) groups. */
+static double refine_position(const float *channels, size_t rows, uint32_t *order, int n, int m, int position, int size,
+                              RefinementWork *w) {
+  const int keep = m - n;
+  const int *members = w->members;
+  double others[256];
+  for (int h = 0; h < size; h++) {
+    const uint32_t *group = order + (size_t)members[h] * m;
+    for (size_t r = 0; r < rows; r++) {
+      int count = 0;
+      for (int j = 0; j < m; j++)
+        if (j != position) others[count++] = channels[(size_t)group[j] * rows + r];
+      sort_descending(others, m - 1);
+      w->thresholds[r * (size_t)size + h] = others[keep - 1];
+    }
+  }
+  for (int i = 0; i < size; i++) {
+    const float *channel = channels + (size_t)order[(size_t)members[i] * m + position] * rows;
+    gain_row(channel, w->thresholds, rows, size, w->gain + (size_t)i * size);
+  }
+  solve_assignment_max(w->gain, size, w);
+  double current = 0, best = 0;
+  for (int i = 0; i < size; i++) {
+    current += w->gain[(size_t)i * size + i];
+    best += w->gain[(size_t)i * size + w->assignment[i]];
+  }
+  if (!(best > current * (1 + 1e-12) + 1e-30)) return 0;
+  for (int i = 0; i < size; i++) w->moving[i] = order[(size_t)members[i] * m + position];
+  for (int i = 0; i < size; i++) order[(size_t)members[w->assignment[i]] * m + position] = w->moving[i];
+  return best - current;
+}
+
+/* blockMembers into w->members; returns their count. */
+static int block_members(int block, int block_count, int groups, bool strided, RefinementWork *w) {
+  int count = 0;
+  if (strided) {
+    for (int g = block; g < groups; g += block_count) w->members[count++] = g;
+  } else {
+    const int start = (int)((long long)block * groups / block_count);
+    const int end = (int)((long long)(block + 1) * groups / block_count);
+    for (int g = start; g < end; g++) w->members[count++] = g;
+  }
+  return count;
+}
+
+/* refineNmOrderReference; data: channels [cols, rows] f32, order u32 (in place), rounds f64 (out). */
+static void run_refine_nm_order(Job *job) {
+  const float *channels = job->data[0];
+  uint32_t *order = job->data[1];
+  const size_t rows = (size_t)job->args[0];
+  const int cols = (int)job->args[1], n = (int)job->args[2], m = (int)job->args[3];
+  const int block_groups = (int)job->args[4], max_rounds = (int)job->args[5];
+  double kept = job->args[6];
+  const int groups = cols / m;
+  const int block_count = (groups + block_groups - 1) / block_groups;
+  const int idle_rounds_to_stop = block_count == 1 ? 1 : 2;
+  const size_t capacity = block_count > 0 ? (size_t)(groups + block_count - 1) / block_count : 0;
+  RefinementWork work = {0};
+  if (!alloc_refinement_work(&work, capacity, rows)) {
+    free_refinement_work(&work);
+    job->out_of_memory = true;
+    return;
+  }
+  int idle_rounds = 0, rounds = 0;
+  while (rounds < max_rounds && idle_rounds < idle_rounds_to_stop) {
+    const bool strided = rounds % 2 == 0;
+    double round_gain = 0;
+    for (int position = 0; position < m; position++) {
+      for (int block = 0; block < block_count; block++) {
+        const int size = block_members(block, block_count, groups, strided, &work);
+        round_gain += refine_position(channels, rows, order, n, m, position, size, &work);
+      }
+    }
+    rounds++;
+    kept += round_gain;
+    idle_rounds = round_gain > kept * 1e-4 ? 0 : idle_rounds + 1;
+  }
+  free_refinement_work(&work);
+  ((double *)job->data[2])[0] = rounds;
+}
+
 /* out[r] = log softmax(logits[r, :])[targets[r]]: the log-likelihood of each row's target token. */
 static void run_token_log_probs(Job *job) {
   const float *logits = job->data[0];
@@ -1645,6 +1846,14 @@ static double elimination_flops(const Job *job) { return 4.0 * job->args[0] * jo
 static napi_value eliminate_rows(napi_env env, napi_callback_info info) {
   return start_job(env, info, 4, run_eliminate_rows, true, elimination_flops);
 }
+/* Per round and position: every block's gain matrix, B² sums over the rows, for G / B blocks. */
+static double refinement_flops(const Job *job) {
+  const double groups = job->args[1] / job->args[3], block = fmin(job->args[4], groups);
+  return 2.0 * job->args[5] * job->args[3] * groups * block * job->args[0];
+}
+static napi_value refine_nm_order(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 3, run_refine_nm_order, false, refinement_flops);
+}
 static napi_value causal_attention(napi_env env, napi_callback_info info) {
   return start_job(env, info, 4, run_causal_attention, false, attention_flops);
 }
@@ -1746,6 +1955,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"symmetricEigenvalues", NULL, symmetric_eigenvalues, NULL, NULL, NULL, napi_default, NULL},
       {"triangularSolve", NULL, triangular_solve, NULL, NULL, NULL, napi_default, NULL},
       {"eliminateRows", NULL, eliminate_rows, NULL, NULL, NULL, napi_default, NULL},
+      {"refineNmOrder", NULL, refine_nm_order, NULL, NULL, NULL, napi_default, NULL},
       {"causalAttention", NULL, causal_attention, NULL, NULL, NULL, napi_default, NULL},
       {"rmsNorm", NULL, rms_norm, NULL, NULL, NULL, napi_default, NULL},
       {"layerNorm", NULL, layer_norm, NULL, NULL, NULL, napi_default, NULL},
