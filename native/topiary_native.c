@@ -731,34 +731,23 @@ static void run_eliminate_rows(Job *job) {
  * layout of the thresholds (row-major over groups) so that one channel's sums against eight
  * groups run side by side: eight independent sums, each still added in row order. */
 
-/* Sorts values[0, count) in descending order (insertion sort, as sortDescending). */
-static void sort_descending(double *values, int count) {
-  for (int i = 1; i < count; i++) {
-    const double value = values[i];
-    int j = i - 1;
-    while (j >= 0 && values[j] < value) {
-      values[j + 1] = values[j];
-      j--;
-    }
-    values[j + 1] = value;
-  }
-}
+#define GAIN_TILE 16
 
 typedef struct {
   /* solveAssignment's 1-based arrays, for blocks of up to `capacity` groups */
   double *row_potential, *col_potential, *min_slack;
-  int *row_of_col, *previous_col, *assignment;
-  unsigned char *visited;
+  int *row_of_col, *previous_col, *assignment, *unvisited, *visited;
   /* the block: its groups, thresholds [rows, size], gains [size, size], the channels moving */
   int *members;
-  double *thresholds, *gain;
+  float *thresholds, *moving_scores;
+  double *gain;
   uint32_t *moving;
 } RefinementWork;
 
 static void free_refinement_work(RefinementWork *w) {
   free(w->row_potential), free(w->col_potential), free(w->min_slack), free(w->row_of_col);
   free(w->previous_col), free(w->assignment), free(w->visited), free(w->members), free(w->thresholds);
-  free(w->gain), free(w->moving);
+  free(w->gain), free(w->moving), free(w->unvisited), free(w->moving_scores);
 }
 
 static bool alloc_refinement_work(RefinementWork *w, size_t capacity, size_t rows) {
@@ -766,31 +755,42 @@ static bool alloc_refinement_work(RefinementWork *w, size_t capacity, size_t row
   w->row_potential = malloc(sizeof(double) * n1), w->col_potential = malloc(sizeof(double) * n1);
   w->min_slack = malloc(sizeof(double) * n1), w->row_of_col = malloc(sizeof(int) * n1);
   w->previous_col = malloc(sizeof(int) * n1), w->assignment = malloc(sizeof(int) * n1);
-  w->visited = malloc(n1), w->members = malloc(sizeof(int) * n1);
-  w->thresholds = malloc(sizeof(double) * capacity * (rows > 0 ? rows : 1));
+  w->visited = malloc(sizeof(int) * n1), w->unvisited = malloc(sizeof(int) * n1), w->members = malloc(sizeof(int) * n1);
+  w->thresholds = malloc(sizeof(float) * capacity * (rows > 0 ? rows : 1));
+  w->moving_scores = malloc(sizeof(float) * GAIN_TILE * (rows > 0 ? rows : 1));
   w->gain = malloc(sizeof(double) * capacity * capacity), w->moving = malloc(sizeof(uint32_t) * n1);
   return w->row_potential && w->col_potential && w->min_slack && w->row_of_col && w->previous_col && w->assignment &&
-         w->visited && w->members && w->thresholds && w->gain && w->moving;
+         w->visited && w->unvisited && w->members && w->thresholds && w->moving_scores && w->gain && w->moving;
 }
 
-/* solveAssignment(cost, n, maximize = true) into w->assignment. */
+/* solveAssignment(cost, n, maximize = true) into w->assignment. The scans walk lists of the
+ * unvisited columns (ascending, as the reference's loop meets them, so ties resolve alike) and of
+ * the visited ones instead of testing every column: each column still gets the same operations. */
 static void solve_assignment_max(const double *cost, int n, RefinementWork *w) {
   double *row_potential = w->row_potential, *col_potential = w->col_potential, *min_slack = w->min_slack;
   int *row_of_col = w->row_of_col, *previous_col = w->previous_col;
-  unsigned char *visited = w->visited;
+  int *unvisited = w->unvisited, *visited = w->visited;
   for (int i = 0; i <= n; i++) row_potential[i] = col_potential[i] = 0, row_of_col[i] = previous_col[i] = 0;
   for (int row = 1; row <= n; row++) {
     row_of_col[0] = row;
     int col0 = 0;
-    for (int col = 0; col <= n; col++) min_slack[col] = INFINITY, visited[col] = 0;
+    for (int col = 0; col <= n; col++) min_slack[col] = INFINITY;
+    int unvisited_count = n, visited_count = 0;
+    for (int k = 0; k < n; k++) unvisited[k] = k + 1;
     do {
-      visited[col0] = 1;
+      visited[visited_count++] = col0;
+      if (col0 != 0) {
+        int k = 0;
+        while (unvisited[k] != col0) k++;
+        memmove(unvisited + k, unvisited + k + 1, sizeof(int) * (size_t)(unvisited_count - k - 1));
+        unvisited_count--;
+      }
       const int row0 = row_of_col[col0];
       double delta = INFINITY;
       int next_col = 0;
       const double *cost_row = cost + (size_t)(row0 - 1) * n;
-      for (int col = 1; col <= n; col++) {
-        if (visited[col]) continue;
+      for (int k = 0; k < unvisited_count; k++) {
+        const int col = unvisited[k];
         const double slack = -cost_row[col - 1] - row_potential[row0] - col_potential[col];
         if (slack < min_slack[col]) {
           min_slack[col] = slack;
@@ -801,14 +801,12 @@ static void solve_assignment_max(const double *cost, int n, RefinementWork *w) {
           next_col = col;
         }
       }
-      for (int col = 0; col <= n; col++) {
-        if (visited[col]) {
-          row_potential[row_of_col[col]] += delta;
-          col_potential[col] -= delta;
-        } else {
-          min_slack[col] -= delta;
-        }
+      for (int k = 0; k < visited_count; k++) {
+        const int col = visited[k];
+        row_potential[row_of_col[col]] += delta;
+        col_potential[col] -= delta;
       }
+      for (int k = 0; k < unvisited_count; k++) min_slack[unvisited[k]] -= delta;
       col0 = next_col;
     } while (row_of_col[col0] != 0);
     do {
@@ -820,29 +818,37 @@ static void solve_assignment_max(const double *cost, int n, RefinementWork *w) {
   for (int col = 1; col <= n; col++) w->assignment[row_of_col[col] - 1] = col - 1;
 }
 
-#define GAIN_TILE 8
 
-/* gain[h0 + t] = ½ Σ_r max(0, channel[r] − thresholds[r, h0 + t]) for t < width, each sum in row
- * order, written ½ Σ (e + |e|) as the reference does. */
-static inline __attribute__((always_inline)) void gain_tile(const float *channel, const double *thresholds, size_t rows,
-                                                           int size, int h0, int width, double *gain) {
-  double sums[GAIN_TILE] = {0};
+/* gain[i, h] = ½ Σ_r max(0, tile[r, i − i0] − thresholds[h, r]) for i in [i0, i0 + width) and
+ * h in {h, h + 1}: 2·GAIN_TILE independent sums, each in row order, written ½ Σ (e + |e|) as the
+ * reference does. `tile` holds the tile's moving channels [rows, GAIN_TILE]. */
+static inline __attribute__((always_inline)) void gain_pair(const float *tile, const float *threshold0,
+                                                           const float *threshold1, size_t rows, int size, int i0,
+                                                           int width, int h, double *gain) {
+  double sums0[GAIN_TILE] = {0}, sums1[GAIN_TILE] = {0};
   for (size_t r = 0; r < rows; r++) {
-    const double value = channel[r];
-    const double *threshold = thresholds + r * (size_t)size + h0;
-    for (int t = 0; t < width; t++) {
-      const double excess = value - threshold[t];
-      sums[t] += excess + fabs(excess);
+    const double limit0 = threshold0[r], limit1 = threshold1[r];
+    const float *value = tile + r * GAIN_TILE;
+    for (int t = 0; t < GAIN_TILE; t++) {
+      const double excess0 = (double)value[t] - limit0, excess1 = (double)value[t] - limit1;
+      sums0[t] += excess0 + fabs(excess0);
+      sums1[t] += excess1 + fabs(excess1);
     }
   }
-  for (int t = 0; t < width; t++) gain[h0 + t] = 0.5 * sums[t];
+  for (int t = 0; t < width; t++) {
+    gain[(size_t)(i0 + t) * size + h] = 0.5 * sums0[t];
+    if (threshold1 != threshold0) gain[(size_t)(i0 + t) * size + h + 1] = 0.5 * sums1[t];
+  }
 }
 
-/* One row of the gain matrix: placing `channel` in each of the `size` groups. */
-MULTIVERSION static void gain_row(const float *channel, const double *thresholds, size_t rows, int size, double *gain) {
-  int h0 = 0;
-  for (; h0 + GAIN_TILE <= size; h0 += GAIN_TILE) gain_tile(channel, thresholds, rows, size, h0, GAIN_TILE, gain);
-  if (h0 < size) gain_tile(channel, thresholds, rows, size, h0, size - h0, gain);
+/* Rows [i0, i0 + width) of the gain matrix: the tile's moving channels placed in each group. */
+MULTIVERSION static void gain_rows(const float *tile, const float *thresholds, size_t rows, int size, int i0, int width,
+                                   double *gain) {
+  for (int h = 0; h < size; h += 2) {
+    const float *threshold0 = thresholds + (size_t)h * rows;
+    const float *threshold1 = h + 1 < size ? threshold0 + rows : threshold0;
+    gain_pair(tile, threshold0, threshold1, rows, size, i0, width, h, gain);
+  }
 }
 
 /* refinePosition: reassigns the channels at `position` among the w->members[0, size) groups. */
@@ -850,20 +856,37 @@ static double refine_position(const float *channels, size_t rows, uint32_t *orde
                               RefinementWork *w) {
   const int keep = m - n;
   const int *members = w->members;
-  double others[256];
+  /* t_hr (thresholds [size, rows]) by a branch-free top-keep insertion: the value is the
+   * reference's sorted others[keep − 1] whatever the method. */
   for (int h = 0; h < size; h++) {
     const uint32_t *group = order + (size_t)members[h] * m;
+    float *threshold = w->thresholds + (size_t)h * rows;
     for (size_t r = 0; r < rows; r++) {
-      int count = 0;
-      for (int j = 0; j < m; j++)
-        if (j != position) others[count++] = channels[(size_t)group[j] * rows + r];
-      sort_descending(others, m - 1);
-      w->thresholds[r * (size_t)size + h] = others[keep - 1];
+      double top[256];
+      for (int k = 0; k < keep; k++) top[k] = -INFINITY;
+      for (int j = 0; j < m; j++) {
+        if (j == position) continue;
+        double value = channels[(size_t)group[j] * rows + r];
+        for (int k = 0; k < keep; k++) {
+          const double larger = value > top[k] ? value : top[k];
+          value = value > top[k] ? top[k] : value;
+          top[k] = larger;
+        }
+      }
+      threshold[r] = (float)top[keep - 1]; /* exact: a score */
     }
   }
-  for (int i = 0; i < size; i++) {
-    const float *channel = channels + (size_t)order[(size_t)members[i] * m + position] * rows;
-    gain_row(channel, w->thresholds, rows, size, w->gain + (size_t)i * size);
+  /* The moving channels GAIN_TILE at a time side by side (tile [rows, GAIN_TILE], zero-padded),
+   * so that one threshold meets GAIN_TILE of them at once. Scores stay fp32 (as stored) and
+   * widen to fp64 where the reference's arithmetic does. */
+  for (int i0 = 0; i0 < size; i0 += GAIN_TILE) {
+    const int width = i0 + GAIN_TILE < size ? GAIN_TILE : size - i0;
+    float *tile = w->moving_scores;
+    memset(tile, 0, sizeof(float) * rows * GAIN_TILE);
+    for (size_t r = 0; r < rows; r++)
+      for (int t = 0; t < width; t++)
+        tile[r * GAIN_TILE + t] = channels[(size_t)order[(size_t)members[i0 + t] * m + position] * rows + r];
+    gain_rows(tile, w->thresholds, rows, size, i0, width, w->gain);
   }
   solve_assignment_max(w->gain, size, w);
   double current = 0, best = 0;
