@@ -851,31 +851,49 @@ MULTIVERSION static void gain_rows(const float *tile, const float *thresholds, s
   }
 }
 
+#define THRESHOLD_LANES 16
+
+/* threshold[r0 + l] for l < lanes: the keep-th largest of the group's channels other than
+ * `position` in row r0 + l. */
+static inline __attribute__((always_inline)) void threshold_lanes(const float *channels, size_t rows,
+                                                                 const uint32_t *group, int m, int position, int keep,
+                                                                 size_t r0, int lanes, float *threshold) {
+  float top[256][THRESHOLD_LANES];
+  for (int k = 0; k < keep; k++)
+    for (int l = 0; l < THRESHOLD_LANES; l++) top[k][l] = -INFINITY;
+  for (int j = 0; j < m; j++) {
+    if (j == position) continue;
+    const float *source = channels + (size_t)group[j] * rows + r0;
+    float value[THRESHOLD_LANES];
+    for (int l = 0; l < lanes; l++) value[l] = source[l];
+    for (int k = 0; k < keep; k++) {
+      for (int l = 0; l < lanes; l++) {
+        const float larger = value[l] > top[k][l] ? value[l] : top[k][l];
+        value[l] = value[l] > top[k][l] ? top[k][l] : value[l];
+        top[k][l] = larger;
+      }
+    }
+  }
+  for (int l = 0; l < lanes; l++) threshold[r0 + l] = top[keep - 1][l];
+}
+
+MULTIVERSION static void group_thresholds(const float *channels, size_t rows, const uint32_t *group, int m, int position,
+                                          int keep, float *threshold) {
+  size_t r0 = 0;
+  for (; r0 + THRESHOLD_LANES <= rows; r0 += THRESHOLD_LANES)
+    threshold_lanes(channels, rows, group, m, position, keep, r0, THRESHOLD_LANES, threshold);
+  if (r0 < rows) threshold_lanes(channels, rows, group, m, position, keep, r0, (int)(rows - r0), threshold);
+}
+
 /* refinePosition: reassigns the channels at `position` among the w->members[0, size) groups. */
 static double refine_position(const float *channels, size_t rows, uint32_t *order, int n, int m, int position, int size,
                               RefinementWork *w) {
   const int keep = m - n;
   const int *members = w->members;
-  /* t_hr (thresholds [size, rows]) by a branch-free top-keep insertion: the value is the
-   * reference's sorted others[keep − 1] whatever the method. */
-  for (int h = 0; h < size; h++) {
-    const uint32_t *group = order + (size_t)members[h] * m;
-    float *threshold = w->thresholds + (size_t)h * rows;
-    for (size_t r = 0; r < rows; r++) {
-      double top[256];
-      for (int k = 0; k < keep; k++) top[k] = -INFINITY;
-      for (int j = 0; j < m; j++) {
-        if (j == position) continue;
-        double value = channels[(size_t)group[j] * rows + r];
-        for (int k = 0; k < keep; k++) {
-          const double larger = value > top[k] ? value : top[k];
-          value = value > top[k] ? top[k] : value;
-          top[k] = larger;
-        }
-      }
-      threshold[r] = (float)top[keep - 1]; /* exact: a score */
-    }
-  }
+  /* t_hr (thresholds [size, rows]): the reference's sorted others[keep − 1], a value whatever
+   * the method, here by a branch-free top-keep insertion over THRESHOLD_LANES rows at once. */
+  for (int h = 0; h < size; h++)
+    group_thresholds(channels, rows, order + (size_t)members[h] * m, m, position, keep, w->thresholds + (size_t)h * rows);
   /* The moving channels GAIN_TILE at a time side by side (tile [rows, GAIN_TILE], zero-padded),
    * so that one threshold meets GAIN_TILE of them at once. Scores stay fp32 (as stored) and
    * widen to fp64 where the reference's arithmetic does. */
