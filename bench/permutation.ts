@@ -1,7 +1,7 @@
 /**
  * Cost of the N:M channel permutation search (--permute) on one SmolLM2-135M block's matrices
  * (q, k, v, o, gate, up, down: d_out × d_in), with the refinement in TypeScript (the reference)
- * and in the native kernel, at 2:4 and 4:8. Scores are |N(0,1)| times a log-normal per-channel
+ * and in the native kernel, at 2:4 and 4:8 (the whole mask choice: search, then N:M selection). Scores are |N(0,1)| times a log-normal per-channel
  * scale, the shape of Wanda scores. One thread; CPU seconds of one search each (both sides give
  * the same order, checked here), so other jobs on the machine slow neither figure. Prints a table
  * and writes bench/results/permutation.json.
@@ -9,7 +9,7 @@
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getBackend } from '../src/backend/index.js';
-import { findNmPermutation, findNmPermutationOn } from '../src/prune/permutation.js';
+import { chooseMask, chooseMaskOn, DEFAULT_PERMUTATION_OPTIONS } from '../src/prune/permutation.js';
 import { writeFileContentAtomic } from '../src/util/atomic.js';
 import { createRng } from '../src/util/random.js';
 import { machineDescription, printTable } from './machine.js';
@@ -47,13 +47,14 @@ for (const { n, m } of PATTERNS) {
     const rng = createRng(matrix.rows * 7 + matrix.cols);
     const scale = Float64Array.from({ length: matrix.cols }, () => Math.exp(rng.normal()));
     const scores = Float32Array.from({ length: matrix.rows * matrix.cols }, (_, i) => Math.abs(rng.normal()) * scale[i % matrix.cols]!);
-    const reference = await cpuSeconds(() => findNmPermutation(scores, matrix.rows, matrix.cols, n, m));
-    const native = await cpuSeconds(() => findNmPermutationOn(backend, scores, matrix.rows, matrix.cols, n, m));
-    const same = reference.value.order.every((channel, i) => channel === native.value.order[i]) && reference.value.rounds === native.value.rounds;
+    const target = { kind: 'nm', n, m } as const;
+    const reference = await cpuSeconds(() => chooseMask(scores, matrix.rows, matrix.cols, target, 'row', DEFAULT_PERMUTATION_OPTIONS).report);
+    const native = await cpuSeconds(async () => (await chooseMaskOn(backend, scores, matrix.rows, matrix.cols, target, 'row', DEFAULT_PERMUTATION_OPTIONS)).report);
+    const same = reference.value.permutationHash === native.value.permutationHash && reference.value.permuteRounds === native.value.permuteRounds;
     if (!same) throw new Error(`${matrix.name} ${n}:${m}: the backend's order differs from the reference`);
     referenceTotal += reference.seconds;
     backendTotal += native.seconds;
-    const row = { pattern: `${n}:${m}`, ...matrix, rounds: native.value.rounds, referenceSeconds: reference.seconds, backendSeconds: native.seconds };
+    const row = { pattern: `${n}:${m}`, ...matrix, rounds: native.value.permuteRounds as number, referenceSeconds: reference.seconds, backendSeconds: native.seconds };
     results.push(row);
     rows.push([row.pattern, matrix.name, `${matrix.rows}×${matrix.cols}`, row.rounds, reference.seconds.toFixed(3), native.seconds.toFixed(3), (reference.seconds / native.seconds).toFixed(1)]);
   }

@@ -17,7 +17,8 @@
  *    (by more than 0.01% of it, at most `maxRounds` rounds). Blocks of B groups bound
  *    the cost to O(G · B · d_out) per position; they alternate between a strided partition (each
  *    block spans the whole heuristic order) and a contiguous one, so channels still travel
- *    between blocks.
+ *    between blocks. Step 2 is nearly all of the cost and runs in the backend
+ *    (Backend.refineNmOrder; src/backend/nm-refinement.ts is the TypeScript reference).
  */
 import type { Backend } from '../backend/backend.js';
 import { refineNmOrderReference, sortDescending } from '../backend/nm-refinement.js';
@@ -173,7 +174,7 @@ function finishPermutation(start: PermutationStart, rows: number, n: number, m: 
 /**
  * Finds an input-channel order for N:M pruning of a rows × cols score matrix (cols a multiple of
  * m) that keeps at least as much score as the original order. Refines in TypeScript (the
- * reference); findNmPermutationOn gives the same order from a backend's kernel.
+ * reference); chooseMaskOn gives the same order from a backend's kernel.
  */
 export function findNmPermutation(
   scores: Float32Array,
@@ -185,21 +186,6 @@ export function findNmPermutation(
 ): NmPermutation {
   const start = startPermutation(scores, rows, cols, n, m);
   const rounds = refineNmOrderReference(start.channels, rows, start.order, { n, m, ...options }, start.kept);
-  return finishPermutation(start, rows, n, m, rounds);
-}
-
-/** findNmPermutation with the refinement run by `backend`. */
-export async function findNmPermutationOn(
-  backend: Backend,
-  scores: Float32Array,
-  rows: number,
-  cols: number,
-  n: number,
-  m: number,
-  options: PermutationOptions = DEFAULT_PERMUTATION_OPTIONS,
-): Promise<NmPermutation> {
-  const start = startPermutation(scores, rows, cols, n, m);
-  const rounds = await backend.refineNmOrder(start.channels, rows, start.order, { n, m, ...options }, start.kept);
   return finishPermutation(start, rows, n, m, rounds);
 }
 
@@ -240,18 +226,13 @@ export function chooseMask(
 }
 
 /** chooseMask with the permutation refined by `backend`. */
-export async function chooseMaskOn(
-  backend: Backend,
-  scores: Float32Array,
-  rows: number,
-  cols: number,
-  target: SparsityTarget,
-  scope: UnstructuredScope,
-  permutation: PermutationOptions | null,
-): Promise<ChosenMask> {
+export async function chooseMaskOn(backend: Backend, ...request: Parameters<typeof chooseMask>): Promise<ChosenMask> {
+  const [scores, rows, cols, target, scope, permutation] = request;
   if (!permutation) return { mask: selectMask(scores, rows, cols, target, scope), report: {} };
-  const nm = requireNm(target);
-  return permutedMask(scores, rows, cols, nm, await findNmPermutationOn(backend, scores, rows, cols, nm.n, nm.m, permutation));
+  const { n, m } = requireNm(target);
+  const start = startPermutation(scores, rows, cols, n, m);
+  const rounds = await backend.refineNmOrder(start.channels, rows, start.order, { n, m, ...permutation }, start.kept);
+  return permutedMask(scores, rows, cols, { kind: 'nm', n, m }, finishPermutation(start, rows, n, m, rounds));
 }
 
 type NmTarget = Extract<SparsityTarget, { kind: 'nm' }>;
