@@ -723,6 +723,251 @@ static void run_eliminate_rows(Job *job) {
   job->ok = !atomic_load(&plan.singular);
 }
 
+/* ---------- N:M channel order refinement ----------
+ * src/backend/nm-refinement.ts is the reference and derives the steps; this is the same code in
+ * the same floating-point order, so both give the same order bit for bit. What changes is only
+ * the order in which independent numbers are computed: the gain sums run GAIN_TILE channels × 2
+ * groups side by side (each sum still added in row order), the thresholds 16 rows at a time, and
+ * the assignment scans walk lists of columns. Nearly all of the reference's time is the gain
+ * sums and the thresholds; here the assignment takes about a third. */
+
+#define GAIN_TILE 16
+
+typedef struct {
+  /* solveAssignment's 1-based arrays, for blocks of up to `capacity` groups */
+  double *row_potential, *col_potential, *min_slack;
+  int *row_of_col, *previous_col, *assignment, *unvisited, *visited;
+  /* the block: its groups, thresholds [size, rows], one tile of moving scores [rows, GAIN_TILE],
+   * gains [size, size], the channels moving */
+  int *members;
+  float *thresholds, *moving_scores;
+  double *gain;
+  uint32_t *moving;
+} RefinementWork;
+
+static void free_refinement_work(RefinementWork *w) {
+  free(w->row_potential), free(w->col_potential), free(w->min_slack), free(w->row_of_col);
+  free(w->previous_col), free(w->assignment), free(w->visited), free(w->members), free(w->thresholds);
+  free(w->gain), free(w->moving), free(w->unvisited), free(w->moving_scores);
+}
+
+static bool alloc_refinement_work(RefinementWork *w, size_t capacity, size_t rows) {
+  const size_t n1 = capacity + 1;
+  w->row_potential = malloc(sizeof(double) * n1), w->col_potential = malloc(sizeof(double) * n1);
+  w->min_slack = malloc(sizeof(double) * n1), w->row_of_col = malloc(sizeof(int) * n1);
+  w->previous_col = malloc(sizeof(int) * n1), w->assignment = malloc(sizeof(int) * n1);
+  w->visited = malloc(sizeof(int) * n1), w->unvisited = malloc(sizeof(int) * n1), w->members = malloc(sizeof(int) * n1);
+  w->thresholds = malloc(sizeof(float) * capacity * (rows > 0 ? rows : 1));
+  w->moving_scores = malloc(sizeof(float) * GAIN_TILE * (rows > 0 ? rows : 1));
+  w->gain = malloc(sizeof(double) * capacity * capacity), w->moving = malloc(sizeof(uint32_t) * n1);
+  return w->row_potential && w->col_potential && w->min_slack && w->row_of_col && w->previous_col && w->assignment &&
+         w->visited && w->unvisited && w->members && w->thresholds && w->moving_scores && w->gain && w->moving;
+}
+
+/* solveAssignment(cost, n, maximize = true) into w->assignment. The scans walk lists of the
+ * unvisited columns (ascending, as the reference's loop meets them, so ties resolve alike) and of
+ * the visited ones instead of testing every column: each column still gets the same operations. */
+static void solve_assignment_max(const double *cost, int n, RefinementWork *w) {
+  double *row_potential = w->row_potential, *col_potential = w->col_potential, *min_slack = w->min_slack;
+  int *row_of_col = w->row_of_col, *previous_col = w->previous_col;
+  int *unvisited = w->unvisited, *visited = w->visited;
+  for (int i = 0; i <= n; i++) row_potential[i] = col_potential[i] = 0, row_of_col[i] = previous_col[i] = 0;
+  for (int row = 1; row <= n; row++) {
+    row_of_col[0] = row;
+    int col0 = 0;
+    for (int col = 0; col <= n; col++) min_slack[col] = INFINITY;
+    int unvisited_count = n, visited_count = 0;
+    for (int k = 0; k < n; k++) unvisited[k] = k + 1;
+    do {
+      visited[visited_count++] = col0;
+      if (col0 != 0) {
+        int k = 0;
+        while (unvisited[k] != col0) k++;
+        memmove(unvisited + k, unvisited + k + 1, sizeof(int) * (size_t)(unvisited_count - k - 1));
+        unvisited_count--;
+      }
+      const int row0 = row_of_col[col0];
+      double delta = INFINITY;
+      int next_col = 0;
+      const double *cost_row = cost + (size_t)(row0 - 1) * n;
+      for (int k = 0; k < unvisited_count; k++) {
+        const int col = unvisited[k];
+        const double slack = -cost_row[col - 1] - row_potential[row0] - col_potential[col];
+        if (slack < min_slack[col]) {
+          min_slack[col] = slack;
+          previous_col[col] = col0;
+        }
+        if (min_slack[col] < delta) {
+          delta = min_slack[col];
+          next_col = col;
+        }
+      }
+      for (int k = 0; k < visited_count; k++) {
+        const int col = visited[k];
+        row_potential[row_of_col[col]] += delta;
+        col_potential[col] -= delta;
+      }
+      for (int k = 0; k < unvisited_count; k++) min_slack[unvisited[k]] -= delta;
+      col0 = next_col;
+    } while (row_of_col[col0] != 0);
+    do {
+      const int col1 = previous_col[col0];
+      row_of_col[col0] = row_of_col[col1];
+      col0 = col1;
+    } while (col0 != 0);
+  }
+  for (int col = 1; col <= n; col++) w->assignment[row_of_col[col] - 1] = col - 1;
+}
+
+
+/* gain[i, h] = ½ Σ_r max(0, tile[r, i − i0] − thresholds[h, r]) for i in [i0, i0 + width) and
+ * h in {h, h + 1}: 2·GAIN_TILE independent sums, each in row order, written ½ Σ (e + |e|) as the
+ * reference does. `tile` holds the tile's moving channels [rows, GAIN_TILE]. */
+static inline __attribute__((always_inline)) void gain_pair(const float *tile, const float *threshold0,
+                                                           const float *threshold1, size_t rows, int size, int i0,
+                                                           int width, int h, double *gain) {
+  double sums0[GAIN_TILE] = {0}, sums1[GAIN_TILE] = {0};
+  for (size_t r = 0; r < rows; r++) {
+    const double limit0 = threshold0[r], limit1 = threshold1[r];
+    const float *value = tile + r * GAIN_TILE;
+    for (int t = 0; t < GAIN_TILE; t++) {
+      const double excess0 = (double)value[t] - limit0, excess1 = (double)value[t] - limit1;
+      sums0[t] += excess0 + fabs(excess0);
+      sums1[t] += excess1 + fabs(excess1);
+    }
+  }
+  for (int t = 0; t < width; t++) {
+    gain[(size_t)(i0 + t) * size + h] = 0.5 * sums0[t];
+    if (threshold1 != threshold0) gain[(size_t)(i0 + t) * size + h + 1] = 0.5 * sums1[t];
+  }
+}
+
+/* Rows [i0, i0 + width) of the gain matrix: the tile's moving channels placed in each group. */
+MULTIVERSION static void gain_rows(const float *tile, const float *thresholds, size_t rows, int size, int i0, int width,
+                                   double *gain) {
+  for (int h = 0; h < size; h += 2) {
+    const float *threshold0 = thresholds + (size_t)h * rows;
+    const float *threshold1 = h + 1 < size ? threshold0 + rows : threshold0;
+    gain_pair(tile, threshold0, threshold1, rows, size, i0, width, h, gain);
+  }
+}
+
+#define THRESHOLD_LANES 16
+
+/* threshold[r0 + l] for l < lanes: the keep-th largest of the group's channels other than
+ * `position` in row r0 + l. */
+static inline __attribute__((always_inline)) void threshold_lanes(const float *channels, size_t rows,
+                                                                 const uint32_t *group, int m, int position, int keep,
+                                                                 size_t r0, int lanes, float *threshold) {
+  float top[256][THRESHOLD_LANES];
+  for (int k = 0; k < keep; k++)
+    for (int l = 0; l < THRESHOLD_LANES; l++) top[k][l] = -INFINITY;
+  for (int j = 0; j < m; j++) {
+    if (j == position) continue;
+    const float *source = channels + (size_t)group[j] * rows + r0;
+    float value[THRESHOLD_LANES];
+    for (int l = 0; l < lanes; l++) value[l] = source[l];
+    for (int k = 0; k < keep; k++) {
+      for (int l = 0; l < lanes; l++) {
+        const float larger = value[l] > top[k][l] ? value[l] : top[k][l];
+        value[l] = value[l] > top[k][l] ? top[k][l] : value[l];
+        top[k][l] = larger;
+      }
+    }
+  }
+  for (int l = 0; l < lanes; l++) threshold[r0 + l] = top[keep - 1][l];
+}
+
+MULTIVERSION static void group_thresholds(const float *channels, size_t rows, const uint32_t *group, int m, int position,
+                                          int keep, float *threshold) {
+  size_t r0 = 0;
+  for (; r0 + THRESHOLD_LANES <= rows; r0 += THRESHOLD_LANES)
+    threshold_lanes(channels, rows, group, m, position, keep, r0, THRESHOLD_LANES, threshold);
+  if (r0 < rows) threshold_lanes(channels, rows, group, m, position, keep, r0, (int)(rows - r0), threshold);
+}
+
+/* refinePosition: reassigns the channels at `position` among the w->members[0, size) groups. */
+static double refine_position(const float *channels, size_t rows, uint32_t *order, int n, int m, int position, int size,
+                              RefinementWork *w) {
+  const int keep = m - n;
+  const int *members = w->members;
+  /* t_hr (thresholds [size, rows]): the reference's sorted others[keep − 1], a value whatever
+   * the method, here by a branch-free top-keep insertion over THRESHOLD_LANES rows at once. */
+  for (int h = 0; h < size; h++)
+    group_thresholds(channels, rows, order + (size_t)members[h] * m, m, position, keep, w->thresholds + (size_t)h * rows);
+  /* The moving channels GAIN_TILE at a time side by side (tile [rows, GAIN_TILE], zero-padded),
+   * so that one threshold meets GAIN_TILE of them at once. Scores stay fp32 (as stored) and
+   * widen to fp64 where the reference's arithmetic does. */
+  for (int i0 = 0; i0 < size; i0 += GAIN_TILE) {
+    const int width = i0 + GAIN_TILE < size ? GAIN_TILE : size - i0;
+    float *tile = w->moving_scores;
+    memset(tile, 0, sizeof(float) * rows * GAIN_TILE);
+    for (size_t r = 0; r < rows; r++)
+      for (int t = 0; t < width; t++)
+        tile[r * GAIN_TILE + t] = channels[(size_t)order[(size_t)members[i0 + t] * m + position] * rows + r];
+    gain_rows(tile, w->thresholds, rows, size, i0, width, w->gain);
+  }
+  solve_assignment_max(w->gain, size, w);
+  double current = 0, best = 0;
+  for (int i = 0; i < size; i++) {
+    current += w->gain[(size_t)i * size + i];
+    best += w->gain[(size_t)i * size + w->assignment[i]];
+  }
+  if (!(best > current * (1 + 1e-12) + 1e-30)) return 0;
+  for (int i = 0; i < size; i++) w->moving[i] = order[(size_t)members[i] * m + position];
+  for (int i = 0; i < size; i++) order[(size_t)members[w->assignment[i]] * m + position] = w->moving[i];
+  return best - current;
+}
+
+/* blockMembers into w->members; returns their count. */
+static int block_members(int block, int block_count, int groups, bool strided, RefinementWork *w) {
+  int count = 0;
+  if (strided) {
+    for (int g = block; g < groups; g += block_count) w->members[count++] = g;
+  } else {
+    const int start = (int)((long long)block * groups / block_count);
+    const int end = (int)((long long)(block + 1) * groups / block_count);
+    for (int g = start; g < end; g++) w->members[count++] = g;
+  }
+  return count;
+}
+
+/* refineNmOrderReference; data: channels [cols, rows] f32, order u32 (in place), rounds f64 (out). */
+static void run_refine_nm_order(Job *job) {
+  const float *channels = job->data[0];
+  uint32_t *order = job->data[1];
+  const size_t rows = (size_t)job->args[0];
+  const int cols = (int)job->args[1], n = (int)job->args[2], m = (int)job->args[3];
+  const int block_groups = (int)job->args[4], max_rounds = (int)job->args[5];
+  double kept = job->args[6];
+  const int groups = cols / m;
+  const int block_count = (groups + block_groups - 1) / block_groups;
+  const int idle_rounds_to_stop = block_count == 1 ? 1 : 2;
+  const size_t capacity = block_count > 0 ? (size_t)(groups + block_count - 1) / block_count : 0;
+  RefinementWork work = {0};
+  if (!alloc_refinement_work(&work, capacity, rows)) {
+    free_refinement_work(&work);
+    job->out_of_memory = true;
+    return;
+  }
+  int idle_rounds = 0, rounds = 0;
+  while (rounds < max_rounds && idle_rounds < idle_rounds_to_stop) {
+    const bool strided = rounds % 2 == 0;
+    double round_gain = 0;
+    for (int position = 0; position < m; position++) {
+      for (int block = 0; block < block_count; block++) {
+        const int size = block_members(block, block_count, groups, strided, &work);
+        round_gain += refine_position(channels, rows, order, n, m, position, size, &work);
+      }
+    }
+    rounds++;
+    kept += round_gain;
+    idle_rounds = round_gain > kept * 1e-4 ? 0 : idle_rounds + 1;
+  }
+  free_refinement_work(&work);
+  ((double *)job->data[2])[0] = rounds;
+}
+
 /* out[r] = log softmax(logits[r, :])[targets[r]]: the log-likelihood of each row's target token. */
 static void run_token_log_probs(Job *job) {
   const float *logits = job->data[0];
@@ -1638,6 +1883,14 @@ static double elimination_flops(const Job *job) { return 4.0 * job->args[0] * jo
 static napi_value eliminate_rows(napi_env env, napi_callback_info info) {
   return start_job(env, info, 4, run_eliminate_rows, true, elimination_flops);
 }
+/* Per round and position: every block's gain matrix, B² sums over the rows, for G / B blocks. */
+static double refinement_flops(const Job *job) {
+  const double groups = job->args[1] / job->args[3], block = fmin(job->args[4], groups);
+  return 2.0 * job->args[5] * job->args[3] * groups * block * job->args[0];
+}
+static napi_value refine_nm_order(napi_env env, napi_callback_info info) {
+  return start_job(env, info, 3, run_refine_nm_order, false, refinement_flops);
+}
 static napi_value causal_attention(napi_env env, napi_callback_info info) {
   return start_job(env, info, 4, run_causal_attention, false, attention_flops);
 }
@@ -1739,6 +1992,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"symmetricEigenvalues", NULL, symmetric_eigenvalues, NULL, NULL, NULL, napi_default, NULL},
       {"triangularSolve", NULL, triangular_solve, NULL, NULL, NULL, napi_default, NULL},
       {"eliminateRows", NULL, eliminate_rows, NULL, NULL, NULL, napi_default, NULL},
+      {"refineNmOrder", NULL, refine_nm_order, NULL, NULL, NULL, napi_default, NULL},
       {"causalAttention", NULL, causal_attention, NULL, NULL, NULL, napi_default, NULL},
       {"rmsNorm", NULL, rms_norm, NULL, NULL, NULL, napi_default, NULL},
       {"layerNorm", NULL, layer_norm, NULL, NULL, NULL, napi_default, NULL},

@@ -23,6 +23,14 @@ export type Activation = 'silu' | 'gelu' | 'gelu_tanh' | 'relu';
 export const ACTIVATIONS: readonly Activation[] = ['silu', 'gelu', 'gelu_tanh', 'relu'];
 
 /** How many weights each row of a block loses (unstructured), or N of every M (exact: best of all subsets). */
+/** Refinement of an N:M channel order: N of every M pruned, blocks of `blockGroups` groups, at most `maxRounds` rounds. */
+export interface NmRefinementPlan {
+  n: number;
+  m: number;
+  blockGroups: number;
+  maxRounds: number;
+}
+
 export type EliminationPlan = { kind: 'counts'; removals: Uint32Array } | { kind: 'nm'; n: number; m: number; exact: boolean };
 
 /** Where the two features that rotate together sit within a head (see `Backend.rope`). */
@@ -178,6 +186,14 @@ export interface Backend {
    * positive (a numerically singular block), leaving `block` unspecified.
    */
   eliminateRows(gamma: Float64Array, block: Float64Array, rows: number, size: number, plan: EliminationPlan, losses: Float64Array): Promise<boolean>;
+
+  /**
+   * Step 2 of the N:M channel permutation search (src/backend/nm-refinement.ts, the reference):
+   * refines `order` (position → channel, groups of plan.m positions) in place for the channel-major
+   * score matrix `channels` [order.length, rows], whose kept score in `order` is `kept`. Resolves
+   * to the rounds run. Every backend gives the same order, bit for bit.
+   */
+  refineNmOrder(channels: Float32Array, rows: number, order: Uint32Array, plan: NmRefinementPlan, kept: number): Promise<number>;
 
   /**
    * Causal multi-head attention with grouped-query sharing. q: [windows·seqLen, numHeads·headDim];

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TopiaryError } from '../util/errors.js';
 import { sparseMatrixProblem, type SparseMatrix } from './sparse.js';
-import { ACTIVATIONS, type Activation, type AttentionOptions, type Backend, type BackendInfo, type EliminationPlan, type FloatArray, type GemmOptions, type RopeOptions, type ScanInputs, type SequenceOptions } from './backend.js';
+import { ACTIVATIONS, type Activation, type AttentionOptions, type Backend, type BackendInfo, type EliminationPlan, type FloatArray, type NmRefinementPlan, type GemmOptions, type RopeOptions, type ScanInputs, type SequenceOptions } from './backend.js';
 
 /**
  * The functions native/topiary_native.c exports: typed arrays first, then numbers and booleans.
@@ -25,6 +25,8 @@ interface NativeAddon {
   triangularSolve(t: FloatArray, b: FloatArray, n: number, nrhs: number, upper: boolean, transpose: boolean): Promise<void>;
   /** mode 0: removals per row (as fp64 counts); 1: N:M best subset; 2: N:M greedy. */
   eliminateRows(gamma: Float64Array, block: Float64Array, removals: Float64Array, losses: Float64Array, rows: number, size: number, mode: number, n: number, m: number): Promise<boolean>;
+  /** Resolves with nothing; rounds[0] ← the rounds run. */
+  refineNmOrder(channels: Float32Array, order: Uint32Array, rounds: Float64Array, rows: number, cols: number, n: number, m: number, blockGroups: number, maxRounds: number, kept: number): Promise<void>;
   causalAttention(
     q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array,
     windows: number, seqLen: number, numHeads: number, numKvHeads: number, headDim: number, scale: number, pastLength: number,
@@ -340,6 +342,24 @@ export class NativeBackend implements Backend {
     checkDimensions('eliminateRows', { n, m });
     if (n < 1 || n >= m || size % m !== 0 || m > 255) fail('eliminateRows', `need 0 < N < M ≤ 255 and M dividing the block width ${size}, got ${n}:${m}`);
     return this.addon.eliminateRows(gamma, block, new Float64Array(0), losses, rows, size, exact ? 1 : 2, n, m);
+  }
+
+  async refineNmOrder(channels: Float32Array, rows: number, order: Uint32Array, plan: NmRefinementPlan, kept: number): Promise<number> {
+    const { n, m, blockGroups, maxRounds } = plan;
+    const cols = order.length;
+    checkDimensions('refineNmOrder', { rows, n, m, blockGroups, maxRounds });
+    if (!(channels instanceof Float32Array) || !(order instanceof Uint32Array)) fail('refineNmOrder', 'channels must be a Float32Array and order a Uint32Array');
+    if (n < 1 || n >= m || m > 256 || cols % m !== 0 || blockGroups < 1) fail('refineNmOrder', `need 0 < N < M ≤ 256, M dividing the ${cols} channels and blockGroups ≥ 1, got ${n}:${m}, ${blockGroups}`);
+    checkMatrix('refineNmOrder', 'channels', channels, cols, rows, Math.max(1, rows));
+    const seen = new Uint8Array(cols);
+    for (const channel of order) {
+      if (channel >= cols || seen[channel]) fail('refineNmOrder', `order must be a permutation of 0…${cols - 1}`);
+      seen[channel] = 1;
+    }
+    if (!Number.isFinite(kept)) fail('refineNmOrder', `kept must be finite, got ${kept}`);
+    const rounds = new Float64Array(1);
+    await this.addon.refineNmOrder(channels, order, rounds, rows, cols, n, m, blockGroups, maxRounds, kept);
+    return rounds[0]!;
   }
 
   causalAttention(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, options: AttentionOptions): Promise<void> {

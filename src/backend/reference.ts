@@ -1,4 +1,5 @@
-import type { Activation, AttentionOptions, Backend, BackendInfo, EliminationPlan, FloatArray, GemmOptions, RopeOptions, ScanInputs, SequenceOptions } from './backend.js';
+import type { Activation, AttentionOptions, Backend, BackendInfo, EliminationPlan, FloatArray, GemmOptions, NmRefinementPlan, RopeOptions, ScanInputs, SequenceOptions } from './backend.js';
+import { refineNmOrderReference } from './nm-refinement.js';
 import { eliminateRowsReference } from './row-elimination.js';
 import { chunksPerRow, SPARSE_CHUNK, type SparseMatrix } from './sparse.js';
 
@@ -136,6 +137,10 @@ export class ReferenceBackend implements Backend {
 
   async eliminateRows(gamma: Float64Array, block: Float64Array, rows: number, size: number, plan: EliminationPlan, losses: Float64Array): Promise<boolean> {
     return eliminateRowsReference(gamma, block, rows, size, plan, losses);
+  }
+
+  async refineNmOrder(channels: Float32Array, rows: number, order: Uint32Array, plan: NmRefinementPlan, kept: number): Promise<number> {
+    return refineNmOrderReference(channels, rows, order, plan, kept);
   }
 
   /**

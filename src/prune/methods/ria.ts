@@ -9,7 +9,7 @@
  */
 import { applyMask, booleanOption, measureSparsity, numberOption, validateTarget } from '../masks.js';
 import type { UnstructuredMethod } from '../method.js';
-import { chooseMask, parsePermutationOptions, permutationUnsupported, PERMUTATION_OPTIONS } from '../permutation.js';
+import { chooseMaskOn, parsePermutationOptions, permutationUnsupported, PERMUTATION_OPTIONS } from '../permutation.js';
 import { UsageError } from '../../util/errors.js';
 import { requireSqNorm } from './wanda.js';
 
@@ -76,13 +76,13 @@ export const ria: UnstructuredMethod = {
     }
     return permutationUnsupported(target, options);
   },
-  async prune({ name, weight, rows, cols, stats, target, options }) {
+  async prune({ name, weight, rows, cols, stats, target, options, backend }) {
     validateTarget(target, cols, name);
     const { a, perRow } = riaOptions(options);
     const permutation = parsePermutationOptions(options);
     const sqNorm = a === 0 ? undefined : requireSqNorm(stats, cols, 'ria', name);
     const scores = riaScores(weight, rows, cols, a, sqNorm);
-    const { mask, report } = chooseMask(scores, rows, cols, target, perRow ? 'row' : 'matrix', permutation);
+    const { mask, report } = await chooseMaskOn(backend, scores, rows, cols, target, perRow ? 'row' : 'matrix', permutation);
     applyMask(weight, mask);
     return { weight, report: { sparsity: measureSparsity(weight), a, ...report } };
   },

@@ -6,7 +6,7 @@
 import { TopiaryError } from '../../util/errors.js';
 import { applyMask, measureSparsity, validateTarget } from '../masks.js';
 import type { LinearStats, UnstructuredMethod } from '../method.js';
-import { chooseMask, parsePermutationOptions, permutationUnsupported, PERMUTATION_OPTIONS } from '../permutation.js';
+import { chooseMaskOn, parsePermutationOptions, permutationUnsupported, PERMUTATION_OPTIONS } from '../permutation.js';
 
 /** The input's Σ x_j² per feature, checked against the layer width. */
 export function requireSqNorm(stats: LinearStats, cols: number, method: string, layer: string): Float64Array {
@@ -37,11 +37,11 @@ export const wanda: UnstructuredMethod = {
   description: 'prune the smallest |W|·‖X‖ per output row (N:M per group; option permute for N:M)',
   needs: ['sqNorm'],
   unsupported: permutationUnsupported,
-  async prune({ name, weight, rows, cols, stats, target, options }) {
+  async prune({ name, weight, rows, cols, stats, target, options, backend }) {
     validateTarget(target, cols, name);
     const permutation = parsePermutationOptions(options);
     const scores = wandaScores(weight, rows, cols, requireSqNorm(stats, cols, 'wanda', name));
-    const { mask, report } = chooseMask(scores, rows, cols, target, 'row', permutation);
+    const { mask, report } = await chooseMaskOn(backend, scores, rows, cols, target, 'row', permutation);
     applyMask(weight, mask);
     return { weight, report: { sparsity: measureSparsity(weight), ...report } };
   },
