@@ -72,7 +72,8 @@ topiary eval --model PATH --tasks arc_easy,piqa,...|all [--limit N] [--out FILE]
       wrote, uneven structured results included) as one GGUF file llama.cpp runs, under llama.cpp's
       architecture for the family (deci for LLaMA-block models with per-layer sizes). Matrices take
       the --quant type (ggml's reference quantizers); norms, biases and other 1-D tensors stay F32,
-      and a matrix whose rows are not whole blocks falls back Q4_K → Q4_0 → F16 (Q8_0 → F16). Where
+      and a matrix whose rows are not whole blocks falls back as llama.cpp's quantize does (Q4_K →
+      Q5_0 for rows not a multiple of 256; any type → F16 for rows not a multiple of 32). Where
       llama.cpp cannot run the model as Topiary does, says why before any work. FILE is written
       atomically and may not be inside the model's folder.
 `,
