@@ -1740,7 +1740,9 @@ static void run_sparse_matmul(Job *job) {
     s.panel_first = first;
     s.panel_rows = first + block <= s.rows ? block : s.rows - first;
     SparseTask task = {&s, sparse_kernel(true), first, first + s.panel_rows};
-    pool_run(sparse_task, &task, threads);
+    /* Unpacking is about 1/m of the sgemm's work: on the calling thread alone, so no pool worker
+     * is left spinning beside OpenBLAS's threads during the sgemm (at 2 threads that halved it). */
+    pool_run(sparse_task, &task, 1);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s.m, s.panel_rows, s.cols, 1.0f, s.x, s.cols, s.panel,
                 (blasint)ld, 0.0f, s.y + first, s.rows);
   }
