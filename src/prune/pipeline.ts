@@ -279,7 +279,12 @@ export async function prunePipeline<Plan>(model: CausalLM, windows: readonly (re
     await replay(layer, advanceDense ? undefined : loadBlock(file('layer', layer, 'safetensors')));
   }
 
-  for (let layer = finished; layer < numLayers; layer++) {
+  /**
+   * Prunes block `layer` and checkpoints it. A function of its own so that the block's dense and
+   * pruned weights die with its frame: a suspended async function's frame can keep the previous
+   * iteration's values alive (V8 did, here: two dead blocks beside the live one at 1B widths).
+   */
+  const pruneBlock = async (layer: number): Promise<BlockReport> => {
     const layerStart = performance.now();
     const denseBlock = model.layer(layer);
 
@@ -328,6 +333,11 @@ export async function prunePipeline<Plan>(model: CausalLM, windows: readonly (re
     };
     writeJson(file('layer', layer), report);
     model.releaseLayer(layer);
+    return report;
+  };
+
+  for (let layer = finished; layer < numLayers; layer++) {
+    const report = await pruneBlock(layer);
     reports.push(report);
     emit({ kind: 'layer-done', layers: numLayers, report });
   }
