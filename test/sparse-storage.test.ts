@@ -149,7 +149,7 @@ test('--save-format is checked before any work: structured pruning and unknown f
 });
 
 /** A copy of `dir` whose model.safetensors has its tensors changed by `edit`. */
-function hostileCopy(dir: string, edit: (tensors: Map<string, TensorToWrite>) => void): string {
+function hostileCopy(dir: string, edit: (tensors: Map<string, TensorToWrite>) => void, allowNonFinite = false): string {
   const copy = tempDir();
   for (const name of fs.readdirSync(dir)) if (fs.statSync(path.join(dir, name)).isFile()) fs.copyFileSync(path.join(dir, name), path.join(copy, name));
   const store = openSafetensors(dir);
@@ -161,11 +161,11 @@ function hostileCopy(dir: string, edit: (tensors: Map<string, TensorToWrite>) =>
   }
   store.close();
   edit(tensors);
-  writeSafetensors(path.join(copy, 'model.safetensors'), [...tensors.values()]);
+  writeSafetensors(path.join(copy, 'model.safetensors'), [...tensors.values()], undefined, { allowNonFinite });
   return copy;
 }
 
-async function assertOneLineError(dir: string, pattern: RegExp): Promise<void> {
+async function assertOneLineError(dir: string, pattern: RegExp, where = path.join(dir, 'model.safetensors')): Promise<void> {
   await assert.rejects(
     (async () => {
       const model = await loadModel(dir, { backend: getBackend() });
@@ -173,7 +173,7 @@ async function assertOneLineError(dir: string, pattern: RegExp): Promise<void> {
     })(),
     (error: unknown) => {
       assert.ok(error instanceof TopiaryError, `expected a TopiaryError, got ${String(error)}`);
-      assert.ok(error.message.startsWith(`${path.join(dir, 'model.safetensors')}: `), error.message);
+      assert.ok(error.message.startsWith(`${where}: `), error.message);
       assert.match(error.message, pattern);
       assert.ok(!error.message.includes('\n'));
       return true;
@@ -235,6 +235,20 @@ test('hostile sparse folders fail in one line naming the file, before the dense 
     }),
     /bitmask row 0 has a group of four without exactly two kept weights/,
   );
+  // A NaN among the kept values is refused when the matrix is read, like any other weight's (naming the folder).
+  const withNaN = hostileCopy(
+    unstructured.sparse,
+    (tensors) => {
+      (tensors.get(`${down}.compressed`)!.data as Float32Array)[5] = Number.NaN;
+    },
+    true,
+  );
+  await assertOneLineError(withNaN, /tensor "model.layers.1.mlp.down_proj.weight" has NaN at index \d+/, withNaN);
+  // A file cut short is refused when opened, not read past its end.
+  const truncated = hostileCopy(unstructured.sparse, () => {});
+  const file = path.join(truncated, 'model.safetensors');
+  fs.truncateSync(file, fs.statSync(file).size - 100);
+  await assertOneLineError(truncated, /bytes|data area|truncated|short|end of file/);
 });
 
 test('a hostile sparse folder is one line on the command line', () => {
